@@ -1,0 +1,1 @@
+//! aliases: see the crate README section in the workspace README.

@@ -1,0 +1,1 @@
+//! dm-tables: see the crate README section in the workspace README.

@@ -1,0 +1,1 @@
+//! lun-scan: see the crate README section in the workspace README.

@@ -1,0 +1,1 @@
+//! multipathd-rs: see the crate README section in the workspace README.
