@@ -1,1 +1,18 @@
-//! multipathd-rs: see the crate README section in the workspace README.
+//! multipathd-rs: the multipath daemon composing lun-scan, aliases and dm-tables.
+//!
+//! Module owners while the crate is being built (see multipathd-rs/README.md once written):
+//! configuration (`config`, `hwtable`, `blacklist`, `import`) and path checking / events
+//! (`checker`, `clock`, `scheduler`, `uevent`); the discovery pipeline, control socket and CLI
+//! arrive on top of them.
+
+pub mod blacklist;
+pub mod checker;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod hwtable;
+pub mod import;
+pub mod scheduler;
+pub mod uevent;
+
+pub use error::Error;

@@ -1,0 +1,1 @@
+//! hwtable (being written).

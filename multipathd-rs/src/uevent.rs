@@ -1,0 +1,1 @@
+//! uevent (being written).
