@@ -15,4 +15,6 @@ pub enum Error {
     // --- configuration (config, hwtable, blacklist, import) ---
 
     // --- path checking and events (checker, clock, scheduler, uevent) ---
+
+    // --- daemon state, output formats and control socket (state, output, socket) ---
 }

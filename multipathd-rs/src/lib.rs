@@ -12,7 +12,10 @@ pub mod config;
 pub mod error;
 pub mod hwtable;
 pub mod import;
+pub mod output;
 pub mod scheduler;
+pub mod socket;
+pub mod state;
 pub mod uevent;
 
 pub use error::Error;

@@ -1,0 +1,1 @@
+//! socket (being written).
