@@ -1,1 +1,12 @@
-//! lun-scan: see the crate README section in the workspace README.
+//! lun-scan: SCSI hosts, FC remote ports, iSCSI sessions, SCSI paths and their WWIDs, read from
+//! a sysfs tree whose root is a parameter; rescans; sysfs snapshots; a topology generator that
+//! renders kernel-like sysfs trees for tests. See `lun-scan/README.md`.
+
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
+pub use model::{
+    DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
+    ScsiPath, Transport, WwidSource,
+};
