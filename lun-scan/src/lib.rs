@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod vpd;
 
 pub use error::{Error, Result};
 pub use model::{
