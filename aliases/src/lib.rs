@@ -1,7 +1,11 @@
 //! aliases: stable, WWID-based device-mapper names, compatible with multipath-tools' bindings
 //! file and `multipaths {}` aliases. See aliases/README.md.
 
+pub mod bindings;
 mod error;
+pub mod fsutil;
 pub mod mpconf;
+pub mod names;
+pub mod table;
 
 pub use error::{Error, Result};
