@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod sysfs;
 pub mod vpd;
 
 pub use error::{Error, Result};
@@ -11,3 +12,4 @@ pub use model::{
     DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
     ScsiPath, Transport, WwidSource,
 };
+pub use sysfs::{scan, scan_path};

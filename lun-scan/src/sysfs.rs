@@ -1,0 +1,791 @@
+//! The sysfs walk. Every function takes the sysfs root as a parameter (`/sys` on a live
+//! system, a fixture or snapshot directory in tests).
+//!
+//! Layout relied upon (as the kernel writes it):
+//! - `class/block/<dev>` -> `../../devices/.../hostH/[rport-H:C-R/|sessionN/|port-H:P/end_device-H:P/]targetH:C:T/H:C:T:L/block/<dev>`
+//! - `class/scsi_host/hostN`, `class/fc_host/hostN`, `class/iscsi_host/hostN`, `class/sas_host/hostN`
+//! - `class/fc_remote_ports/rport-H:C-R`, `class/iscsi_session/sessionN`,
+//!   `class/iscsi_connection/connectionN:C`, `class/sas_end_device/end_device-...`,
+//!   `class/sas_device/end_device-...`, `class/sas_phy/phy-H:N`
+//!
+//! Symlinks are resolved lexically (one `readlink` per device, no `canonicalize`), which is
+//! exact for sysfs because every component of a device path under `devices/` is a directory.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::Error;
+use crate::model::{
+    DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
+    ScsiPath, Transport, WwidSource,
+};
+use crate::vpd;
+
+/// Reads a text attribute. `Ok(None)` when the file does not exist.
+pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, Error> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::read(path, &e)),
+    }
+}
+
+/// Reads a binary attribute. `Ok(None)` when the file does not exist.
+fn read_bin_opt(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::read(path, &e)),
+    }
+}
+
+/// Reads an optional attribute, recording a read error in `errors`.
+fn attr(dir: &Path, name: &str, errors: &mut Vec<Error>) -> Option<String> {
+    match read_opt(&dir.join(name)) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
+}
+
+/// Lexically normalises `base/link_target` (".." pops a component).
+pub(crate) fn join_lexical(base: &Path, rel: &Path) -> PathBuf {
+    let mut out = if rel.is_absolute() {
+        PathBuf::new()
+    } else {
+        base.to_path_buf()
+    };
+    for c in rel.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Resolves a class symlink (`root/class/block/sda`) to the device directory it points at.
+/// A plain directory (some snapshots) resolves to itself.
+pub(crate) fn resolve(link: &Path) -> io::Result<PathBuf> {
+    match fs::read_link(link) {
+        Ok(t) => Ok(join_lexical(link.parent().unwrap_or(Path::new("")), &t)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(link.to_path_buf()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lists the entry names of a directory, sorted. `Ok(empty)` when it does not exist.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort_by(|a, b| natural_cmp(a, b));
+            Ok(v)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::read(dir, &e)),
+    }
+}
+
+/// Orders "host2" before "host10" and "sdz" before "sdaa".
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |s: &str| {
+        let digits_at = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
+        let (p, n) = s.split_at(digits_at);
+        (
+            p.len(),
+            p.to_string(),
+            n.split(|c: char| !c.is_ascii_digit())
+                .map(|x| x.parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>(),
+            n.to_string(),
+        )
+    };
+    key(a).cmp(&key(b))
+}
+
+fn parse_num<T: std::str::FromStr>(
+    path: &Path,
+    v: Option<String>,
+    expected: &'static str,
+    errors: &mut Vec<Error>,
+) -> Option<T> {
+    let v = v?;
+    match v.parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.push(Error::Parse {
+                path: path.to_path_buf(),
+                value: v,
+                expected,
+            });
+            None
+        }
+    }
+}
+
+fn host_number(name: &str) -> Option<u32> {
+    name.strip_prefix("host")?.parse().ok()
+}
+
+/// What a path needs to know about hosts, remote ports and sessions.
+#[derive(Default)]
+struct Context {
+    host_transport: HashMap<String, Transport>,
+    host_wwpn: HashMap<String, String>,
+    rport: HashMap<String, (Option<String>, Option<String>)>,
+    session_target: HashMap<String, String>,
+}
+
+impl Context {
+    fn build(hosts: &[Host], rports: &[FcRemotePort], sessions: &[IscsiSession]) -> Self {
+        let mut c = Context::default();
+        for h in hosts {
+            c.host_transport.insert(h.name.clone(), h.transport);
+            if let Some(w) = h.fc.as_ref().and_then(|f| f.port_name.clone()) {
+                c.host_wwpn.insert(h.name.clone(), w);
+            }
+        }
+        for r in rports {
+            c.rport
+                .insert(r.name.clone(), (r.port_name.clone(), r.node_name.clone()));
+        }
+        for s in sessions {
+            if let Some(t) = &s.targetname {
+                c.session_target.insert(s.name.clone(), t.clone());
+            }
+        }
+        c
+    }
+}
+
+/// Scans everything: hosts, FC remote ports, iSCSI sessions, SAS end devices and SCSI paths.
+/// Never panics and never fails as a whole; see [`Scan`].
+pub fn scan(root: &Path) -> Scan {
+    let mut s = Scan::default();
+    if let Err(e) = fs::metadata(root) {
+        s.errors.push(Error::read(root, &e));
+        return s;
+    }
+    let (hosts, e) = scan_hosts(root);
+    s.errors.extend(e);
+    let (rports, e) = scan_rports(root);
+    s.errors.extend(e);
+    let (sessions, e) = scan_sessions(root);
+    s.errors.extend(e);
+    let (sas, e) = scan_sas_devices(root);
+    s.errors.extend(e);
+    let ctx = Context::build(&hosts, &rports, &sessions);
+    let (paths, e) = scan_paths_with(root, &ctx);
+    s.errors.extend(e);
+    s.hosts = hosts;
+    s.rports = rports;
+    s.sessions = sessions;
+    s.sas_devices = sas;
+    s.paths = paths;
+    s
+}
+
+/// Scans one SCSI block device by name (`"sdb"`), e.g. on a uevent. The path carries its own
+/// errors; `Err` only when `dev` is not a SCSI block device in this tree at all.
+pub fn scan_path(root: &Path, dev: &str) -> Result<ScsiPath, Error> {
+    if dev.is_empty() || dev.contains('/') || dev == "." || dev == ".." {
+        return Err(Error::InvalidArgument {
+            what: "block device name",
+            value: dev.to_string(),
+            reason: "it must be a plain name such as sdb".into(),
+        });
+    }
+    let (hosts, _) = scan_hosts(root);
+    let (rports, _) = scan_rports(root);
+    let (sessions, _) = scan_sessions(root);
+    let ctx = Context::build(&hosts, &rports, &sessions);
+    for class in ["class/block", "block"] {
+        let link = root.join(class).join(dev);
+        if let Ok(target) = resolve(&link) {
+            if let Some(p) = scan_block(&target, dev, &ctx) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Error::NoSuchDevice {
+        dev: dev.to_string(),
+        root: root.to_path_buf(),
+    })
+}
+
+/// Lists all SCSI paths.
+pub fn scan_paths(root: &Path) -> (Vec<ScsiPath>, Vec<Error>) {
+    let (hosts, _) = scan_hosts(root);
+    let (rports, _) = scan_rports(root);
+    let (sessions, _) = scan_sessions(root);
+    scan_paths_with(root, &Context::build(&hosts, &rports, &sessions))
+}
+
+fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let mut class = root.join("class/block");
+    let mut names = match fs::read_dir(&class) {
+        Ok(_) => list_dir(&class),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            class = root.join("block");
+            if class.is_dir() {
+                list_dir(&class)
+            } else {
+                Err(Error::read(&root.join("class/block"), &e))
+            }
+        }
+        Err(e) => Err(Error::read(&class, &e)),
+    }
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    // Cheap pre-filter: partitions, dm, loop, nvme etc. never have a SCSI parent, but only the
+    // link target tells; skip the names that can never be SCSI disks without a readlink.
+    names.retain(|n| !n.starts_with("dm-") && !n.starts_with("loop") && !n.starts_with("ram"));
+
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = names.len().div_ceil(threads).max(64);
+    let mut results: Vec<(Vec<ScsiPath>, Vec<Error>)> = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                let class = &class;
+                s.spawn(move || {
+                    let mut paths = Vec::new();
+                    let mut errs = Vec::new();
+                    for name in part {
+                        let link = class.join(name);
+                        match resolve(&link) {
+                            Ok(target) => {
+                                if let Some(p) = scan_block(&target, name, ctx) {
+                                    paths.push(p);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                // Removed between readdir and readlink: not a path any more.
+                            }
+                            Err(e) => errs.push(Error::read(&link, &e)),
+                        }
+                    }
+                    (paths, errs)
+                })
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => results.push(r),
+                Err(_) => errors.push(Error::Read {
+                    path: class.clone(),
+                    kind: io::ErrorKind::Other,
+                    reason: "a scanner thread panicked".into(),
+                }),
+            }
+        }
+    });
+    let mut paths = Vec::with_capacity(names.len());
+    for (p, e) in results {
+        paths.extend(p);
+        errors.extend(e);
+    }
+    paths.sort_by(|a, b| {
+        a.hctl
+            .cmp(&b.hctl)
+            .then_with(|| natural_cmp(&a.dev, &b.dev))
+    });
+    (paths, errors)
+}
+
+/// Where a SCSI device sits in the device tree, from its directory path.
+#[derive(Default, Debug)]
+struct Chain {
+    host: Option<String>,
+    rport: Option<String>,
+    session: Option<String>,
+    sas: bool,
+}
+
+fn chain_of(dev_dir: &Path) -> Chain {
+    let mut c = Chain::default();
+    for comp in dev_dir.components() {
+        let s = comp.as_os_str().to_string_lossy();
+        if host_number(&s).is_some() {
+            c.host = Some(s.to_string());
+        } else if s.starts_with("rport-") {
+            c.rport = Some(s.to_string());
+        } else if s.starts_with("session") && s[7..].parse::<u32>().is_ok() {
+            c.session = Some(s.to_string());
+        } else if s.starts_with("end_device-") {
+            c.sas = true;
+        }
+    }
+    c
+}
+
+/// Reads one SCSI block device whose block directory is `block_dir`
+/// (`.../H:C:T:L/block/<dev>`). None if it is not a SCSI block device (a partition, a virtual
+/// device).
+fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
+    let parent = block_dir.parent()?;
+    if parent.file_name()? != "block" {
+        return None;
+    }
+    let dev_dir = parent.parent()?;
+    let hctl: Hctl = dev_dir.file_name()?.to_str()?.parse().ok()?;
+    let mut p = ScsiPath::new(hctl, dev);
+    p.syspath = dev_dir.to_path_buf();
+    let chain = chain_of(dev_dir);
+    if let Some(h) = &chain.host {
+        p.host = h.clone();
+    }
+    p.transport = if chain.rport.is_some() {
+        Transport::Fc
+    } else if chain.session.is_some() {
+        Transport::Iscsi
+    } else if chain.sas {
+        Transport::Sas
+    } else {
+        ctx.host_transport
+            .get(&p.host)
+            .copied()
+            .unwrap_or(Transport::Other)
+    };
+    p.host_wwpn = ctx.host_wwpn.get(&p.host).cloned();
+    if let Some(r) = &chain.rport {
+        p.rport = Some(r.clone());
+        if let Some((wwpn, node)) = ctx.rport.get(r) {
+            p.target_wwpn = wwpn.clone();
+            p.target_node_name = node.clone();
+        }
+    }
+    if let Some(s) = &chain.session {
+        p.iscsi_session = Some(s.clone());
+        p.target_node_name = ctx.session_target.get(s).cloned();
+    }
+    let mut errors = Vec::new();
+
+    // The first required read tells whether the device is still there.
+    let vendor_path = dev_dir.join("vendor");
+    match fs::read(&vendor_path) {
+        Ok(b) => p.vendor = String::from_utf8_lossy(&b).trim().to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !dev_dir.exists() || !block_dir.exists() {
+                p.errors.push(Error::Vanished {
+                    path: dev_dir.to_path_buf(),
+                });
+                return Some(p);
+            }
+            errors.push(Error::read(&vendor_path, &e));
+        }
+        Err(e) => errors.push(Error::read(&vendor_path, &e)),
+    }
+    let required = |name: &str, dir: &Path, errors: &mut Vec<Error>| -> Option<String> {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.exists() => {
+                errors.push(Error::Vanished {
+                    path: dir.to_path_buf(),
+                });
+                None
+            }
+            Err(e) => {
+                errors.push(Error::read(&path, &e));
+                None
+            }
+        }
+    };
+    p.model = required("model", dev_dir, &mut errors).unwrap_or_default();
+    p.rev = required("rev", dev_dir, &mut errors).unwrap_or_default();
+    p.state = required("state", dev_dir, &mut errors).unwrap_or_default();
+    let t = required("type", dev_dir, &mut errors);
+    p.scsi_type = parse_num(
+        &dev_dir.join("type"),
+        t,
+        "a SCSI peripheral type",
+        &mut errors,
+    );
+    let q = required("queue_depth", dev_dir, &mut errors);
+    p.queue_depth = parse_num(
+        &dev_dir.join("queue_depth"),
+        q,
+        "a queue depth",
+        &mut errors,
+    );
+    let d = required("dev", block_dir, &mut errors);
+    if let Some(d) = d {
+        match d.parse::<DevNo>() {
+            Ok(n) => p.devno = Some(n),
+            Err(_) => errors.push(Error::Parse {
+                path: block_dir.join("dev"),
+                value: d,
+                expected: "a device number MAJOR:MINOR",
+            }),
+        }
+    }
+    let sz = required("size", block_dir, &mut errors);
+    p.size_bytes = parse_num::<u64>(
+        &block_dir.join("size"),
+        sz,
+        "a size in 512-byte sectors",
+        &mut errors,
+    )
+    .map(|s| s.saturating_mul(512));
+    p.access_state = attr(dev_dir, "access_state", &mut errors);
+    let pp = attr(dev_dir, "preferred_path", &mut errors);
+    p.preferred_path =
+        parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors).map(|v| v != 0);
+    p.dh_state = attr(dev_dir, "dh_state", &mut errors);
+    match list_dir(&block_dir.join("holders")) {
+        Ok(h) => p.holders = h,
+        Err(e) => errors.push(e),
+    }
+    match list_dir(&dev_dir.join("scsi_generic")) {
+        Ok(g) => p.sg = g.into_iter().next(),
+        Err(e) => errors.push(e),
+    }
+
+    // Identity: VPD 0x83 (udev ID_SERIAL), else VPD 0x80, else the kernel's wwid.
+    let pg83_path = dev_dir.join("vpd_pg83");
+    match read_bin_opt(&pg83_path) {
+        Ok(Some(page)) => match vpd::decode_pg83(&page) {
+            Ok(s) => {
+                if let Some(id) = s.id_serial {
+                    p.wwid = Some(id);
+                    p.wwid_source = WwidSource::VpdPg83;
+                }
+                p.target_port_group = s.target_port_group;
+                p.relative_port = s.relative_port;
+                if let Some(problem) = s.problem {
+                    errors.push(Error::Vpd {
+                        path: pg83_path.clone(),
+                        reason: problem,
+                    });
+                }
+            }
+            Err(reason) => errors.push(Error::Vpd {
+                path: pg83_path.clone(),
+                reason,
+            }),
+        },
+        Ok(None) => {}
+        Err(e) => errors.push(e),
+    }
+    let pg80_path = dev_dir.join("vpd_pg80");
+    match read_bin_opt(&pg80_path) {
+        Ok(Some(page)) => match vpd::decode_pg80(&page) {
+            Ok((serial, problem)) => {
+                p.serial = serial;
+                if let Some(reason) = problem {
+                    errors.push(Error::Vpd {
+                        path: pg80_path.clone(),
+                        reason,
+                    });
+                }
+            }
+            Err(reason) => errors.push(Error::Vpd {
+                path: pg80_path.clone(),
+                reason,
+            }),
+        },
+        Ok(None) => {}
+        Err(e) => errors.push(e),
+    }
+    if p.wwid.is_none() {
+        if let Some(serial) = &p.serial {
+            let v = vpd::encode_whitespaces(p.vendor.as_bytes());
+            let m = vpd::encode_whitespaces(p.model.as_bytes());
+            p.wwid = Some(format!(
+                "S{}_{}_{}",
+                String::from_utf8_lossy(&v),
+                String::from_utf8_lossy(&m),
+                serial
+            ));
+            p.wwid_source = WwidSource::VpdPg80;
+        } else if let Some(w) = attr(dev_dir, "wwid", &mut errors).filter(|w| !w.is_empty()) {
+            p.wwid = Some(w);
+            p.wwid_source = WwidSource::SysfsWwid;
+        }
+    }
+    // A vanished device reports once, not once per attribute.
+    if errors.iter().any(|e| matches!(e, Error::Vanished { .. })) {
+        errors.retain(|e| matches!(e, Error::Vanished { .. }));
+        errors.dedup();
+    }
+    p.errors = errors;
+    Some(p)
+}
+
+/// Lists SCSI hosts with their FC / iSCSI / SAS attributes.
+pub fn scan_hosts(root: &Path) -> (Vec<Host>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let class = root.join("class/scsi_host");
+    let names = list_dir(&class).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut hosts = Vec::new();
+    for name in names {
+        let Some(number) = host_number(&name) else {
+            continue;
+        };
+        let cdir = class.join(&name);
+        let mut h = Host {
+            name: name.clone(),
+            number,
+            proc_name: None,
+            state: None,
+            transport: Transport::Other,
+            fc: None,
+            iscsi: None,
+            sas: None,
+            syspath: PathBuf::new(),
+            errors: Vec::new(),
+        };
+        match resolve(&cdir) {
+            Ok(t) => {
+                // devices/.../hostN/scsi_host/hostN -> devices/.../hostN
+                h.syspath = t
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .unwrap_or(t);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => h.errors.push(Error::read(&cdir, &e)),
+        }
+        h.proc_name = attr(&cdir, "proc_name", &mut h.errors);
+        h.state = attr(&cdir, "state", &mut h.errors);
+        if h.proc_name.is_none() && h.state.is_none() && !cdir.exists() {
+            h.errors.push(Error::Vanished { path: cdir.clone() });
+        }
+        let fc_dir = root.join("class/fc_host").join(&name);
+        if fc_dir.exists() {
+            h.transport = Transport::Fc;
+            let e = &mut h.errors;
+            h.fc = Some(FcHost {
+                port_name: attr(&fc_dir, "port_name", e),
+                node_name: attr(&fc_dir, "node_name", e),
+                port_id: attr(&fc_dir, "port_id", e),
+                port_state: attr(&fc_dir, "port_state", e),
+                port_type: attr(&fc_dir, "port_type", e),
+                speed: attr(&fc_dir, "speed", e),
+                fabric_name: attr(&fc_dir, "fabric_name", e),
+            });
+        }
+        let is_dir = root.join("class/iscsi_host").join(&name);
+        if is_dir.exists() {
+            h.transport = Transport::Iscsi;
+            let e = &mut h.errors;
+            h.iscsi = Some(IscsiHost {
+                initiatorname: attr(&is_dir, "initiatorname", e),
+                ipaddress: attr(&is_dir, "ipaddress", e),
+                netdev: attr(&is_dir, "netdev", e),
+                hwaddress: attr(&is_dir, "hwaddress", e),
+            });
+        }
+        if root.join("class/sas_host").join(&name).exists() {
+            h.transport = Transport::Sas;
+            let phy_class = root.join("class/sas_phy");
+            let prefix = format!("phy-{number}:");
+            let mut sas = SasHost::default();
+            for phy in list_dir(&phy_class).unwrap_or_default() {
+                if phy.starts_with(&prefix) {
+                    if let Some(a) = attr(&phy_class.join(&phy), "sas_address", &mut h.errors) {
+                        sas.phy_addresses.push(a);
+                    }
+                }
+            }
+            h.sas = Some(sas);
+        }
+        hosts.push(h);
+    }
+    (hosts, errors)
+}
+
+/// Parses "rport-H:C-R".
+pub fn parse_rport_name(name: &str) -> Option<(u32, u32, u32)> {
+    let rest = name.strip_prefix("rport-")?;
+    let (hc, r) = rest.split_once('-')?;
+    let (h, c) = hc.split_once(':')?;
+    Some((h.parse().ok()?, c.parse().ok()?, r.parse().ok()?))
+}
+
+/// Lists FC remote ports.
+pub fn scan_rports(root: &Path) -> (Vec<FcRemotePort>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let class = root.join("class/fc_remote_ports");
+    let names = list_dir(&class).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut out = Vec::new();
+    for name in names {
+        let Some((host, channel, number)) = parse_rport_name(&name) else {
+            continue;
+        };
+        let cdir = class.join(&name);
+        let mut errs = Vec::new();
+        let syspath = match resolve(&cdir) {
+            Ok(t) => t
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                errs.push(Error::read(&cdir, &e));
+                PathBuf::new()
+            }
+        };
+        let tid = attr(&cdir, "scsi_target_id", &mut errs);
+        let tid = parse_num::<i64>(
+            &cdir.join("scsi_target_id"),
+            tid,
+            "a SCSI target id",
+            &mut errs,
+        );
+        out.push(FcRemotePort {
+            port_name: attr(&cdir, "port_name", &mut errs),
+            node_name: attr(&cdir, "node_name", &mut errs),
+            port_id: attr(&cdir, "port_id", &mut errs),
+            port_state: attr(&cdir, "port_state", &mut errs),
+            roles: attr(&cdir, "roles", &mut errs),
+            scsi_target_id: tid.and_then(|t| u32::try_from(t).ok()),
+            dev_loss_tmo: attr(&cdir, "dev_loss_tmo", &mut errs),
+            fast_io_fail_tmo: attr(&cdir, "fast_io_fail_tmo", &mut errs),
+            name,
+            host,
+            channel,
+            number,
+            syspath,
+            errors: errs,
+        });
+    }
+    (out, errors)
+}
+
+/// Lists iSCSI sessions with their first connection's persistent address and port.
+pub fn scan_sessions(root: &Path) -> (Vec<IscsiSession>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let class = root.join("class/iscsi_session");
+    let names = list_dir(&class).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut out = Vec::new();
+    for name in names {
+        let Some(sid) = name.strip_prefix("session") else {
+            continue;
+        };
+        let cdir = class.join(&name);
+        let mut errs = Vec::new();
+        let syspath = match resolve(&cdir) {
+            Ok(t) => t
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                errs.push(Error::read(&cdir, &e));
+                PathBuf::new()
+            }
+        };
+        let host = chain_of(&syspath).host.and_then(|h| host_number(&h));
+        let conn = root
+            .join("class/iscsi_connection")
+            .join(format!("connection{sid}:0"));
+        out.push(IscsiSession {
+            targetname: attr(&cdir, "targetname", &mut errs),
+            state: attr(&cdir, "state", &mut errs),
+            tpgt: attr(&cdir, "tpgt", &mut errs),
+            persistent_address: attr(&conn, "persistent_address", &mut errs),
+            persistent_port: attr(&conn, "persistent_port", &mut errs),
+            name,
+            host,
+            syspath,
+            errors: errs,
+        });
+    }
+    (out, errors)
+}
+
+/// Lists SAS end devices.
+pub fn scan_sas_devices(root: &Path) -> (Vec<SasEndDevice>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let class = root.join("class/sas_end_device");
+    let names = list_dir(&class).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut out = Vec::new();
+    for name in names {
+        let cdir = class.join(&name);
+        let mut errs = Vec::new();
+        let syspath = match resolve(&cdir) {
+            Ok(t) => t
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                errs.push(Error::read(&cdir, &e));
+                PathBuf::new()
+            }
+        };
+        let host = chain_of(&syspath).host.and_then(|h| host_number(&h));
+        let ddir = root.join("class/sas_device").join(&name);
+        out.push(SasEndDevice {
+            sas_address: attr(&ddir, "sas_address", &mut errs),
+            target_port_protocols: attr(&ddir, "target_port_protocols", &mut errs),
+            name,
+            host,
+            syspath,
+            errors: errs,
+        });
+    }
+    (out, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexical_join() {
+        assert_eq!(
+            join_lexical(Path::new("/s/class/block"), Path::new("../../devices/a/b")),
+            PathBuf::from("/s/devices/a/b")
+        );
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["sdaa", "sdb", "sda", "sdz", "host10", "host2"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["sda", "sdb", "sdz", "sdaa", "host2", "host10"]);
+    }
+
+    #[test]
+    fn rport_names() {
+        assert_eq!(parse_rport_name("rport-3:0-12"), Some((3, 0, 12)));
+        assert_eq!(parse_rport_name("rport-3:0"), None);
+    }
+}
