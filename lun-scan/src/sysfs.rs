@@ -212,10 +212,10 @@ pub fn scan_path(root: &Path, dev: &str) -> Result<ScsiPath, Error> {
     let ctx = Context::build(&hosts, &rports, &sessions);
     for class in ["class/block", "block"] {
         let link = root.join(class).join(dev);
-        if let Ok(target) = resolve(&link) {
-            if let Some(p) = scan_block(&target, dev, &ctx) {
-                return Ok(p);
-            }
+        if let Ok(target) = resolve(&link)
+            && let Some(p) = scan_block(&target, dev, &ctx)
+        {
+            return Ok(p);
         }
     }
     Err(Error::NoSuchDevice {
@@ -605,10 +605,10 @@ pub fn scan_hosts(root: &Path) -> (Vec<Host>, Vec<Error>) {
             let prefix = format!("phy-{number}:");
             let mut sas = SasHost::default();
             for phy in list_dir(&phy_class).unwrap_or_default() {
-                if phy.starts_with(&prefix) {
-                    if let Some(a) = attr(&phy_class.join(&phy), "sas_address", &mut h.errors) {
-                        sas.phy_addresses.push(a);
-                    }
+                if phy.starts_with(&prefix)
+                    && let Some(a) = attr(&phy_class.join(&phy), "sas_address", &mut h.errors)
+                {
+                    sas.phy_addresses.push(a);
                 }
             }
             h.sas = Some(sas);
@@ -778,9 +778,12 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        let mut v = vec!["sdaa", "sdb", "sda", "sdz", "host10", "host2"];
+        let mut v = vec!["sdaa", "sdb", "sda", "sdz"];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, ["sda", "sdb", "sdz", "sdaa", "host2", "host10"]);
+        assert_eq!(v, ["sda", "sdb", "sdz", "sdaa"]);
+        let mut v = vec!["host10", "host2", "host1"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["host1", "host2", "host10"]);
     }
 
     #[test]
