@@ -6,6 +6,11 @@ mod error;
 pub mod fsutil;
 pub mod mpconf;
 pub mod names;
+pub mod store;
 pub mod table;
 
 pub use error::{Error, Result};
+pub use store::{
+    Alias, AliasSource, AllocateContext, ExportFormat, ImportReport, Listed, Origin, Policy,
+    RepairedFile, Store, StorePaths, live_maps_from_sysfs,
+};
