@@ -15,6 +15,33 @@ pub enum Error {
     // --- configuration (config, hwtable, blacklist, import) ---
 
     // --- path checking and events (checker, clock, scheduler, uevent) ---
+    /// A configuration named a path checker this crate does not have.
+    #[error("unknown path checker \"{name}\" (known: tur, directio, sysfs, none)")]
+    UnknownChecker { name: String },
+    /// A path check could not be started (no thread available for it).
+    #[error("cannot start the path check of {dev}: {source}")]
+    CheckerSpawn {
+        dev: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A uevent message could not be understood.
+    #[error("malformed uevent ({reason}): {head:?}")]
+    MalformedUevent { reason: String, head: String },
+    /// The kernel uevent netlink socket failed.
+    #[error("kernel uevent socket: {operation} failed: {source}")]
+    UeventSocket {
+        operation: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    /// The udev monitor failed.
+    #[error("udev monitor: {operation} failed: {source}")]
+    UdevMonitor {
+        operation: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 
     // --- daemon state, output formats and control socket (state, output, socket) ---
 }
