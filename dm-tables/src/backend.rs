@@ -1,0 +1,142 @@
+//! The device-mapper backend seam: one trait, a kernel and a simulated implementation.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::devno::DevNo;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::status::MultipathStatus;
+use crate::table::MultipathTable;
+
+/// Prefix of multipath map uuids (multipath-tools and udev's `dm-uuid-mpath-<wwid>` links).
+pub const MPATH_UUID_PREFIX: &str = "mpath-";
+
+/// The map uuid for a WWID: `mpath-<wwid>`.
+pub fn uuid_for_wwid(wwid: &str) -> String {
+    format!("{MPATH_UUID_PREFIX}{wwid}")
+}
+
+/// The WWID of a multipath map uuid, or None when the uuid is not `mpath-<non-empty wwid>`.
+pub fn wwid_from_uuid(uuid: &str) -> Option<&str> {
+    uuid.strip_prefix(MPATH_UUID_PREFIX)
+        .filter(|w| !w.is_empty())
+}
+
+/// What the kernel says about one map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapInfo {
+    pub name: String,
+    /// Empty uuids are reported as None.
+    pub uuid: Option<String>,
+    /// The dm device's own number (major 253 on most systems, dm-<minor>).
+    pub devno: DevNo,
+    pub open_count: u32,
+    pub event_nr: u32,
+    pub suspended: bool,
+}
+
+impl MapInfo {
+    /// The WWID if this is a multipath map (`mpath-<wwid>` uuid).
+    pub fn wwid(&self) -> Option<&str> {
+        self.uuid.as_deref().and_then(wwid_from_uuid)
+    }
+}
+
+/// How to remove a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveMode {
+    /// Remove now; refused with [`Error::MapOpen`] while the map is open.
+    Now,
+    /// Remove now if unused, else when the last holder closes it.
+    Deferred,
+}
+
+/// What a remove did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removed {
+    Removed,
+    /// The map was open; it will go when the last holder closes it.
+    Deferred,
+}
+
+/// Access to device-mapper multipath maps. Implementations: [`crate::KernelBackend`] (ioctls)
+/// and [`crate::SimBackend`] (in memory / state file). All methods take `&self` so one backend
+/// can be shared between threads (`Arc<dyn DmBackend>`).
+pub trait DmBackend: Send + Sync {
+    /// Every device-mapper map (multipath or not).
+    fn list(&self) -> Result<Vec<MapInfo>>;
+    /// One map's info; [`Error::NoSuchMap`] if absent.
+    fn info(&self, name: &str) -> Result<MapInfo>;
+    /// Creates the map, loads `table` and resumes it; `/dev/mapper/<name>` exists afterwards.
+    fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo>;
+    /// Loads `table` into the map and resumes it (swapping tables).
+    fn reload(&self, name: &str, table: &MultipathTable) -> Result<()>;
+    /// The active table line as the kernel prints it (`start length multipath ...`).
+    fn table_line(&self, name: &str) -> Result<String>;
+    /// The status line as the kernel prints it.
+    fn status_line(&self, name: &str) -> Result<String>;
+    /// Sends a target message (sector 0).
+    fn message(&self, name: &str, msg: &Message) -> Result<()>;
+    /// Renames a map.
+    fn rename(&self, old: &str, new: &str) -> Result<()>;
+    /// Removes a map; [`Error::MapOpen`] when open and `mode` is [`RemoveMode::Now`].
+    fn remove(&self, name: &str, mode: RemoveMode) -> Result<Removed>;
+    /// Waits until the map's event number exceeds `last_event_nr` or `timeout` passes.
+    /// Returns the new event number, or None on timeout.
+    fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>>;
+
+    /// The active table, parsed.
+    fn table(&self, name: &str) -> Result<MultipathTable> {
+        parse_single(name, &self.table_line(name)?, MultipathTable::parse_line)
+    }
+    /// The status, parsed.
+    fn status(&self, name: &str) -> Result<MultipathStatus> {
+        parse_single(name, &self.status_line(name)?, MultipathStatus::parse_line)
+    }
+    /// Maps whose uuid is `mpath-<wwid>`.
+    fn list_multipath(&self) -> Result<Vec<MapInfo>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|m| m.wwid().is_some())
+            .collect())
+    }
+}
+
+fn parse_single<T>(name: &str, text: &str, parse: fn(&str) -> Result<T>) -> Result<T> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.as_slice() {
+        [one] => parse(one),
+        _ => Err(Error::InvalidTable {
+            map: name.to_string(),
+            reason: format!(
+                "expected exactly one multipath target, found {} target line(s)",
+                lines.len()
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_convention() {
+        assert_eq!(
+            uuid_for_wwid("360014055d1b3c7a0e2f4b8a9c612f3e4"),
+            "mpath-360014055d1b3c7a0e2f4b8a9c612f3e4"
+        );
+        assert_eq!(
+            wwid_from_uuid("mpath-1Linux_scsi_debug_2000"),
+            Some("1Linux_scsi_debug_2000")
+        );
+        assert_eq!(wwid_from_uuid("mpath-"), None);
+        assert_eq!(wwid_from_uuid("LVM-abc"), None);
+        assert_eq!(wwid_from_uuid(&uuid_for_wwid("x")), Some("x"));
+    }
+}
