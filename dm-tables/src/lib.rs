@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod devno;
 pub mod error;
+pub mod grouping;
 pub mod message;
 pub mod status;
 pub mod table;
@@ -21,6 +22,7 @@ pub use backend::{
 };
 pub use devno::DevNo;
 pub use error::{Error, Result};
+pub use grouping::{GroupSpec, GroupingPolicy, PathInfo, TableBuilder, group_paths};
 pub use message::Message;
 pub use status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 pub use table::{Feature, HwHandler, MultipathTable, PathGroup, QueueMode, Selector, TablePath};
