@@ -142,10 +142,10 @@ fn group_priority(g: &[&PathInfo]) -> i32 {
     i32::try_from(mean).unwrap_or(i32::MAX)
 }
 
-fn by_key<'a, K: PartialEq>(
-    paths: &'a [PathInfo],
+fn by_key<K: PartialEq>(
+    paths: &[PathInfo],
     key: impl Fn(&PathInfo) -> Option<K>,
-) -> Vec<Vec<&'a PathInfo>> {
+) -> Vec<Vec<&PathInfo>> {
     let mut groups: Vec<(Option<K>, Vec<&PathInfo>)> = Vec::new();
     for p in paths {
         match key(p) {
