@@ -141,7 +141,7 @@ impl fmt::Display for WwidSource {
 }
 
 /// The SCSI transport a host or path uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Fc,
@@ -198,6 +198,8 @@ pub struct ScsiPath {
     pub rev: String,
     /// Peripheral device type (0 = disk).
     pub scsi_type: Option<u8>,
+    /// The kernel's `scsi_level` (SCSI revision + 1).
+    pub scsi_level: Option<u8>,
     /// SCSI device state: "running", "offline", "blocked", "transport-offline", ...
     pub state: String,
     /// Capacity in bytes (`size` is in 512-byte sectors).
@@ -250,6 +252,7 @@ impl ScsiPath {
             model: String::new(),
             rev: String::new(),
             scsi_type: None,
+            scsi_level: None,
             state: String::new(),
             size_bytes: None,
             queue_depth: None,

@@ -420,6 +420,13 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         "a SCSI peripheral type",
         &mut errors,
     );
+    let lvl = attr(dev_dir, "scsi_level", &mut errors);
+    p.scsi_level = parse_num(
+        &dev_dir.join("scsi_level"),
+        lvl,
+        "a SCSI level",
+        &mut errors,
+    );
     let q = required("queue_depth", dev_dir, &mut errors);
     p.queue_depth = parse_num(
         &dev_dir.join("queue_depth"),
