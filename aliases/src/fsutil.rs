@@ -64,6 +64,34 @@ pub fn atomic_write(path: &Path, data: &[u8], new_mode: u32) -> Result<(), Error
     result
 }
 
+/// Removes temporary files `atomic_write` left next to `path` when a writer was killed
+/// between creating and renaming them. Call only while holding the lock for `path`, so no
+/// live writer's temporary file can be removed.
+pub fn remove_stale_temps(path: &Path) -> Result<usize, Error> {
+    let dir = parent_dir(path);
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(0);
+    };
+    let prefix = format!(".{name}.tmp.");
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut n = 0;
+    for ent in rd.flatten() {
+        if ent.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = ent.path();
+            match std::fs::remove_file(&p) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove stale temporary file", p, e)),
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// An exclusive `flock` held on a lock file until dropped.
 #[derive(Debug)]
 pub struct LockGuard {

@@ -424,10 +424,12 @@ impl Store {
         bindings_changed: bool,
     ) -> Result<(), Error> {
         if table_changed && let Some(t) = &mut state.table {
+            fsutil::remove_stale_temps(&t.path)?;
             t.generation += 1;
             fsutil::atomic_write(&t.path, t.render().as_bytes(), 0o644)?;
         }
         if bindings_changed && let Some(b) = &state.bindings {
+            fsutil::remove_stale_temps(&b.path)?;
             fsutil::atomic_write(&b.path, b.render().as_bytes(), 0o600)?;
         }
         Ok(())
