@@ -1,0 +1,775 @@
+//! A simulated device-mapper that behaves like the kernel where it matters: validation, path
+//! fail/reinstate with growing fail counts, event numbers, open counts that block removal,
+//! deferred remove. Optionally backed by a JSON state file under an flock so several processes
+//! (the daemon, its CLI, tests) share one simulated kernel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed};
+use crate::devno::DevNo;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
+use crate::table::{Feature, HwHandler, MultipathTable, QueueMode, Selector, TablePath};
+
+/// The major number the simulated maps get (device-mapper's usual dynamic major).
+pub const SIM_DM_MAJOR: u32 = 253;
+
+/// Hardware handlers the simulated kernel knows (scsi_dh modules).
+const KNOWN_HANDLERS: &[&str] = &["alua", "emc", "rdac", "hp_sw"];
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SimState {
+    #[serde(default)]
+    maps: BTreeMap<String, SimMap>,
+    #[serde(default)]
+    next_minor: u32,
+    /// Block devices that exist; None accepts any device number.
+    #[serde(default)]
+    devices: Option<BTreeSet<DevNo>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SimPath {
+    active: bool,
+    fail_count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SimMap {
+    uuid: Option<String>,
+    minor: u32,
+    table: MultipathTable,
+    paths: BTreeMap<DevNo, SimPath>,
+    queue_if_no_path: bool,
+    /// The group I/O goes to (1-based), None when no path works.
+    active_group: Option<u32>,
+    /// Group switched to by message (kernel: next_pg).
+    requested_group: Option<u32>,
+    bypassed: BTreeSet<u32>,
+    open_count: u32,
+    event_nr: u32,
+    deferred_remove: bool,
+}
+
+impl SimMap {
+    fn info(&self, name: &str) -> MapInfo {
+        MapInfo {
+            name: name.to_string(),
+            uuid: self.uuid.clone(),
+            devno: DevNo::new(SIM_DM_MAJOR, self.minor),
+            open_count: self.open_count,
+            event_nr: self.event_nr,
+            suspended: false,
+        }
+    }
+
+    fn group_has_active(&self, g: usize) -> bool {
+        self.table.groups[g]
+            .paths
+            .iter()
+            .any(|p| self.paths.get(&p.devno).is_some_and(|s| s.active))
+    }
+
+    /// Picks the group I/O would use, like the kernel's choose_pgpath() after some I/O:
+    /// the requested group, else the current one, else the first non-bypassed group with a
+    /// working path, else a bypassed one.
+    fn choose_group(&mut self) {
+        let n = self.table.groups.len();
+        let usable =
+            |m: &SimMap, g: u32| g >= 1 && (g as usize) <= n && m.group_has_active(g as usize - 1);
+        if let Some(r) = self.requested_group
+            && usable(self, r)
+        {
+            self.active_group = Some(r);
+            self.requested_group = None;
+            return;
+        }
+        if let Some(c) = self.active_group
+            && usable(self, c)
+            && !self.bypassed.contains(&c)
+        {
+            return;
+        }
+        let pick = (1..=n as u32)
+            .find(|g| !self.bypassed.contains(g) && usable(self, *g))
+            .or_else(|| (1..=n as u32).find(|g| usable(self, *g)));
+        self.active_group = pick;
+    }
+
+    fn load(&mut self, table: MultipathTable) {
+        self.paths = table
+            .devnos()
+            .into_iter()
+            .map(|d| {
+                (
+                    d,
+                    SimPath {
+                        active: true,
+                        fail_count: 0,
+                    },
+                )
+            })
+            .collect();
+        self.queue_if_no_path = table.features.contains(&Feature::QueueIfNoPath);
+        self.requested_group = (table.initial_group > 0).then_some(table.initial_group);
+        self.active_group = None;
+        self.bypassed.clear();
+        self.table = table;
+        self.choose_group();
+    }
+
+    /// The table as the kernel prints it back.
+    fn kernel_table(&self) -> MultipathTable {
+        let mut t = self.table.clone();
+        let mut features = Vec::new();
+        if self.queue_if_no_path {
+            features.push(Feature::QueueIfNoPath);
+        }
+        let mut retries = None;
+        let mut delay = None;
+        let mut retain = false;
+        let mut mode = None;
+        for f in &self.table.features {
+            match f {
+                Feature::PgInitRetries(n) if *n > 0 => retries = Some(*n),
+                Feature::PgInitDelayMsecs(n) => delay = Some(*n),
+                Feature::RetainAttachedHwHandler => retain = true,
+                Feature::QueueMode(m @ (QueueMode::Bio | QueueMode::Nvme)) => mode = Some(*m),
+                _ => {}
+            }
+        }
+        // bio-based multipath always retains the attached handler
+        retain |= mode == Some(QueueMode::Bio);
+        features.extend(retries.map(Feature::PgInitRetries));
+        features.extend(delay.map(Feature::PgInitDelayMsecs));
+        if retain {
+            features.push(Feature::RetainAttachedHwHandler);
+        }
+        features.extend(mode.map(Feature::QueueMode));
+        t.features = features;
+        t.hw_handler = t.hw_handler.map(|h| HwHandler {
+            name: h.name,
+            args: Vec::new(),
+        });
+        t.initial_group = self
+            .requested_group
+            .or(self.active_group)
+            .unwrap_or(u32::from(!t.groups.is_empty()));
+        for g in &mut t.groups {
+            let want = match g.selector {
+                Selector::ServiceTime => 2,
+                Selector::RoundRobin | Selector::QueueLength => 1,
+                _ => 0,
+            };
+            for p in &mut g.paths {
+                while p.args.len() < want {
+                    p.args.push("1".into());
+                }
+            }
+        }
+        t
+    }
+
+    fn kernel_status(&self) -> MultipathStatus {
+        let no_path = !self.paths.values().any(|p| p.active);
+        let groups = self
+            .table
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let n = i as u32 + 1;
+                let state = if self.bypassed.contains(&n) {
+                    GroupState::Disabled
+                } else if self.active_group == Some(n) {
+                    GroupState::Active
+                } else {
+                    GroupState::Enabled
+                };
+                let info = |p: &TablePath| -> Vec<String> {
+                    match g.selector {
+                        Selector::ServiceTime => vec![
+                            "0".into(),
+                            p.args.get(1).cloned().unwrap_or_else(|| "1".into()),
+                        ],
+                        Selector::QueueLength => vec!["0".into()],
+                        _ => Vec::new(),
+                    }
+                };
+                GroupStatus {
+                    state,
+                    selector_status: Vec::new(),
+                    paths: g
+                        .paths
+                        .iter()
+                        .map(|p| {
+                            let s = self.paths.get(&p.devno);
+                            PathStatus {
+                                devno: p.devno,
+                                state: if s.is_some_and(|s| s.active) {
+                                    PathState::Active
+                                } else {
+                                    PathState::Failed
+                                },
+                                fail_count: s.map_or(0, |s| s.fail_count),
+                                selector_info: info(p),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        MultipathStatus {
+            start: self.table.start,
+            length: self.table.length,
+            queue_io: no_path && self.queue_if_no_path,
+            pg_init_count: u32::from(
+                self.table.hw_handler.is_some() && self.active_group.is_some(),
+            ),
+            extra_features: Vec::new(),
+            hw_handler_status: Vec::new(),
+            current_group: self
+                .requested_group
+                .or(self.active_group)
+                .unwrap_or(u32::from(!self.table.groups.is_empty())),
+            groups,
+        }
+    }
+
+    fn set_path(&mut self, devno: DevNo, active: bool) -> bool {
+        let Some(p) = self.paths.get_mut(&devno) else {
+            return false;
+        };
+        if p.active == active {
+            return false;
+        }
+        p.active = active;
+        if !active {
+            p.fail_count += 1;
+        }
+        self.event_nr += 1;
+        self.choose_group();
+        true
+    }
+}
+
+enum Store {
+    Memory(Mutex<SimState>),
+    File {
+        path: PathBuf,
+        lock_path: PathBuf,
+        local: Mutex<()>,
+    },
+}
+
+/// The simulated backend. See the module docs.
+pub struct SimBackend {
+    store: Store,
+    devices: Option<BTreeSet<DevNo>>,
+}
+
+impl std::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.store {
+            Store::Memory(_) => f.write_str("SimBackend(memory)"),
+            Store::File { path, .. } => write!(f, "SimBackend({})", path.display()),
+        }
+    }
+}
+
+impl Default for SimBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Block device numbers that exist under a sysfs root: `<root>/class/block/*/dev` and the
+/// names of `<root>/dev/block/M:m`.
+pub fn devices_from_sysfs(root: &Path) -> Result<BTreeSet<DevNo>> {
+    let mut set = BTreeSet::new();
+    let class = root.join("class/block");
+    let devblock = root.join("dev/block");
+    if !class.is_dir() && !devblock.is_dir() {
+        return Err(Error::Io {
+            action: "reading block devices under",
+            path: root.to_path_buf(),
+            source: std::io::Error::new(
+                ErrorKind::NotFound,
+                "neither class/block nor dev/block exists",
+            ),
+        });
+    }
+    if let Ok(rd) = fs::read_dir(&class) {
+        for e in rd.flatten() {
+            let f = e.path().join("dev");
+            match fs::read_to_string(&f) {
+                Ok(s) => {
+                    let d = s.trim().parse().map_err(|_| Error::InvalidValue {
+                        value: format!("{} in {}", s.trim(), f.display()),
+                        expected: "a device number major:minor".into(),
+                    })?;
+                    set.insert(d);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "reading",
+                        path: f,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(&devblock) {
+        for e in rd.flatten() {
+            if let Some(d) = e.file_name().to_str().and_then(|n| n.parse().ok()) {
+                set.insert(d);
+            }
+        }
+    }
+    Ok(set)
+}
+
+impl SimBackend {
+    /// In memory; accepts any device number.
+    pub fn new() -> Self {
+        SimBackend {
+            store: Store::Memory(Mutex::new(SimState::default())),
+            devices: None,
+        }
+    }
+
+    /// In memory; only these block devices exist.
+    pub fn with_devices(devices: impl IntoIterator<Item = DevNo>) -> Self {
+        let devices: BTreeSet<DevNo> = devices.into_iter().collect();
+        let state = SimState {
+            devices: Some(devices.clone()),
+            ..SimState::default()
+        };
+        SimBackend {
+            store: Store::Memory(Mutex::new(state)),
+            devices: Some(devices),
+        }
+    }
+
+    /// Shared through a JSON state file (created if missing), locked with flock on
+    /// `<path>.lock` for every operation. `devices`, when given, replaces the set of existing
+    /// block devices recorded in the file; when None, the file's set is used (none recorded =
+    /// any device accepted).
+    pub fn open_file(path: impl Into<PathBuf>, devices: Option<BTreeSet<DevNo>>) -> Result<Self> {
+        let path = path.into();
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let b = SimBackend {
+            store: Store::File {
+                path,
+                lock_path: PathBuf::from(lock_path),
+                local: Mutex::new(()),
+            },
+            devices,
+        };
+        // create / validate the file now so errors show up at open
+        b.with_state(true, |_| Ok(()))?;
+        Ok(b)
+    }
+
+    fn with_state<T>(&self, write: bool, f: impl FnOnce(&mut SimState) -> Result<T>) -> Result<T> {
+        match &self.store {
+            Store::Memory(m) => {
+                let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(d) = &self.devices {
+                    g.devices = Some(d.clone());
+                }
+                let mut copy = g.clone();
+                let r = f(&mut copy)?;
+                if write {
+                    *g = copy;
+                }
+                Ok(r)
+            }
+            Store::File {
+                path,
+                lock_path,
+                local,
+            } => {
+                let _g = local
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let lf = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(lock_path)
+                    .map_err(|source| Error::Io {
+                        action: "opening the lock file",
+                        path: lock_path.clone(),
+                        source,
+                    })?;
+                let _lock = nix::fcntl::Flock::lock(lf, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, e)| Error::Io {
+                        action: "locking",
+                        path: lock_path.clone(),
+                        source: std::io::Error::from(e),
+                    })?;
+                let mut state = match fs::read_to_string(path) {
+                    Ok(s) if s.trim().is_empty() => SimState::default(),
+                    Ok(s) => serde_json::from_str(&s).map_err(|source| Error::StateCorrupt {
+                        path: path.clone(),
+                        source,
+                    })?,
+                    Err(e) if e.kind() == ErrorKind::NotFound => SimState::default(),
+                    Err(source) => {
+                        return Err(Error::Io {
+                            action: "reading",
+                            path: path.clone(),
+                            source,
+                        });
+                    }
+                };
+                let mut dirty = write;
+                if let Some(d) = &self.devices
+                    && state.devices.as_ref() != Some(d)
+                {
+                    state.devices = Some(d.clone());
+                    dirty = true;
+                }
+                let r = f(&mut state)?;
+                if dirty || !path.exists() {
+                    write_atomic(path, &state)?;
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// Test helper: someone opens `/dev/mapper/<name>` (open count + 1).
+    pub fn open(&self, name: &str) -> Result<u32> {
+        self.with_state(true, |s| {
+            let m = map_mut(s, name)?;
+            m.open_count += 1;
+            Ok(m.open_count)
+        })
+    }
+
+    /// Test helper: a holder closes the map; a deferred remove happens at the last close.
+    /// Returns the new open count.
+    pub fn close(&self, name: &str) -> Result<u32> {
+        self.with_state(true, |s| {
+            let m = map_mut(s, name)?;
+            m.open_count = m.open_count.saturating_sub(1);
+            let (n, gone) = (m.open_count, m.open_count == 0 && m.deferred_remove);
+            if gone {
+                s.maps.remove(name);
+            }
+            Ok(n)
+        })
+    }
+
+    /// Test helper: an I/O error on `devno`: the kernel fails that path in every map using it
+    /// (fail count + 1, event number + 1). Returns the names of the maps affected.
+    pub fn inject_io_error(&self, devno: DevNo) -> Result<Vec<String>> {
+        self.with_state(true, |s| {
+            let mut hit = Vec::new();
+            for (name, m) in &mut s.maps {
+                if m.set_path(devno, false) {
+                    hit.push(name.clone());
+                }
+            }
+            Ok(hit)
+        })
+    }
+
+    /// Test helper: replaces the set of block devices that exist (hot-plug / hot-remove).
+    pub fn set_devices(&self, devices: impl IntoIterator<Item = DevNo>) -> Result<()> {
+        let d: BTreeSet<DevNo> = devices.into_iter().collect();
+        self.with_state(true, |s| {
+            s.devices = Some(d);
+            Ok(())
+        })
+    }
+
+    fn check_table(state: &SimState, name: &str, table: &MultipathTable) -> Result<()> {
+        table.validate(name)?;
+        let bad = |reason: String| {
+            Err(Error::InvalidTable {
+                map: name.to_string(),
+                reason,
+            })
+        };
+        for f in &table.features {
+            if let Feature::Other(w) = f {
+                return bad(format!("unrecognised multipath feature '{w}'"));
+            }
+        }
+        if let Some(h) = &table.hw_handler
+            && !KNOWN_HANDLERS.contains(&h.name.as_str())
+        {
+            return bad(format!("unknown hardware handler type '{}'", h.name));
+        }
+        for g in &table.groups {
+            let max = match &g.selector {
+                Selector::ServiceTime => 2,
+                Selector::RoundRobin | Selector::QueueLength => 1,
+                Selector::HistoricalServiceTime => usize::MAX,
+                Selector::Other(s) => return bad(format!("unknown path selector type '{s}'")),
+            };
+            if g.path_arg_count() > max {
+                return bad(format!(
+                    "too many per-path args for path selector {}",
+                    g.selector
+                ));
+            }
+            if matches!(
+                g.selector,
+                Selector::ServiceTime | Selector::RoundRobin | Selector::QueueLength
+            ) {
+                for p in &g.paths {
+                    if p.args.iter().any(|a| a.parse::<u32>().is_err()) {
+                        return bad(format!("invalid per-path arg for path {}", p.devno));
+                    }
+                }
+            }
+        }
+        if let Some(devs) = &state.devices {
+            for d in table.devnos() {
+                if !devs.contains(&d) {
+                    return Err(Error::UnknownDevice {
+                        map: name.to_string(),
+                        devno: d,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, state: &SimState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state).map_err(|source| Error::StateCorrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fn io<'a>(action: &'static str, p: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            action,
+            path: p.to_path_buf(),
+            source,
+        }
+    }
+    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+    f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
+    f.sync_all().map_err(io("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming into place", path))
+}
+
+fn map_mut<'a>(s: &'a mut SimState, name: &str) -> Result<&'a mut SimMap> {
+    s.maps.get_mut(name).ok_or_else(|| Error::NoSuchMap {
+        name: name.to_string(),
+    })
+}
+
+fn map_ref<'a>(s: &'a SimState, name: &str) -> Result<&'a SimMap> {
+    s.maps.get(name).ok_or_else(|| Error::NoSuchMap {
+        name: name.to_string(),
+    })
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 127
+        || name.contains('/')
+        || name == "."
+        || name == ".."
+        || name == "control"
+    {
+        return Err(Error::InvalidValue {
+            value: name.to_string(),
+            expected: "a device-mapper map name".into(),
+        });
+    }
+    Ok(())
+}
+
+impl DmBackend for SimBackend {
+    fn list(&self) -> Result<Vec<MapInfo>> {
+        self.with_state(false, |s| {
+            Ok(s.maps.iter().map(|(n, m)| m.info(n)).collect())
+        })
+    }
+
+    fn info(&self, name: &str) -> Result<MapInfo> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.info(name)))
+    }
+
+    fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo> {
+        check_name(name)?;
+        self.with_state(true, |s| {
+            if s.maps.contains_key(name) {
+                return Err(Error::MapExists {
+                    name: name.to_string(),
+                });
+            }
+            if !uuid.is_empty()
+                && let Some((other, _)) =
+                    s.maps.iter().find(|(_, m)| m.uuid.as_deref() == Some(uuid))
+            {
+                return Err(Error::UuidInUse {
+                    uuid: uuid.to_string(),
+                    name: other.clone(),
+                });
+            }
+            Self::check_table(s, name, table)?;
+            let minor = s.next_minor;
+            s.next_minor += 1;
+            let mut m = SimMap {
+                uuid: (!uuid.is_empty()).then(|| uuid.to_string()),
+                minor,
+                table: table.clone(),
+                paths: BTreeMap::new(),
+                queue_if_no_path: false,
+                active_group: None,
+                requested_group: None,
+                bypassed: BTreeSet::new(),
+                open_count: 0,
+                event_nr: 0,
+                deferred_remove: false,
+            };
+            m.load(table.clone());
+            let info = m.info(name);
+            s.maps.insert(name.to_string(), m);
+            Ok(info)
+        })
+    }
+
+    fn reload(&self, name: &str, table: &MultipathTable) -> Result<()> {
+        self.with_state(true, |s| {
+            map_ref(s, name)?;
+            Self::check_table(s, name, table)?;
+            let m = map_mut(s, name)?;
+            m.load(table.clone());
+            m.event_nr += 1;
+            Ok(())
+        })
+    }
+
+    fn table_line(&self, name: &str) -> Result<String> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.kernel_table().to_string()))
+    }
+
+    fn status_line(&self, name: &str) -> Result<String> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.kernel_status().to_string()))
+    }
+
+    fn message(&self, name: &str, msg: &Message) -> Result<()> {
+        self.with_state(true, |s| {
+            let m = map_mut(s, name)?;
+            let refuse = |reason: &str| {
+                Err(Error::MessageRefused {
+                    map: name.to_string(),
+                    message: msg.to_string(),
+                    reason: reason.to_string(),
+                })
+            };
+            let ngroups = m.table.groups.len() as u32;
+            match msg {
+                Message::FailPath(d) | Message::ReinstatePath(d) => {
+                    if !m.paths.contains_key(d) {
+                        return refuse("no such path in the map (EINVAL)");
+                    }
+                    m.set_path(*d, matches!(msg, Message::ReinstatePath(_)));
+                }
+                Message::SwitchGroup(n) | Message::DisableGroup(n) | Message::EnableGroup(n) => {
+                    if *n == 0 || *n > ngroups {
+                        return refuse("invalid path group number (EINVAL)");
+                    }
+                    match msg {
+                        Message::SwitchGroup(_) => {
+                            m.bypassed.clear();
+                            m.requested_group = Some(*n);
+                            m.active_group = None;
+                        }
+                        Message::DisableGroup(_) => {
+                            m.bypassed.insert(*n);
+                        }
+                        _ => {
+                            m.bypassed.remove(n);
+                        }
+                    }
+                    m.event_nr += 1;
+                    m.choose_group();
+                }
+                Message::QueueIfNoPath | Message::FailIfNoPath => {
+                    let q = matches!(msg, Message::QueueIfNoPath);
+                    if m.queue_if_no_path != q {
+                        m.queue_if_no_path = q;
+                        m.event_nr += 1;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn rename(&self, old: &str, new: &str) -> Result<()> {
+        check_name(new)?;
+        self.with_state(true, |s| {
+            if s.maps.contains_key(new) {
+                return Err(Error::MapExists {
+                    name: new.to_string(),
+                });
+            }
+            let m = s.maps.remove(old).ok_or_else(|| Error::NoSuchMap {
+                name: old.to_string(),
+            })?;
+            s.maps.insert(new.to_string(), m);
+            Ok(())
+        })
+    }
+
+    fn remove(&self, name: &str, mode: RemoveMode) -> Result<Removed> {
+        self.with_state(true, |s| {
+            let m = map_mut(s, name)?;
+            if m.open_count > 0 {
+                return match mode {
+                    RemoveMode::Now => Err(Error::MapOpen {
+                        name: name.to_string(),
+                        open_count: m.open_count,
+                    }),
+                    RemoveMode::Deferred => {
+                        m.deferred_remove = true;
+                        Ok(Removed::Deferred)
+                    }
+                };
+            }
+            s.maps.remove(name);
+            Ok(Removed::Removed)
+        })
+    }
+
+    fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let nr = self.info(name)?.event_nr;
+            if nr != last_event_nr {
+                return Ok(Some(nr));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+        }
+    }
+}
