@@ -57,7 +57,7 @@ pub enum Error {
     RportNotTarget { rport: String, wwpn: String },
     /// Removing this path would take away the last active path of an open multipath map.
     #[error(
-        "refusing to remove {dev}: it is the last running path of the open multipath map {map} ({uuid}); use --force to remove it anyway"
+        "refusing to remove {dev}: it is the last running path of multipath map {map} ({uuid}), which may be open (sysfs has no open count); use --force to remove it anyway"
     )]
     LastActivePath {
         dev: String,

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod rescan;
 pub mod sysfs;
 pub mod topology;
 pub mod vpd;

@@ -1309,6 +1309,37 @@ impl Sim {
         Ok((self.paths[i].group, self.paths[i].ordinal))
     }
 
+    /// Creates a device-mapper multipath map `dm-N` holding `devs` (as multipathd would):
+    /// `devices/virtual/block/dm-N/{dev,size,dm/{name,uuid},slaves/*}`, `class/block/dm-N`,
+    /// and `holders/dm-N` in each member. Returns "dm-N".
+    pub fn add_dm_map(&mut self, name: &str, uuid: &str, devs: &[&str]) -> Result<String, Error> {
+        let root = self.root.clone();
+        let n = list_dm(&root);
+        let dm = format!("dm-{n}");
+        let rel = Path::new("devices/virtual/block").join(&dm);
+        let d = root.join(&rel);
+        mkdir(&d.join("dm"))?;
+        mkdir(&d.join("holders"))?;
+        mkdir(&d.join("slaves"))?;
+        put_line(&d.join("dev"), &format!("254:{n}"))?;
+        put_line(&d.join("dm/name"), name)?;
+        put_line(&d.join("dm/uuid"), uuid)?;
+        put_line(&d.join("dm/suspended"), "0")?;
+        let mut size = 0;
+        for dev in devs {
+            let i = self.index_of(dev)?;
+            let p = &self.paths[i];
+            size = p.size_bytes / 512;
+            let blk = p.dev_dir().join("block").join(&p.dev);
+            link(&root, &rel.join("slaves").join(dev), &blk)?;
+            link(&root, &blk.join("holders").join(&dm), &rel)?;
+        }
+        put_line(&d.join("size"), &size.to_string())?;
+        link(&root, &Path::new("class/block").join(&dm), &rel)?;
+        link(&root, &Path::new("block").join(&dm), &rel)?;
+        Ok(dm)
+    }
+
     /// Emulates the kernel's reaction to a sysfs write (for rescan tests):
     /// - `scsi_host/hostN/scan` with "C T L" ("-" = wildcard) adds the matching unscanned paths;
     /// - `fc_host/hostN/issue_lip` adds every unscanned path of the host;
@@ -1405,6 +1436,16 @@ impl Sim {
             _ => Err(einval()),
         }
     }
+}
+
+fn list_dm(root: &Path) -> usize {
+    fs::read_dir(root.join("devices/virtual/block"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("dm-"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn einval() -> io::Error {
