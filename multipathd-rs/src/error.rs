@@ -44,4 +44,34 @@ pub enum Error {
     },
 
     // --- daemon state, output formats and control socket (state, output, socket) ---
+    /// The control socket could not be created.
+    #[error("cannot listen on control socket {path}: {source}")]
+    SocketBind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another daemon already answers on the control socket.
+    #[error("control socket {path} is already in use by a running daemon")]
+    SocketInUse { path: PathBuf },
+    /// The client could not reach the daemon.
+    #[error("cannot connect to control socket {path} (is the daemon running?): {source}")]
+    SocketConnect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the control socket failed mid-conversation.
+    #[error("control socket {path}: {source}")]
+    SocketIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon's answer did not follow the protocol.
+    #[error("control socket {path} sent a malformed response: {reason}")]
+    BadResponse { path: PathBuf, reason: String },
+    /// A control request could not be understood.
+    #[error("bad request {request:?}: {reason}")]
+    BadRequest { request: String, reason: String },
 }
