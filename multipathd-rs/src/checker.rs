@@ -206,9 +206,9 @@ mod tests {
             let checker = checker_by_name(name, root, DEFAULT_CHECK_TIMEOUT).expect(name);
             assert_eq!(checker.name(), name);
         }
-        let err = checker_by_name("emc_clariion", root, DEFAULT_CHECK_TIMEOUT)
-            .err()
-            .expect("unknown checker must fail");
+        let Err(err) = checker_by_name("emc_clariion", root, DEFAULT_CHECK_TIMEOUT) else {
+            panic!("unknown checker must fail");
+        };
         assert!(err.to_string().contains("emc_clariion"), "{err}");
     }
 
