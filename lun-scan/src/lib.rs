@@ -5,6 +5,7 @@
 pub mod error;
 pub mod model;
 pub mod rescan;
+pub mod snapshot;
 pub mod sysfs;
 pub mod topology;
 pub mod vpd;
