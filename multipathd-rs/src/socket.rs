@@ -706,6 +706,68 @@ fn answer(line: &[u8], peer: &Peer, handler: &dyn CommandHandler) -> Response {
     }
 }
 
+/// Answer a read-only command from a snapshot with the formats of [`crate::output`];
+/// None for commands that change something (and for `show config`, which only the
+/// configuration layer can render). An unknown map gives a 404 that names it.
+pub fn answer_read(command: &Command, snapshot: &crate::state::Snapshot) -> Option<Response> {
+    use crate::output;
+    let find = |map: &str| {
+        snapshot.find_map(map).ok_or_else(|| {
+            Response::not_found(format!("no map named {map:?} (by alias, WWID or dm-N)"))
+        })
+    };
+    let status = || {
+        snapshot
+            .status
+            .clone()
+            .unwrap_or_else(|| crate::state::DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_secs: 0,
+                path_count: snapshot.paths.len() as u32,
+                map_count: snapshot.maps.len() as u32,
+                checker: crate::state::CheckerStats::from_paths(&snapshot.paths),
+                busy: false,
+            })
+    };
+    Some(match command {
+        Command::ShowPaths {
+            format: Format::Human,
+        } => Response::ok(output::paths_table(&snapshot.paths)),
+        Command::ShowPaths { .. } => Response::ok(output::paths_json(&snapshot.paths)),
+        Command::ShowMaps {
+            format: Format::Human,
+        } => Response::ok(output::maps_table(&snapshot.maps)),
+        Command::ShowMaps {
+            format: Format::Json,
+        } => Response::ok(output::maps_json(&snapshot.maps)),
+        Command::ShowMaps {
+            format: Format::MultipathdJson,
+        } => Response::ok(output::multipathd_maps_json(&snapshot.maps)),
+        Command::ShowTopology { map: None } => Response::ok(output::topology(&snapshot.maps)),
+        Command::ShowTopology { map: Some(m) }
+        | Command::ShowMap {
+            map: m,
+            format: Format::Human,
+        } => match find(m) {
+            Ok(map) => Response::ok(output::topology(std::slice::from_ref(map))),
+            Err(r) => r,
+        },
+        Command::ShowMap { map: m, format } => match find(m) {
+            Ok(map) if *format == Format::MultipathdJson => {
+                Response::ok(output::multipathd_map_json(map))
+            }
+            Ok(map) => Response::ok(output::maps_json(std::slice::from_ref(map))),
+            Err(r) => r,
+        },
+        Command::ShowStatus {
+            format: Format::Human,
+        } => Response::ok(output::status_text(&status())),
+        Command::ShowStatus { .. } => Response::ok(output::status_json(&status())),
+        // `show config` needs the configuration layer; changes need the daemon.
+        _ => return None,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Client
 // ---------------------------------------------------------------------------------------

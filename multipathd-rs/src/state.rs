@@ -433,3 +433,26 @@ pub struct DaemonStatus {
     /// Whether the daemon is in the middle of a reconfigure or rescan.
     pub busy: bool,
 }
+
+/// Everything the read-only commands show, captured at one moment. The composition layer
+/// builds one under its lock and hands it to [`crate::socket::answer_read`], so a `show`
+/// never sees a half-applied change.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Maps in display order.
+    pub maps: Vec<MapView>,
+    /// Every path the daemon knows, map members and orphans alike, in display order.
+    pub paths: Vec<PathView>,
+    pub status: Option<DaemonStatus>,
+}
+
+impl Snapshot {
+    /// Find a map the way multipathd's `$map` argument does: by name, WWID, or `dm-N`.
+    pub fn find_map(&self, key: &str) -> Option<&MapView> {
+        self.maps.iter().find(|m| m.name == key).or_else(|| {
+            self.maps
+                .iter()
+                .find(|m| m.wwid == key || m.dm_dev.as_deref() == Some(key))
+        })
+    }
+}

@@ -482,3 +482,69 @@ version: 0.1.0
     assert_eq!(v["status"]["checker"]["faulty"], 1);
     assert_eq!(v["status"]["map_count"], 3);
 }
+
+#[test]
+fn answer_read_serves_show_commands_from_a_snapshot() {
+    use multipathd_rs::socket::{Command, Format, Status, answer_read};
+    let maps = reference_maps(true);
+    let paths: Vec<PathView> = maps.iter().flat_map(|m| m.paths().cloned()).collect();
+    let snap = Snapshot {
+        maps: maps.clone(),
+        paths: paths.clone(),
+        status: None,
+    };
+    let ask = |c: Command| answer_read(&c, &snap);
+
+    let r = ask(Command::ShowTopology { map: None }).unwrap();
+    assert_eq!(r.body, reference_output("ll.txt"));
+    let r = ask(Command::ShowMaps {
+        format: Format::MultipathdJson,
+    })
+    .unwrap();
+    assert_eq!(r.body, multipathd_maps_json(&maps));
+    let r = ask(Command::ShowMaps {
+        format: Format::Human,
+    })
+    .unwrap();
+    assert_eq!(r.body, maps_table(&maps));
+    let r = ask(Command::ShowPaths {
+        format: Format::Human,
+    })
+    .unwrap();
+    assert_eq!(r.body, paths_table(&paths));
+    // A map by alias, WWID or dm name.
+    for key in ["mpathb", "1Linux_scsi_debug_2001", "dm-1"] {
+        let r = ask(Command::ShowMap {
+            map: key.into(),
+            format: Format::MultipathdJson,
+        })
+        .unwrap();
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(r.body, multipathd_map_json(&maps[1]), "{key}");
+    }
+    let r = ask(Command::ShowTopology {
+        map: Some("dm-2".into()),
+    })
+    .unwrap();
+    assert!(
+        r.body
+            .starts_with("mpathc (360014055d1b3c7a0e2f4b8a9c612f3e4) dm-2")
+    );
+    assert_eq!(r.body.lines().count(), 5);
+    let r = ask(Command::ShowMap {
+        map: "nope".into(),
+        format: Format::Json,
+    })
+    .unwrap();
+    assert_eq!(r.status, Status::NotFound);
+    assert!(r.body.contains("\"nope\""));
+    // Without a status from the daemon, counts come from the snapshot.
+    let r = ask(Command::ShowStatus {
+        format: Format::Human,
+    })
+    .unwrap();
+    assert!(r.body.contains("paths: 6\nmaps: 3\n"), "{}", r.body);
+    // Changes and show config are the daemon's business.
+    assert!(ask(Command::ShowConfig).is_none());
+    assert!(ask(Command::FailPath { dev: "sda".into() }).is_none());
+}
