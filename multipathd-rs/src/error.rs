@@ -13,6 +13,28 @@ pub enum Error {
         source: std::io::Error,
     },
     // --- configuration (config, hwtable, blacklist, import) ---
+    /// The configuration file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file (ours, or a multipath.conf being imported) has a bad key or value.
+    #[error("{path} line {line}: key `{key}`: {message}")]
+    ConfigInvalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    /// A multipath.conf being imported could not be read or parsed (the cause names file
+    /// and line).
+    #[error("cannot import the multipath-tools configuration: {source}")]
+    MultipathConf {
+        #[source]
+        source: Box<aliases::Error>,
+    },
 
     // --- path checking and events (checker, clock, scheduler, uevent) ---
     /// A configuration named a path checker this crate does not have.
