@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod output;
 pub mod rescan;
 pub mod snapshot;
 pub mod sysfs;

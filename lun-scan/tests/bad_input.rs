@@ -1,0 +1,115 @@
+#![allow(clippy::unwrap_used)]
+//! Bad input: every problem is reported on the path it concerns, naming the file; the scan
+//! goes on and nothing panics.
+
+use std::fs;
+use std::path::PathBuf;
+
+use lun_scan::topology::Sim;
+use lun_scan::{Error, WwidSource};
+
+fn fc() -> (tempfile::TempDir, Sim) {
+    let dir = tempfile::tempdir().unwrap();
+    let topo =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/fc-dual-hba.toml");
+    let sim = Sim::render_file(&topo, dir.path()).unwrap();
+    (dir, sim)
+}
+
+fn devdir(root: &std::path::Path, dev: &str) -> PathBuf {
+    lun_scan::scan_path(root, dev).unwrap().syspath
+}
+
+#[test]
+fn device_vanishing_mid_walk_is_an_error_on_that_path_only() {
+    let (d, _sim) = fc();
+    let dd = devdir(d.path(), "sdc");
+    // The kernel removed the device, but the class link was listed already (dangling now).
+    fs::remove_dir_all(&dd).unwrap();
+    let scan = lun_scan::scan(d.path());
+    assert_eq!(scan.paths.len(), 16);
+    let p = scan.path("sdc").unwrap();
+    assert_eq!(p.errors.len(), 1);
+    assert!(matches!(p.errors[0], Error::Vanished { .. }));
+    assert!(
+        p.errors[0].to_string().contains("0:0:0:2"),
+        "{}",
+        p.errors[0]
+    );
+    assert_eq!(
+        scan.paths.iter().filter(|p| !p.errors.is_empty()).count(),
+        1
+    );
+}
+
+#[test]
+fn garbage_vpd_falls_back_and_is_reported() {
+    let (d, _sim) = fc();
+    let dd = devdir(d.path(), "sdb");
+    fs::write(dd.join("vpd_pg83"), b"\x00\x83\x00\x20\x01\x03\x00\x10\x60").unwrap();
+    let p = lun_scan::scan_path(d.path(), "sdb").unwrap();
+    assert_eq!(p.wwid_source, WwidSource::VpdPg80);
+    assert!(
+        p.wwid
+            .as_deref()
+            .unwrap()
+            .starts_with("SNETAPP_LUN_C-Mode_")
+    );
+    assert_eq!(p.errors.len(), 1);
+    let msg = p.errors[0].to_string();
+    assert!(
+        msg.contains("vpd_pg83") && msg.contains("truncated"),
+        "{msg}"
+    );
+    // Not a 0x83 page at all, and no pg80 either: kernel wwid
+    fs::write(dd.join("vpd_pg83"), b"garbage").unwrap();
+    fs::remove_file(dd.join("vpd_pg80")).unwrap();
+    let p = lun_scan::scan_path(d.path(), "sdb").unwrap();
+    assert_eq!(p.wwid_source, WwidSource::SysfsWwid);
+    assert!(p.wwid.as_deref().unwrap().starts_with("naa.600a0980"));
+    assert!(p.errors[0].to_string().contains("page code"));
+}
+
+#[test]
+fn unreadable_and_malformed_attributes_name_the_file() {
+    let (d, _sim) = fc();
+    let dd = devdir(d.path(), "sdd");
+    // a read error (EISDIR) and garbage in a numeric attribute
+    fs::remove_file(dd.join("queue_depth")).unwrap();
+    fs::create_dir(dd.join("queue_depth")).unwrap();
+    fs::write(dd.join("block/sdd/size"), "lots\n").unwrap();
+    fs::remove_file(dd.join("model")).unwrap();
+    let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
+    let msgs: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("queue_depth")));
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("size") && m.contains("\"lots\""))
+    );
+    assert!(msgs.iter().any(|m| m.contains("model")));
+    // everything else still read
+    assert_eq!(p.vendor, "NETAPP");
+    assert!(p.wwid.is_some());
+    assert_eq!(p.size_bytes, None);
+}
+
+#[test]
+fn garbage_in_host_and_rport_attributes() {
+    let (d, _sim) = fc();
+    fs::write(
+        d.path()
+            .join("class/fc_remote_ports/rport-0:0-1/scsi_target_id"),
+        "x\n",
+    )
+    .unwrap();
+    let scan = lun_scan::scan(d.path());
+    let r = scan
+        .rports
+        .iter()
+        .find(|r| r.name == "rport-0:0-1")
+        .unwrap();
+    assert_eq!(r.scsi_target_id, None);
+    assert!(r.errors[0].to_string().contains("scsi_target_id"));
+    assert!(scan.has_errors());
+}
