@@ -54,42 +54,33 @@ pub enum Error {
     )]
     WouldDropAllActivePaths { map: String, dropped: Vec<DevNo> },
     /// An ioctl on /dev/mapper/control failed.
-    #[error("device-mapper {op} on '{map}' failed: {source}")]
+    #[error("device-mapper {op} on '{map}' failed: {cause}")]
     Ioctl {
         op: &'static str,
         map: String,
-        #[source]
-        source: devicemapper::DmError,
+        cause: devicemapper::DmError,
     },
     /// Opening /dev/mapper/control failed.
     #[error(
-        "cannot open /dev/mapper/control (is the dm_mod module loaded and are we root?): {source}"
+        "cannot open /dev/mapper/control (is the dm_mod module loaded and are we root?): {cause}"
     )]
-    Control {
-        #[source]
-        source: devicemapper::DmError,
-    },
+    Control { cause: devicemapper::DmError },
     /// A file (state file, sysfs attribute, device node) could not be read or written.
-    #[error("{action} '{}' failed: {source}", path.display())]
+    #[error("{action} '{}' failed: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The simulated kernel's state file is not valid JSON of the expected shape.
-    #[error("the simulated device-mapper state file '{}' is corrupt: {source}", path.display())]
+    #[error("the simulated device-mapper state file '{}' is corrupt: {cause}", path.display())]
     StateCorrupt {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A JSON model given to `render` (or similar) is not valid.
-    #[error("invalid JSON model: {source}")]
-    Json {
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("invalid JSON model: {cause}")]
+    Json { cause: serde_json::Error },
 }
 
 fn fmt_devnos(d: &[DevNo]) -> String {

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod devno;
 pub mod error;
 pub mod grouping;
+pub mod kernel;
 pub mod message;
 pub mod plan;
 pub mod sim;
@@ -25,6 +26,7 @@ pub use backend::{
 pub use devno::DevNo;
 pub use error::{Error, Result};
 pub use grouping::{GroupSpec, GroupingPolicy, PathInfo, TableBuilder, group_paths};
+pub use kernel::KernelBackend;
 pub use message::Message;
 pub use plan::{Change, Plan, plan};
 pub use sim::{SimBackend, devices_from_sysfs};

@@ -301,7 +301,7 @@ pub fn devices_from_sysfs(root: &Path) -> Result<BTreeSet<DevNo>> {
         return Err(Error::Io {
             action: "reading block devices under",
             path: root.to_path_buf(),
-            source: std::io::Error::new(
+            cause: std::io::Error::new(
                 ErrorKind::NotFound,
                 "neither class/block nor dev/block exists",
             ),
@@ -323,7 +323,7 @@ pub fn devices_from_sysfs(root: &Path) -> Result<BTreeSet<DevNo>> {
                     return Err(Error::Io {
                         action: "reading",
                         path: f,
-                        source,
+                        cause: source,
                     });
                 }
             }
@@ -412,26 +412,26 @@ impl SimBackend {
                     .map_err(|source| Error::Io {
                         action: "opening the lock file",
                         path: lock_path.clone(),
-                        source,
+                        cause: source,
                     })?;
                 let _lock = nix::fcntl::Flock::lock(lf, nix::fcntl::FlockArg::LockExclusive)
                     .map_err(|(_, e)| Error::Io {
                         action: "locking",
                         path: lock_path.clone(),
-                        source: std::io::Error::from(e),
+                        cause: std::io::Error::from(e),
                     })?;
                 let mut state = match fs::read_to_string(path) {
                     Ok(s) if s.trim().is_empty() => SimState::default(),
                     Ok(s) => serde_json::from_str(&s).map_err(|source| Error::StateCorrupt {
                         path: path.clone(),
-                        source,
+                        cause: source,
                     })?,
                     Err(e) if e.kind() == ErrorKind::NotFound => SimState::default(),
                     Err(source) => {
                         return Err(Error::Io {
                             action: "reading",
                             path: path.clone(),
-                            source,
+                            cause: source,
                         });
                     }
                 };
@@ -556,7 +556,7 @@ impl SimBackend {
 fn write_atomic(path: &Path, state: &SimState) -> Result<()> {
     let text = serde_json::to_string_pretty(state).map_err(|source| Error::StateCorrupt {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -565,7 +565,7 @@ fn write_atomic(path: &Path, state: &SimState) -> Result<()> {
         move |source| Error::Io {
             action,
             path: p.to_path_buf(),
-            source,
+            cause: source,
         }
     }
     let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;

@@ -1,0 +1,376 @@
+//! The real device-mapper, through ioctls on `/dev/mapper/control` (the `devicemapper` crate).
+//!
+//! Thin on purpose: every method is one or two ioctls plus error mapping. `/dev/mapper/<name>`
+//! is guaranteed after create: when udevd does not run (or does not create the node within
+//! [`NODE_WAIT`]) the backend makes the block node itself and removes it with the map.
+//! This module cannot be exercised on a host without device-mapper; it is tested by the lab VM
+//! scenario (tests/lab).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use devicemapper::{DM, DevId, DeviceInfo, DmError, DmFlags, DmName, DmOptions, DmUuid};
+use nix::errno::Errno;
+
+use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed};
+use crate::devno::DevNo;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::table::MultipathTable;
+
+/// How long to wait for udevd to create or remove `/dev/mapper/<name>` before doing it ourselves.
+pub const NODE_WAIT: Duration = Duration::from_secs(3);
+
+/// The kernel backend.
+pub struct KernelBackend {
+    dm: DM,
+    mapper_dir: PathBuf,
+}
+
+impl std::fmt::Debug for KernelBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KernelBackend({})", self.mapper_dir.display())
+    }
+}
+
+fn errno_of(e: &DmError) -> Option<Errno> {
+    match e {
+        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => Some(**errno),
+        _ => None,
+    }
+}
+
+fn dm_name(name: &str) -> Result<&DmName> {
+    DmName::new(name).map_err(|_| Error::InvalidValue {
+        value: name.to_string(),
+        expected: "a device-mapper map name".into(),
+    })
+}
+
+/// Whether udevd runs (it owns its control socket).
+pub fn udev_running() -> bool {
+    Path::new("/run/udev/control").exists()
+}
+
+fn map_info(name: &str, i: &DeviceInfo) -> MapInfo {
+    let dev = i.device();
+    MapInfo {
+        name: i.name().map_or_else(|| name.to_string(), |n| n.to_string()),
+        uuid: i.uuid().map(|u| u.to_string()).filter(|u| !u.is_empty()),
+        devno: DevNo::new(dev.major, dev.minor),
+        open_count: u32::try_from(i.open_count()).unwrap_or(0),
+        event_nr: i.event_nr(),
+        suspended: i.flags().contains(DmFlags::DM_SUSPEND),
+    }
+}
+
+impl KernelBackend {
+    /// Opens `/dev/mapper/control`.
+    pub fn new() -> Result<Self> {
+        Ok(KernelBackend {
+            dm: DM::new().map_err(|source| Error::Control { cause: source })?,
+            mapper_dir: PathBuf::from("/dev/mapper"),
+        })
+    }
+
+    fn ioctl_err(&self, op: &'static str, map: &str, source: DmError) -> Error {
+        match errno_of(&source) {
+            Some(Errno::ENXIO) => Error::NoSuchMap {
+                name: map.to_string(),
+            },
+            _ => Error::Ioctl {
+                op,
+                map: map.to_string(),
+                cause: source,
+            },
+        }
+    }
+
+    fn node_path(&self, name: &str) -> PathBuf {
+        self.mapper_dir.join(name)
+    }
+
+    /// Makes sure `/dev/mapper/<name>` exists: waits for udevd if it runs, else (or if it did
+    /// not) creates the block node (mode 0600).
+    fn ensure_node(&self, name: &str, devno: DevNo) -> Result<()> {
+        let path = self.node_path(name);
+        if udev_running() {
+            let deadline = Instant::now() + NODE_WAIT;
+            while Instant::now() < deadline {
+                if path.symlink_metadata().is_ok() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            tracing::warn!(
+                map = name,
+                "udevd did not create {} in time; creating it",
+                path.display()
+            );
+        }
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.mapper_dir).map_err(|source| Error::Io {
+            action: "creating",
+            path: self.mapper_dir.clone(),
+            cause: source,
+        })?;
+        nix::sys::stat::mknod(
+            &path,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            devno.to_dev_t(),
+        )
+        .map_err(|e| Error::Io {
+            action: "creating the device node",
+            path: path.clone(),
+            cause: e.into(),
+        })?;
+        tracing::info!(map = name, "created {} ({devno})", path.display());
+        Ok(())
+    }
+
+    /// Removes `/dev/mapper/<name>` if it is still there after udevd had its chance, and only
+    /// when it is the map's block node (or a dangling symlink).
+    fn remove_node(&self, name: &str, devno: DevNo) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let path = self.node_path(name);
+        if udev_running() {
+            let deadline = Instant::now() + NODE_WAIT;
+            while Instant::now() < deadline && path.symlink_metadata().is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let Ok(meta) = path.symlink_metadata() else {
+            return;
+        };
+        let ours = (meta.file_type().is_block_device() && meta.rdev() == devno.to_dev_t())
+            || (meta.file_type().is_symlink() && std::fs::metadata(&path).is_err());
+        if ours && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(map = name, "cannot remove {}: {e}", path.display());
+        }
+    }
+
+    fn load(&self, name: &str, table: &MultipathTable) -> Result<()> {
+        let id = DevId::Name(dm_name(name)?);
+        let targets = [(
+            table.start,
+            table.length,
+            "multipath".to_string(),
+            table.params(),
+        )];
+        self.dm
+            .table_load(&id, &targets, DmOptions::default())
+            .map_err(|e| self.ioctl_err("table load", name, e))?;
+        self.dm
+            .device_suspend(&id, DmOptions::default())
+            .map_err(|e| self.ioctl_err("resume", name, e))?;
+        Ok(())
+    }
+
+    fn lines(&self, name: &str, flags: DmFlags, op: &'static str) -> Result<String> {
+        let id = DevId::Name(dm_name(name)?);
+        let (_, targets) = self
+            .dm
+            .table_status(&id, DmOptions::default().set_flags(flags))
+            .map_err(|e| self.ioctl_err(op, name, e))?;
+        Ok(targets
+            .iter()
+            .map(|(start, len, kind, params)| format!("{start} {len} {kind} {}", params.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
+impl DmBackend for KernelBackend {
+    fn list(&self) -> Result<Vec<MapInfo>> {
+        let devs = self
+            .dm
+            .list_devices()
+            .map_err(|e| self.ioctl_err("list devices", "*", e))?;
+        let mut out = Vec::with_capacity(devs.len());
+        for (name, _, _) in devs {
+            match self.info(&name.to_string()) {
+                Ok(i) => out.push(i),
+                // removed between the list and the info
+                Err(Error::NoSuchMap { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn info(&self, name: &str) -> Result<MapInfo> {
+        let id = DevId::Name(dm_name(name)?);
+        let i = self
+            .dm
+            .device_info(&id)
+            .map_err(|e| self.ioctl_err("info", name, e))?;
+        Ok(map_info(name, &i))
+    }
+
+    fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo> {
+        table.validate(name)?;
+        let dmname = dm_name(name)?;
+        let dmuuid = if uuid.is_empty() {
+            None
+        } else {
+            Some(DmUuid::new(uuid).map_err(|_| Error::InvalidValue {
+                value: uuid.to_string(),
+                expected: "a device-mapper uuid".into(),
+            })?)
+        };
+        if let Err(e) = self.dm.device_create(dmname, dmuuid, DmOptions::default()) {
+            if errno_of(&e) == Some(Errno::EBUSY) {
+                if self.info(name).is_ok() {
+                    return Err(Error::MapExists {
+                        name: name.to_string(),
+                    });
+                }
+                if let Some(other) = self
+                    .list()?
+                    .into_iter()
+                    .find(|m| m.uuid.as_deref() == Some(uuid))
+                {
+                    return Err(Error::UuidInUse {
+                        uuid: uuid.to_string(),
+                        name: other.name,
+                    });
+                }
+            }
+            return Err(self.ioctl_err("create", name, e));
+        }
+        if let Err(e) = self.load(name, table) {
+            // leave nothing half made behind
+            if let Err(re) = self
+                .dm
+                .device_remove(&DevId::Name(dmname), DmOptions::default())
+            {
+                tracing::warn!(map = name, "cannot remove the half-created map: {re}");
+            }
+            return Err(e);
+        }
+        let info = self.info(name)?;
+        self.ensure_node(name, info.devno)?;
+        Ok(info)
+    }
+
+    fn reload(&self, name: &str, table: &MultipathTable) -> Result<()> {
+        table.validate(name)?;
+        self.load(name, table)
+    }
+
+    fn table_line(&self, name: &str) -> Result<String> {
+        self.lines(name, DmFlags::DM_STATUS_TABLE, "table")
+    }
+
+    fn status_line(&self, name: &str) -> Result<String> {
+        self.lines(name, DmFlags::empty(), "status")
+    }
+
+    fn message(&self, name: &str, msg: &Message) -> Result<()> {
+        let id = DevId::Name(dm_name(name)?);
+        let text = msg.to_string();
+        match self.dm.target_msg(&id, None, &text) {
+            Ok(_) => Ok(()),
+            Err(e) => match errno_of(&e) {
+                Some(Errno::ENXIO) => Err(Error::NoSuchMap {
+                    name: name.to_string(),
+                }),
+                Some(errno @ (Errno::EINVAL | Errno::EBUSY)) => Err(Error::MessageRefused {
+                    map: name.to_string(),
+                    message: text,
+                    reason: format!("{} ({errno})", errno.desc()),
+                }),
+                _ => Err(Error::Ioctl {
+                    op: "target message",
+                    map: name.to_string(),
+                    cause: e,
+                }),
+            },
+        }
+    }
+
+    fn rename(&self, old: &str, new: &str) -> Result<()> {
+        let info = self.info(old)?;
+        let newname = dm_name(new)?;
+        if let Err(e) = self.dm.device_rename(dm_name(old)?, &DevId::Name(newname)) {
+            if errno_of(&e) == Some(Errno::EBUSY) {
+                return Err(Error::MapExists {
+                    name: new.to_string(),
+                });
+            }
+            return Err(self.ioctl_err("rename", old, e));
+        }
+        self.remove_node(old, info.devno);
+        self.ensure_node(new, info.devno)
+    }
+
+    fn remove(&self, name: &str, mode: RemoveMode) -> Result<Removed> {
+        let info = self.info(name)?;
+        if info.open_count > 0 && mode == RemoveMode::Now {
+            return Err(Error::MapOpen {
+                name: name.to_string(),
+                open_count: info.open_count,
+            });
+        }
+        let id = DevId::Name(dm_name(name)?);
+        let opts = match mode {
+            RemoveMode::Now => DmOptions::default(),
+            RemoveMode::Deferred => DmOptions::default().set_flags(DmFlags::DM_DEFERRED_REMOVE),
+        };
+        if let Err(e) = self.dm.device_remove(&id, opts) {
+            if errno_of(&e) == Some(Errno::EBUSY) {
+                let open_count = self.info(name).map_or(info.open_count, |i| i.open_count);
+                return Err(Error::MapOpen {
+                    name: name.to_string(),
+                    open_count,
+                });
+            }
+            return Err(self.ioctl_err("remove", name, e));
+        }
+        match self.info(name) {
+            Ok(_) => Ok(Removed::Deferred),
+            Err(Error::NoSuchMap { .. }) => {
+                self.remove_node(name, info.devno);
+                Ok(Removed::Removed)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        // A private control fd: arm_poll state is per open file.
+        let dm = DM::new().map_err(|source| Error::Control { cause: source })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            dm.arm_poll()
+                .map_err(|e| self.ioctl_err("arm poll", name, e))?;
+            // check after arming so an event between the check and the poll is not lost
+            let nr = self.info(name)?.event_nr;
+            if nr != last_event_nr {
+                return Ok(Some(nr));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let ms = PollTimeout::try_from(left.min(Duration::from_secs(60)))
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(dm.file().as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        action: "polling",
+                        path: PathBuf::from("/dev/mapper/control"),
+                        cause: e.into(),
+                    });
+                }
+            }
+        }
+    }
+}
