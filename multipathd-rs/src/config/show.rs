@@ -482,7 +482,7 @@ pub fn render_toml(cfg: &Config) -> String {
         let _ = writeln!(defaults, "detect_prio = {v}");
     }
     if !defaults.is_empty() {
-        let _ = writeln!(out, "[defaults]\n{defaults}");
+        let _ = write!(out, "[defaults]\n{defaults}");
     }
     write_rules(&mut out, "blacklist", &cfg.blacklist);
     write_rules(&mut out, "blacklist_exceptions", &cfg.blacklist_exceptions);
