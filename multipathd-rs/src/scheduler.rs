@@ -8,10 +8,13 @@
 //! - [`failover`]: the per-path decision (fail / reinstate) and the per-map failback decision
 //!   (`immediate`, `manual`, `followover`, N seconds).
 //! - [`queueing`]: the per-map `no_path_retry N|queue|fail` countdown.
+//! - [`driver::PathCheckDriver`]: scheduler + [`crate::checker::runner::CheckRunner`] + each
+//!   path's checker, the piece the daemon loop drives.
 //!
 //! The decisions use this module's own small enums; the daemon maps them to dm messages
 //! (`fail_path`, `reinstate_path`, `switch_group`, `queue_if_no_path` / `fail_if_no_path`).
 
+pub mod driver;
 pub mod failover;
 pub mod queueing;
 
@@ -169,6 +172,18 @@ impl CheckScheduler {
         }
         path.next_due = now + path.interval;
         changed
+    }
+
+    /// Sets when `dev` is next due without touching its interval (a check of it is running
+    /// until `until`, or must be retried then).
+    pub fn postpone(&mut self, dev: &str, until: Instant) -> bool {
+        match self.paths.get_mut(dev) {
+            Some(path) => {
+                path.next_due = until;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Makes `dev` due at once with its interval back at `polling_interval`.

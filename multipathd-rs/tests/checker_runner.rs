@@ -183,3 +183,56 @@ fn wait_returns_at_once_when_idle() {
     let mut runner = CheckRunner::new(clock, 4);
     assert!(runner.wait(Duration::from_secs(3600)).is_empty());
 }
+
+#[test]
+fn driver_never_spins_on_a_hung_path() {
+    use multipathd_rs::scheduler::IntervalPolicy;
+    use multipathd_rs::scheduler::driver::PathCheckDriver;
+
+    let clock = Arc::new(ManualClock::new());
+    let policy = IntervalPolicy::new(Duration::from_secs(5));
+    let mut driver = PathCheckDriver::new(clock.clone(), policy, 8, Duration::from_secs(2));
+    let checker = FakeChecker::new("sdb");
+    driver.add_path(CheckTarget::new("sda"), "m", checker.clone());
+    driver.add_path(CheckTarget::new("sdb"), "m", checker.clone());
+    assert_eq!(driver.start_due().unwrap(), 2);
+    let mut updates = Vec::new();
+    for _ in 0..200 {
+        updates.extend(driver.collect(Duration::from_millis(20)));
+        if !updates.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].report.dev, "sda");
+    assert_eq!(updates[0].map, "m");
+    // The next wake-up is sdb's check deadline, not "now" (no busy loop on the in-flight path).
+    assert_eq!(
+        driver.next_wakeup(),
+        Some(clock.now() + Duration::from_secs(2))
+    );
+    assert_eq!(driver.start_due().unwrap(), 0);
+
+    clock.advance(Duration::from_secs(2));
+    let timeout = driver.collect(Duration::from_millis(1));
+    assert_eq!(timeout.len(), 1);
+    assert_eq!(timeout[0].report.result.state, CheckState::Timeout);
+    // Due again after polling_interval; still hung, so it is skipped, not re-run.
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(driver.start_due().unwrap(), 1, "only sda is checked again");
+    assert!(driver.next_wakeup().unwrap() > clock.now());
+    assert_eq!(checker.calls("sdb"), 1);
+    checker.open_gate();
+    let mut late = Vec::new();
+    for _ in 0..200 {
+        late.extend(driver.collect(Duration::from_millis(20)));
+        if late.iter().any(|u| u.report.dev == "sdb") {
+            break;
+        }
+    }
+    let sdb = late.iter().find(|u| u.report.dev == "sdb").unwrap();
+    assert!(sdb.report.late);
+    assert!(sdb.changed, "Timeout -> Up is a change");
+    assert!(driver.remove_path("sda"));
+    assert!(!driver.remove_path("sda"));
+}
