@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the daemon listens unless told otherwise (`--socket`).
 pub const DEFAULT_SOCKET_PATH: &str = "/run/multipathd-rs.socket";
@@ -394,11 +394,15 @@ where
 pub struct ServerOptions {
     /// Longest request line, newline excluded.
     pub max_request_len: usize,
-    /// How long a connection may stay silent (mid-request or between requests) before the
-    /// server closes it; also the write timeout.
+    /// How long a client has to deliver each complete request line (counted from the end
+    /// of the previous answer, so a client trickling one byte at a time is cut off too);
+    /// also the write timeout.
     pub idle_timeout: Duration,
     /// Connections served at once (one thread each); more are answered 503 and closed.
     pub max_connections: usize,
+    /// Of `max_connections`, how many only root may use, so unprivileged clients holding
+    /// connections open can never lock the administrator out.
+    pub reserved_for_root: usize,
     /// Permissions of the socket file. Everyone may connect; changes are guarded by the
     /// peer's uid, not by file permissions.
     pub socket_mode: u32,
@@ -413,6 +417,7 @@ impl Default for ServerOptions {
             max_request_len: MAX_REQUEST_LEN,
             idle_timeout: Duration::from_secs(30),
             max_connections: 32,
+            reserved_for_root: 4,
             socket_mode: 0o666,
             credentials: peer_credentials,
         }
@@ -541,14 +546,31 @@ impl Server {
                     continue;
                 }
             };
-            if active.load(Ordering::SeqCst) >= self.options.max_connections {
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let peer = match (self.options.credentials)(&stream) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("cannot read the credentials of a control connection: {e}");
+                    let _ = Response::new(
+                        Status::Denied,
+                        format!("cannot tell who is connecting ({e}); refusing to serve"),
+                    )
+                    .write_to(&mut &stream);
+                    continue;
+                }
+            };
+            let limit = if peer.uid == 0 {
+                self.options.max_connections
+            } else {
+                self.options
+                    .max_connections
+                    .saturating_sub(self.options.reserved_for_root)
+            };
+            let busy = active.load(Ordering::SeqCst);
+            if busy >= limit {
                 let _ = Response::new(
                     Status::Busy,
-                    format!(
-                        "the daemon is already serving {} connections; try again",
-                        self.options.max_connections
-                    ),
+                    format!("the daemon is already serving {busy} connections; try again"),
                 )
                 .write_to(&mut &stream);
                 continue;
@@ -561,7 +583,7 @@ impl Server {
                 .name("control-conn".into())
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(stream, handler.as_ref(), &options);
+                    serve_connection(stream, peer, handler.as_ref(), &options);
                 });
             if let Err(e) = spawned {
                 // The closure (and with it the guard) was dropped: the count is restored.
@@ -623,24 +645,40 @@ fn read_line(
     Ok(Some(buf))
 }
 
-fn serve_connection(stream: UnixStream, handler: &dyn CommandHandler, options: &ServerOptions) {
-    let peer = match (options.credentials)(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!("cannot read the credentials of a control connection: {e}");
-            let _ = Response::new(
-                Status::Denied,
-                format!("cannot tell who is connecting ({e}); refusing to serve"),
-            )
-            .write_to(&mut &stream);
-            return;
+/// Reads from the socket but gives up at a deadline, however the bytes trickle in.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no complete request in time",
+            ));
         }
-    };
-    let _ = stream.set_read_timeout(Some(options.idle_timeout));
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+fn serve_connection(
+    stream: UnixStream,
+    peer: Peer,
+    handler: &dyn CommandHandler,
+    options: &ServerOptions,
+) {
     let _ = stream.set_write_timeout(Some(options.idle_timeout));
-    let mut reader = BufReader::new(&stream);
+    let mut reader = BufReader::new(DeadlineReader {
+        stream: &stream,
+        deadline: Instant::now() + options.idle_timeout,
+    });
     let mut writer = &stream;
     loop {
+        reader.get_mut().deadline = Instant::now() + options.idle_timeout;
         let line = match read_line(&mut reader, options.max_request_len) {
             Ok(Some(line)) => line,
             Ok(None) => return,
@@ -799,10 +837,6 @@ pub fn request_line(socket_path: &Path, line: &str, timeout: Duration) -> Result
         path: socket_path.to_path_buf(),
         source,
     };
-    let bad = |reason: String| Error::BadResponse {
-        path: socket_path.to_path_buf(),
-        reason,
-    };
     if line.contains('\n') {
         return Err(Error::BadRequest {
             request: line.to_string(),
@@ -816,11 +850,38 @@ pub fn request_line(socket_path: &Path, line: &str, timeout: Duration) -> Result
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
     let mut w = &stream;
-    w.write_all(format!("{line}\n").as_bytes())
-        .map_err(io_err)?;
-    w.flush().map_err(io_err)?;
+    // The server may answer (503, or 403 when it cannot read our credentials) and close
+    // before reading the request; then the write fails but the answer is waiting to be read.
+    let sent = w
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| w.flush());
+    if let Err(e) = &sent
+        && !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(io_err(std::io::Error::new(e.kind(), e.to_string())));
+    }
+    let response = read_response(socket_path, &stream);
+    match (sent, response) {
+        (_, Ok(r)) => Ok(r),
+        (Err(e), Err(_)) => Err(io_err(e)),
+        (Ok(()), Err(e)) => Err(e),
+    }
+}
 
-    let mut reader = BufReader::new(&stream);
+fn read_response(socket_path: &Path, stream: &UnixStream) -> Result<Response> {
+    let io_err = |source| Error::SocketIo {
+        path: socket_path.to_path_buf(),
+        source,
+    };
+    let bad = |reason: String| Error::BadResponse {
+        path: socket_path.to_path_buf(),
+        reason,
+    };
+
+    let mut reader = BufReader::new(stream);
     let header = match read_line(&mut reader, 64) {
         Ok(Some(h)) => h,
         Ok(None) => return Err(bad("connection closed before any answer".into())),

@@ -328,6 +328,7 @@ fn idle_connections_are_closed() {
 fn connection_limit_answers_busy() {
     let r = start(ServerOptions {
         max_connections: 1,
+        reserved_for_root: 0,
         ..Default::default()
     });
     let mut first = UnixStream::connect(&r.path).unwrap();
@@ -470,4 +471,80 @@ fn client_rejects_malformed_answers() {
         }
         t.join().unwrap();
     }
+}
+
+static FAKE_UID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
+
+fn fake_uid(_: &UnixStream) -> std::io::Result<Peer> {
+    let uid = FAKE_UID.load(std::sync::atomic::Ordering::SeqCst);
+    Ok(Peer {
+        uid,
+        gid: uid,
+        pid: 1,
+    })
+}
+
+#[test]
+fn unprivileged_clients_cannot_take_the_last_slots() {
+    let r = start(ServerOptions {
+        max_connections: 2,
+        reserved_for_root: 1,
+        credentials: fake_uid,
+        ..Default::default()
+    });
+    // A user holds one connection open...
+    let mut held = UnixStream::connect(&r.path).unwrap();
+    held.write_all(b"show config\n").unwrap();
+    let mut buf = [0u8; 64];
+    held.set_read_timeout(Some(T)).unwrap();
+    assert!(held.read(&mut buf).unwrap() > 0);
+    // ...so the next user is turned away...
+    let busy = request(&r.path, &Command::ShowConfig).unwrap();
+    assert_eq!(busy.status, Status::Busy);
+    // ...but root still gets in.
+    FAKE_UID.store(0, std::sync::atomic::Ordering::SeqCst);
+    let root = request(&r.path, &Command::Reconfigure).unwrap();
+    assert_eq!(root.status, Status::Ok);
+    assert_eq!(root.body, "did: reconfigure\n");
+}
+
+#[test]
+fn a_trickling_client_is_cut_off_at_the_deadline() {
+    let r = start(ServerOptions {
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let mut s = UnixStream::connect(&r.path).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    // One byte every 50 ms never completes a line; each byte alone would reset a plain
+    // read timeout, the per-request deadline does not care.
+    for b in b"show topology please please please please"
+        .iter()
+        .cycle()
+        .take(200)
+    {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    if !closed {
+        // The server may have closed without our write failing yet; reading tells.
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+    }
+    assert!(
+        closed,
+        "connection still open after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(r.fake.seen().is_empty());
 }
