@@ -1,0 +1,341 @@
+# tests/lab/lib.sh: helpers for lab scenarios (bash, sourced inside the guest as root).
+#   . "$LAB_LIB"
+# Conventions: every helper prints what it does; failures of helpers that set up a topology
+# call lab_fail (the scenario exits 1). Evidence goes to $LAB_OUT/evidence.log: every command run
+# through lab_run / lab_capture with its output and exit status, and every assertion with what
+# was expected and what was seen.
+
+LAB_OUT="${LAB_OUT:-/tmp/lab-out}"
+mkdir -p "$LAB_OUT"
+LAB_EVIDENCE="$LAB_OUT/evidence.log"
+LAB_SD_SYSFS=/sys/bus/pseudo/drivers/scsi_debug
+LAB_TARGET_CFS=/sys/kernel/config/target
+
+# ------------------------------------------------------------------ logging, evidence, asserts
+
+lab_log() { printf '[%s] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*"; }
+
+lab_note() { # free-form evidence line
+  printf '# %s\n' "$*" >>"$LAB_EVIDENCE"
+  lab_log "$*"
+}
+
+lab_fail() {
+  printf 'FAIL: %s\n' "$*" | tee -a "$LAB_EVIDENCE" >&2
+  exit 1
+}
+
+# lab_run CMD...: run, record command + output + status in evidence.log, echo the output to
+# stdout, return the command's status.
+lab_run() {
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  {
+    printf '$ %s\n' "$*"
+    [ -n "$out" ] && printf '%s\n' "$out"
+    printf '[exit %d]\n' "$rc"
+  } >>"$LAB_EVIDENCE"
+  [ -n "$out" ] && printf '%s\n' "$out"
+  return "$rc"
+}
+
+# lab_capture FILE CMD...: like lab_run, and keep stdout alone (no stderr) in $LAB_OUT/FILE as an
+# artifact; stderr goes to evidence.log. Returns the command's status.
+lab_capture() {
+  local file="$1" rc
+  shift
+  "$@" >"$LAB_OUT/$file" 2>"$LAB_OUT/.stderr"
+  rc=$?
+  {
+    printf '$ %s > %s\n' "$*" "$file"
+    cat "$LAB_OUT/$file"
+    [ -s "$LAB_OUT/.stderr" ] && { echo '(stderr)'; cat "$LAB_OUT/.stderr"; }
+    printf '[exit %d]\n' "$rc"
+  } >>"$LAB_EVIDENCE"
+  cat "$LAB_OUT/.stderr" >&2
+  rm -f "$LAB_OUT/.stderr"
+  return "$rc"
+}
+
+# lab_expect_ok DESC CMD...: the command must succeed.
+lab_expect_ok() {
+  local desc="$1"
+  shift
+  if lab_run "$@"; then
+    printf 'ok: %s\n' "$desc" | tee -a "$LAB_EVIDENCE"
+  else
+    lab_fail "$desc: '$*' failed (see evidence.log)"
+  fi
+}
+
+# lab_expect_fail DESC CMD...: the command must fail (for refusals).
+lab_expect_fail() {
+  local desc="$1"
+  shift
+  if lab_run "$@"; then
+    lab_fail "$desc: '$*' succeeded but must be refused"
+  else
+    printf 'ok: %s (refused as expected)\n' "$desc" | tee -a "$LAB_EVIDENCE"
+  fi
+}
+
+# lab_assert_eq DESC EXPECTED ACTUAL
+lab_assert_eq() {
+  if [ "$2" = "$3" ]; then
+    printf 'ok: %s: %s\n' "$1" "$3" | tee -a "$LAB_EVIDENCE"
+  else
+    printf 'expected: %s\nseen:     %s\n' "$2" "$3" >>"$LAB_EVIDENCE"
+    lab_fail "$1: expected '$2', saw '$3'"
+  fi
+}
+
+# lab_assert_match DESC REGEX ACTUAL (extended regex, grep -E)
+lab_assert_match() {
+  if printf '%s\n' "$3" | grep -Eq -- "$2"; then
+    printf 'ok: %s: matches /%s/\n' "$1" "$2" | tee -a "$LAB_EVIDENCE"
+  else
+    printf 'expected to match: %s\nseen: %s\n' "$2" "$3" >>"$LAB_EVIDENCE"
+    lab_fail "$1: '$3' does not match /$2/"
+  fi
+}
+
+# lab_wait DESC TIMEOUT_S CMD...: poll CMD every 0.2 s until it succeeds.
+lab_wait() {
+  local desc="$1" tmo="$2" i=0
+  shift 2
+  while ! "$@" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if ((i > tmo * 5)); then
+      lab_fail "timed out after ${tmo}s waiting for: $desc"
+    fi
+    sleep 0.2
+  done
+}
+
+# ------------------------------------------------------------------------------ udev
+
+lab_udevd_running() { pgrep -x systemd-udevd >/dev/null 2>&1; }
+
+lab_udevd_start() {
+  lab_udevd_running && return 0
+  local udevd=/lib/systemd/systemd-udevd
+  [ -x "$udevd" ] || udevd=/usr/lib/systemd/systemd-udevd
+  [ -x "$udevd" ] || lab_fail "systemd-udevd is not installed on the host (package udev)"
+  mkdir -p /run/udev
+  "$udevd" --daemon --resolve-names=never || lab_fail "systemd-udevd did not start"
+  # Only storage matters here; a full `udevadm trigger` costs ~20 s under emulation.
+  udevadm trigger --action=add --subsystem-match=block --subsystem-match=scsi \
+    --subsystem-match=scsi_disk --subsystem-match=scsi_generic --subsystem-match=misc
+  udevadm settle --timeout=60 || lab_log "udevadm settle timed out after start"
+  lab_log "systemd-udevd started"
+}
+
+lab_udevd_stop() {
+  lab_udevd_running || return 0
+  udevadm control --exit 2>/dev/null || pkill -x systemd-udevd
+  local i
+  for i in $(seq 50); do lab_udevd_running || break; sleep 0.1; done
+  lab_log "systemd-udevd stopped"
+}
+
+lab_settle() {
+  if lab_udevd_running; then udevadm settle --timeout="${1:-60}" || lab_log "udevadm settle timed out"; fi
+}
+
+# ------------------------------------------------------------------------- scsi_debug SAN
+
+# scsi_debug-backed disks (sdX names), sorted by H:C:T:L.
+lab_sd_disks() {
+  local d hctl
+  for d in /sys/bus/scsi/drivers/sd/*:*:*:*; do
+    [ -e "$d" ] || continue
+    [ "$(cat "$d/model" 2>/dev/null | tr -d ' ')" = scsi_debug ] || continue
+    hctl="$(basename "$d")"
+    printf '%s %s\n' "$hctl" "$(ls "$d/block" 2>/dev/null | head -n1)"
+  done | sort -t: -k1,1n -k2,2n -k3,3n -k4,4n | awk '$2 != "" { print $2 }'
+}
+
+# SCSI host numbers (N of hostN) that belong to scsi_debug, ascending.
+lab_sd_hosts() {
+  local h
+  for h in "$LAB_SD_SYSFS"/adapter*/host*; do
+    [ -e "$h" ] || continue
+    basename "$h" | sed 's/^host//'
+  done | sort -n
+}
+
+lab_count() { wc -l | tr -d ' '; }
+
+# lab_wait_sd_disks N [TIMEOUT]: until exactly N scsi_debug disks exist (and udev settled).
+lab_wait_sd_disks() {
+  local n="$1" tmo="${2:-120}"
+  lab_wait "$n scsi_debug disks" "$tmo" test "$(lab_sd_disks | lab_count)" = "$n"
+  lab_settle
+}
+
+# lab_scsi_debug HOSTS LUNS [PARAM=VALUE...]: load scsi_debug with HOSTS hosts, one target, LUNS
+# LUNs, the same LUNs (same VPD identifiers) through every host; wait for the disks and udev.
+lab_scsi_debug() {
+  local hosts="$1" luns="$2"
+  shift 2
+  grep -q '^scsi_dh_alua ' /proc/modules || lab_fail "scsi_dh_alua must be loaded before scsi_debug"
+  grep -q '^scsi_debug ' /proc/modules && lab_fail "scsi_debug is already loaded (a previous scenario leaked it)"
+  lab_run modprobe scsi_debug add_host="$hosts" num_tgts=1 max_luns="$luns" vpd_use_hostno=0 \
+    dev_size_mb=8 "$@" || lab_fail "modprobe scsi_debug failed"
+  lab_wait_sd_disks $((hosts * luns))
+  lab_note "scsi_debug: $hosts hosts x $luns LUNs: hosts $(lab_sd_hosts | tr '\n' ' ')disks $(lab_sd_disks | tr '\n' ' ')"
+}
+
+# lab_scan_host H [C T L]: targeted (or wildcard) scan of scsi host H.
+lab_scan_host() {
+  local h="$1"
+  shift
+  local what="${*:-- - -}"
+  lab_run sh -c "echo '$what' > /sys/class/scsi_host/host$h/scan"
+}
+
+# lab_sd_add_luns NEW_MAX_LUNS [--no-scan]: raise scsi_debug's max_luns; unless --no-scan, scan
+# every scsi_debug host and wait for the new disks.
+lab_sd_add_luns() {
+  local max="$1" hosts
+  lab_run sh -c "echo $max > $LAB_SD_SYSFS/max_luns" || lab_fail "cannot set max_luns=$max"
+  [ "${2:-}" = --no-scan ] && return 0
+  hosts=$(lab_sd_hosts | lab_count)
+  local h
+  for h in $(lab_sd_hosts); do lab_scan_host "$h"; done
+  lab_wait_sd_disks $((hosts * max))
+}
+
+# Path faults on one disk (sdX).
+lab_path_offline() { lab_run sh -c "echo offline > /sys/block/$1/device/state"; }
+lab_path_running() { lab_run sh -c "echo running > /sys/block/$1/device/state"; }
+lab_path_delete() { lab_run sh -c "echo 1 > /sys/block/$1/device/delete"; lab_settle; }
+lab_path_state() { cat "/sys/block/$1/device/state"; }
+
+# lab_hba_remove: remove the most recently added scsi_debug host with all its paths.
+lab_hba_remove() {
+  lab_run sh -c "echo -1 > $LAB_SD_SYSFS/add_host" || lab_fail "cannot remove a scsi_debug host"
+  lab_settle
+}
+
+# lab_hba_add: add one scsi_debug host (same LUNs) and scan it.
+lab_hba_add() {
+  local before after h
+  before="$(lab_sd_hosts | tr '\n' ' ')"
+  lab_run sh -c "echo 1 > $LAB_SD_SYSFS/add_host" || lab_fail "cannot add a scsi_debug host"
+  after="$(lab_sd_hosts | tr '\n' ' ')"
+  for h in $after; do
+    case " $before " in *" $h "*) ;; *) lab_scan_host "$h" ;; esac
+  done
+  lab_settle
+}
+
+# lab_sd_inject EVERY_NTH OPTS: scsi_debug error injection (e.g. `lab_sd_inject 1 4` makes every
+# command time out? see scsi_debug's opts bits); `lab_sd_inject 0 0` turns it off.
+lab_sd_inject() {
+  lab_run sh -c "echo $2 > $LAB_SD_SYSFS/opts && echo $1 > $LAB_SD_SYSFS/every_nth"
+}
+
+# Identity helpers.
+lab_devno() { cat "/sys/block/$1/dev"; }
+lab_hctl() { basename "$(readlink -f "/sys/block/$1/device")"; }
+lab_udev_serial() { udevadm info --query=property --name="/dev/$1" | sed -n 's/^ID_SERIAL=//p'; }
+lab_sectors() { cat "/sys/block/$1/size"; }
+
+# ------------------------------------------------------------------------- tcm_loop (LIO)
+
+# lab_tcm_loop K [SIZE_MB] [SERIAL]: one file-backed LUN (fileio backstore on /tmp) exported
+# through K tcm_loop SCSI hosts (K paths, NAA-6 WWID, ALUA and SPC-3 reservations).
+lab_tcm_loop() {
+  local k="$1" size="${2:-32}" serial="${3:-lab$(date +%s)}" i wwn
+  local bs="$LAB_TARGET_CFS/core/fileio_0/lun0"
+  mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+  modprobe tcm_loop || lab_fail "modprobe tcm_loop failed"
+  truncate -s "${size}M" /tmp/lab-fileio-lun0.img
+  mkdir -p "$bs" || lab_fail "cannot create the fileio backstore in configfs"
+  echo "fd_dev_name=/tmp/lab-fileio-lun0.img,fd_dev_size=$((size * 1024 * 1024))" >"$bs/control"
+  echo "$serial" >"$bs/wwn/vpd_unit_serial"
+  echo 1 >"$bs/enable" || lab_fail "cannot enable the fileio backstore"
+  local before
+  before=$(ls /sys/class/scsi_disk | lab_count)
+  for i in $(seq 1 "$k"); do
+    wwn="naa.50014050000000$(printf %02x "$i")"
+    mkdir -p "$LAB_TARGET_CFS/loopback/$wwn/tpgt_1/lun/lun_0" || lab_fail "cannot create tcm_loop $wwn"
+    echo "naa.50014051000000$(printf %02x "$i")" >"$LAB_TARGET_CFS/loopback/$wwn/tpgt_1/nexus"
+    ln -s "$bs" "$LAB_TARGET_CFS/loopback/$wwn/tpgt_1/lun/lun_0/lab_lun0" \
+      || lab_fail "cannot link the LUN into $wwn"
+  done
+  lab_wait "$k tcm_loop disks" 60 test "$(ls /sys/class/scsi_disk | lab_count)" -ge $((before + k))
+  lab_settle
+  lab_note "tcm_loop: 1 LUN (${size} MiB, serial $serial) through $k paths"
+}
+
+lab_tcm_loop_teardown() {
+  [ -d "$LAB_TARGET_CFS/loopback" ] || return 0
+  local tpg lnk
+  for tpg in "$LAB_TARGET_CFS"/loopback/naa.*/tpgt_*; do
+    [ -d "$tpg" ] || continue
+    for lnk in "$tpg"/lun/lun_*/*; do [ -L "$lnk" ] && rm -f "$lnk"; done
+    rmdir "$tpg"/lun/lun_* 2>/dev/null
+    rmdir "$tpg" 2>/dev/null
+    rmdir "$(dirname "$tpg")" 2>/dev/null
+  done
+  rmdir "$LAB_TARGET_CFS"/core/fileio_*/* 2>/dev/null
+  rmdir "$LAB_TARGET_CFS"/core/fileio_* 2>/dev/null
+  rm -f /tmp/lab-fileio-*.img
+}
+
+# ------------------------------------------------------------------------- device-mapper
+
+# lab_flakey NAME DEV UP_S DOWN_S: a dm-flakey map over /dev/DEV (up UP_S s, then failing DOWN_S s).
+lab_flakey() {
+  local sectors
+  sectors="$(lab_sectors "$2")"
+  lab_run dmsetup create "$1" --table "0 $sectors flakey /dev/$2 0 $3 $4" || lab_fail "dm-flakey $1 failed"
+}
+
+# lab_dm_remove_all: remove every dm map (multipath maps through multipath -F first).
+lab_dm_remove_all() {
+  local n
+  command -v multipath >/dev/null && multipath -F >/dev/null 2>&1
+  for n in $(dmsetup ls 2>/dev/null | awk '$1 != "No" { print $1 }'); do
+    dmsetup remove --retry "$n" >/dev/null 2>&1 || dmsetup remove --force "$n" >/dev/null 2>&1
+  done
+  dmsetup ls 2>/dev/null | grep -qv 'No devices found' && return 1
+  return 0
+}
+
+# ------------------------------------------------------------------------- teardown
+
+# lab_teardown_all: leave the guest as a fresh boot left it (run by the runner after every
+# scenario; scenarios may call it too). Kills processes holding lab disks open, removes dm maps,
+# tcm_loop and scsi_debug, stops multipathd, drops guest-local multipath config.
+lab_teardown_all() {
+  local pid
+  lab_log "teardown: start (maps: $(dmsetup ls 2>/dev/null | awk '$1 != "No" { print $1 }' | tr '\n' ' '))"
+  pkill -x multipathd 2>/dev/null
+  # Processes that still hold a block device open (e.g. `sleep` with fd 3 on /dev/mapper/X);
+  # one find over /proc instead of a process per pid (every exec is slow under emulation).
+  for pid in $(find /proc/[0-9]*/fd -maxdepth 1 \( -lname '/dev/dm-*' -o -lname '/dev/sd*' \
+    -o -lname '/dev/mapper/*' \) 2>/dev/null | cut -d/ -f3 | sort -u); do
+    [ "$pid" -le 1 ] || [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
+    lab_log "killing pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) which holds a lab device open"
+    kill -9 "$pid" 2>/dev/null
+  done
+  lab_settle 30
+  lab_dm_remove_all || lab_log "some dm maps could not be removed: $(dmsetup ls 2>&1 | tr '\n' ' ')"
+  lab_tcm_loop_teardown
+  if grep -q '^scsi_debug ' /proc/modules; then
+    local i
+    for i in $(seq 20); do
+      rmmod scsi_debug 2>/dev/null && break
+      sleep 0.5
+    done
+    grep -q '^scsi_debug ' /proc/modules && lab_log "scsi_debug could not be removed"
+  fi
+  rm -f /etc/multipath.conf /etc/multipath/bindings /etc/multipath/wwids
+  lab_settle 30
+  lab_log "teardown: done"
+  return 0
+}
