@@ -139,6 +139,15 @@ impl fmt::Display for RuleMatch {
     }
 }
 
+/// An exception that lifted a blacklist entry of the same kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lifted {
+    /// The exception rule.
+    pub exception: RuleMatch,
+    /// The blacklist rule it lifted.
+    pub blacklist: RuleMatch,
+}
+
 /// The outcome of a blacklist check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
@@ -147,7 +156,7 @@ pub enum Verdict {
     /// entries on the way (empty when nothing was blacklisted).
     Allowed {
         /// Exceptions that applied, with the blacklist entries they lifted.
-        exceptions: Vec<(RuleMatch, RuleMatch)>,
+        exceptions: Vec<Lifted>,
     },
     /// The path is ignored because of this rule.
     Blacklisted {
@@ -170,8 +179,12 @@ impl fmt::Display for Verdict {
             Self::Allowed { exceptions } if exceptions.is_empty() => f.write_str("not blacklisted"),
             Self::Allowed { exceptions } => {
                 f.write_str("not blacklisted")?;
-                for (exc, bl) in exceptions {
-                    write!(f, "; exception {exc} lifts blacklist {bl}")?;
+                for l in exceptions {
+                    write!(
+                        f,
+                        "; exception {} lifts blacklist {}",
+                        l.exception, l.blacklist
+                    )?;
                 }
                 Ok(())
             }
@@ -304,18 +317,17 @@ impl Blacklist {
             };
             let Some(black) = found(bl) else { continue };
             match found(exc) {
-                Some(e) => lifted.push((e, black)),
+                Some(e) => lifted.push(Lifted {
+                    exception: e,
+                    blacklist: black,
+                }),
                 None => return Verdict::Blacklisted { rule: black },
             }
         }
         Verdict::Allowed { exceptions: lifted }
     }
 
-    fn check_device(
-        &self,
-        id: &PathIdentity,
-        lifted: &mut Vec<(RuleMatch, RuleMatch)>,
-    ) -> Option<Verdict> {
+    fn check_device(&self, id: &PathIdentity, lifted: &mut Vec<Lifted>) -> Option<Verdict> {
         let value = format!("{}/{}", id.vendor.trim(), id.product.trim());
         let found = |rules: &Vec<DeviceRule>| {
             rules
@@ -331,7 +343,10 @@ impl Blacklist {
         let black = found(&self.blacklist.device)?;
         match found(&self.exceptions.device) {
             Some(e) => {
-                lifted.push((e, black));
+                lifted.push(Lifted {
+                    exception: e,
+                    blacklist: black,
+                });
                 None
             }
             None => Some(Verdict::Blacklisted { rule: black }),
@@ -429,8 +444,8 @@ mod tests {
         match &v {
             Verdict::Allowed { exceptions } => {
                 assert_eq!(exceptions.len(), 1);
-                assert_eq!(exceptions[0].0.pattern, "^3600a0980");
-                assert_eq!(exceptions[0].1.pattern, ".*");
+                assert_eq!(exceptions[0].exception.pattern, "^3600a0980");
+                assert_eq!(exceptions[0].blacklist.pattern, ".*");
             }
             other => panic!("{other:?}"),
         }

@@ -11,7 +11,7 @@
 
 mod show;
 
-pub use show::{ConfigView, Explanation, render_toml};
+pub use show::{ConfigView, DeviceView, Explanation, RuleView, SettingView, render_toml};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,10 +6,23 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use super::{
-    Config, DeviceEntry, DeviceMatch, EffectiveSettings, GlobalSettings, MultipathEntry,
+    Config, DeviceEntry, DeviceMatch, EffectiveSettings, GlobalSettings, Layer, MultipathEntry,
     PathIdentity, Resolved, SETTING_KEYS, Settings,
 };
 use crate::blacklist::{DeviceRule, Rule, RuleSet, Verdict};
+
+/// One effective setting with its provenance, as `show config` and `explain` list it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingView {
+    /// The key, e.g. `path_grouping_policy`.
+    pub key: String,
+    /// The value as it would be written in the configuration.
+    pub value: String,
+    /// The layer that decided it.
+    pub layer: Layer,
+    /// The entry that decided it, e.g. `device entry ^HITACHI$/^OPEN- (built-in hwtable)`.
+    pub from: String,
+}
 
 /// A device entry as `show config` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -48,7 +61,7 @@ pub struct ConfigView {
     /// Global settings with provenance.
     pub global: GlobalSettings,
     /// Per-map defaults with provenance (what a device no entry matches gets).
-    pub defaults: Vec<(String, Resolved<String>)>,
+    pub defaults: Vec<SettingView>,
     /// Blacklist rules (file's first, then built-ins).
     pub blacklist: Vec<RuleView>,
     /// Exceptions.
@@ -107,38 +120,40 @@ fn device_view(d: &DeviceEntry, builtin: bool) -> DeviceView {
     }
 }
 
-fn effective_pairs(e: &EffectiveSettings) -> Vec<(String, Resolved<String>)> {
-    fn s<T: ToString>(r: &Resolved<T>) -> Resolved<String> {
-        Resolved {
-            value: r.value.to_string(),
-            from: r.from.clone(),
+fn effective_pairs(e: &EffectiveSettings) -> Vec<SettingView> {
+    fn v<T>(key: &str, r: &Resolved<T>, text: String) -> SettingView {
+        SettingView {
+            key: key.to_string(),
+            value: text,
+            layer: r.from.layer,
+            from: r.from.description.clone(),
         }
     }
-    let p = |r: &Resolved<super::GroupingPolicy>| Resolved {
-        value: r.value.as_str().to_string(),
-        from: r.from.clone(),
-    };
     vec![
-        ("path_grouping_policy".into(), p(&e.path_grouping_policy)),
-        ("path_selector".into(), s(&e.path_selector)),
-        ("features".into(), s(&e.features)),
-        ("no_path_retry".into(), s(&e.no_path_retry)),
-        ("failback".into(), s(&e.failback)),
-        (
-            "checker".into(),
-            Resolved {
-                value: e.checker.value.as_str().to_string(),
-                from: e.checker.from.clone(),
-            },
+        v(
+            "path_grouping_policy",
+            &e.path_grouping_policy,
+            e.path_grouping_policy.value.as_str().to_string(),
         ),
-        (
-            "prio".into(),
-            Resolved {
-                value: e.prio.value.as_str().to_string(),
-                from: e.prio.from.clone(),
-            },
+        v(
+            "path_selector",
+            &e.path_selector,
+            e.path_selector.value.clone(),
         ),
-        ("hardware_handler".into(), s(&e.hardware_handler)),
+        v("features", &e.features, e.features.value.clone()),
+        v(
+            "no_path_retry",
+            &e.no_path_retry,
+            e.no_path_retry.value.to_string(),
+        ),
+        v("failback", &e.failback, e.failback.value.to_string()),
+        v("checker", &e.checker, e.checker.value.as_str().to_string()),
+        v("prio", &e.prio, e.prio.value.as_str().to_string()),
+        v(
+            "hardware_handler",
+            &e.hardware_handler,
+            e.hardware_handler.value.clone(),
+        ),
     ]
 }
 
@@ -217,7 +232,7 @@ pub struct Explanation {
     /// `[overrides]`, when present (it applies to every path).
     pub overrides: Option<String>,
     /// Effective settings with provenance.
-    pub settings: Vec<(String, Resolved<String>)>,
+    pub settings: Vec<SettingView>,
     /// Alias from the multipaths entry.
     pub alias: Option<Resolved<String>>,
 }
@@ -263,8 +278,8 @@ impl fmt::Display for Explanation {
             writeln!(f, "alias {} (from {})", a.value, a.from)?;
         }
         writeln!(f, "effective settings:")?;
-        for (k, r) in &self.settings {
-            writeln!(f, "  {k:<22} {:<22} from {}", r.value, r.from)?;
+        for sv in &self.settings {
+            writeln!(f, "  {:<22} {:<22} from {}", sv.key, sv.value, sv.from)?;
         }
         Ok(())
     }
@@ -332,8 +347,8 @@ impl fmt::Display for ConfigView {
         for (k, v, from) in global {
             writeln!(f, "  {k:<22} {v:<22} from {from}")?;
         }
-        for (k, r) in &self.defaults {
-            writeln!(f, "  {k:<22} {:<22} from {}", r.value, r.from)?;
+        for sv in &self.defaults {
+            writeln!(f, "  {:<22} {:<22} from {}", sv.key, sv.value, sv.from)?;
         }
         for (title, rules) in [
             ("blacklist", &self.blacklist),

@@ -349,7 +349,14 @@ fn show_and_explain() {
         "{t}"
     );
     assert!(t.contains("alias vmstore01"), "{t}");
-    assert_eq!(e.to_json()["blacklist"]["verdict"], "allowed");
+    let j = e.to_json();
+    assert_eq!(j["blacklist"]["verdict"], "allowed");
+    assert_eq!(j["settings"][0]["key"], "path_grouping_policy");
+    assert_eq!(j["settings"][0]["value"], "multibus");
+    assert_eq!(j["settings"][0]["layer"], "builtin_device");
+    assert_eq!(j["settings"][4]["key"], "failback");
+    assert_eq!(j["settings"][4]["layer"], "multipath");
+    assert_eq!(j["alias"]["value"], "vmstore01");
 
     let mut p = id("HITACHI", "OPEN-V", "3600508b1009");
     let e = c.explain(&p);
@@ -364,6 +371,12 @@ fn show_and_explain() {
     let e = c.explain(&p);
     assert!(!e.blacklist.is_blacklisted());
     assert!(e.to_string().contains("lifts blacklist"), "{e}");
+    let j = e.to_json();
+    assert_eq!(
+        j["blacklist"]["exceptions"][0]["exception"]["pattern"],
+        "^3600508b1001"
+    );
+    assert_eq!(j["blacklist"]["exceptions"][0]["blacklist"]["kind"], "wwid");
 }
 
 #[test]
