@@ -441,7 +441,8 @@ pub struct Stopper {
 }
 
 impl Stopper {
-    /// Ask the accept loop to end. Connections being served finish their current request.
+    /// Ask the accept loop to end. Open connections finish the request being run; any
+    /// further request on them is answered 503 "the daemon is shutting down".
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the blocking accept(); failure means it is not listening any more.
@@ -579,11 +580,12 @@ impl Server {
             let guard = ActiveGuard(active.clone());
             let handler = handler.clone();
             let options = self.options.clone();
+            let stop = self.stop.clone();
             let spawned = std::thread::Builder::new()
                 .name("control-conn".into())
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(stream, peer, handler.as_ref(), &options);
+                    serve_connection(stream, peer, handler.as_ref(), &options, &stop);
                 });
             if let Err(e) = spawned {
                 // The closure (and with it the guard) was dropped: the count is restored.
@@ -670,6 +672,7 @@ fn serve_connection(
     peer: Peer,
     handler: &dyn CommandHandler,
     options: &ServerOptions,
+    stop: &AtomicBool,
 ) {
     let _ = stream.set_write_timeout(Some(options.idle_timeout));
     let mut reader = BufReader::new(DeadlineReader {
@@ -700,7 +703,12 @@ fn serve_connection(
                 return;
             }
         };
-        let response = answer(&line, &peer, handler);
+        // Once the server is stopping, no further command runs on an open connection.
+        let response = if stop.load(Ordering::SeqCst) {
+            Response::new(Status::Busy, "the daemon is shutting down")
+        } else {
+            answer(&line, &peer, handler)
+        };
         if let Err(e) = response.write_to(&mut writer) {
             tracing::debug!(uid = peer.uid, "cannot send a control response: {e}");
             return;

@@ -548,3 +548,19 @@ fn a_trickling_client_is_cut_off_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(r.fake.seen().is_empty());
 }
+
+#[test]
+fn open_connections_run_nothing_after_stop() {
+    let mut r = start(ServerOptions::default());
+    let mut s = UnixStream::connect(&r.path).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(b"show config\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"200 "));
+    r.handle.take().unwrap().stop();
+    s.write_all(b"shutdown\n").unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"503 27\nthe daemon is shutting down");
+    assert_eq!(r.fake.seen(), vec![Command::ShowConfig]);
+}
