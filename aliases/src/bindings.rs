@@ -303,6 +303,26 @@ mod tests {
     }
 
     #[test]
+    fn a_new_file_gets_the_multipath_tools_header() {
+        let mut f = BindingsFile::new_empty(Path::new("/nonexistent/bindings"));
+        assert!(f.problems.is_empty());
+        assert_eq!(f.bindings().count(), 0);
+        f.push("mpatha", "1Linux_scsi_debug_2000");
+        f.push("mpathb", "1Linux_scsi_debug_2001");
+        f.push("mpathc", "360014055d1b3c7a0e2f4b8a9c612f3e4");
+        assert_eq!(f.render(), REF);
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes (valid or not), parse + render gives them back unchanged.
+        #[test]
+        fn any_text_round_trips(text in "([ -~]{0,30}(\r?\n)?){0,12}") {
+            let f = BindingsFile::parse(&text, Path::new("b"));
+            proptest::prop_assert_eq!(f.render(), text);
+        }
+    }
+
+    #[test]
     fn problems_are_reported_with_lines() {
         let text = "mpatha 1a\nmpathb\nmpathc 1c extra\nmpatha 1d\nmpathe 1a\nbad/name 1f\n";
         let f = BindingsFile::parse(text, Path::new("/etc/multipath/bindings"));

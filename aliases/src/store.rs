@@ -264,6 +264,11 @@ struct State {
     table: Option<Table>,
     bindings: Option<BindingsFile>,
     conf: Vec<ConfAlias>,
+    /// Identity of the table / bindings file versions the content was read from (taken
+    /// *before* reading, or right after our own write under the lock), so the cache can never
+    /// pair older content with a newer file.
+    table_key: Option<FileKey>,
+    bindings_key: Option<FileKey>,
 }
 
 /// Merged view of the stored bindings and the config aliases.
@@ -362,9 +367,12 @@ impl Store {
     /// Loads every file (using the cache when a file is unchanged). Corrupt files are errors.
     fn load(&self) -> Result<State, Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table_key = None;
+        let mut bindings_key = None;
         let table = match &self.paths.table {
             Some(p) => {
                 let key = fsutil::file_key(p)?;
+                table_key = key;
                 match (key, cache.table.take()) {
                     (Some(k), Some((ck, t))) if k == ck => Some(t),
                     _ => Some(Table::load(p)?),
@@ -375,6 +383,7 @@ impl Store {
         let bindings = match &self.paths.bindings {
             Some(p) => {
                 let key = fsutil::file_key(p)?;
+                bindings_key = key;
                 let b = match (key, cache.bindings.take()) {
                     (Some(k), Some((ck, b))) if k == ck => b,
                     _ => BindingsFile::load(p)?,
@@ -389,21 +398,16 @@ impl Store {
             table,
             bindings,
             conf: conf_aliases(&load_conf(&self.paths)?)?,
+            table_key,
+            bindings_key,
         })
     }
 
     /// Puts freshly written (or read) files back into the cache.
-    fn remember(&self, state: State) -> Result<(), Error> {
+    fn remember(&self, state: State) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.table = match (state.table, &self.paths.table) {
-            (Some(t), Some(p)) => fsutil::file_key(p)?.map(|k| (k, t)),
-            _ => None,
-        };
-        cache.bindings = match (state.bindings, &self.paths.bindings) {
-            (Some(b), Some(p)) => fsutil::file_key(p)?.map(|k| (k, b)),
-            _ => None,
-        };
-        Ok(())
+        cache.table = state.table_key.zip(state.table);
+        cache.bindings = state.bindings_key.zip(state.bindings);
     }
 
     /// Builds the merged view; the first conflict is an error.
@@ -427,10 +431,13 @@ impl Store {
             fsutil::remove_stale_temps(&t.path)?;
             t.generation += 1;
             fsutil::atomic_write(&t.path, t.render().as_bytes(), 0o644)?;
+            // We hold the lock: nobody else can have replaced the file since our rename.
+            state.table_key = fsutil::file_key(&t.path)?;
         }
         if bindings_changed && let Some(b) = &state.bindings {
             fsutil::remove_stale_temps(&b.path)?;
             fsutil::atomic_write(&b.path, b.render().as_bytes(), 0o600)?;
+            state.bindings_key = fsutil::file_key(&b.path)?;
         }
         Ok(())
     }
@@ -517,7 +524,7 @@ impl Store {
                     *cache = Cache::default();
                     res?;
                 }
-                self.remember(state)?;
+                self.remember(state);
                 Ok(value)
             }
             // Nothing is written on error: `f` may have changed the state half-way (an import
@@ -796,7 +803,7 @@ impl Store {
                 origins: stored_origins(&state, sb),
             })
         };
-        self.remember(state)?;
+        self.remember(state);
         Ok(found)
     }
 
@@ -835,7 +842,7 @@ impl Store {
                 });
             }
         }
-        self.remember(state)?;
+        self.remember(state);
         Ok(out)
     }
 
@@ -1084,7 +1091,7 @@ impl Store {
                 t.render()
             }
         };
-        self.remember(state)?;
+        self.remember(state);
         Ok(out)
     }
 
@@ -1135,6 +1142,8 @@ impl Store {
             table,
             bindings,
             conf,
+            table_key: None,
+            bindings_key: None,
         };
         let (view, mut errs) = build_view(&state);
         problems.append(&mut errs);

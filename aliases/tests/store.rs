@@ -562,3 +562,43 @@ fn live_maps_are_read_from_sysfs() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ref-sd2x2-tcmloop2/sys");
     assert!(aliases::live_maps_from_sysfs(&fixture).unwrap().is_empty());
 }
+
+#[test]
+fn several_stores_and_threads_in_one_process_see_each_others_writes() {
+    let env = Env::new();
+    let s1 = env.store(true, true, ufn());
+    let s2 = env.store(true, true, ufn());
+    assert_eq!(s1.allocate("1a", &ctx()).unwrap().name, "mpatha");
+    assert_eq!(s1.list().unwrap().len(), 1); // s1 caches the table now
+    assert_eq!(s2.allocate("1b", &ctx()).unwrap().name, "mpathb");
+    // s1's cache is stale and must be noticed.
+    assert_eq!(s1.allocate("1c", &ctx()).unwrap().name, "mpathc");
+    assert_eq!(s1.lookup("1b").unwrap().unwrap().name, "mpathb");
+
+    let shared = std::sync::Arc::new(env.store(true, true, ufn()));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let own = env.store(true, true, ufn());
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let w = format!("1t{t}i{i}");
+                    if i % 2 == 0 {
+                        own.allocate(&w, &ctx()).unwrap();
+                    } else {
+                        shared.allocate(&w, &ctx()).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let t = aliases::table::Table::load(&env.p("aliases.toml")).unwrap();
+    assert_eq!(t.entries.len(), 163);
+    assert_eq!(t.generation, 163);
+    let distinct: std::collections::HashSet<_> = t.entries.iter().map(|e| &e.alias).collect();
+    assert_eq!(distinct.len(), 163);
+    assert!(s1.check(&[]).is_empty());
+}
