@@ -393,3 +393,121 @@ fn missing_file_falls_back_to_builtins_but_unreadable_is_an_error() {
     let err = Config::load(&p).unwrap_err().to_string();
     assert!(err.contains("c.toml line 2: key `cheker`"), "{err}");
 }
+
+mod roundtrip {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn opt<T: std::fmt::Debug + Clone + 'static>(
+        s: impl Strategy<Value = T> + 'static,
+    ) -> impl Strategy<Value = Option<T>> {
+        prop::option::of(s)
+    }
+
+    fn settings() -> impl Strategy<Value = Settings> {
+        (
+            opt(prop::sample::select(vec![
+                GroupingPolicy::Failover,
+                GroupingPolicy::Multibus,
+                GroupingPolicy::GroupByPrio,
+                GroupingPolicy::GroupBySerial,
+                GroupingPolicy::GroupByNodeName,
+                GroupingPolicy::GroupByTpg,
+            ])),
+            opt(prop::sample::select(vec![
+                "service-time 0",
+                "round-robin 0",
+                "queue-length 0",
+            ])),
+            opt(prop::sample::select(vec![
+                "0",
+                "1 queue_if_no_path",
+                "2 pg_init_retries 50",
+            ])),
+            opt(prop_oneof![
+                Just(NoPathRetry::Fail),
+                Just(NoPathRetry::Queue),
+                (1u32..1000).prop_map(NoPathRetry::Retries)
+            ]),
+            opt(prop_oneof![
+                Just(Failback::Immediate),
+                Just(Failback::Manual),
+                Just(Failback::Followover),
+                (0u32..1000).prop_map(Failback::Seconds)
+            ]),
+            opt(prop::sample::select(vec![
+                Checker::Tur,
+                Checker::Directio,
+                Checker::Sysfs,
+                Checker::None,
+            ])),
+            opt(prop::sample::select(vec![Prio::Alua, Prio::Const])),
+            opt(prop::sample::select(vec!["0", "1 alua", "1 emc"])),
+        )
+            .prop_map(|(g, sel, feat, npr, fb, chk, prio, hw)| Settings {
+                path_grouping_policy: g,
+                path_selector: sel.map(str::to_string),
+                features: feat.map(str::to_string),
+                no_path_retry: npr,
+                failback: fb,
+                checker: chk,
+                prio,
+                hardware_handler: hw.map(str::to_string),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn rendered_toml_reads_back_to_the_same_settings(
+            d in settings(),
+            o in settings(),
+            m in settings(),
+            vendor in "[A-Za-z0-9 .*\"\\\\-]{1,12}",
+            alias in "[a-z][a-z0-9_-]{0,10}",
+        ) {
+            let Ok(vendor_pattern) = Pattern::new(&vendor) else { return Ok(()) };
+            let cfg = Config {
+                defaults: Defaults { settings: d, ..Defaults::default() },
+                devices: vec![DeviceEntry {
+                    vendor: vendor_pattern,
+                    product: Pattern::new(".").unwrap(),
+                    settings: o.clone(),
+                    origin: Origin::Builtin,
+                    lines: KeyLines::new(),
+                    note: None,
+                }],
+                overrides: Some(Overrides { settings: o, ..Overrides::default() }),
+                multipaths: vec![MultipathEntry {
+                    wwid: "36001405abc".into(),
+                    alias: Some(alias),
+                    settings: m,
+                    origin: Origin::Builtin,
+                    lines: KeyLines::new(),
+                }],
+                ..Config::default()
+            };
+            let text = render_toml(&cfg);
+            let back = Config::parse_str(&text, Path::new("rt.toml")).unwrap();
+            prop_assert_eq!(&back.defaults.settings, &cfg.defaults.settings);
+            prop_assert_eq!(&back.devices[0].vendor, &cfg.devices[0].vendor);
+            prop_assert_eq!(&back.devices[0].settings, &cfg.devices[0].settings);
+            prop_assert_eq!(&back.overrides.unwrap().settings, &cfg.overrides.unwrap().settings);
+            prop_assert_eq!(&back.multipaths[0].settings, &cfg.multipaths[0].settings);
+            prop_assert_eq!(&back.multipaths[0].alias, &cfg.multipaths[0].alias);
+        }
+    }
+}
+
+#[test]
+fn toml_syntax_errors_name_the_line() {
+    let (line, key, _) =
+        parse_err("[defaults]\npolling_interval = 5\npath_selector = \"service-time 0\n");
+    assert_eq!(line, 3);
+    assert_eq!(key, "path_selector");
+    let (line, key, m) = parse_err("[defaults]\n[defaults]\n");
+    assert_eq!(line, 2);
+    assert_eq!(key, "defaults");
+    assert!(!m.is_empty());
+    let (line, key, _) = parse_err("[defualts]\ncheker = 1\n");
+    assert_eq!((line, key.as_str()), (1, "defualts"));
+}
