@@ -772,6 +772,25 @@ pub struct GlobalSettings {
     pub detect_prio: Resolved<bool>,
 }
 
+impl GlobalSettings {
+    /// The naming policy in the form the aliases crate's store takes. `alias_template` is
+    /// required by the parser whenever the policy is `template`; should it be missing anyway,
+    /// maps fall back to user-friendly names rather than all getting one name.
+    pub fn alias_store_policy(&self) -> aliases::Policy {
+        match (self.alias_policy.value, &self.alias_template) {
+            (AliasPolicy::Wwid, _) => aliases::Policy::Wwid,
+            (AliasPolicy::Template, Some(t)) => aliases::Policy::Template {
+                template: t.value.clone(),
+            },
+            (AliasPolicy::UserFriendlyNames | AliasPolicy::Template, _) => {
+                aliases::Policy::UserFriendlyNames {
+                    prefix: self.alias_prefix.value.clone(),
+                }
+            }
+        }
+    }
+}
+
 /// A device entry that matched a path, and what it was allowed to decide.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceMatch {

@@ -205,8 +205,27 @@ fn global_settings_carry_provenance() {
         format!("defaults in {FILE} line 6")
     );
     assert_eq!(g.find_multipaths.value, FindMultipaths::Strict);
-    assert_eq!(g.alias_template.unwrap().value, "san-{wwid_tail}");
+    assert_eq!(g.alias_template.as_ref().unwrap().value, "san-{wwid_tail}");
     assert_eq!(g.alias_prefix.value, "mpath");
+    assert_eq!(
+        g.alias_store_policy(),
+        aliases::Policy::Template {
+            template: "san-{wwid_tail}".into()
+        }
+    );
+    let g = parse("[defaults]\nalias_prefix = \"lun\"\n").global();
+    assert_eq!(
+        g.alias_store_policy(),
+        aliases::Policy::UserFriendlyNames {
+            prefix: "lun".into()
+        }
+    );
+    assert_eq!(
+        g.alias_prefix.from.description,
+        format!("defaults in {FILE} line 2")
+    );
+    let g = parse("[defaults]\nalias_policy = \"wwid\"\n").global();
+    assert_eq!(g.alias_store_policy(), aliases::Policy::Wwid);
 }
 
 #[test]
