@@ -231,10 +231,13 @@ lab_hba_add() {
   lab_settle
 }
 
-# lab_sd_inject EVERY_NTH OPTS: scsi_debug error injection (e.g. `lab_sd_inject 1 4` makes every
-# command time out? see scsi_debug's opts bits); `lab_sd_inject 0 0` turns it off.
+# lab_sd_inject OPTS [EVERY_NTH]: scsi_debug error injection through its `opts` bit mask
+# (kernel's scsi_debug.c): 2 = MEDIUM ERROR on reads touching sectors 4660..4669
+# ($LAB_SD_MEDIUM_ERR_SECTOR), 4 = ignore (time out) every EVERY_NTH-th command, 8 = recovered
+# error, 0x10 = transport error every EVERY_NTH-th. `lab_sd_inject 0 0` turns injection off.
+LAB_SD_MEDIUM_ERR_SECTOR=4660
 lab_sd_inject() {
-  lab_run sh -c "echo $2 > $LAB_SD_SYSFS/opts && echo $1 > $LAB_SD_SYSFS/every_nth"
+  lab_run sh -c "echo ${2:-0} > $LAB_SD_SYSFS/every_nth && echo $1 > $LAB_SD_SYSFS/opts"
 }
 
 # Identity helpers.
@@ -293,12 +296,22 @@ lab_flakey() {
   local sectors
   sectors="$(lab_sectors "$2")"
   lab_run dmsetup create "$1" --table "0 $sectors flakey /dev/$2 0 $3 $4" || lab_fail "dm-flakey $1 failed"
+  lab_dm_node "$1"
+}
+
+# lab_dm_node NAME: make sure /dev/mapper/NAME exists (without udevd nobody else creates it).
+lab_dm_node() {
+  lab_settle
+  [ -e "/dev/mapper/$1" ] || dmsetup mknodes "$1"
+  [ -b "/dev/mapper/$1" ] || lab_fail "/dev/mapper/$1 does not exist"
 }
 
 # lab_dm_remove_all: remove every dm map (multipath maps through multipath -F first).
 lab_dm_remove_all() {
   local n
-  command -v multipath >/dev/null && multipath -F >/dev/null 2>&1
+  if dmsetup ls --target multipath 2>/dev/null | grep -qv 'No devices found'; then
+    command -v multipath >/dev/null && multipath -F >/dev/null 2>&1
+  fi
   for n in $(dmsetup ls 2>/dev/null | awk '$1 != "No" { print $1 }'); do
     dmsetup remove --retry "$n" >/dev/null 2>&1 || dmsetup remove --force "$n" >/dev/null 2>&1
   done
