@@ -582,25 +582,36 @@ impl Store {
         ctx: &AllocateContext<'_>,
         wwid: &str,
         extra_taken: &BTreeSet<String>,
+        ufn_used: &mut Option<BTreeSet<u64>>,
     ) -> Result<Option<String>, Error> {
         match &self.policy {
             Policy::Wwid => Ok(None),
             Policy::UserFriendlyNames { prefix } => {
-                let mut used: BTreeSet<u64> = view
-                    .claims
-                    .keys()
-                    .chain(extra_taken.iter())
-                    .filter_map(|a| names::ufn_id(a, prefix))
+                // Ids of every stored / configured alias (and of names handed out earlier in
+                // the same batch), computed once per transaction.
+                let used = ufn_used.get_or_insert_with(|| {
+                    view.claims
+                        .keys()
+                        .chain(extra_taken.iter())
+                        .filter_map(|a| names::ufn_id(a, prefix))
+                        .collect()
+                });
+                // Names of live maps of other WWIDs are taken too.
+                let live: BTreeSet<u64> = ctx
+                    .live_maps
+                    .iter()
+                    .filter(|(_, u)| live_wwid(u) != wwid)
+                    .filter_map(|(n, _)| names::ufn_id(n, prefix))
                     .collect();
-                used.extend(
-                    ctx.live_maps
-                        .iter()
-                        .filter(|(_, u)| live_wwid(u) != wwid)
-                        .filter_map(|(n, _)| names::ufn_id(n, prefix)),
-                );
-                let id = names::lowest_free_id(&used);
+                let mut id = names::lowest_free_id(used);
+                while live.contains(&id) || used.contains(&id) {
+                    id += 1;
+                }
                 match names::ufn_alias(prefix, id) {
-                    Some(a) if validate_alias(&a).is_ok() => Ok(Some(a)),
+                    Some(a) if validate_alias(&a).is_ok() => {
+                        used.insert(id);
+                        Ok(Some(a))
+                    }
                     _ => Err(Error::Exhausted {
                         prefix: prefix.clone(),
                     }),
@@ -657,6 +668,7 @@ impl Store {
         ctx: &AllocateContext<'_>,
         wwid: &str,
         extra_taken: &BTreeSet<String>,
+        ufn_used: &mut Option<BTreeSet<u64>>,
     ) -> Result<(Alias, Option<Entry>), Error> {
         validate_wwid(wwid)?;
         // 1. explicit alias: the caller's, then multipath.conf's.
@@ -698,7 +710,7 @@ impl Store {
             ));
         }
         // 3. a new name from the policy; 4. the WWID.
-        match self.generate(view, ctx, wwid, extra_taken)? {
+        match self.generate(view, ctx, wwid, extra_taken, ufn_used)? {
             Some(name) => {
                 self.require_writable()?;
                 Ok((
@@ -727,7 +739,7 @@ impl Store {
     /// binding, then a newly generated (and durably stored) name, then the WWID.
     pub fn allocate(&self, wwid: &str, ctx: &AllocateContext<'_>) -> Result<Alias, Error> {
         self.transaction(|s, state, view| {
-            let (alias, entry) = s.decide(view, state, ctx, wwid, &BTreeSet::new())?;
+            let (alias, entry) = s.decide(view, state, ctx, wwid, &BTreeSet::new(), &mut None)?;
             match entry {
                 Some(e) => {
                     s.add(state, e);
@@ -753,6 +765,7 @@ impl Store {
         self.transaction(|s, state, view| {
             let mut out = Vec::new();
             let mut taken = BTreeSet::new();
+            let mut ufn_used = None;
             let mut new_by_wwid: HashMap<String, String> = HashMap::new();
             let mut changed = false;
             for &w in wwids {
@@ -765,7 +778,7 @@ impl Store {
                     });
                     continue;
                 }
-                let (alias, entry) = s.decide(view, state, &ctx, w, &taken)?;
+                let (alias, entry) = s.decide(view, state, &ctx, w, &taken, &mut ufn_used)?;
                 if let Some(e) = entry {
                     taken.insert(e.alias.clone());
                     new_by_wwid.insert(w.to_string(), e.alias.clone());

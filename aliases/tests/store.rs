@@ -532,6 +532,15 @@ fn batch_allocation_matches_single_allocation() {
     assert_eq!(t.generation, 2);
     assert_eq!(t.entries.len(), 3);
     assert!(s.check(&[]).is_empty());
+    // Live maps of other WWIDs are skipped in a batch as well.
+    let live = vec![("mpathe".to_string(), "mpath-1elsewhere".to_string())];
+    let c = AllocateContext {
+        live_maps: &live,
+        ..ctx()
+    };
+    let got = s.allocate_batch(&["1p", "1q", "1r"], &c).unwrap();
+    let names: Vec<_> = got.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["mpathd", "mpathf", "mpathg"]);
 }
 
 #[test]
