@@ -14,7 +14,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
 
 use crate::error::Error;
 use crate::model::{
@@ -27,15 +32,6 @@ use crate::vpd;
 pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, Error> {
     match fs::read(path) {
         Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::read(path, &e)),
-    }
-}
-
-/// Reads a binary attribute. `Ok(None)` when the file does not exist.
-fn read_bin_opt(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::read(path, &e)),
     }
@@ -89,7 +85,9 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
-            v.sort_by(|a, b| natural_cmp(a, b));
+            if v.len() > 1 {
+                v.sort_by_cached_key(|s| natural_key(s));
+            }
             Ok(v)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -97,21 +95,24 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
     }
 }
 
+type NaturalKey = (usize, String, Vec<u64>, String);
+
+fn natural_key(s: &str) -> NaturalKey {
+    let digits_at = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
+    let (p, n) = s.split_at(digits_at);
+    (
+        p.len(),
+        p.to_string(),
+        n.split(|c: char| !c.is_ascii_digit())
+            .map(|x| x.parse::<u64>().unwrap_or(0))
+            .collect(),
+        n.to_string(),
+    )
+}
+
 /// Orders "host2" before "host10" and "sdz" before "sdaa".
 pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |s: &str| {
-        let digits_at = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
-        let (p, n) = s.split_at(digits_at);
-        (
-            p.len(),
-            p.to_string(),
-            n.split(|c: char| !c.is_ascii_digit())
-                .map(|x| x.parse::<u64>().unwrap_or(0))
-                .collect::<Vec<_>>(),
-            n.to_string(),
-        )
-    };
-    key(a).cmp(&key(b))
+    natural_key(a).cmp(&natural_key(b))
 }
 
 fn parse_num<T: std::str::FromStr>(
@@ -260,18 +261,34 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
         .unwrap_or(1)
         .clamp(1, 8);
     let chunk = names.len().div_ceil(threads).max(64);
+    let class_fd = openat(
+        AT_FDCWD,
+        &class,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
     let mut results: Vec<(Vec<ScsiPath>, Vec<Error>)> = Vec::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = names
             .chunks(chunk)
             .map(|part| {
                 let class = &class;
+                let class_fd = class_fd.as_ref();
                 s.spawn(move || {
                     let mut paths = Vec::new();
                     let mut errs = Vec::new();
                     for name in part {
                         let link = class.join(name);
-                        match resolve(&link) {
+                        let target = match class_fd {
+                            Some(fd) => match readlinkat(fd, name.as_str()) {
+                                Ok(t) => Ok(join_lexical(class, Path::new(&t))),
+                                Err(nix::errno::Errno::EINVAL) => Ok(link.clone()),
+                                Err(e) => Err(io::Error::from(e)),
+                            },
+                            None => resolve(&link),
+                        };
+                        match target {
                             Ok(target) => {
                                 if let Some(p) = scan_block(&target, name, ctx) {
                                     paths.push(p);
@@ -337,6 +354,93 @@ fn chain_of(dev_dir: &Path) -> Chain {
     c
 }
 
+/// A directory whose attributes are read relative to an `O_PATH` descriptor, so each read is
+/// `openat` + `read` + `close` with a one-component path instead of a full path walk.
+struct AttrDir<'a> {
+    path: &'a Path,
+    fd: OwnedFd,
+}
+
+impl<'a> AttrDir<'a> {
+    fn open(path: &'a Path) -> io::Result<Self> {
+        let fd = openat(
+            AT_FDCWD,
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        Ok(AttrDir { path, fd })
+    }
+
+    /// Reads attribute `name`; `Ok(None)` when it does not exist.
+    fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let err = |e: io::Error| Error::read(&self.path.join(name), &e);
+        let fd = match openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(err(io::Error::from(e))),
+        };
+        let mut f = fs::File::from(fd);
+        let mut chunk = [0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            let n = f.read(&mut chunk).map_err(err)?;
+            out.extend_from_slice(&chunk[..n]);
+            // sysfs returns an attribute in one read; a short read is the end.
+            if n < chunk.len() {
+                break;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn read_text(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .read_bytes(name)?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    }
+
+    /// An optional attribute: absent is None, a read error is recorded.
+    fn opt(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
+        self.read_text(name).unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        })
+    }
+
+    /// A required attribute: absent is an error too (or `vanished` when the directory itself
+    /// is gone).
+    fn req(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
+        match self.read_text(name) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                if self.path.exists() {
+                    errors.push(Error::Read {
+                        path: self.path.join(name),
+                        kind: io::ErrorKind::NotFound,
+                        reason: "No such file or directory (os error 2)".into(),
+                    });
+                } else {
+                    errors.push(Error::Vanished {
+                        path: self.path.to_path_buf(),
+                    });
+                }
+                None
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    }
+}
+
 /// Reads one SCSI block device whose block directory is `block_dir`
 /// (`.../H:C:T:L/block/<dev>`). None if it is not a SCSI block device (a partition, a virtual
 /// device).
@@ -377,65 +481,49 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         p.iscsi_session = Some(s.clone());
         p.target_node_name = ctx.session_target.get(s).cloned();
     }
-    let mut errors = Vec::new();
-
-    // The first required read tells whether the device is still there.
-    let vendor_path = dev_dir.join("vendor");
-    match fs::read(&vendor_path) {
-        Ok(b) => p.vendor = String::from_utf8_lossy(&b).trim().to_string(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !dev_dir.exists() || !block_dir.exists() {
-                p.errors.push(Error::Vanished {
-                    path: dev_dir.to_path_buf(),
-                });
-                return Some(p);
+    let vanished = |p: &mut ScsiPath| {
+        p.errors = vec![Error::Vanished {
+            path: dev_dir.to_path_buf(),
+        }];
+    };
+    let (dd, bd) = match (AttrDir::open(dev_dir), AttrDir::open(block_dir)) {
+        (Ok(d), Ok(b)) => (d, b),
+        (Err(e), _) | (_, Err(e)) => {
+            if e.kind() == io::ErrorKind::NotFound {
+                vanished(&mut p);
+            } else {
+                p.errors.push(Error::read(dev_dir, &e));
             }
-            errors.push(Error::read(&vendor_path, &e));
-        }
-        Err(e) => errors.push(Error::read(&vendor_path, &e)),
-    }
-    let required = |name: &str, dir: &Path, errors: &mut Vec<Error>| -> Option<String> {
-        let path = dir.join(name);
-        match fs::read(&path) {
-            Ok(b) => Some(String::from_utf8_lossy(&b).trim().to_string()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.exists() => {
-                errors.push(Error::Vanished {
-                    path: dir.to_path_buf(),
-                });
-                None
-            }
-            Err(e) => {
-                errors.push(Error::read(&path, &e));
-                None
-            }
+            return Some(p);
         }
     };
-    p.model = required("model", dev_dir, &mut errors).unwrap_or_default();
-    p.rev = required("rev", dev_dir, &mut errors).unwrap_or_default();
-    p.state = required("state", dev_dir, &mut errors).unwrap_or_default();
-    let t = required("type", dev_dir, &mut errors);
+    let mut errors = Vec::new();
+    p.vendor = dd.req("vendor", &mut errors).unwrap_or_default();
+    p.model = dd.req("model", &mut errors).unwrap_or_default();
+    p.rev = dd.req("rev", &mut errors).unwrap_or_default();
+    p.state = dd.req("state", &mut errors).unwrap_or_default();
+    let t = dd.req("type", &mut errors);
     p.scsi_type = parse_num(
         &dev_dir.join("type"),
         t,
         "a SCSI peripheral type",
         &mut errors,
     );
-    let lvl = attr(dev_dir, "scsi_level", &mut errors);
+    let lvl = dd.opt("scsi_level", &mut errors);
     p.scsi_level = parse_num(
         &dev_dir.join("scsi_level"),
         lvl,
         "a SCSI level",
         &mut errors,
     );
-    let q = required("queue_depth", dev_dir, &mut errors);
+    let q = dd.req("queue_depth", &mut errors);
     p.queue_depth = parse_num(
         &dev_dir.join("queue_depth"),
         q,
         "a queue depth",
         &mut errors,
     );
-    let d = required("dev", block_dir, &mut errors);
-    if let Some(d) = d {
+    if let Some(d) = bd.req("dev", &mut errors) {
         match d.parse::<DevNo>() {
             Ok(n) => p.devno = Some(n),
             Err(_) => errors.push(Error::Parse {
@@ -445,7 +533,7 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
             }),
         }
     }
-    let sz = required("size", block_dir, &mut errors);
+    let sz = bd.req("size", &mut errors);
     p.size_bytes = parse_num::<u64>(
         &block_dir.join("size"),
         sz,
@@ -453,11 +541,14 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         &mut errors,
     )
     .map(|s| s.saturating_mul(512));
-    p.access_state = attr(dev_dir, "access_state", &mut errors);
-    let pp = attr(dev_dir, "preferred_path", &mut errors);
-    p.preferred_path =
-        parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors).map(|v| v != 0);
-    p.dh_state = attr(dev_dir, "dh_state", &mut errors);
+    p.access_state = dd.opt("access_state", &mut errors);
+    if p.access_state.is_some() {
+        let pp = dd.opt("preferred_path", &mut errors);
+        p.preferred_path =
+            parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors)
+                .map(|v| v != 0);
+    }
+    p.dh_state = dd.opt("dh_state", &mut errors);
     match list_dir(&block_dir.join("holders")) {
         Ok(h) => p.holders = h,
         Err(e) => errors.push(e),
@@ -468,8 +559,7 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
     }
 
     // Identity: VPD 0x83 (udev ID_SERIAL), else VPD 0x80, else the kernel's wwid.
-    let pg83_path = dev_dir.join("vpd_pg83");
-    match read_bin_opt(&pg83_path) {
+    match dd.read_bytes("vpd_pg83") {
         Ok(Some(page)) => match vpd::decode_pg83(&page) {
             Ok(s) => {
                 if let Some(id) = s.id_serial {
@@ -480,33 +570,32 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
                 p.relative_port = s.relative_port;
                 if let Some(problem) = s.problem {
                     errors.push(Error::Vpd {
-                        path: pg83_path.clone(),
+                        path: dev_dir.join("vpd_pg83"),
                         reason: problem,
                     });
                 }
             }
             Err(reason) => errors.push(Error::Vpd {
-                path: pg83_path.clone(),
+                path: dev_dir.join("vpd_pg83"),
                 reason,
             }),
         },
         Ok(None) => {}
         Err(e) => errors.push(e),
     }
-    let pg80_path = dev_dir.join("vpd_pg80");
-    match read_bin_opt(&pg80_path) {
+    match dd.read_bytes("vpd_pg80") {
         Ok(Some(page)) => match vpd::decode_pg80(&page) {
             Ok((serial, problem)) => {
                 p.serial = serial;
                 if let Some(reason) = problem {
                     errors.push(Error::Vpd {
-                        path: pg80_path.clone(),
+                        path: dev_dir.join("vpd_pg80"),
                         reason,
                     });
                 }
             }
             Err(reason) => errors.push(Error::Vpd {
-                path: pg80_path.clone(),
+                path: dev_dir.join("vpd_pg80"),
                 reason,
             }),
         },
@@ -524,15 +613,15 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
                 serial
             ));
             p.wwid_source = WwidSource::VpdPg80;
-        } else if let Some(w) = attr(dev_dir, "wwid", &mut errors).filter(|w| !w.is_empty()) {
+        } else if let Some(w) = dd.opt("wwid", &mut errors).filter(|w| !w.is_empty()) {
             p.wwid = Some(w);
             p.wwid_source = WwidSource::SysfsWwid;
         }
     }
     // A vanished device reports once, not once per attribute.
     if errors.iter().any(|e| matches!(e, Error::Vanished { .. })) {
-        errors.retain(|e| matches!(e, Error::Vanished { .. }));
-        errors.dedup();
+        vanished(&mut p);
+        return Some(p);
     }
     p.errors = errors;
     Some(p)
