@@ -96,4 +96,47 @@ pub enum Error {
     /// A control request could not be understood.
     #[error("bad request {request:?}: {reason}")]
     BadRequest { request: String, reason: String },
+
+    // --- discovery, engine, daemon and CLI (discovery, engine, daemon, demo, cli) ---
+    /// No path of that name is known.
+    #[error("there is no path named {dev} (it is not a SCSI disk under the sysfs root, or it was removed)")]
+    NoSuchPath { dev: String },
+    /// No multipath map of that name or WWID is known.
+    #[error("there is no multipath map named {map}")]
+    NoSuchMap { map: String },
+    /// A path exists but belongs to no map.
+    #[error("path {dev} is not part of any multipath map")]
+    PathNotInMap { dev: String },
+    /// A device-mapper operation on a map failed.
+    #[error("map {map}: {source}")]
+    Dm {
+        map: String,
+        #[source]
+        source: dm_tables::Error,
+    },
+    /// The alias store could not name a map.
+    #[error("cannot name the map of WWID {wwid}: {source}")]
+    Alias {
+        wwid: String,
+        #[source]
+        source: Box<aliases::Error>,
+    },
+    /// The alias store could not be opened.
+    #[error("cannot open the alias store: {source}")]
+    AliasStore {
+        #[source]
+        source: Box<aliases::Error>,
+    },
+    /// A desired map could not be built from its paths or settings.
+    #[error("cannot build the map of WWID {wwid}: {reason}")]
+    MapBuild { wwid: String, reason: String },
+    /// lun-scan could not read a path or rescan.
+    #[error("{source}")]
+    Scan {
+        #[source]
+        source: lun_scan::Error,
+    },
+    /// The demo's simulated SAN could not be set up or changed.
+    #[error("simulated SAN: {reason}")]
+    Demo { reason: String },
 }

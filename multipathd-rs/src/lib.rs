@@ -9,6 +9,8 @@ pub mod blacklist;
 pub mod checker;
 pub mod clock;
 pub mod config;
+pub mod discovery;
+pub mod engine;
 pub mod error;
 pub mod hwtable;
 pub mod import;
