@@ -498,24 +498,49 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         }
     };
     let mut errors = Vec::new();
-    p.vendor = dd.req("vendor", &mut errors).unwrap_or_default();
-    p.model = dd.req("model", &mut errors).unwrap_or_default();
-    p.rev = dd.req("rev", &mut errors).unwrap_or_default();
-    p.state = dd.req("state", &mut errors).unwrap_or_default();
-    let t = dd.req("type", &mut errors);
-    p.scsi_type = parse_num(
-        &dev_dir.join("type"),
-        t,
-        "a SCSI peripheral type",
-        &mut errors,
-    );
-    let lvl = dd.opt("scsi_level", &mut errors);
-    p.scsi_level = parse_num(
-        &dev_dir.join("scsi_level"),
-        lvl,
-        "a SCSI level",
-        &mut errors,
-    );
+    // The standard INQUIRY data holds vendor, model, rev, type and version: one read instead
+    // of five (the kernel's attributes are views of the same buffer).
+    let inq = dd
+        .read_bytes("inquiry")
+        .ok()
+        .flatten()
+        .filter(|b| b.len() >= 36);
+    if let Some(inq) = inq {
+        let text = |r: std::ops::Range<usize>| {
+            let b = &inq[r];
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).trim().to_string()
+        };
+        p.vendor = text(8..16);
+        p.model = text(16..32);
+        p.rev = text(32..36);
+        p.scsi_type = Some(inq[0] & 0x1f);
+        let mut level = inq[2] & 0x0f;
+        if level >= 2 || (level == 1 && inq[3] & 0x0f == 1) {
+            level += 1;
+        }
+        p.scsi_level = Some(level);
+        p.state = dd.req("state", &mut errors).unwrap_or_default();
+    } else {
+        p.vendor = dd.req("vendor", &mut errors).unwrap_or_default();
+        p.model = dd.req("model", &mut errors).unwrap_or_default();
+        p.rev = dd.req("rev", &mut errors).unwrap_or_default();
+        p.state = dd.req("state", &mut errors).unwrap_or_default();
+        let t = dd.req("type", &mut errors);
+        p.scsi_type = parse_num(
+            &dev_dir.join("type"),
+            t,
+            "a SCSI peripheral type",
+            &mut errors,
+        );
+        let lvl = dd.opt("scsi_level", &mut errors);
+        p.scsi_level = parse_num(
+            &dev_dir.join("scsi_level"),
+            lvl,
+            "a SCSI level",
+            &mut errors,
+        );
+    }
     let q = dd.req("queue_depth", &mut errors);
     p.queue_depth = parse_num(
         &dev_dir.join("queue_depth"),
@@ -553,10 +578,23 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         Ok(h) => p.holders = h,
         Err(e) => errors.push(e),
     }
-    match list_dir(&dev_dir.join("scsi_generic")) {
-        Ok(g) => p.sg = g.into_iter().next(),
-        Err(e) => errors.push(e),
-    }
+    // `generic` is a symlink to scsi_generic/sgN (a file holding that text in some copies).
+    p.sg = match readlinkat(&dd.fd, "generic") {
+        Ok(t) => Path::new(&t)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        Err(nix::errno::Errno::ENOENT) => None,
+        Err(_) => match dd.read_text("generic") {
+            Ok(Some(t)) => Path::new(&t)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned()),
+            Ok(None) => None,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
 
     // Identity: VPD 0x83 (udev ID_SERIAL), else VPD 0x80, else the kernel's wwid.
     match dd.read_bytes("vpd_pg83") {

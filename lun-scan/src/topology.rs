@@ -955,6 +955,7 @@ impl Sim {
         let dd_rel = p.dev_dir();
         let dd = root.join(&dd_rel);
         mkdir(&dd)?;
+        put(dd.join("inquiry"), inquiry(&g.vendor, &g.model, &g.rev))?;
         put_line(&dd.join("vendor"), &format!("{:<8}", g.vendor))?;
         put_line(&dd.join("model"), &format!("{:<16}", g.model))?;
         put_line(&dd.join("rev"), &format!("{:<4}", g.rev))?;
@@ -1446,6 +1447,24 @@ fn list_dm(root: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// A 96-byte standard INQUIRY response: disk, SPC-4 (version 6), ALUA implicit+explicit.
+fn inquiry(vendor: &str, model: &str, rev: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 96];
+    b[2] = 6;
+    b[3] = 2;
+    b[4] = 91;
+    b[5] = 0x30;
+    let field = |s: &str, n: usize| {
+        let mut v = format!("{s:<n$}").into_bytes();
+        v.truncate(n);
+        v
+    };
+    b[8..16].copy_from_slice(&field(vendor, 8));
+    b[16..32].copy_from_slice(&field(model, 16));
+    b[32..36].copy_from_slice(&field(rev, 4));
+    b
 }
 
 fn einval() -> io::Error {

@@ -78,7 +78,7 @@ fn unreadable_and_malformed_attributes_name_the_file() {
     fs::remove_file(dd.join("queue_depth")).unwrap();
     fs::create_dir(dd.join("queue_depth")).unwrap();
     fs::write(dd.join("block/sdd/size"), "lots\n").unwrap();
-    fs::remove_file(dd.join("model")).unwrap();
+    fs::remove_file(dd.join("state")).unwrap();
     let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
     let msgs: Vec<String> = p.errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
@@ -87,8 +87,8 @@ fn unreadable_and_malformed_attributes_name_the_file() {
         msgs.iter()
             .any(|m| m.contains("size") && m.contains("\"lots\""))
     );
-    assert!(msgs.iter().any(|m| m.contains("model")));
-    // everything else still read
+    assert!(msgs.iter().any(|m| m.contains("/state")));
+    // everything else still read (vendor/model come from the inquiry attribute)
     assert_eq!(p.vendor, "NETAPP");
     assert!(p.wwid.is_some());
     assert_eq!(p.size_bytes, None);
@@ -112,4 +112,21 @@ fn garbage_in_host_and_rport_attributes() {
     assert_eq!(r.scsi_target_id, None);
     assert!(r.errors[0].to_string().contains("scsi_target_id"));
     assert!(scan.has_errors());
+}
+
+#[test]
+fn without_inquiry_the_separate_attributes_are_read() {
+    let (d, _sim) = fc();
+    let dd = devdir(d.path(), "sdd");
+    fs::remove_file(dd.join("inquiry")).unwrap();
+    let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert_eq!(
+        (p.vendor.as_str(), p.model.as_str(), p.rev.as_str()),
+        ("NETAPP", "LUN C-Mode", "9800")
+    );
+    assert_eq!((p.scsi_type, p.scsi_level), (Some(0), Some(7)));
+    fs::remove_file(dd.join("model")).unwrap();
+    let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
+    assert!(p.errors[0].to_string().contains("model"));
 }
