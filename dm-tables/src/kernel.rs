@@ -47,6 +47,17 @@ fn dm_name(name: &str) -> Result<&DmName> {
     })
 }
 
+/// device-mapper's block major from /proc/devices.
+fn dm_block_major() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/devices").ok()?;
+    let block = text.split("Block devices:").nth(1)?;
+    block.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let major = w.next()?.parse().ok()?;
+        (w.next()? == "device-mapper").then_some(major)
+    })
+}
+
 /// Whether udevd runs (it owns its control socket).
 pub fn udev_running() -> bool {
     Path::new("/run/udev/control").exists()
@@ -152,6 +163,49 @@ impl KernelBackend {
         }
     }
 
+    /// Without udevd nobody removes `/dev/mapper/<name>` when the kernel completes a deferred
+    /// remove (or another tool removes a map). Removes block nodes in /dev/mapper whose device
+    /// number belongs to device-mapper but to no live map. Does nothing while udevd runs (udev
+    /// owns the nodes then). Returns the paths removed.
+    pub fn sweep_stale_nodes(&self) -> Result<Vec<PathBuf>> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if udev_running() {
+            return Ok(Vec::new());
+        }
+        let Some(major) = dm_block_major() else {
+            return Ok(Vec::new());
+        };
+        let live: std::collections::HashSet<u64> =
+            self.list()?.iter().map(|m| m.devno.to_dev_t()).collect();
+        let mut removed = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.mapper_dir) else {
+            return Ok(removed);
+        };
+        for e in rd.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if !meta.file_type().is_block_device() {
+                continue;
+            }
+            let dev = DevNo::from_dev_t(meta.rdev());
+            if dev.major != major || live.contains(&meta.rdev()) {
+                continue;
+            }
+            // a map created since the list above: keep its node
+            if let Some(n) = e.file_name().to_str()
+                && self.info(n).is_ok_and(|i| i.devno == dev)
+            {
+                continue;
+            }
+            if std::fs::remove_file(e.path()).is_ok() {
+                tracing::info!("removed stale device node {} ({dev})", e.path().display());
+                removed.push(e.path());
+            }
+        }
+        Ok(removed)
+    }
+
     fn load(&self, name: &str, table: &MultipathTable) -> Result<()> {
         let id = DevId::Name(dm_name(name)?);
         let targets = [(
@@ -213,6 +267,7 @@ impl DmBackend for KernelBackend {
     fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo> {
         table.validate(name)?;
         let dmname = dm_name(name)?;
+        self.sweep_stale_nodes()?;
         let dmuuid = if uuid.is_empty() {
             None
         } else {
@@ -308,6 +363,7 @@ impl DmBackend for KernelBackend {
     }
 
     fn remove(&self, name: &str, mode: RemoveMode) -> Result<Removed> {
+        self.sweep_stale_nodes()?;
         let info = self.info(name)?;
         if info.open_count > 0 && mode == RemoveMode::Now {
             return Err(Error::MapOpen {
