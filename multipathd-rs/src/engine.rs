@@ -138,17 +138,7 @@ impl std::fmt::Debug for Engine {
 
 /// The alias policy the configuration asks for.
 pub fn alias_policy(cfg: &Config) -> aliases::Policy {
-    let g = cfg.global();
-    match g.alias_policy.value {
-        crate::config::AliasPolicy::UserFriendlyNames => aliases::Policy::UserFriendlyNames {
-            prefix: g.alias_prefix.value,
-        },
-        crate::config::AliasPolicy::Wwid => aliases::Policy::Wwid,
-        crate::config::AliasPolicy::Template => match g.alias_template {
-            Some(t) => aliases::Policy::Template { template: t.value },
-            None => aliases::Policy::Wwid,
-        },
-    }
+    cfg.global().alias_store_policy()
 }
 
 fn interval_policy(cfg: &Config) -> IntervalPolicy {

@@ -7,8 +7,11 @@
 
 pub mod blacklist;
 pub mod checker;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,504 @@
+//! The daemon: the [`Engine`] behind the control socket ([`crate::socket`]), signals
+//! (SIGHUP reconfigure, SIGTERM/SIGINT stop and leave every map in place), sd_notify, and the
+//! loop that feeds path checks, uevents and dm events to the engine.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::checker::runner::CheckRunner;
+use crate::clock::Clock;
+use crate::engine::{Engine, SyncReport};
+use crate::error::Error;
+use crate::output;
+use crate::socket::{
+    Command, CommandHandler, Format, Peer, Response, Server, ServerOptions, Stopper,
+};
+use crate::state::{self, MapView};
+use crate::uevent::BurstCollector;
+use crate::uevent::netlink::KernelUeventSocket;
+
+/// The engine shared between the socket threads and the daemon loop.
+pub struct Daemon {
+    engine: Mutex<Engine>,
+    stop: AtomicBool,
+    stopper: Mutex<Option<Stopper>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("stop", &self.stop.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Daemon {
+    pub fn new(engine: Engine) -> Daemon {
+        Daemon {
+            engine: Mutex::new(engine),
+            stop: AtomicBool::new(false),
+            stopper: Mutex::new(None),
+        }
+    }
+
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `shutdown` was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn set_stopper(&self, s: Stopper) {
+        *self.stopper.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+    }
+
+    /// Stops the socket server and the loop (maps stay).
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self
+            .stopper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            s.stop();
+        }
+    }
+}
+
+impl CommandHandler for Daemon {
+    fn handle(&self, command: &Command, _peer: &Peer) -> Response {
+        if *command == Command::Shutdown {
+            self.stop.store(true, Ordering::SeqCst);
+            return Response::ok("shutting down; every map stays in place\n");
+        }
+        handle_command(&mut self.engine(), command)
+    }
+}
+
+fn error_response(e: &Error) -> Response {
+    match e {
+        Error::NoSuchMap { .. } | Error::NoSuchPath { .. } | Error::PathNotInMap { .. } => {
+            Response::not_found(format!("{e}\n"))
+        }
+        _ => Response::failed(format!("{e}\n")),
+    }
+}
+
+/// A sync report as the lines an admin reads: one per map that changed or failed.
+pub fn report_text(r: &SyncReport) -> String {
+    let mut s = String::new();
+    for m in &r.maps {
+        let p = &m.plan;
+        let line = match (&p.error, p.action) {
+            (Some(e), _) => format!("{}: failed: {e}", p.name),
+            (None, crate::discovery::Action::Keep) => continue,
+            (None, a) => {
+                let mut l = format!(
+                    "{}: {} ({}), {} path(s) in {} group(s)",
+                    p.name,
+                    a.as_str(),
+                    p.desired.wwid,
+                    p.desired.paths().count(),
+                    p.desired.groups.len()
+                );
+                if let Some(old) = p.current_name.as_deref().filter(|o| *o != p.name) {
+                    let _ = write!(l, ", was {old}");
+                }
+                if !p.changes.is_empty() {
+                    let _ = write!(l, ": {}", p.changes.join("; "));
+                }
+                l
+            }
+        };
+        let _ = writeln!(s, "{line}");
+    }
+    for n in &r.kept_without_paths {
+        let _ = writeln!(s, "{n}: kept as it is (no path present)");
+    }
+    for e in &r.errors {
+        if !r.maps.iter().any(|m| m.plan.error.as_deref() == Some(e)) {
+            let _ = writeln!(s, "error: {e}");
+        }
+    }
+    if s.is_empty() {
+        s.push_str("ok: nothing to change\n");
+    }
+    s
+}
+
+fn report_response(r: Result<SyncReport, Error>) -> Response {
+    match r {
+        Ok(r) => {
+            let failed = r.maps.iter().any(|m| m.plan.error.is_some());
+            let text = report_text(&r);
+            if failed {
+                Response::failed(text)
+            } else {
+                Response::ok(text)
+            }
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Answers one control command with the engine (the socket has checked permissions).
+pub fn handle_command(e: &mut Engine, command: &Command) -> Response {
+    match command {
+        Command::ShowPaths { format } => {
+            let paths = e.paths_view();
+            Response::ok(match format {
+                Format::Human => output::paths_table(&paths),
+                Format::Json | Format::MultipathdJson => output::paths_json(&paths),
+            })
+        }
+        Command::ShowMaps { format } => {
+            let maps = e.maps_view();
+            Response::ok(match format {
+                Format::Human => output::maps_table(&maps),
+                Format::Json => output::maps_json(&maps),
+                Format::MultipathdJson => output::multipathd_maps_json(&maps),
+            })
+        }
+        Command::ShowMap { map, format } => match e.map_view_of(map) {
+            Ok(v) => Response::ok(match format {
+                Format::Human => output::topology(std::slice::from_ref(&v)),
+                Format::Json => output::maps_json(std::slice::from_ref(&v)),
+                Format::MultipathdJson => output::multipathd_map_json(&v),
+            }),
+            Err(err) => error_response(&err),
+        },
+        Command::ShowTopology { map } => match map {
+            None => Response::ok(output::topology(&e.maps_view())),
+            Some(m) => match e.map_view_of(m) {
+                Ok(v) => Response::ok(output::topology(std::slice::from_ref(&v))),
+                Err(err) => error_response(&err),
+            },
+        },
+        Command::ShowConfig => Response::ok(e.config().view().to_string()),
+        Command::ShowStatus { format } => {
+            let s = e.status();
+            Response::ok(match format {
+                Format::Human => output::status_text(&s),
+                Format::Json | Format::MultipathdJson => output::status_json(&s),
+            })
+        }
+        Command::FailPath { dev } => sent_response(e.fail_path(dev)),
+        Command::ReinstatePath { dev } => sent_response(e.reinstate_path(dev)),
+        Command::SwitchGroup { map, group } => sent_response(e.switch_group(map, *group)),
+        Command::ResizeMap { map } => report_response(e.resize_map(map)),
+        Command::AddPath { dev } => report_response(e.add_path(dev)),
+        Command::DelPath { dev } => report_response(e.del_path(dev)),
+        Command::AddMap { map } => report_response(e.add_map(map)),
+        Command::DelMap { map } => match e.del_map(map) {
+            Ok(name) => Response::ok(format!("{name}: removed\n")),
+            Err(err) => error_response(&err),
+        },
+        Command::Reconfigure => report_response(e.reconfigure()),
+        Command::Rescan => report_response(e.rescan()),
+        Command::Shutdown => Response::ok("shutting down\n"),
+    }
+}
+
+fn sent_response(r: Result<crate::engine::Sent, Error>) -> Response {
+    match r {
+        Ok(s) => Response::ok(format!("{}: {}\n", s.map, s.message)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The `multipath -d` view of a planned map (what it would look like; kernel state undef).
+pub fn planned_view(p: &crate::discovery::MapPlan) -> MapView {
+    let d = &p.desired;
+    let groups = d
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| state::GroupView {
+            number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            selector: d.settings.selector.clone(),
+            priority: g.priority,
+            dm_state: state::GroupDmState::Undef,
+            marginal: false,
+            paths: g
+                .paths
+                .iter()
+                .map(|m| {
+                    let hctl: lun_scan::Hctl =
+                        m.hctl.parse().unwrap_or(lun_scan::Hctl::new(0, 0, 0, 0));
+                    state::PathView {
+                        hctl: state::Hctl::new(hctl.host, hctl.channel, hctl.target, hctl.lun),
+                        dev: m.dev.clone(),
+                        devno: state::DevNo::new(m.devno.major, m.devno.minor),
+                        dm_state: state::PathDmState::Undef,
+                        dev_state: match m.state.as_str() {
+                            "running" => state::DevState::Running,
+                            "offline" => state::DevState::Offline,
+                            "transport-offline" => state::DevState::TransportOffline,
+                            "blocked" => state::DevState::Blocked,
+                            _ => state::DevState::Undef,
+                        },
+                        chk_state: if m.usable {
+                            state::CheckerState::Ready
+                        } else {
+                            state::CheckerState::Faulty
+                        },
+                        checker: d.settings.checker.to_string(),
+                        priority: m.priority,
+                        wwid: d.wwid.clone(),
+                        vendor: d.vendor.clone(),
+                        product: d.product.clone(),
+                        revision: d.revision.clone(),
+                        size_sectors: d.size_sectors,
+                        host_wwnn: None,
+                        host_wwpn: None,
+                        target_wwnn: None,
+                        target_wwpn: None,
+                        host_adapter: None,
+                        marginal: false,
+                        fail_count: 0,
+                        next_check: state::NextCheck::Orphan,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    MapView {
+        name: p.name.clone(),
+        wwid: d.wwid.clone(),
+        uuid: d.uuid.clone(),
+        dm_dev: None,
+        devno: None,
+        size_sectors: d.size_sectors,
+        vendor: d.vendor.clone(),
+        product: d.product.clone(),
+        revision: d.revision.clone(),
+        features: crate::engine::features_text(&d.table),
+        hwhandler: crate::engine::hwhandler_text(&d.table),
+        write_protect: state::WriteProtect::Undef,
+        dm_state: state::MapDmState::Undef,
+        queueing: state::Queueing::Undef,
+        failback: state::Failback::Undef,
+        action: match p.action {
+            crate::discovery::Action::Create => Some(state::MapAction::Create),
+            crate::discovery::Action::Reload | crate::discovery::Action::RenameReload => {
+                Some(state::MapAction::Reload)
+            }
+            crate::discovery::Action::Rename => Some(state::MapAction::Rename),
+            _ => None,
+        },
+        stats: state::MapStats::default(),
+        groups,
+    }
+}
+
+/// Sends a message to systemd's notify socket, if `$NOTIFY_SOCKET` is set.
+pub fn sd_notify(message: &str) {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
+    use std::os::fd::AsRawFd;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let target = target.to_string_lossy().to_string();
+    let addr = if let Some(abs) = target.strip_prefix('@') {
+        UnixAddr::new_abstract(abs.as_bytes())
+    } else {
+        UnixAddr::new(Path::new(&target))
+    };
+    let Ok(addr) = addr else {
+        tracing::warn!("NOTIFY_SOCKET {target:?} is not a usable socket address");
+        return;
+    };
+    match socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) {
+        Ok(fd) => {
+            if let Err(e) = sendto(fd.as_raw_fd(), message.as_bytes(), &addr, MsgFlags::empty()) {
+                tracing::warn!("sd_notify to {target}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("sd_notify: cannot create a socket: {e}"),
+    }
+}
+
+/// Daemon settings besides the engine.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub socket: PathBuf,
+    /// Listen for kernel uevents (only meaningful when the sysfs root is the real /sys).
+    pub uevents: bool,
+    /// How often the loop wakes up at most.
+    pub tick: Duration,
+}
+
+enum Signal {
+    Reconfigure,
+    Stop,
+}
+
+fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal as S, pthread_sigmask};
+    let mut set = SigSet::empty();
+    set.add(S::SIGHUP);
+    set.add(S::SIGTERM);
+    set.add(S::SIGINT);
+    // Blocked here, before any other thread starts, so every thread inherits the mask and
+    // the signals are only ever taken by sigwait below.
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| Error::Io {
+        path: PathBuf::from("(signal mask)"),
+        source: std::io::Error::from(e),
+    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                match set.wait() {
+                    Ok(S::SIGHUP) => {
+                        if tx.send(Signal::Reconfigure).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {
+                        let _ = tx.send(Signal::Stop);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!("sigwait failed: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("(signal thread)"),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Runs the daemon in the foreground until SIGTERM/SIGINT or `shutdown`. Maps are left in
+/// place on the way out.
+pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
+    let (tx, rx) = mpsc::channel();
+    spawn_signal_thread(tx)?;
+    let daemon = Arc::new(Daemon::new(engine));
+    {
+        let mut e = daemon.engine();
+        match e.sync() {
+            Ok(r) => {
+                for line in report_text(&r).lines() {
+                    tracing::info!("{line}");
+                }
+            }
+            Err(err) => tracing::error!("initial sync failed: {err}"),
+        }
+        // Adopted maps start with a check of every path.
+        if let Err(err) = e.check_all_now() {
+            tracing::warn!("first path check: {err}");
+        }
+    }
+    let server = Server::bind(&opts.socket, ServerOptions::default())?;
+    daemon.set_stopper(server.stopper());
+    let handle = server.spawn(daemon.clone())?;
+    let status = {
+        let e = daemon.engine();
+        format!("{} maps, {} paths", e.map_names().len(), e.paths().len())
+    };
+    sd_notify(&format!("READY=1\nSTATUS={status}"));
+    tracing::info!("ready: {status}; control socket {}", opts.socket.display());
+
+    let mut uevents = if opts.uevents {
+        match KernelUeventSocket::open(true) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("no kernel uevents ({e}); paths are found by rescan only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut collector = BurstCollector::default();
+    let mut runner = CheckRunner::new(clock.clone(), 256);
+    let mut last_queue_tick = clock.now();
+    loop {
+        match rx.recv_timeout(opts.tick) {
+            Ok(Signal::Stop) => break,
+            Ok(Signal::Reconfigure) => {
+                let r = daemon.engine().reconfigure();
+                match r {
+                    Ok(r) => tracing::info!("reconfigured: {}", report_text(&r).trim_end()),
+                    Err(e) => tracing::error!("reconfigure failed: {e}"),
+                }
+                sd_notify("STATUS=reconfigured");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if daemon.stopping() {
+            break;
+        }
+        let now = clock.now();
+        let mut e = daemon.engine();
+        if let Some(u) = uevents.as_mut() {
+            let (events, errors) = u.drain();
+            for err in errors {
+                tracing::warn!("{err}");
+            }
+            for ev in events {
+                collector.push(ev, now);
+            }
+        }
+        if let Some(batch) = collector.take_if_ready(now) {
+            match e.on_uevents(batch) {
+                Ok(r) if r.changed() > 0 => {
+                    tracing::info!("uevents: {}", report_text(&r).trim_end())
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!("uevent handling failed: {err}"),
+            }
+        }
+        if let Err(err) = e.poll_dm_events() {
+            tracing::warn!("dm events: {err}");
+        }
+        for (checker, target) in e.due_checks() {
+            if let Err(err) = runner.submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
+            {
+                tracing::warn!("{err}");
+            }
+        }
+        for report in runner.poll() {
+            if report.late {
+                continue;
+            }
+            match e.apply_check_result(&report.dev, report.result) {
+                Ok(sent) => {
+                    for s in sent {
+                        tracing::info!("{}: {}", s.map, s.message);
+                    }
+                }
+                Err(err) => tracing::warn!("{}: {err}", report.dev),
+            }
+        }
+        if now.duration_since(last_queue_tick) >= Duration::from_secs(1) {
+            last_queue_tick = now;
+            if let Err(err) = e.tick_queueing() {
+                tracing::warn!("no_path_retry: {err}");
+            }
+        }
+    }
+    sd_notify("STOPPING=1");
+    daemon.request_stop();
+    handle.join();
+    tracing::info!("stopped; every map stays in place");
+    Ok(())
+}

@@ -1,0 +1,267 @@
+#![allow(clippy::unwrap_used)]
+//! The binary end to end on a generated dual-HBA FC tree with the simulated device-mapper:
+//! `once --dry-run --json`, `once` twice (the second adopts and changes nothing), config
+//! blacklists, `config show --device`, `udev-member`, and the daemon behind its socket.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use dm_tables::{DmBackend, SimBackend};
+use lun_scan::topology::Sim;
+use serde_json::Value;
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    sim: Sim,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::render_file(
+            &fixture("fixtures/topologies/fc-dual-hba.toml"),
+            &dir.path().join("sys"),
+        )
+        .unwrap();
+        Lab { dir, sim }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_multipathd-rs"));
+        c.arg("--sysfs-root")
+            .arg(&self.sim.root)
+            .arg("--dm-backend")
+            .arg(format!("sim:{}", self.p("dm.json").display()))
+            .arg("--aliases-table")
+            .arg(self.p("aliases.toml"))
+            .arg("--config")
+            .arg(self.p("config.toml"))
+            .arg("--socket")
+            .arg(self.p("ctl.sock"))
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_slice(&self.run(args).stdout).unwrap()
+    }
+
+    fn event_nrs(&self) -> BTreeMap<String, u32> {
+        SimBackend::open_file(self.p("dm.json"), None)
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.event_nr))
+            .collect()
+    }
+}
+
+#[test]
+fn dry_run_json_gives_one_map_per_wwid_grouped_by_priority() {
+    let lab = Lab::new();
+    let v = lab.json(&["once", "--dry-run", "--json"]);
+    assert_eq!(v["dry_run"], true);
+    let maps = v["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 4);
+    let mut wwids: Vec<&str> = maps.iter().map(|m| m["wwid"].as_str().unwrap()).collect();
+    wwids.dedup();
+    assert_eq!(wwids.len(), 4, "one map per WWID");
+    for m in maps {
+        assert_eq!(m["action"], "create");
+        let groups = m["groups"].as_array().unwrap();
+        let prios: Vec<i64> = groups
+            .iter()
+            .map(|g| g["priority"].as_i64().unwrap())
+            .collect();
+        assert_eq!(prios, [50, 10]);
+        for g in groups {
+            let paths = g["paths"].as_array().unwrap();
+            assert_eq!(paths.len(), 2);
+            for p in paths {
+                assert_eq!(p["priority"], g["priority"]);
+            }
+        }
+    }
+    assert!(lab.event_nrs().is_empty(), "a dry run creates nothing");
+    assert!(!lab.p("aliases.toml").exists(), "a dry run binds no alias");
+    // the human form is multipath -d's layout
+    let out = lab.run(&["once", "--dry-run"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("create: mpatha ("), "{text}");
+    assert!(
+        text.contains("policy='service-time 0' prio=50 status=undef"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_second_once_adopts_and_reloads_nothing() {
+    let lab = Lab::new();
+    let v = lab.json(&["once", "--json"]);
+    assert_eq!(v["maps"].as_array().unwrap().len(), 4);
+    let before = lab.event_nrs();
+    assert_eq!(before.len(), 4);
+    let v = lab.json(&["once", "--json"]);
+    for m in v["maps"].as_array().unwrap() {
+        assert_eq!(m["action"], "keep", "{m}");
+    }
+    assert_eq!(lab.event_nrs(), before, "no reload and no message");
+}
+
+#[test]
+fn blacklist_and_overrides_from_the_config_file_apply() {
+    let lab = Lab::new();
+    let first_wwid = lab.sim.paths[0].expected_wwid.clone();
+    std::fs::write(
+        lab.p("config.toml"),
+        format!(
+            "[blacklist]\nwwid = [\"^{first_wwid}$\"]\n\n[overrides]\npath_grouping_policy = \"multibus\"\n\n\
+             [[multipaths]]\nwwid = \"{}\"\nalias = \"db01\"\n",
+            lab.sim.paths[1].expected_wwid
+        ),
+    )
+    .unwrap();
+    let v = lab.json(&["once", "--dry-run", "--json"]);
+    let maps = v["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 3);
+    assert!(maps.iter().all(|m| m["wwid"] != first_wwid.as_str()));
+    assert!(
+        maps.iter()
+            .all(|m| m["groups"].as_array().unwrap().len() == 1)
+    );
+    assert!(maps.iter().any(|m| m["name"] == "db01"), "{maps:?}");
+    let ignored = v["ignored"].as_array().unwrap();
+    assert_eq!(ignored.len(), 4, "the blacklisted LUN's 4 paths");
+    // config show --device says which entry decided
+    let out = lab.run(&["config", "show", "--device", &lab.sim.paths[0].dev]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("blacklisted"), "{text}");
+    // udev-member: a blacklisted path is not a member; another one is
+    let out = lab.run(&["udev-member", &lab.sim.paths[0].dev]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "DM_MULTIPATH_DEVICE_PATH=0\n"
+    );
+    let out = lab.run(&["udev-member", &lab.sim.paths[1].dev]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "DM_MULTIPATH_DEVICE_PATH=1\n"
+    );
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
+    let mut lab = Lab::new();
+    let mut d = Daemon(
+        lab.cmd(&["daemon"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = lab.cmd(&["show", "status", "--json"]).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        assert!(d.0.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // multipathd's JSON shape
+    let v = lab.json(&["show", "maps", "--json"]);
+    assert_eq!(v["major_version"], 0);
+    let maps = v["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 4);
+    assert_eq!(maps[0]["path_groups"].as_array().unwrap().len(), 2);
+    let topo = String::from_utf8(lab.run(&["show", "topology"]).stdout).unwrap();
+    assert!(
+        topo.contains("policy='service-time 0' prio=50 status=active"),
+        "{topo}"
+    );
+    // fail / reinstate a path by hand (we run as root here; the socket checks the uid)
+    let dev = lab.sim.paths[0].dev.clone();
+    let out = lab.cmd(&["fail", "path", &dev]).output().unwrap();
+    let is_root = nix::unistd::Uid::effective().is_root();
+    assert_eq!(out.status.success(), is_root, "{out:?}");
+    if is_root {
+        let v = lab.json(&["show", "paths", "--json"]);
+        let p = v["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["dev"] == dev.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(p["dm_state"], "failed");
+        lab.run(&["reinstate", "path", &dev]);
+        // the HBA goes away: the daemon's checker fails its paths within a few ticks
+        lab.sim.host_down("host1").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = lab.json(&["show", "paths", "--json"]);
+            let failed = v["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["dm_state"] == "failed")
+                .count();
+            if failed == 8 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host1's paths were not failed: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = lab.cmd(&["del", "map", "nosuchmap"]).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no multipath map"));
+        lab.run(&["shutdown"]);
+    } else {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(d.0.id()).unwrap()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.event_nrs().len(), 4, "maps stay after the daemon stops");
+}
