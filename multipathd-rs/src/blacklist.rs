@@ -217,6 +217,13 @@ fn builtin_pattern(p: &str) -> Pattern {
 /// * device `IBM/S\/390.*`: s390 DASDs;
 /// * device `(Intel|INTEL|Promise)/(VTrak|Vess) V-LUN`: Promise array management LUNs.
 pub fn builtin_blacklist() -> RuleSet {
+    BUILTIN.clone()
+}
+
+/// Compiled once: the daemon checks every path against these.
+static BUILTIN: std::sync::LazyLock<RuleSet> = std::sync::LazyLock::new(make_builtin_blacklist);
+
+fn make_builtin_blacklist() -> RuleSet {
     let dev = |v: &str, p: &str| DeviceRule {
         vendor: Some(builtin_pattern(v)),
         product: Some(builtin_pattern(p)),
@@ -240,9 +247,6 @@ pub fn builtin_blacklist() -> RuleSet {
         ],
     }
 }
-
-/// One kind of simple rule to check: kind, tested value, exceptions, blacklist.
-type Check<'a> = (RuleKind, Option<&'a str>, &'a Vec<Rule>, &'a Vec<Rule>);
 
 /// A blacklist with its exceptions, ready to check paths.
 #[derive(Debug, Clone, Default)]
@@ -274,83 +278,103 @@ impl Blacklist {
 
     /// Checks a path: devnode, then device, then protocol, then WWID (if known).
     pub fn verdict(&self, id: &PathIdentity) -> Verdict {
-        let mut lifted = Vec::new();
-        let name = id.kernel_name();
-        let checks: [Check<'_>; 3] = [
-            (
-                RuleKind::Devnode,
-                Some(name),
-                &self.exceptions.devnode,
-                &self.blacklist.devnode,
-            ),
-            (
-                RuleKind::Protocol,
-                Some(id.protocol.as_deref().unwrap_or("undef")),
-                &self.exceptions.protocol,
-                &self.blacklist.protocol,
-            ),
-            (
-                RuleKind::Wwid,
-                id.wwid.as_deref(),
-                &self.exceptions.wwid,
-                &self.blacklist.wwid,
-            ),
-        ];
-        for (i, (kind, value, exc, bl)) in checks.into_iter().enumerate() {
-            if i == 1 {
-                // device rules sit between devnode and protocol.
-                if let Some(v) = self.check_device(id, &mut lifted) {
-                    return v;
-                }
-            }
-            let Some(value) = value else { continue };
-            let found = |rules: &Vec<Rule>| {
-                rules
-                    .iter()
-                    .find(|r| r.pattern.is_match(value))
-                    .map(|r| RuleMatch {
-                        kind,
-                        pattern: r.pattern.as_str().to_string(),
-                        origin: r.origin.to_string(),
-                        value: value.to_string(),
-                    })
-            };
-            let Some(black) = found(bl) else { continue };
-            match found(exc) {
-                Some(e) => lifted.push(Lifted {
-                    exception: e,
-                    blacklist: black,
-                }),
-                None => return Verdict::Blacklisted { rule: black },
-            }
-        }
-        Verdict::Allowed { exceptions: lifted }
+        verdict(&[&self.blacklist], &self.exceptions, id)
     }
+}
 
-    fn check_device(&self, id: &PathIdentity, lifted: &mut Vec<Lifted>) -> Option<Verdict> {
-        let value = format!("{}/{}", id.vendor.trim(), id.product.trim());
-        let found = |rules: &Vec<DeviceRule>| {
-            rules
-                .iter()
-                .find(|r| r.matches(&id.vendor, &id.product))
-                .map(|r| RuleMatch {
-                    kind: RuleKind::Device,
-                    pattern: r.label(),
-                    origin: r.origin.to_string(),
-                    value: value.clone(),
-                })
-        };
-        let black = found(&self.blacklist.device)?;
-        match found(&self.exceptions.device) {
-            Some(e) => {
-                lifted.push(Lifted {
-                    exception: e,
-                    blacklist: black,
-                });
-                None
+/// Checks a path against the file's rules plus the built-in blacklist without copying any
+/// rule (what [`crate::config::Config::blacklist_verdict`] uses for every path).
+pub fn verdict_with_builtins(
+    blacklist: &RuleSet,
+    exceptions: &RuleSet,
+    id: &PathIdentity,
+) -> Verdict {
+    verdict(&[blacklist, &BUILTIN], exceptions, id)
+}
+
+fn first_match<'a>(
+    sets: &[&'a RuleSet],
+    get: fn(&'a RuleSet) -> &'a Vec<Rule>,
+    value: &str,
+) -> Option<&'a Rule> {
+    sets.iter()
+        .flat_map(|s| get(s).iter())
+        .find(|r| r.pattern.is_match(value))
+}
+
+/// Picks one kind of rule out of a set.
+type RulesOf = fn(&RuleSet) -> &Vec<Rule>;
+
+fn verdict(blacklists: &[&RuleSet], exceptions: &RuleSet, id: &PathIdentity) -> Verdict {
+    let mut lifted = Vec::new();
+    let kinds: [(RuleKind, Option<&str>, RulesOf); 3] = [
+        (RuleKind::Devnode, Some(id.kernel_name()), |s| &s.devnode),
+        (
+            RuleKind::Protocol,
+            Some(id.protocol.as_deref().unwrap_or("undef")),
+            |s| &s.protocol,
+        ),
+        (RuleKind::Wwid, id.wwid.as_deref(), |s| &s.wwid),
+    ];
+    for (i, (kind, value, get)) in kinds.into_iter().enumerate() {
+        if i == 1 {
+            // device rules sit between devnode and protocol.
+            if let Some(v) = check_device(blacklists, exceptions, id, &mut lifted) {
+                return v;
             }
-            None => Some(Verdict::Blacklisted { rule: black }),
         }
+        let Some(value) = value else { continue };
+        let describe = |r: &Rule| RuleMatch {
+            kind,
+            pattern: r.pattern.as_str().to_string(),
+            origin: r.origin.to_string(),
+            value: value.to_string(),
+        };
+        let Some(black) = first_match(blacklists, get, value) else {
+            continue;
+        };
+        match first_match(&[exceptions], get, value) {
+            Some(e) => lifted.push(Lifted {
+                exception: describe(e),
+                blacklist: describe(black),
+            }),
+            None => {
+                return Verdict::Blacklisted {
+                    rule: describe(black),
+                };
+            }
+        }
+    }
+    Verdict::Allowed { exceptions: lifted }
+}
+
+fn check_device(
+    blacklists: &[&RuleSet],
+    exceptions: &RuleSet,
+    id: &PathIdentity,
+    lifted: &mut Vec<Lifted>,
+) -> Option<Verdict> {
+    let found = |sets: &[&RuleSet]| {
+        sets.iter()
+            .flat_map(|s| s.device.iter())
+            .find(|r| r.matches(&id.vendor, &id.product))
+            .map(|r| RuleMatch {
+                kind: RuleKind::Device,
+                pattern: r.label(),
+                origin: r.origin.to_string(),
+                value: format!("{}/{}", id.vendor.trim(), id.product.trim()),
+            })
+    };
+    let black = found(blacklists)?;
+    match found(&[exceptions]) {
+        Some(e) => {
+            lifted.push(Lifted {
+                exception: e,
+                blacklist: black,
+            });
+            None
+        }
+        None => Some(Verdict::Blacklisted { rule: black }),
     }
 }
 

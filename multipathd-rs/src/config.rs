@@ -874,7 +874,7 @@ impl Config {
 
     /// Whether a path is blacklisted, and by which rule (exceptions win).
     pub fn blacklist_verdict(&self, id: &PathIdentity) -> Verdict {
-        self.blacklist().verdict(id)
+        crate::blacklist::verdict_with_builtins(&self.blacklist, &self.blacklist_exceptions, id)
     }
 
     /// The `[[multipaths]]` entry for a WWID.
