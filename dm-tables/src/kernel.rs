@@ -336,7 +336,7 @@ impl DmBackend for KernelBackend {
                 Some(errno @ (Errno::EINVAL | Errno::EBUSY)) => Err(Error::MessageRefused {
                     map: name.to_string(),
                     message: text,
-                    reason: format!("{} ({errno})", errno.desc()),
+                    reason: errno.to_string(),
                 }),
                 _ => Err(Error::Ioctl {
                     op: "target message",
