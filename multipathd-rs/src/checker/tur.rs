@@ -126,29 +126,20 @@ impl TurChecker {
         TurChecker { timeout }
     }
 
-    fn check_node(&self, node: &Path) -> CheckResult {
-        let file = match OpenOptions::new()
+    fn check_node(&self, node: &Path) -> Result<CheckResult, std::io::Error> {
+        let file = OpenOptions::new()
             .read(true)
             .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(node)
-        {
-            Ok(file) => file,
-            Err(e) => {
-                return CheckResult::new(
-                    CheckState::Down,
-                    format!("cannot open {} for TEST UNIT READY: {e}", node.display()),
-                );
-            }
-        };
+            .open(node)?;
         let mut last = None;
         for _attempt in 0..2 {
             let outcome = match test_unit_ready(&file, self.timeout) {
                 Ok(outcome) => outcome,
                 Err(errno) => {
-                    return CheckResult::new(
+                    return Ok(CheckResult::new(
                         CheckState::Down,
                         format!("SG_IO on {} failed: {errno}", node.display()),
-                    );
+                    ));
                 }
             };
             match interpret_tur(
@@ -157,11 +148,11 @@ impl TurChecker {
                 outcome.driver_status,
                 &outcome.sense,
             ) {
-                TurVerdict::Final(result) => return result,
+                TurVerdict::Final(result) => return Ok(result),
                 TurVerdict::Retry(result) => last = Some(result),
             }
         }
-        last.unwrap_or_else(|| CheckResult::new(CheckState::Pending, "no TUR answer"))
+        Ok(last.unwrap_or_else(|| CheckResult::new(CheckState::Pending, "no TUR answer")))
     }
 }
 
@@ -170,9 +161,26 @@ impl PathChecker for TurChecker {
         "tur"
     }
 
+    /// Uses the sg node when there is one; if that node does not exist (no udev to create
+    /// `/dev/sgN`, sg module not loaded) the block node is used instead.
     fn check(&self, target: &CheckTarget) -> CheckResult {
-        let node = target.sg_node.as_deref().unwrap_or(&target.devnode);
-        self.check_node(node)
+        let opened = match &target.sg_node {
+            Some(sg) => match self.check_node(sg) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self
+                    .check_node(&target.devnode)
+                    .map_err(|e| (&target.devnode, e)),
+                other => other.map_err(|e| (sg, e)),
+            },
+            None => self
+                .check_node(&target.devnode)
+                .map_err(|e| (&target.devnode, e)),
+        };
+        opened.unwrap_or_else(|(node, e)| {
+            CheckResult::new(
+                CheckState::Down,
+                format!("cannot open {} for TEST UNIT READY: {e}", node.display()),
+            )
+        })
     }
 }
 
@@ -204,6 +212,22 @@ mod tests {
         assert_eq!(result.state, CheckState::Down);
         assert!(
             result.message.contains("/nonexistent/sdzz"),
+            "{}",
+            result.message
+        );
+    }
+
+    #[test]
+    fn missing_sg_node_falls_back_to_the_block_node() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let checker = TurChecker::new(Duration::from_secs(1));
+        let mut target = CheckTarget::new("fake");
+        target.sg_node = Some("/nonexistent/sg9".into());
+        target.devnode = file.path().to_path_buf();
+        let result = checker.check(&target);
+        assert_eq!(result.state, CheckState::Down);
+        assert!(
+            result.message.contains(&*file.path().to_string_lossy()),
             "{}",
             result.message
         );
