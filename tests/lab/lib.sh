@@ -333,6 +333,7 @@ lab_teardown_all() {
   for pid in $(find /proc/[0-9]*/fd -maxdepth 1 \( -lname '/dev/dm-*' -o -lname '/dev/sd*' \
     -o -lname '/dev/mapper/*' \) 2>/dev/null | cut -d/ -f3 | sort -u); do
     [ "$pid" -le 1 ] || [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
+    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in *udev*) continue ;; esac
     lab_log "killing pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) which holds a lab device open"
     kill -9 "$pid" 2>/dev/null
   done
@@ -350,5 +351,108 @@ lab_teardown_all() {
   rm -f /etc/multipath.conf /etc/multipath/bindings /etc/multipath/wwids
   lab_settle 30
   lab_log "teardown: done"
+  return 0
+}
+
+# ------------------------------------------------------------------------- multipathd-rs daemon
+# Used by 06-08. One daemon per scenario, started and stopped by pid (never by name).
+LAB_MPD_PID=""
+LAB_MPD_DIR="${LAB_MPD_DIR:-/tmp/lab-mpd}"
+LAB_MPD_SOCK="$LAB_MPD_DIR/mpd.sock"
+
+# lab_mpd ARGS...: run multipathd-rs with the scenario's config, alias files and socket.
+lab_mpd() {
+  "$LAB_BIN/multipathd-rs" --dm-backend kernel --socket "$LAB_MPD_SOCK" \
+    --config "$LAB_MPD_DIR/config.toml" --aliases-table "$LAB_MPD_DIR/aliases.toml" \
+    --bindings-file "$LAB_MPD_DIR/bindings" "$@"
+}
+
+# lab_mpd_start LOG: start `multipathd-rs daemon` in the background (stderr+stdout appended to
+# $LAB_OUT/LOG), wait until its socket answers `show status` (60 s).
+lab_mpd_start() {
+  local log="${1:-daemon.log}"
+  mkdir -p "$LAB_MPD_DIR"
+  printf '\n==== [%s] start: multipathd-rs daemon\n' "$(cut -d' ' -f1 /proc/uptime)" >>"$LAB_OUT/$log"
+  lab_mpd daemon >>"$LAB_OUT/$log" 2>&1 &
+  LAB_MPD_PID=$!
+  lab_note "multipathd-rs daemon started, pid $LAB_MPD_PID (config $LAB_MPD_DIR/config.toml, socket $LAB_MPD_SOCK)"
+  local i
+  for i in $(seq 300); do
+    kill -0 "$LAB_MPD_PID" 2>/dev/null || { tail -n 20 "$LAB_OUT/$log" >&2; lab_fail "multipathd-rs daemon exited at start (see $log)"; }
+    lab_mpd show status >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  lab_fail "multipathd-rs daemon did not answer on $LAB_MPD_SOCK within 60 s"
+}
+
+# lab_mpd_stop [SIGNAL]: send SIGNAL (TERM) to the daemon we started and wait for it (20 s).
+lab_mpd_stop() {
+  local sig="${1:-TERM}" i
+  [ -n "$LAB_MPD_PID" ] || return 0
+  kill -s "$sig" "$LAB_MPD_PID" 2>/dev/null
+  for i in $(seq 100); do kill -0 "$LAB_MPD_PID" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$LAB_MPD_PID" 2>/dev/null; then
+    kill -9 "$LAB_MPD_PID" 2>/dev/null
+    lab_log "multipathd-rs pid $LAB_MPD_PID ignored SIG$sig for 20 s; killed"
+    wait "$LAB_MPD_PID" 2>/dev/null
+    LAB_MPD_PID=""
+    return 1
+  fi
+  wait "$LAB_MPD_PID" 2>/dev/null
+  lab_note "multipathd-rs pid $LAB_MPD_PID stopped by SIG$sig"
+  LAB_MPD_PID=""
+}
+
+# Multipath maps in the kernel: names, count.
+lab_mpath_maps() { dmsetup ls --target multipath 2>/dev/null | awk '$1 != "No" { print $1 }' | sort; }
+lab_mpath_count() { lab_mpath_maps | lab_count; }
+# lab_mpath_of_wwid WWID: the name of the map with uuid mpath-WWID.
+lab_mpath_of_wwid() {
+  dmsetup info -c --noheadings -o name,uuid --separator ' ' 2>/dev/null | awk -v u="mpath-$1" '$2 == u { print $1 }'
+}
+# lab_dm_path_state MAP MAJ:MIN: A or F from `dmsetup status`, "absent" when not in the table.
+lab_dm_path_state() {
+  local s
+  s=$(dmsetup status "$1" 2>/dev/null | awk -v d="$2" '{ for (i = 1; i < NF; i++) if ($i == d) { print $(i + 1); exit } }')
+  printf '%s\n' "${s:-absent}"
+}
+# lab_map_devnos MAP: the paths' major:minor of a map's table, sorted, space-separated.
+lab_map_devnos() { dmsetup table "$1" 2>/dev/null | grep -oE '[0-9]+:[0-9]+' | sort | tr '\n' ' ' | sed 's/ $//'; }
+
+# Timing: lab_now (seconds, microseconds, no fork), lab_since T0 (seconds since T0, 3 decimals),
+# lab_timing KEY VALUE (VALUE is JSON: a number, or a quoted string) into $LAB_OUT/timings.json.
+lab_now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+lab_since() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN { printf "%.3f", b - a }'; }
+lab_timing() {
+  local f="$LAB_OUT/timings.json"
+  [ -s "$f" ] || echo '{}' >"$f"
+  jq --arg k "$1" --argjson v "$2" '. + {($k): $v}' "$f" >"$f.tmp" && mv "$f.tmp" "$f"
+  printf '# timing %s = %s\n' "$1" "$2" >>"$LAB_EVIDENCE"
+  lab_log "timing $1 = $2"
+}
+# lab_poll TIMEOUT_S CMD...: poll CMD every 0.05 s; 0 when it succeeded, 1 on timeout (no fail).
+lab_poll() {
+  local tmo="$1" t0
+  shift
+  t0=$(lab_now)
+  until "$@" >/dev/null 2>&1; do
+    awk -v a="$t0" -v b="$(lab_now)" -v t="$tmo" 'BEGIN { exit !(b - a > t) }' && return 1
+    sleep 0.05
+  done
+}
+
+# Background helpers of a scenario (I/O loops, monitors): pids in LAB_BG_PIDS, ended by
+# lab_mpd_cleanup, which a scenario installs with `trap lab_mpd_cleanup EXIT`: it releases
+# queued I/O (fail_if_no_path on every multipath map), ends the background pids and stops the
+# daemon, so nothing of the scenario outlives it (the runner's teardown removes maps after).
+LAB_BG_PIDS=""
+lab_bg_add() { LAB_BG_PIDS="$LAB_BG_PIDS $1"; }
+lab_mpd_cleanup() {
+  local m p
+  for m in $(lab_mpath_maps); do dmsetup message "$m" 0 fail_if_no_path >/dev/null 2>&1; done
+  for p in $LAB_BG_PIDS; do kill "$p" 2>/dev/null; done
+  for p in $LAB_BG_PIDS; do wait "$p" 2>/dev/null; done
+  LAB_BG_PIDS=""
+  lab_mpd_stop TERM >/dev/null 2>&1
   return 0
 }
