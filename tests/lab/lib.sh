@@ -456,3 +456,61 @@ lab_mpd_cleanup() {
   lab_mpd_stop TERM >/dev/null 2>&1
   return 0
 }
+
+# I/O under faults: lab_io_start DEV writes random data over all of DEV (O_DIRECT), keeps a
+# shadow copy, then loops in the background: a fresh random 64 KiB region written with
+# oflag=direct, read back with iflag=direct, compared; the shadow follows every successful
+# write. $LAB_OUT/io.log: "time iteration region write_rc read_rc cmp_rc". lab_io_progress N
+# DESC waits (30 s) for N more iterations and asserts no error so far; lab_io_stop ends the
+# loop; lab_io_verify asserts that all of DEV reads back equal to the shadow.
+LAB_IO_DIR=/tmp/lab-io
+LAB_IO_PID=""
+LAB_IO_DEV=""
+lab_io_start() {
+  local dev="$1" size
+  LAB_IO_DEV="$dev"
+  size=$(blockdev --getsize64 "$dev") || lab_fail "cannot read the size of $dev"
+  mkdir -p "$LAB_IO_DIR"
+  rm -f "$LAB_IO_DIR/stop"
+  : >"$LAB_OUT/io.log"
+  head -c "$size" /dev/urandom >"$LAB_IO_DIR/shadow"
+  lab_expect_ok "initial pattern ($size bytes) written to $dev (O_DIRECT)" \
+    dd if="$LAB_IO_DIR/shadow" of="$dev" bs=1M oflag=direct status=none
+  lab_io_verify "initial pattern reads back"
+  (
+    local i=0 r w rd c n=$((size / 65536))
+    while [ ! -e "$LAB_IO_DIR/stop" ]; do
+      r=$((i % n))
+      head -c 65536 /dev/urandom >"$LAB_IO_DIR/pat"
+      dd if="$LAB_IO_DIR/pat" of="$dev" bs=65536 seek="$r" count=1 oflag=direct status=none 2>>"$LAB_OUT/io.err"
+      w=$?
+      dd if="$dev" of="$LAB_IO_DIR/rd" bs=65536 skip="$r" count=1 iflag=direct status=none 2>>"$LAB_OUT/io.err"
+      rd=$?
+      cmp -s "$LAB_IO_DIR/pat" "$LAB_IO_DIR/rd"
+      c=$?
+      [ "$w" = 0 ] && dd if="$LAB_IO_DIR/pat" of="$LAB_IO_DIR/shadow" bs=65536 seek="$r" count=1 conv=notrunc status=none
+      echo "$EPOCHREALTIME $i $r $w $rd $c" >>"$LAB_OUT/io.log"
+      i=$((i + 1))
+    done
+  ) &
+  LAB_IO_PID=$!
+  lab_bg_add "$LAB_IO_PID"
+  lab_note "I/O loop on $dev: pid $LAB_IO_PID"
+}
+lab_io_iters() { lab_count <"$LAB_OUT/io.log"; }
+lab_io_errors() { awk '$4 != 0 || $5 != 0 || $6 != 0' "$LAB_OUT/io.log" | lab_count; }
+lab_io_progress() {
+  local want=$(($(lab_io_iters) + $1))
+  lab_poll 30 test "$(lab_io_iters)" -ge "$want" || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
+  lab_assert_eq "I/O errors so far ($2, $(lab_io_iters) iterations)" 0 "$(lab_io_errors)"
+}
+lab_io_stop() {
+  [ -n "$LAB_IO_PID" ] || return 0
+  touch "$LAB_IO_DIR/stop"
+  wait "$LAB_IO_PID"
+  LAB_IO_PID=""
+}
+lab_io_verify() {
+  lab_expect_ok "${1:-everything written reads back}: $LAB_IO_DEV = shadow" \
+    sh -c "dd if='$LAB_IO_DEV' bs=1M iflag=direct status=none | cmp - '$LAB_IO_DIR/shadow'"
+}

@@ -47,44 +47,9 @@ dev="/dev/mapper/$mapA"
 lab_note "I/O map $mapA: $p0 ($p0n, host$h0) and $p1 ($p1n, host$h1)"
 
 # ------------------------------------------------------------------ A. I/O through the faults
-W="$LAB_MPD_DIR/io"
-mkdir -p "$W"
-rm -f "$W/stop"
-: >"$LAB_OUT/io.log"
-head -c $((8 * 1024 * 1024)) /dev/urandom >"$W/shadow"
-lab_expect_ok "initial 8 MiB pattern written to $dev (O_DIRECT)" \
-  dd if="$W/shadow" of="$dev" bs=1M oflag=direct status=none
-lab_expect_ok "initial pattern reads back" sh -c "dd if='$dev' bs=1M iflag=direct status=none | cmp - '$W/shadow'"
 dmesg_before=$(dmesg | wc -l)
-
-io_loop() {
-  local i=0 r w rd c
-  while [ ! -e "$W/stop" ]; do
-    r=$((i % 128))
-    head -c 65536 /dev/urandom >"$W/pat"
-    dd if="$W/pat" of="$dev" bs=65536 seek="$r" count=1 oflag=direct status=none 2>>"$LAB_OUT/io.err"
-    w=$?
-    dd if="$dev" of="$W/rd" bs=65536 skip="$r" count=1 iflag=direct status=none 2>>"$LAB_OUT/io.err"
-    rd=$?
-    cmp -s "$W/pat" "$W/rd"
-    c=$?
-    [ "$w" = 0 ] && dd if="$W/pat" of="$W/shadow" bs=65536 seek="$r" count=1 conv=notrunc status=none
-    echo "$EPOCHREALTIME $i $r $w $rd $c" >>"$LAB_OUT/io.log"
-    i=$((i + 1))
-  done
-}
-io_iters() { lab_count <"$LAB_OUT/io.log"; }
-io_errors() { awk '$4 != 0 || $5 != 0 || $6 != 0' "$LAB_OUT/io.log" | lab_count; }
-# io_progress N DESC: N more iterations (30 s), none failed so far.
-io_progress() {
-  local want=$(($(io_iters) + $1))
-  lab_poll 30 test "$(io_iters)" -ge "$want" || lab_fail "I/O stalled: $(io_iters) iterations, wanted $want ($2)"
-  lab_assert_eq "I/O errors so far ($2, $(io_iters) iterations)" 0 "$(io_errors)"
-}
-io_loop &
-iopid=$!
-lab_bg_add "$iopid"
-io_progress 3 "before any fault"
+lab_io_start "$dev"
+lab_io_progress 3 "before any fault"
 
 # show_paths_json: our JSON view of the paths.
 show_dm_state() { lab_mpd show paths --json 2>/dev/null | jq -r --arg d "$1" '[.paths[] | select(.dev == $d) | .dm_state][0] // "absent"'; }
@@ -101,13 +66,13 @@ lab_poll 15 test "$(show_dm_state "$p0")" = failed || {
 lab_timing busy_offline_to_show_paths_failed_s "$(lab_since "$t0")"
 lab_capture show-paths-p0-offline.txt lab_mpd show paths
 lab_capture dmsetup-status-p0-offline.txt dmsetup status "$mapA"
-io_progress 5 "$p0 offline"
+lab_io_progress 5 "$p0 offline"
 t0=$(lab_now)
 lab_path_running "$p0"
 lab_poll 60 test "$(lab_dm_path_state "$mapA" "$p0n")" = A || lab_fail "$p0 running again: not A within 60 s"
 lab_timing busy_running_to_A_s "$(lab_since "$t0")"
 lab_capture dmsetup-status-p0-back.txt dmsetup status "$mapA"
-io_progress 3 "$p0 back"
+lab_io_progress 3 "$p0 back"
 
 # A2. HBA host1 goes away with all its paths.
 h1paths=$(awk -v h="^$h1:" '$3 ~ h { print $1 }' "$LAB_OUT/paths.txt")
@@ -153,7 +118,7 @@ for d in $h0paths; do
   lab_assert_eq "host$h0 path $d ($n) of $m still active" A "$(lab_dm_path_state "$m" "$n")"
 done
 lab_assert_eq "maps while host$h1 is gone" 4 "$(lab_mpath_count)"
-io_progress 5 "host$h1 gone"
+lab_io_progress 5 "host$h1 gone"
 
 # A3. host1 returns: its new paths must join their maps, active, within 2 s of appearing.
 watch_join() { # OLD_DISKS...: lines "dev devno appear_time active_time" for every new sd disk
@@ -208,17 +173,15 @@ done <"$LAB_OUT/hba-return.txt"
 lab_poll 15 test "$(lab_mpd show paths --json | jq '[.paths[] | select(.dm_state == "active")] | length')" = 8 \
   || lab_fail "show paths does not show 8 active paths 15 s after host$h1 returned"
 lab_capture show-paths-h1-back.txt lab_mpd show paths
-io_progress 3 "host$h1 back"
+lab_io_progress 3 "host$h1 back"
 
 # The loop ends; everything written (before and during the failures) reads back.
-touch "$W/stop"
-wait "$iopid"
-lab_timing io_iterations "$(io_iters)"
-lab_timing io_errors "$(io_errors)"
-lab_assert_eq "I/O errors over $(io_iters) O_DIRECT write+read+compare iterations" 0 "$(io_errors)"
+lab_io_stop
+lab_timing io_iterations "$(lab_io_iters)"
+lab_timing io_errors "$(lab_io_errors)"
+lab_assert_eq "I/O errors over $(lab_io_iters) O_DIRECT write+read+compare iterations" 0 "$(lab_io_errors)"
 lab_assert_eq "dd error output" "" "$(cat "$LAB_OUT/io.err" 2>/dev/null)"
-lab_expect_ok "the whole map reads back equal to what was written" \
-  sh -c "dd if='$dev' bs=1M iflag=direct status=none | cmp - '$W/shadow'"
+lab_io_verify "the whole map reads back equal to what was written before and during the faults"
 dmesg | tail -n +"$((dmesg_before + 1))" >"$LAB_OUT/dmesg-io.txt"
 lab_assert_eq "kernel I/O errors on dm devices" 0 "$(grep -cE '(I/O error|Buffer I/O error).*dm-[0-9]+' "$LAB_OUT/dmesg-io.txt")"
 
