@@ -207,6 +207,7 @@ impl<'a> Rescanner<'a> {
     }
 
     fn write(&mut self, path: &Path, value: &str, errors: &mut Vec<Error>) -> bool {
+        tracing::info!(path = %path.display(), value, "sysfs write");
         match self.writer.write(path, value) {
             Ok(()) => true,
             Err(e) => {

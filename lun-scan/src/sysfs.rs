@@ -194,6 +194,13 @@ pub fn scan(root: &Path) -> Scan {
     s.sessions = sessions;
     s.sas_devices = sas;
     s.paths = paths;
+    tracing::debug!(
+        root = %root.display(),
+        hosts = s.hosts.len(),
+        paths = s.paths.len(),
+        errors = s.all_errors().len(),
+        "scan finished"
+    );
     s
 }
 
@@ -486,9 +493,12 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
             path: dev_dir.to_path_buf(),
         }];
     };
-    let (dd, bd) = match (AttrDir::open(dev_dir), AttrDir::open(block_dir)) {
-        (Ok(d), Ok(b)) => (d, b),
-        (Err(e), _) | (_, Err(e)) => {
+    // Block attributes are read relative to the device directory too ("block/sdX/size").
+    let bdev = format!("block/{dev}/dev");
+    let bsize = format!("block/{dev}/size");
+    let dd = match AttrDir::open(dev_dir) {
+        Ok(d) => d,
+        Err(e) => {
             if e.kind() == io::ErrorKind::NotFound {
                 vanished(&mut p);
             } else {
@@ -548,7 +558,7 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
         "a queue depth",
         &mut errors,
     );
-    if let Some(d) = bd.req("dev", &mut errors) {
+    if let Some(d) = dd.req(&bdev, &mut errors) {
         match d.parse::<DevNo>() {
             Ok(n) => p.devno = Some(n),
             Err(_) => errors.push(Error::Parse {
@@ -558,7 +568,7 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
             }),
         }
     }
-    let sz = bd.req("size", &mut errors);
+    let sz = dd.req(&bsize, &mut errors);
     p.size_bytes = parse_num::<u64>(
         &block_dir.join("size"),
         sz,
