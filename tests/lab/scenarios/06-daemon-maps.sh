@@ -91,7 +91,7 @@ while read -r s refname refdevs; do
   lab_assert_eq "paths of $name ($s), same as multipath-tools" "$refdevs" "$(lab_map_devnos "$name" | tr ' ' ,)"
   lab_poll 15 test -b "/dev/mapper/$name" || lab_fail "/dev/mapper/$name does not exist (15 s after the map)"
   lab_assert_eq "/dev/mapper/$name is the map's node" "$(dmsetup info -c --noheadings -o major,minor --separator : "$name")" \
-    "$(IFS=: read -r ma mi < <(stat -L -c '%t:%T' "/dev/mapper/$name"); printf '%d:%d' "0x$ma" "0x$mi")"
+    "$(stat -L -c '%t %T' "/dev/mapper/$name" | { read -r ma mi; printf '%d:%d' "0x$ma" "0x$mi"; })"
   for dn in ${refdevs//,/ }; do
     lab_assert_eq "$name path $dn state in dmsetup status" A "$(lab_dm_path_state "$name" "$dn")"
   done
