@@ -373,7 +373,7 @@ lab_mpd_start() {
   local log="${1:-daemon.log}"
   mkdir -p "$LAB_MPD_DIR"
   printf '\n==== [%s] start: multipathd-rs daemon\n' "$(cut -d' ' -f1 /proc/uptime)" >>"$LAB_OUT/$log"
-  lab_mpd daemon >>"$LAB_OUT/$log" 2>&1 &
+  NO_COLOR=1 lab_mpd daemon >>"$LAB_OUT/$log" 2>&1 &
   LAB_MPD_PID=$!
   lab_note "multipathd-rs daemon started, pid $LAB_MPD_PID (config $LAB_MPD_DIR/config.toml, socket $LAB_MPD_SOCK)"
   local i
