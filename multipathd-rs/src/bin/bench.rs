@@ -1,0 +1,207 @@
+//! The benchmark suite: runs every benchmark and rewrites BENCHMARKS.md and docs/bench/*.svg.
+//!
+//! ```sh
+//! cargo run --release -p multipathd-rs --bin bench                 # everything
+//! cargo run --release -p multipathd-rs --bin bench -- --no-lab      # without the lab VM
+//! cargo run --release -p multipathd-rs --bin bench -- --quick       # smoke mode (CI)
+//! ```
+//!
+//! Sections: `scale` (generated sysfs + sim backend, 1k..64k paths), `lab` (real kernel in the
+//! lab VM, side by side with multipath-tools), `micro` (the crates' `cargo bench` targets).
+//! Each section saves its results as JSON (target/bench/bench-<section>.json); the report is
+//! written from the saved results, so `--only` reruns one section and keeps the others' last
+//! figures (each shows its own date). `--quick` writes under target/bench/quick/ instead of the
+//! repository, so a smoke run never replaces real figures.
+
+#[path = "bench/lab.rs"]
+mod lab;
+#[path = "bench/micro.rs"]
+mod micro;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "bench/stats.rs"]
+mod stats;
+#[path = "bench/svg.rs"]
+mod svg;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "Runs every benchmark and rewrites BENCHMARKS.md"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Smoke mode: smallest points, one run, no lab (unless --lab), no micro-benchmarks;
+    /// writes under target/bench/quick/.
+    #[arg(long)]
+    quick: bool,
+    /// Skip the lab VM (the report keeps the last saved lab results, with their date).
+    #[arg(long)]
+    no_lab: bool,
+    /// With --quick: also run the lab scenarios once each.
+    #[arg(long)]
+    lab: bool,
+    /// Runs per scale point and repetitions per lab figure (default 5; 1 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Run only these sections (comma-separated); the others keep their saved results.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// Do not rerun the micro-benchmarks: read the JSON their last `cargo bench` left.
+    #[arg(long)]
+    reuse_micro: bool,
+    /// Scale sizes in paths (comma-separated), instead of 1k,4k,16k,32k,64k.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// (internal) one run of one scale point in this fresh process; prints JSON.
+    Point {
+        #[arg(long)]
+        tree: PathBuf,
+        #[arg(long)]
+        paths: usize,
+        #[arg(long)]
+        per_lun: usize,
+    },
+    /// Rewrite BENCHMARKS.md and the plots from the saved results only.
+    Render,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Section {
+    Scale,
+    Lab,
+    Micro,
+}
+
+/// A scratch directory removed on drop (tempfile is only a dev-dependency of this crate).
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(base: &Path, prefix: &str) -> Result<Scratch> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = base.join(format!("{prefix}-{}-{stamp}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Scratch { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn workspace() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map_or(here.clone(), Path::to_path_buf)
+}
+
+fn save<T: Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("cannot write {}", p.display()))
+}
+
+fn load<T: DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!(
+                "bench: ignoring {} (unreadable, from an older bench?): {e}",
+                dir.join(name).display()
+            );
+            None
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Point {
+        tree,
+        paths,
+        per_lun,
+    }) = &cli.cmd
+    {
+        let r = scale::run_point(tree, *paths, *per_lun)?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let ws = workspace();
+    let (results_dir, md, docs) = if cli.quick {
+        let q = ws.join("target/bench/quick");
+        (q.clone(), q.join("BENCHMARKS.md"), q.join("docs/bench"))
+    } else {
+        (
+            ws.join("target/bench"),
+            ws.join("BENCHMARKS.md"),
+            ws.join("docs/bench"),
+        )
+    };
+    let render_only = matches!(cli.cmd, Some(Cmd::Render));
+    let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 5 }).max(1);
+    let wanted = |s: Section| !render_only && (cli.only.is_empty() || cli.only.contains(&s));
+
+    if wanted(Section::Micro) && !cli.quick {
+        let m = micro::run_all(&ws, !cli.reuse_micro);
+        save(&results_dir, "bench-micro.json", &m)?;
+    }
+    if wanted(Section::Scale) {
+        let sizes: Vec<usize> = if !cli.sizes.is_empty() {
+            cli.sizes.clone()
+        } else if cli.quick {
+            vec![1024]
+        } else {
+            vec![1024, 4096, 16384, 32768, 65536]
+        };
+        let s = scale::run_curve(&sizes, &[2, 4, 8], runs)?;
+        save(&results_dir, "bench-scale.json", &s)?;
+    }
+    let lab_on = if cli.quick { cli.lab } else { !cli.no_lab };
+    if wanted(Section::Lab) && lab_on {
+        let reps = u32::try_from(runs).unwrap_or(5);
+        let l = lab::run_all(&ws, reps);
+        save(&results_dir, "bench-lab.json", &l)?;
+    }
+
+    let inputs = report::Inputs {
+        machine: Some(report::machine()),
+        scale: load(&results_dir, "bench-scale.json"),
+        lab: load(&results_dir, "bench-lab.json"),
+        micro: load(&results_dir, "bench-micro.json"),
+        quick: cli.quick,
+    };
+    report::write(&inputs, &md, &docs)?;
+    eprintln!(
+        "bench: wrote {} and plots in {}",
+        md.display(),
+        docs.display()
+    );
+    Ok(())
+}

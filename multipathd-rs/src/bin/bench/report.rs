@@ -1,0 +1,738 @@
+//! BENCHMARKS.md and the SVG plots, written from the saved section results.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::lab::{self, LabResults};
+use crate::micro::{MicroResults, num};
+use crate::scale::{PointResult, ScaleResults};
+use crate::stats::{Summary, growth_words, loglog_slope};
+use crate::svg::{self, Bar, BarGroup, COLORS, LineChart, Panel, Point, Series};
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time (civil-from-days, proleptic Gregorian).
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// The machine and software a run happened on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub date: String,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub host_kernel: String,
+    pub os: String,
+    pub rustc: String,
+    pub multipath_tools: String,
+    pub load_avg_1m: Option<f64>,
+}
+
+fn cmd_out(cmd: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(cmd).args(args).output().ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn machine() -> Machine {
+    let (cpu_model, cores, memory_gib) = match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_memory();
+            sys.refresh_cpu_all();
+            let model = sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".into());
+            (
+                model,
+                sys.cpus().len(),
+                sys.total_memory() as f64 / (1u64 << 30) as f64,
+            )
+        }
+        Err(_) => ("unknown".into(), 0, 0.0),
+    };
+    Machine {
+        date: now_utc(),
+        cpu_model,
+        cores,
+        memory_gib,
+        host_kernel: sysinfo::System::kernel_version().unwrap_or_else(|_| "unknown".into()),
+        os: sysinfo::System::long_os_version().unwrap_or_else(|_| "unknown".into()),
+        rustc: cmd_out("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+        multipath_tools: cmd_out("dpkg-query", &["-W", "-f", "${Version}", "multipath-tools"])
+            .map(|v| format!("{v} (Debian package)"))
+            .unwrap_or_else(|| "not installed on this host".into()),
+        load_avg_1m: sysinfo::System::load_average().ok().map(|l| l.one),
+    }
+}
+
+/// Everything a report is made of; sections that did not run in this invocation come from
+/// their last saved results (each shows its own date).
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub machine: Option<Machine>,
+    pub scale: Option<ScaleResults>,
+    pub lab: Option<LabResults>,
+    pub micro: Option<MicroResults>,
+    pub quick: bool,
+}
+
+fn fmt_s(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.1} s")
+    } else if v >= 1.0 {
+        format!("{v:.2} s")
+    } else if v >= 0.001 {
+        format!("{:.1} ms", v * 1000.0)
+    } else {
+        format!("{:.0} µs", v * 1e6)
+    }
+}
+
+fn fmt_sum(s: &Option<Summary>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{} ({}–{})", fmt_s(s.median), fmt_s(s.min), fmt_s(s.max)),
+        Some(s) => fmt_s(s.median),
+        None => "—".into(),
+    }
+}
+
+fn fmt_mib(s: &Option<Summary>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max),
+        Some(s) => format!("{:.0}", s.median),
+        None => "—".into(),
+    }
+}
+
+fn kpaths(v: f64) -> String {
+    if v >= 1024.0 {
+        format!("{}k", (v / 1024.0).round())
+    } else {
+        format!("{v}")
+    }
+}
+
+fn secs_tick(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v} s")
+    } else if v >= 0.001 {
+        format!("{} ms", (v * 1000.0 * 1000.0).round() / 1000.0)
+    } else {
+        format!("{} µs", (v * 1e6).round())
+    }
+}
+
+fn mib_tick(v: f64) -> String {
+    format!("{v} MiB")
+}
+
+fn point(p: &PointResult, s: &Option<Summary>) -> Option<Point> {
+    s.map(|s| Point {
+        x: p.paths as f64,
+        y: s.median,
+        lo: s.min,
+        hi: s.max,
+    })
+}
+
+type Phase = (&'static str, fn(&PointResult) -> &Option<Summary>);
+
+const PHASES: [Phase; 4] = [
+    ("discovery (scan)", |p| &p.scan),
+    ("planning", |p| &p.plan),
+    ("map creation (sync after scan)", |p| &p.create),
+    ("cold start total", |p| &p.cold_start),
+];
+
+fn per_luns(scale: &ScaleResults) -> Vec<usize> {
+    let mut v: Vec<usize> = scale.points.iter().map(|p| p.per_lun).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn time_chart(scale: &ScaleResults) -> String {
+    let panels = per_luns(scale)
+        .into_iter()
+        .map(|k| Panel {
+            title: format!("{k} paths per LUN"),
+            series: PHASES
+                .iter()
+                .enumerate()
+                .map(|(i, (name, f))| Series {
+                    name: (*name).into(),
+                    color: COLORS[i],
+                    dashed: i == 3,
+                    points: scale
+                        .points
+                        .iter()
+                        .filter(|p| p.per_lun == k)
+                        .filter_map(|p| point(p, f(p)))
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    svg::line_chart(&LineChart {
+        title: "multipathd-rs: time against paths (generated sysfs, sim backend; log-log)".into(),
+        x_label: "paths".into(),
+        y_label: "seconds (log scale)".into(),
+        log_x: true,
+        log_y: true,
+        panels,
+        x_fmt: kpaths,
+        y_fmt: secs_tick,
+    })
+}
+
+fn memory_chart(scale: &ScaleResults) -> String {
+    let series = per_luns(scale)
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| Series {
+            name: format!("{k} paths per LUN"),
+            color: COLORS[i],
+            dashed: false,
+            points: scale
+                .points
+                .iter()
+                .filter(|p| p.per_lun == k)
+                .filter_map(|p| point(p, &p.peak_rss_mib))
+                .collect(),
+        })
+        .collect();
+    svg::line_chart(&LineChart {
+        title: "multipathd-rs: peak RSS against paths (scan + plan + create; log-log)".into(),
+        x_label: "paths".into(),
+        y_label: "peak RSS, MiB (log scale)".into(),
+        log_x: true,
+        log_y: true,
+        panels: vec![Panel {
+            title: "one fresh process per run".into(),
+            series,
+        }],
+        x_fmt: kpaths,
+        y_fmt: mib_tick,
+    })
+}
+
+fn lab_chart(cmp: &[lab::Comparison]) -> String {
+    let groups: Vec<BarGroup> = cmp
+        .iter()
+        .map(|c| BarGroup {
+            label: c.metric.replace('_', " "),
+            bars: vec![
+                Bar {
+                    name: lab::OURS.into(),
+                    color: COLORS[0],
+                    value: c.ours.map(|s| (s.median, s.min, s.max)),
+                },
+                Bar {
+                    name: lab::THEIRS.into(),
+                    color: COLORS[1],
+                    value: c.theirs.map(|s| (s.median, s.min, s.max)),
+                },
+            ],
+        })
+        .collect();
+    svg::bar_chart(
+        "Real kernel (lab VM, scsi_debug): multipathd-rs vs multipath-tools, lower is better",
+        "seconds (log scale)",
+        &groups,
+        secs_tick,
+    )
+}
+
+/// Slope over the points of one phase (all sizes, and from 4k up).
+fn slopes(
+    scale: &ScaleResults,
+    k: usize,
+    f: fn(&PointResult) -> &Option<Summary>,
+) -> (Option<f64>, Option<f64>) {
+    let pts: Vec<(f64, f64)> = scale
+        .points
+        .iter()
+        .filter(|p| p.per_lun == k)
+        .filter_map(|p| f(p).map(|s| (p.paths as f64, s.median)))
+        .collect();
+    let upper: Vec<(f64, f64)> = pts.iter().copied().filter(|(x, _)| *x >= 4096.0).collect();
+    (loglog_slope(&pts), loglog_slope(&upper))
+}
+
+/// Writes BENCHMARKS.md at `md` and the plots under `docs_dir` (linked as `docs/bench/...`).
+pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(docs_dir)
+        .with_context(|| format!("cannot create {}", docs_dir.display()))?;
+    let mut o = String::new();
+    let _ = writeln!(o, "# Benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Written by `cargo run --release -p multipathd-rs --bin bench`{} — do not edit by hand; \
+         rerun it. Every figure is a median over repeated runs with its spread (min–max); the \
+         benchmarks never assert times. These machines are shared and noisy: ratios measured side by \
+         side in one run mean more than absolute times.\n",
+        if inputs.quick {
+            " `--quick` (smoke mode: smallest points, one run — not real figures)"
+        } else {
+            ""
+        }
+    );
+    if let Some(m) = &inputs.machine {
+        let _ = writeln!(o, "## Machine\n");
+        let _ = writeln!(o, "| | |\n|---|---|");
+        let _ = writeln!(o, "| report written | {} |", m.date);
+        let _ = writeln!(o, "| CPU | {} ({} cores visible) |", m.cpu_model, m.cores);
+        let _ = writeln!(o, "| memory | {:.1} GiB |", m.memory_gib);
+        let _ = writeln!(o, "| host kernel | {} ({}) |", m.host_kernel, m.os);
+        if let Some(lab) = &inputs.lab {
+            let _ = writeln!(
+                o,
+                "| lab guest kernel | {} under qemu TCG ({}) |",
+                lab.guest_kernel.as_deref().unwrap_or("unknown"),
+                lab.qemu.as_deref().unwrap_or("qemu version unknown")
+            );
+        }
+        let _ = writeln!(o, "| rustc | {} |", m.rustc);
+        let _ = writeln!(o, "| multipath-tools | {} |", m.multipath_tools);
+        if let Some(l) = m.load_avg_1m {
+            let _ = writeln!(
+                o,
+                "| load average (1 min) when written | {l:.1} (other builds share these cores) |"
+            );
+        }
+        let _ = writeln!(o);
+    }
+
+    // ----------------------------------------------------------------- headline
+    let _ = writeln!(o, "## Headline\n");
+    let mut head = Vec::new();
+    if let Some(scale) = &inputs.scale {
+        if let Some(p) = scale
+            .points
+            .iter()
+            .find(|p| p.paths == 32768 && p.per_lun == 8)
+        {
+            head.push(format!(
+                "- Cold start, 4096 LUNs x 8 paths (32,768 paths, generated sysfs, sim backend): **{}** \
+                 (target < 2 s), peak RSS {} MiB.",
+                fmt_sum(&p.cold_start),
+                fmt_mib(&p.peak_rss_mib)
+            ));
+        }
+        if let Some(p) = scale.points.iter().max_by_key(|p| (p.paths, p.per_lun)) {
+            head.push(format!(
+                "- Largest point, {} paths ({} LUNs x {}): cold start {}, peak RSS {} MiB.",
+                p.paths,
+                p.luns,
+                p.per_lun,
+                fmt_sum(&p.cold_start),
+                fmt_mib(&p.peak_rss_mib)
+            ));
+        }
+    }
+    if let Some(labr) = &inputs.lab {
+        for c in lab::compare(labr) {
+            let line = match (&c.ours, &c.theirs) {
+                (Some(a), Some(b)) if b.median > 0.0 => format!(
+                    "- {}: multipathd-rs {} vs multipath-tools {} (ratio {:.2})",
+                    c.metric.replace('_', " "),
+                    fmt_s(a.median),
+                    fmt_s(b.median),
+                    a.median / b.median
+                ),
+                (None, Some(b)) => format!(
+                    "- {}: multipathd-rs not measured ({}); multipath-tools {}",
+                    c.metric.replace('_', " "),
+                    c.ours_missing.as_deref().unwrap_or("no result"),
+                    fmt_s(b.median)
+                ),
+                _ => continue,
+            };
+            head.push(line);
+        }
+    }
+    if head.is_empty() {
+        head.push("- No section has results yet.".into());
+    }
+    let _ = writeln!(o, "{}\n", head.join("\n"));
+
+    // ----------------------------------------------------------------- scale
+    let _ = writeln!(
+        o,
+        "## Scale curve (generated sysfs, simulated device-mapper)\n"
+    );
+    match &inputs.scale {
+        None => {
+            let _ = writeln!(o, "Not run yet.\n");
+        }
+        Some(scale) => {
+            std::fs::write(docs_dir.join("scale-time.svg"), time_chart(scale))
+                .context("cannot write scale-time.svg")?;
+            std::fs::write(docs_dir.join("scale-memory.svg"), memory_chart(scale))
+                .context("cannot write scale-memory.svg")?;
+            let _ = writeln!(
+                o,
+                "Run {}; {} run(s) per point, each a fresh process (`bench point`) so its peak RSS \
+                 is its own. Trees from `lun_scan::topology` (2 FC HBAs, `paths/per-LUN` target ports \
+                 split over them, ALUA port groups, NAA-6 WWIDs) on {} (in memory, like sysfs); \
+                 backend: `dm_tables::SimBackend` in memory; built-in configuration.\n",
+                scale.date, scale.runs_per_point, scale.tree_fs
+            );
+            let _ = writeln!(
+                o,
+                "Phases: **discovery** = `Engine::scan` (lun-scan reading every path's attributes \
+                 and VPD pages); **planning** = filter, group by WWID, priorities, tables and plans \
+                 for every map (`discovery::filter_paths`/`desired_map`/`plan_map`, no backend); \
+                 **map creation** = the rest of a cold `Engine::sync` after its scan \
+                 (`Engine::sync_wwids` over every WWID: plan again, allocate every alias in one \
+                 durable batch, load every table into the backend, refresh state); **cold start** = \
+                 discovery + map creation, i.e. a daemon's start from nothing to every map \
+                 present. Peak RSS is VmHWM of the process doing all of it.\n"
+            );
+            let _ = writeln!(o, "![time against paths](docs/bench/scale-time.svg)\n");
+            let _ = writeln!(
+                o,
+                "![peak RSS against paths](docs/bench/scale-memory.svg)\n"
+            );
+            let _ = writeln!(
+                o,
+                "| paths | LUNs x paths | discovery | planning | map creation | cold start | peak RSS MiB |\n|---:|---|---|---|---|---|---|"
+            );
+            for p in &scale.points {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} x {} | {} | {} | {} | {} | {} |",
+                    p.paths,
+                    p.luns,
+                    p.per_lun,
+                    fmt_sum(&p.scan),
+                    fmt_sum(&p.plan),
+                    fmt_sum(&p.create),
+                    fmt_sum(&p.cold_start),
+                    fmt_mib(&p.peak_rss_mib)
+                );
+                for e in &p.errors {
+                    let _ = writeln!(
+                        o,
+                        "| | failed run: {} | | | | | |",
+                        e.replace('|', "/").replace('\n', " ")
+                    );
+                }
+            }
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "### How the cost grows\n\nSlope of log(median) against log(paths), least squares \
+                 (1 = linear, 2 = quadratic); \"from 4k\" leaves out the 1k point where fixed costs \
+                 weigh most.\n"
+            );
+            let _ = writeln!(
+                o,
+                "| paths per LUN | measure | slope (all sizes) | slope (from 4k) | growth |\n|---|---|---:|---:|---|"
+            );
+            let mut measures: Vec<Phase> = PHASES.to_vec();
+            measures.push(("peak RSS", |p| &p.peak_rss_mib));
+            for k in per_luns(scale) {
+                for (name, f) in &measures {
+                    let (all, upper) = slopes(scale, k, *f);
+                    let words = upper.or(all).map_or("too few points", growth_words);
+                    let f2 = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+                    let _ = writeln!(
+                        o,
+                        "| {k} | {name} | {} | {} | {words} |",
+                        f2(all),
+                        f2(upper)
+                    );
+                }
+            }
+            let _ = writeln!(
+                o,
+                "\nPeak RSS includes the fixed cost of the process (binary, allocator, config); \
+                 its slope from 4k up is the per-path cost.\n"
+            );
+        }
+    }
+
+    // ----------------------------------------------------------------- lab
+    let _ = writeln!(
+        o,
+        "## Real kernel, side by side with multipath-tools (lab VM)\n"
+    );
+    match &inputs.lab {
+        None => {
+            let _ = writeln!(
+                o,
+                "Not run yet (`--no-lab`, or no earlier lab results). Run without `--no-lab`.\n"
+            );
+        }
+        Some(labr) => {
+            let cmp = lab::compare(labr);
+            std::fs::write(docs_dir.join("lab-compare.svg"), lab_chart(&cmp))
+                .context("cannot write lab-compare.svg")?;
+            let topo = labr
+                .runs
+                .iter()
+                .filter_map(|r| r.file.as_ref())
+                .map(|f| f.topology.clone())
+                .find(|t| !t.is_empty())
+                .unwrap_or_else(|| "scsi_debug 2 hosts x 4 LUNs".into());
+            let mpt = labr
+                .runs
+                .iter()
+                .filter_map(|r| r.file.as_ref())
+                .map(|f| f.multipath_tools.clone())
+                .find(|t| !t.is_empty())
+                .unwrap_or_else(|| "unknown".into());
+            let _ = writeln!(
+                o,
+                "Run {}: Debian's kernel {} under qemu TCG (no KVM here: everything is slow and \
+                 noisy, so read the ratios), topology {topo}, {} repetition(s) per figure, tools \
+                 alternating within each repetition. multipath-tools {mpt}: Debian's package with its \
+                 default configuration apart from `find_multipaths no`, `multipathd -d -s` as \
+                 Debian's unit starts it. multipathd-rs: `multipathd-rs daemon` with the kernel \
+                 backend and its built-in configuration. udevd runs in the guest for both (as on a \
+                 host). Scenarios: `tests/lab/scenarios/9x-bench-*.sh`; raw results in \
+                 `tests/lab/out/9x-bench-*/results.json`.\n",
+                labr.date,
+                labr.guest_kernel.as_deref().unwrap_or("unknown"),
+                labr.reps
+            );
+            let _ = writeln!(
+                o,
+                "![multipathd-rs vs multipath-tools](docs/bench/lab-compare.svg)\n"
+            );
+            let _ = writeln!(
+                o,
+                "| measurement | multipathd-rs | multipath-tools | ratio (ours / theirs, median) |\n|---|---|---|---|"
+            );
+            for c in &cmp {
+                let ours = match (&c.ours, &c.ours_missing) {
+                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum(&c.ours)),
+                    (Some(_), None) => fmt_sum(&c.ours),
+                    (None, w) => format!("not measured: {}", w.as_deref().unwrap_or("no result")),
+                };
+                let theirs = match (&c.theirs, &c.theirs_missing) {
+                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum(&c.theirs)),
+                    (Some(_), None) => fmt_sum(&c.theirs),
+                    (None, w) => format!("not measured: {}", w.as_deref().unwrap_or("no result")),
+                };
+                let ratio = match (&c.ours, &c.theirs) {
+                    (Some(a), Some(b)) if b.median > 0.0 => format!("{:.2}", a.median / b.median),
+                    _ => "—".into(),
+                };
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {ratio} |",
+                    c.what,
+                    ours.replace('|', "/"),
+                    theirs.replace('|', "/")
+                );
+            }
+            let _ = writeln!(o, "\nGuest runs:\n");
+            for r in &labr.runs {
+                let _ = writeln!(
+                    o,
+                    "- `{}`: {} in {:.0} s{}",
+                    r.scenario,
+                    r.lab_status,
+                    r.wall_s,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(" — {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            let _ = writeln!(o);
+        }
+    }
+
+    // ----------------------------------------------------------------- micro
+    let _ = writeln!(
+        o,
+        "## Micro-benchmarks (`cargo bench`, each crate's `benches/`)\n"
+    );
+    match &inputs.micro {
+        None => {
+            let _ = writeln!(o, "Not run yet.\n");
+        }
+        Some(micro) => {
+            let _ = writeln!(
+                o,
+                "| benchmark | figure | target | results written |\n|---|---|---|---|"
+            );
+            for r in &micro.results {
+                let name = format!("{} `{}`", r.package, r.bench);
+                let Some(j) = &r.json else {
+                    let _ = writeln!(
+                        o,
+                        "| {name} | not measured: {} | | |",
+                        r.error.as_deref().unwrap_or("no results").replace('|', "/")
+                    );
+                    continue;
+                };
+                let figure = micro_figure(&r.bench, j, &inputs.scale);
+                let _ = writeln!(
+                    o,
+                    "| {name} | {} | {} | {}{} |",
+                    figure.0,
+                    figure.1,
+                    r.written.as_deref().unwrap_or("?"),
+                    if r.ran { "" } else { " (earlier run)" }
+                );
+            }
+            let _ = writeln!(
+                o,
+                "\n<details><summary>Raw results (target/bench/*.json)</summary>\n"
+            );
+            for r in &micro.results {
+                if let Some(j) = &r.json {
+                    let _ = writeln!(
+                        o,
+                        "`{} {}`:\n\n```json\n{}\n```\n",
+                        r.package,
+                        r.bench,
+                        serde_json::to_string_pretty(j).unwrap_or_default()
+                    );
+                }
+            }
+            let _ = writeln!(o, "</details>\n");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "## Reproduce\n\n```sh\ncargo run --release -p multipathd-rs --bin bench            # everything (~1 h on 2 shared cores)\ncargo run --release -p multipathd-rs --bin bench -- --no-lab  # without the VM\ncargo run --release -p multipathd-rs --bin bench -- --quick   # smoke mode, writes target/bench/quick/\n```\n\nSee multipathd-rs/README.md (Benchmarks) for the options."
+    );
+    std::fs::write(md, o).with_context(|| format!("cannot write {}", md.display()))?;
+    Ok(())
+}
+
+/// The headline figure and target of a micro-benchmark's JSON.
+fn micro_figure(
+    bench: &str,
+    j: &serde_json::Value,
+    scale: &Option<ScaleResults>,
+) -> (String, String) {
+    match bench {
+        "enumerate" => (
+            format!(
+                "{} paths enumerated with WWIDs in {} median (min {}), peak RSS {:.0} MiB, load {:.1}",
+                num(j, "paths").unwrap_or(0.0),
+                num(j, "median_s").map_or("?".into(), fmt_s),
+                num(j, "min_s").map_or("?".into(), fmt_s),
+                num(j, "peak_rss_kb").unwrap_or(0.0) / 1024.0,
+                num(j, "load_avg_1m").unwrap_or(f64::NAN)
+            ),
+            "< 1 s".into(),
+        ),
+        "parse_render" => (
+            format!(
+                "{} tables parsed + rendered in {} (statuses: parse {}, render {})",
+                num(j, "tables").unwrap_or(0.0),
+                num(j, "table_parse_render_s").map_or("?".into(), fmt_s),
+                num(j, "status_parse_s").map_or("?".into(), fmt_s),
+                num(j, "status_render_s").map_or("?".into(), fmt_s)
+            ),
+            "".into(),
+        ),
+        "allocate" => (
+            format!(
+                "{} allocations: one durable transaction each {:.0} µs/alloc; one batch {}",
+                num(j, "count").unwrap_or(0.0),
+                num(j, "durable_each.per_alloc_us").unwrap_or(f64::NAN),
+                num(j, "batched.total_s").map_or("?".into(), fmt_s)
+            ),
+            "".into(),
+        ),
+        "cold_start" => {
+            let own = ["median_s", "cold_start_s", "total_s", "seconds"]
+                .iter()
+                .find_map(|k| num(j, k));
+            let from_curve = scale.as_ref().and_then(|s| {
+                s.points
+                    .iter()
+                    .find(|p| p.paths == 32768 && p.per_lun == 8)
+                    .and_then(|p| p.cold_start)
+            });
+            (
+                format!(
+                    "4096 LUNs x 8 paths: {}{}",
+                    own.map_or("see its JSON".into(), fmt_s),
+                    from_curve
+                        .map(|s| format!(" (scale curve: {})", fmt_s(s.median)))
+                        .unwrap_or_default()
+                ),
+                "< 2 s".into(),
+            )
+        }
+        _ => {
+            // Unknown shape: list its top-level numbers.
+            let mut parts = Vec::new();
+            if let Some(m) = j.as_object() {
+                for (k, v) in m {
+                    if let Some(x) = v.as_f64() {
+                        parts.push(format!("{k} {x:.4}"));
+                    } else if let Some(obj) = v.as_object() {
+                        for (k2, v2) in obj {
+                            if let Some(x) = v2.as_f64() {
+                                parts.push(format!("{k}.{k2} {x:.4}"));
+                            }
+                        }
+                    }
+                }
+            }
+            parts.truncate(8);
+            (parts.join(", "), "".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_utc(1_795_305_600 + 3661), "2026-11-22 01:01:01 UTC");
+    }
+
+    #[test]
+    fn seconds_read_well() {
+        assert_eq!(fmt_s(12.34), "12.3 s");
+        assert_eq!(fmt_s(0.0123), "12.3 ms");
+        assert_eq!(fmt_s(0.000_012), "12 µs");
+    }
+}

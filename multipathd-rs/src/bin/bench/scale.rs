@@ -1,0 +1,280 @@
+//! The scale curve: generated sysfs trees (lun-scan's topology generator, 2 FC HBAs) with the
+//! simulated device-mapper backend. Every run of every point is a fresh child process
+//! (`bench point ...`), so its peak RSS is that point's alone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aliases::StorePaths;
+use anyhow::{Context, Result, bail};
+use dm_tables::SimBackend;
+use lun_scan::topology::{Sim, Topology};
+use multipathd_rs::clock::SystemClock;
+use multipathd_rs::config::Config;
+use multipathd_rs::discovery;
+use multipathd_rs::engine::{Engine, EngineOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Summary;
+
+/// What one child process measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PointRun {
+    pub paths: usize,
+    pub per_lun: usize,
+    pub luns: usize,
+    /// `lun_scan::scan` through `Engine::scan` (discovery).
+    pub scan_s: f64,
+    /// Filtering, grouping by WWID, priorities, tables and plans for every map
+    /// (`discovery::filter_paths`, `desired_map`, `plan_map`), no backend.
+    pub plan_s: f64,
+    /// The rest of a cold `Engine::sync` after the scan (`sync_wwids` over every WWID): plan,
+    /// alias allocation (one durable batch), table load into the sim backend, state refresh.
+    pub create_s: f64,
+    /// scan_s + create_s: a daemon's cold start from nothing to every map present.
+    pub cold_start_s: f64,
+    pub maps_created: usize,
+    pub peak_rss_kb: u64,
+    pub rss_before_kb: u64,
+}
+
+fn status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The topology of a point: `paths / per_lun` LUNs behind 2 FC HBAs with `per_lun / 2` target
+/// ports each.
+pub fn topology(paths: usize, per_lun: usize) -> Result<Topology> {
+    if per_lun < 2 || !per_lun.is_multiple_of(2) || !paths.is_multiple_of(per_lun) {
+        bail!("{paths} paths cannot be split into LUNs of {per_lun} paths over 2 HBAs");
+    }
+    let luns = u32::try_from(paths / per_lun).context("too many LUNs")?;
+    Ok(Topology::big_fc(2, per_lun / 2, luns))
+}
+
+/// The child: measures one run on an already generated tree and returns what it saw.
+pub fn run_point(tree: &Path, paths: usize, per_lun: usize) -> Result<PointRun> {
+    let luns = paths / per_lun;
+    let scratch = crate::Scratch::new(&std::env::temp_dir(), "mpbench-aliases")?;
+    let devices = dm_tables::devices_from_sysfs(tree)
+        .with_context(|| format!("cannot list the block devices of {}", tree.display()))?;
+    // The peak RSS from here on is this run's (the tree listing above is small).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before_kb = status_kb("VmRSS:");
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: tree.to_path_buf(),
+        store_paths: StorePaths {
+            table: Some(scratch.path().join("aliases.toml")),
+            ..StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let mut engine = Engine::new(
+        Config::builtin(),
+        opts,
+        Box::new(SimBackend::with_devices(devices)),
+        Arc::new(SystemClock),
+    )?;
+
+    let t = Instant::now();
+    let errors = engine.scan();
+    let scan_s = t.elapsed().as_secs_f64();
+    if !errors.is_empty() {
+        bail!(
+            "the scan of {} reported: {}",
+            tree.display(),
+            errors.join("; ")
+        );
+    }
+    if engine.paths().len() != paths {
+        bail!(
+            "the scan found {} paths in {}, expected {paths}",
+            engine.paths().len(),
+            tree.display()
+        );
+    }
+
+    let t = Instant::now();
+    let cfg = engine.config();
+    let detect = cfg.global().detect_prio.value;
+    let filtered = discovery::filter_paths(cfg, engine.paths(), &|_: &str| false);
+    let mut planned = 0usize;
+    let mut wwids = BTreeSet::new();
+    for (i, (wwid, ps)) in filtered.by_wwid.iter().enumerate() {
+        let d = discovery::desired_map(cfg, detect, wwid, ps, &|p| p.is_running())
+            .map_err(|reason| anyhow::anyhow!("no map for WWID {wwid}: {reason}"))?;
+        let plan = discovery::plan_map(d, None, &format!("mpath{i}"), None);
+        planned += usize::from(plan.error.is_none());
+        wwids.insert(wwid.clone());
+    }
+    let plan_s = t.elapsed().as_secs_f64();
+    if planned != luns {
+        bail!("planning gave {planned} maps for {luns} LUNs");
+    }
+
+    let t = Instant::now();
+    let report = engine.sync_wwids(&wwids)?;
+    let create_s = t.elapsed().as_secs_f64();
+    if !report.errors.is_empty() {
+        bail!("the sync reported: {}", report.errors.join("; "));
+    }
+    let maps_created = report.changed();
+    if maps_created != luns || engine.backend().list()?.len() != luns {
+        bail!("the sync created {maps_created} maps for {luns} LUNs");
+    }
+    Ok(PointRun {
+        paths,
+        per_lun,
+        luns,
+        scan_s,
+        plan_s,
+        create_s,
+        cold_start_s: scan_s + create_s,
+        maps_created,
+        peak_rss_kb: status_kb("VmHWM:"),
+        rss_before_kb,
+    })
+}
+
+/// One point of the curve over its runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PointResult {
+    pub paths: usize,
+    pub per_lun: usize,
+    pub luns: usize,
+    pub generate_s: f64,
+    pub runs: Vec<PointRun>,
+    pub scan: Option<Summary>,
+    pub plan: Option<Summary>,
+    pub create: Option<Summary>,
+    pub cold_start: Option<Summary>,
+    pub peak_rss_mib: Option<Summary>,
+    /// Why runs failed, if any did.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleResults {
+    pub date: String,
+    pub runs_per_point: usize,
+    pub tree_fs: String,
+    pub points: Vec<PointResult>,
+}
+
+fn tree_base() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Generates each point's tree once, runs `runs` children on it, removes it.
+pub fn run_curve(sizes: &[usize], per_luns: &[usize], runs: usize) -> Result<ScaleResults> {
+    let exe = std::env::current_exe().context("cannot find the bench executable")?;
+    let base = tree_base();
+    let mut points = Vec::new();
+    for &paths in sizes {
+        for &per_lun in per_luns {
+            let topo = topology(paths, per_lun)?;
+            let dir = crate::Scratch::new(&base, "mpbench-tree")?;
+            let t = Instant::now();
+            Sim::render(&topo, dir.path())
+                .with_context(|| format!("cannot generate {paths} paths"))?;
+            let generate_s = t.elapsed().as_secs_f64();
+            eprintln!("bench: scale {paths} paths x{per_lun}: tree generated in {generate_s:.1} s");
+            let mut rs = Vec::new();
+            let mut errors = Vec::new();
+            for i in 0..runs {
+                let out = Command::new(&exe)
+                    .arg("point")
+                    .arg("--tree")
+                    .arg(dir.path())
+                    .arg("--paths")
+                    .arg(paths.to_string())
+                    .arg("--per-lun")
+                    .arg(per_lun.to_string())
+                    .output()
+                    .context("cannot start a benchmark child")?;
+                if !out.status.success() {
+                    let e = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    eprintln!("bench: run {i} of {paths}x{per_lun} failed: {e}");
+                    errors.push(e);
+                    continue;
+                }
+                match serde_json::from_slice::<PointRun>(&out.stdout) {
+                    Ok(r) => {
+                        eprintln!(
+                            "bench:   run {}: scan {:.3} s, plan {:.3} s, create {:.3} s, peak RSS {} MiB",
+                            i + 1,
+                            r.scan_s,
+                            r.plan_s,
+                            r.create_s,
+                            r.peak_rss_kb / 1024
+                        );
+                        rs.push(r);
+                    }
+                    Err(e) => errors.push(format!("unreadable child output: {e}")),
+                }
+            }
+            let col = |f: fn(&PointRun) -> f64| Summary::of(&rs.iter().map(f).collect::<Vec<_>>());
+            points.push(PointResult {
+                paths,
+                per_lun,
+                luns: paths / per_lun,
+                generate_s,
+                scan: col(|r| r.scan_s),
+                plan: col(|r| r.plan_s),
+                create: col(|r| r.create_s),
+                cold_start: col(|r| r.cold_start_s),
+                peak_rss_mib: col(|r| r.peak_rss_kb as f64 / 1024.0),
+                runs: rs,
+                errors,
+            });
+            drop(dir);
+        }
+    }
+    Ok(ScaleResults {
+        date: crate::report::now_utc(),
+        runs_per_point: runs,
+        tree_fs: base.display().to_string(),
+        points,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_splits_paths_over_two_hbas() {
+        let t = topology(1024, 8).unwrap();
+        assert_eq!(t.path_count(), 1024);
+        assert_eq!(topology(1024, 2).unwrap().path_count(), 1024);
+        assert!(topology(1000, 3).is_err());
+    }
+
+    #[test]
+    fn a_small_point_creates_one_map_per_lun() {
+        let dir = crate::Scratch::new(&std::env::temp_dir(), "mpbench-test").unwrap();
+        Sim::render(&topology(64, 4).unwrap(), dir.path()).unwrap();
+        let r = run_point(dir.path(), 64, 4).unwrap();
+        assert_eq!((r.luns, r.maps_created), (16, 16));
+        assert!(r.peak_rss_kb > 0 && r.cold_start_s >= r.scan_s);
+    }
+}

@@ -1,0 +1,148 @@
+# tests/bench/lab-bench.sh: helpers of the lab benchmark scenarios
+# (tests/lab/scenarios/9x-bench-*.sh), sourced inside the guest after $LAB_LIB.
+#
+# Every measurement is one JSON line {metric, tool, rep, seconds, error} in
+# $LAB_OUT/measurements.jsonl; bench_finish turns them into $LAB_OUT/results.json, which
+# `cargo run -p multipathd-rs --bin bench` collects from tests/lab/out/. A measurement that
+# cannot be made is recorded with seconds = null and the reason, never with an invented figure.
+#
+# Tools: "multipath-tools" (Debian's package, default configuration apart from
+# `find_multipaths no`, `multipathd -d -s` as Debian's unit starts it) and "multipathd-rs"
+# (`$LAB_BIN/multipathd-rs daemon`, kernel backend, built-in configuration).
+
+BENCH_REPS=5
+# The bench writes the repetition count here before booting the guest.
+# shellcheck disable=SC1091
+[ -r "$LAB_WS/target/bench/lab-params.env" ] && . "$LAB_WS/target/bench/lab-params.env"
+BENCH_JSONL="$LAB_OUT/measurements.jsonl"
+: >"$BENCH_JSONL"
+BENCH_PID=""
+BENCH_TOOL=""
+
+bench_now() { echo "$EPOCHREALTIME"; }
+bench_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+
+# bench_record METRIC TOOL REP SECONDS [ERROR]: SECONDS empty = not measured.
+bench_record() {
+  local secs="${4:-}" err="${5:-}"
+  jq -cn --arg m "$1" --arg t "$2" --argjson r "$3" --arg s "$secs" --arg e "$err" \
+    '{metric: $m, tool: $t, rep: $r, seconds: (if $s == "" then null else ($s | tonumber) end),
+      error: (if $e == "" then null else $e end)}' >>"$BENCH_JSONL"
+  if [ -n "$secs" ]; then lab_note "bench: $1 $2 rep $3: ${secs}s"; else lab_note "bench: $1 $2 rep $3: not measured: $err"; fi
+}
+
+# bench_finish TOPOLOGY: writes results.json.
+bench_finish() {
+  jq -s --arg sc "$LAB_SCENARIO" --arg topo "$1" --argjson reps "$BENCH_REPS" \
+    --arg k "$(uname -r)" --arg mpt "$(bench_mpt_version)" \
+    '{scenario: $sc, topology: $topo, reps: $reps, kernel: $k, multipath_tools: $mpt, measurements: .}' \
+    "$BENCH_JSONL" >"$LAB_OUT/results.json"
+  lab_note "results: $(jq -c '[.measurements[] | [.metric, .tool, .seconds]]' "$LAB_OUT/results.json")"
+}
+
+bench_mpt_version() {
+  local v
+  v=$(dpkg-query -W -f '${Version}' multipath-tools 2>/dev/null)
+  echo "${v:-unknown}"
+}
+
+# Number of multipath maps the kernel has.
+bench_maps() { dmsetup ls --target multipath 2>/dev/null | grep -vc '^No devices'; }
+
+# Names of the multipath maps, sorted.
+bench_map_names() { dmsetup ls --target multipath 2>/dev/null | awk '$1 != "No" { print $1 }' | sort; }
+
+bench_alive() { [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; }
+
+bench_log_tail() { tail -n 3 "$LAB_OUT/$BENCH_TOOL.log" 2>/dev/null | tr '\n' ' ' | tr -d '"' | cut -c1-300; }
+
+# bench_wait_maps N TIMEOUT: until N maps exist. Prints the error and returns 1 on failure.
+BENCH_ERR=""
+bench_wait_maps() {
+  local n="$1" tmo="$2" t0
+  t0=$(bench_now)
+  while [ "$(bench_maps)" -lt "$n" ]; do
+    if ! bench_alive; then
+      BENCH_ERR="the $BENCH_TOOL daemon exited before $n maps existed (it made $(bench_maps)): $(bench_log_tail)"
+      return 1
+    fi
+    if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$tmo" 'BEGIN { exit !(b - a > t) }'; then
+      BENCH_ERR="only $(bench_maps) of $n maps after ${tmo}s"
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+
+bench_clean_state() {
+  rm -f /etc/multipath/bindings /etc/multipath/wwids /etc/multipathd-rs/aliases.toml
+}
+
+# bench_start TOOL: starts a daemon in the background (BENCH_PID).
+bench_start() {
+  BENCH_TOOL="$1"
+  case "$1" in
+    multipath-tools)
+      mkdir -p /etc/multipath
+      printf 'defaults {\n\tfind_multipaths no\n}\n' >/etc/multipath.conf
+      /sbin/multipathd -d -s >>"$LAB_OUT/$1.log" 2>&1 &
+      ;;
+    multipathd-rs)
+      rm -f /etc/multipath.conf
+      "$LAB_BIN/multipathd-rs" daemon >>"$LAB_OUT/$1.log" 2>&1 &
+      ;;
+  esac
+  BENCH_PID=$!
+}
+
+# bench_stop: stops the daemon and removes every multipath map (both leave maps in place).
+bench_stop() {
+  if bench_alive; then
+    if [ "$BENCH_TOOL" = multipath-tools ]; then
+      multipathd shutdown >/dev/null 2>&1 || kill -TERM "$BENCH_PID" 2>/dev/null
+    else
+      kill -TERM "$BENCH_PID" 2>/dev/null
+    fi
+    local i
+    for i in $(seq 100); do bench_alive || break; sleep 0.1; done
+    bench_alive && kill -9 "$BENCH_PID" 2>/dev/null
+  fi
+  wait "$BENCH_PID" 2>/dev/null
+  BENCH_PID=""
+  pkill -x multipathd 2>/dev/null
+  lab_settle 30
+  lab_dm_remove_all || lab_log "maps left after stopping $BENCH_TOOL: $(bench_map_names | tr '\n' ' ')"
+  rm -f /etc/multipath.conf
+  bench_clean_state
+}
+
+# bench_path_flag MAP DEVNO: the path's state (A or F) in `dmsetup status`.
+bench_path_flag() {
+  dmsetup status "$1" 2>/dev/null | awk -v d="$2" '{ for (i = 1; i < NF; i++) if ($i == d) { print $(i + 1); exit } }'
+}
+
+# bench_first_path MAP: "devno sdX" of the map's first path in its table.
+bench_first_path() {
+  local devno
+  devno=$(dmsetup table "$1" 2>/dev/null | grep -oE '\b[0-9]+:[0-9]+\b' | head -n1)
+  [ -n "$devno" ] || return 1
+  echo "$devno $(basename "$(readlink -f "/sys/dev/block/$devno")")"
+}
+
+# bench_wait_flag MAP DEVNO FLAG TIMEOUT: sets BENCH_SECS to the seconds since BENCH_T0 (taken
+# by the caller) when the flag shows; returns 1 on timeout or a dead daemon (BENCH_ERR set).
+bench_wait_flag() {
+  local map="$1" devno="$2" want="$3" tmo="$4"
+  while [ "$(bench_path_flag "$map" "$devno")" != "$want" ]; do
+    if ! bench_alive; then
+      BENCH_ERR="the $BENCH_TOOL daemon exited: $(bench_log_tail)"
+      return 1
+    fi
+    if awk -v a="$BENCH_T0" -v b="$EPOCHREALTIME" -v t="$tmo" 'BEGIN { exit !(b - a > t) }'; then
+      BENCH_ERR="no $want for $devno in dmsetup status within ${tmo}s"
+      return 1
+    fi
+    sleep 0.02
+  done
+  BENCH_SECS=$(bench_since "$BENCH_T0")
+}
