@@ -357,6 +357,7 @@ lab_teardown_all() {
 # ------------------------------------------------------------------------- multipathd-rs daemon
 # Used by 06-08. One daemon per scenario, started and stopped by pid (never by name).
 LAB_MPD_PID=""
+LAB_MPD_RC=""
 LAB_MPD_DIR="${LAB_MPD_DIR:-/tmp/lab-mpd}"
 LAB_MPD_SOCK="$LAB_MPD_DIR/mpd.sock"
 
@@ -385,7 +386,8 @@ lab_mpd_start() {
   lab_fail "multipathd-rs daemon did not answer on $LAB_MPD_SOCK within 60 s"
 }
 
-# lab_mpd_stop [SIGNAL]: send SIGNAL (TERM) to the daemon we started and wait for it (20 s).
+# lab_mpd_stop [SIGNAL]: send SIGNAL (TERM) to the daemon we started and wait for it (20 s);
+# its exit status is left in LAB_MPD_RC.
 lab_mpd_stop() {
   local sig="${1:-TERM}" i
   [ -n "$LAB_MPD_PID" ] || return 0
@@ -399,7 +401,8 @@ lab_mpd_stop() {
     return 1
   fi
   wait "$LAB_MPD_PID" 2>/dev/null
-  lab_note "multipathd-rs pid $LAB_MPD_PID stopped by SIG$sig"
+  LAB_MPD_RC=$?
+  lab_note "multipathd-rs pid $LAB_MPD_PID stopped by SIG$sig (exit status $LAB_MPD_RC; 128+N = killed by signal N)"
   LAB_MPD_PID=""
 }
 

@@ -153,7 +153,10 @@ lab_timing sigterm_to_exit_s "$(lab_since "$t0")"
 lab_assert_eq "maps after SIGTERM (stay)" 4 "$(lab_mpath_count)"
 lab_capture after-stop.txt snapshot
 lab_assert_eq "maps untouched by the stop" "$(cat "$LAB_OUT/before-restart.txt")" "$(cat "$LAB_OUT/after-stop.txt")"
-lab_assert_eq "socket file removed at stop" no "$(test -e "$LAB_MPD_SOCK" && echo yes || echo no)"
+# Checked at the end, so that the adoption proof below runs whatever they show.
+stop_rc=$LAB_MPD_RC
+stop_sock=$(test -e "$LAB_MPD_SOCK" && echo yes || echo no)
+stop_logged=$(grep -c 'stopped; every map stays in place' "$LAB_OUT/daemon.log")
 
 t0=$(lab_now)
 lab_mpd_start daemon.log
@@ -185,6 +188,12 @@ lab_capture show-topology-after-restart.txt lab_mpd show topology
 lab_assert_eq "topology path lines after restart" 8 \
   "$(grep -cE 'active ready running' "$LAB_OUT/show-topology-after-restart.txt")"
 grep -nE 'create|reload|rename|adopt|kept|keep' "$LAB_OUT/daemon.log" >>"$LAB_EVIDENCE" 2>/dev/null
+
+# The orderly stop on SIGTERM (README: the socket file is removed when the server stops;
+# daemon: "stopped; every map stays in place" is logged).
+lab_assert_eq "daemon exit status after SIGTERM" 0 "$stop_rc"
+lab_assert_eq "daemon logged its orderly stop after SIGTERM" 1 "$stop_logged"
+lab_assert_eq "socket file removed at stop" no "$stop_sock"
 
 # ------------------------------------------------------------------ teardown
 lab_mpd_stop TERM || lab_fail "the daemon did not stop on SIGTERM"
