@@ -114,6 +114,11 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     writer: Box<dyn SysfsWriter + Send>,
     paths: Vec<ScsiPath>,
+    /// Index of `paths` by kernel name and by device number.
+    by_dev: HashMap<String, usize>,
+    by_devno: HashMap<dm_tables::DevNo, usize>,
+    /// Path (kernel name) -> WWID of the map whose table holds it.
+    member: HashMap<String, String>,
     maps: BTreeMap<String, MapState>,
     checks: HashMap<String, CheckResult>,
     checkers: HashMap<String, Arc<dyn PathChecker>>,
@@ -248,6 +253,9 @@ impl Engine {
             clock,
             writer: Box::new(lun_scan::rescan::KernelWriter),
             paths: Vec::new(),
+            by_dev: HashMap::new(),
+            by_devno: HashMap::new(),
+            member: HashMap::new(),
             maps: BTreeMap::new(),
             checks: HashMap::new(),
             checkers: HashMap::new(),
@@ -309,23 +317,50 @@ impl Engine {
         let scan = lun_scan::scan(&self.opts.sysfs_root);
         let errors = scan.all_errors().iter().map(ToString::to_string).collect();
         self.paths = scan.paths;
+        self.reindex();
         errors
     }
 
+    fn reindex(&mut self) {
+        self.by_dev = self
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.dev.clone(), i))
+            .collect();
+        self.by_devno = self
+            .paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((discovery::dm_devno(p.devno?), i)))
+            .collect();
+    }
+
     fn path(&self, dev: &str) -> Option<&ScsiPath> {
-        self.paths.iter().find(|p| p.dev == dev)
+        self.by_dev.get(dev).map(|&i| &self.paths[i])
+    }
+
+    fn path_at(&self, d: dm_tables::DevNo) -> Option<&ScsiPath> {
+        self.by_devno.get(&d).map(|&i| &self.paths[i])
     }
 
     fn usable(&self, p: &ScsiPath) -> bool {
         p.is_running() && self.checks.get(&p.dev).is_none_or(|c| !c.state.is_failed())
     }
 
-    /// Existing multipath maps by WWID, with tables and statuses.
-    fn existing_maps(&self) -> Result<(ExistingByWwid, Vec<MapInfo>)> {
+    /// Existing multipath maps by WWID, with tables and statuses (only those of `only` when
+    /// given), and every device-mapper map.
+    fn existing_maps(
+        &self,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<(ExistingByWwid, Vec<MapInfo>)> {
         let all = self.backend.list().map_err(dm_err("(list)"))?;
         let mut out = BTreeMap::new();
         for info in &all {
             let Some(wwid) = info.wwid() else { continue };
+            if only.is_some_and(|o| !o.contains(wwid)) {
+                continue;
+            }
             let table = self.backend.table(&info.name).map_err(dm_err(&info.name))?;
             let status = self.backend.status(&info.name).ok();
             out.insert(
@@ -351,7 +386,7 @@ impl Engine {
         store: &Store,
         report: &mut SyncReport,
     ) -> Result<Vec<MapPlan>> {
-        let (existing, all) = self.existing_maps()?;
+        let (existing, all) = self.existing_maps(only)?;
         let live: Vec<(String, String)> = all
             .iter()
             .map(|m| (m.name.clone(), m.uuid.clone().unwrap_or_default()))
@@ -507,14 +542,19 @@ impl Engine {
         if only.is_none() {
             self.ignored = report.ignored.clone();
         }
+        let mut planned = HashMap::new();
         for plan in plans {
             let outcome = self.apply(plan);
             if let Some(e) = &outcome.plan.error {
                 report.errors.push(e.clone());
             }
+            planned.insert(
+                outcome.plan.desired.wwid.clone(),
+                outcome.plan.desired.clone(),
+            );
             report.maps.push(outcome);
         }
-        self.refresh_maps(only)?;
+        self.refresh_maps(only, planned)?;
         Ok(report)
     }
 
@@ -586,24 +626,16 @@ impl Engine {
     }
 
     /// Re-reads the maps from the backend (only those of `only` when given) and keeps the
-    /// scheduler's path list in step.
-    fn refresh_maps(&mut self, only: Option<&BTreeSet<String>>) -> Result<()> {
-        let (existing, _) = self.existing_maps()?;
-        let detect = self.config.global().detect_prio.value;
-        let filtered = {
-            let known = |w: &str| existing.contains_key(w);
-            discovery::filter_paths(&self.config, &self.paths, &known)
-        };
+    /// scheduler's path list in step. `planned` holds the desired maps just planned.
+    fn refresh_maps(
+        &mut self,
+        only: Option<&BTreeSet<String>>,
+        mut planned: HashMap<String, DesiredMap>,
+    ) -> Result<()> {
+        let (existing, all) = self.existing_maps(only)?;
         let polling = interval_policy(&self.config).polling_interval;
-        let mut seen = BTreeSet::new();
         for (wwid, (info, ex)) in existing {
-            if only.is_some_and(|o| !o.contains(&wwid)) {
-                seen.insert(wwid);
-                continue;
-            }
-            let desired = filtered.by_wwid.get(&wwid).and_then(|ps| {
-                discovery::desired_map(&self.config, detect, &wwid, ps, &|p| self.usable(p)).ok()
-            });
+            let desired = planned.remove(&wwid);
             let queueing_now = ex.table.has_feature(&dm_tables::Feature::QueueIfNoPath);
             let npr = desired
                 .as_ref()
@@ -617,8 +649,11 @@ impl Engine {
                     if desired.is_some() {
                         m.desired = desired;
                     }
-                    if m.queue.policy() != npr {
-                        m.queue = QueueState::new(npr, polling, queueing_now);
+                    if let Some(d) = &m.desired {
+                        let npr = q_policy(d.settings.no_path_retry);
+                        if m.queue.policy() != npr {
+                            m.queue = QueueState::new(npr, polling, queueing_now);
+                        }
                     }
                 }
                 None => {
@@ -638,40 +673,35 @@ impl Engine {
                     );
                 }
             }
-            seen.insert(wwid);
         }
-        self.maps.retain(|w, _| seen.contains(w));
+        let alive: HashSet<&str> = all.iter().filter_map(MapInfo::wwid).collect();
+        self.maps.retain(|w, _| alive.contains(w.as_str()));
         // Scheduler: every path that is in a map's table and known to us is checked.
         let now = self.clock.now();
         let mut member: HashMap<String, String> = HashMap::new();
         for m in self.maps.values() {
             for d in m.table.devnos() {
-                if let Some(p) = self
-                    .paths
-                    .iter()
-                    .find(|p| p.devno.map(discovery::dm_devno) == Some(d))
-                {
+                if let Some(p) = self.path_at(d) {
                     member.insert(p.dev.clone(), m.wwid.clone());
                 }
             }
         }
-        let scheduled: Vec<String> = self
-            .paths
-            .iter()
-            .map(|p| p.dev.clone())
-            .filter(|d| self.scheduler.get(d).is_some())
+        let stale: Vec<String> = self
+            .member
+            .keys()
+            .filter(|d| !member.contains_key(*d))
+            .cloned()
             .collect();
-        for dev in scheduled {
-            if !member.contains_key(&dev) {
-                self.scheduler.remove_path(&dev);
+        for dev in stale {
+            self.scheduler.remove_path(&dev);
+        }
+        for (dev, wwid) in &member {
+            match self.scheduler.get(dev) {
+                Some(s) if &s.map == wwid => {}
+                _ => self.scheduler.add_path(dev, wwid, now),
             }
         }
-        for (dev, wwid) in member {
-            match self.scheduler.get(&dev) {
-                Some(s) if s.map == wwid => {}
-                _ => self.scheduler.add_path(&dev, &wwid, now),
-            }
-        }
+        self.member = member;
         Ok(())
     }
 
@@ -715,13 +745,29 @@ impl Engine {
             .ok_or_else(|| Error::NoSuchPath {
                 dev: dev.to_string(),
             })?;
-        self.maps
-            .values()
-            .find(|m| m.table.devnos().contains(&devno))
-            .map(|m| (m.wwid.clone(), devno))
+        self.member
+            .get(dev)
+            .filter(|w| {
+                self.maps
+                    .get(*w)
+                    .is_some_and(|m| m.table.paths().any(|p| p.devno == devno))
+            })
+            .map(|w| (w.clone(), devno))
             .ok_or_else(|| Error::PathNotInMap {
                 dev: dev.to_string(),
             })
+    }
+
+    /// The checker name configured for the map holding `dev` (`tur` when none).
+    fn checker_name_of(&self, dev: &str) -> String {
+        if let Some(c) = &self.opts.checker_override {
+            return c.clone();
+        }
+        self.member
+            .get(dev)
+            .and_then(|w| self.maps.get(w))
+            .and_then(|m| m.desired.as_ref())
+            .map_or("tur".to_string(), |d| d.settings.checker.to_string())
     }
 
     fn send(&mut self, wwid: &str, msg: &Message) -> Result<Sent> {
@@ -775,10 +821,11 @@ impl Engine {
         match lun_scan::scan_path(&self.opts.sysfs_root, dev) {
             Ok(p) => {
                 let wwid = p.wwid.clone();
-                match self.paths.iter_mut().find(|q| q.dev == dev) {
-                    Some(q) => *q = p,
+                match self.by_dev.get(dev) {
+                    Some(&i) => self.paths[i] = p,
                     None => self.paths.push(p),
                 }
+                self.reindex();
                 Ok(wwid)
             }
             Err(lun_scan::Error::NoSuchDevice { .. }) => Err(Error::NoSuchPath {
@@ -789,8 +836,9 @@ impl Engine {
     }
 
     fn forget_path(&mut self, dev: &str) -> Option<String> {
-        let i = self.paths.iter().position(|p| p.dev == dev)?;
+        let i = *self.by_dev.get(dev)?;
         let p = self.paths.remove(i);
+        self.reindex();
         self.checks.remove(dev);
         self.scheduler.remove_path(dev);
         p.wwid
@@ -843,7 +891,8 @@ impl Engine {
         if report.maps.iter().any(|m| m.plan.action == Action::Refused) {
             // The path stays: keep knowing about it.
             self.paths = saved;
-            self.refresh_maps(None)?;
+            self.reindex();
+            self.refresh_maps(None, HashMap::new())?;
         }
         Ok(report)
     }
@@ -880,7 +929,7 @@ impl Engine {
             .map_err(dm_err(&name))?;
         self.maps.remove(&wwid);
         self.removed_by_admin.insert(wwid);
-        self.refresh_maps(None)?;
+        self.refresh_maps(None, HashMap::new())?;
         Ok(name)
     }
 
@@ -929,19 +978,7 @@ impl Engine {
     // ------------------------------------------------------------------------------------
 
     fn checker_for(&mut self, dev: &str) -> Result<Arc<dyn PathChecker>> {
-        let name = match &self.opts.checker_override {
-            Some(n) => n.clone(),
-            None => self
-                .maps
-                .values()
-                .find(|m| {
-                    m.desired
-                        .as_ref()
-                        .is_some_and(|d| d.paths().any(|p| p.dev == dev))
-                })
-                .and_then(|m| m.desired.as_ref())
-                .map_or("tur".to_string(), |d| d.settings.checker.to_string()),
-        };
+        let name = self.checker_name_of(dev);
         if let Some(c) = self.checkers.get(&name) {
             return Ok(c.clone());
         }
@@ -985,11 +1022,7 @@ impl Engine {
         let mut devs: Vec<String> = Vec::new();
         for m in self.maps.values() {
             for d in m.table.devnos() {
-                if let Some(p) = self
-                    .paths
-                    .iter()
-                    .find(|p| p.devno.map(discovery::dm_devno) == Some(d))
-                {
+                if let Some(p) = self.path_at(d) {
                     devs.push(p.dev.clone());
                 }
             }
@@ -1061,10 +1094,7 @@ impl Engine {
         });
         let usable_dev = |d: dm_tables::DevNo| -> bool {
             let active = status.path(d).is_some_and(|p| p.state == PathState::Active);
-            let dev = self
-                .paths
-                .iter()
-                .find(|p| p.devno.map(discovery::dm_devno) == Some(d));
+            let dev = self.path_at(d);
             active
                 && dev.is_none_or(|p| self.checks.get(&p.dev).is_none_or(|c| !c.state.is_failed()))
         };
@@ -1253,15 +1283,7 @@ impl Engine {
             },
             None => state::NextCheck::Orphan,
         };
-        let checker = match &self.opts.checker_override {
-            Some(c) => c.clone(),
-            None => self
-                .maps
-                .values()
-                .filter_map(|m| m.desired.as_ref())
-                .find(|d| d.paths().any(|x| x.dev == p.dev))
-                .map_or("tur".to_string(), |d| d.settings.checker.to_string()),
-        };
+        let checker = self.checker_name_of(&p.dev);
         PathView {
             hctl: state::Hctl::new(p.hctl.host, p.hctl.channel, p.hctl.target, p.hctl.lun),
             dev: p.dev.clone(),
@@ -1308,11 +1330,7 @@ impl Engine {
                 };
                 let prio = prio_of.get(&tp.devno).copied().unwrap_or(-1);
                 let fail_count = ps.map_or(0, |p| p.fail_count);
-                let pv = match self
-                    .paths
-                    .iter()
-                    .find(|p| p.devno.map(discovery::dm_devno) == Some(tp.devno))
-                {
+                let pv = match self.path_at(tp.devno) {
                     Some(p) => self.path_view(p, dm_state, prio, fail_count),
                     None => {
                         // The device is gone but still in the table.
