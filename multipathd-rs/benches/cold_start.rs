@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aliases::StorePaths;
-use dm_tables::{DmBackend, SimBackend};
+use dm_tables::SimBackend;
 use lun_scan::topology::{Sim, Topology};
 use multipathd_rs::clock::SystemClock;
 use multipathd_rs::config::Config;
@@ -94,6 +94,7 @@ fn main() {
     let report = engine.sync().unwrap();
     let cold_start_s = t.elapsed().as_secs_f64();
     let cpu_s = (cpu_ticks() - cpu0) as f64 / 100.0;
+    let peak_rss_cold_kb = status_kb("VmHWM:").unwrap_or(0);
     let created = report.maps.iter().filter(|m| m.applied).count();
     assert_eq!(created, luns as usize, "{:?}", report.errors.first());
     assert!(report.errors.is_empty(), "{:?}", report.errors.first());
@@ -143,6 +144,7 @@ fn main() {
         "scan_and_plan_dry_run_s": plan_only_s,
         "target_s": 2.0,
         "meets_target": cold_start_s < 2.0,
+        "peak_rss_cold_start_kb": peak_rss_cold_kb,
         "peak_rss_kb": peak_rss_kb,
         "rss_before_kb": rss_before_kb,
         "render_tree_s": render_s,
