@@ -374,7 +374,10 @@ lab_mpd_start() {
   local log="${1:-daemon.log}"
   mkdir -p "$LAB_MPD_DIR"
   printf '\n==== [%s] start: multipathd-rs daemon\n' "$(cut -d' ' -f1 /proc/uptime)" >>"$LAB_OUT/$log"
-  NO_COLOR=1 lab_mpd daemon >>"$LAB_OUT/$log" 2>&1 &
+  # A simple command, not the lab_mpd function: $! must be the daemon itself, not a subshell.
+  NO_COLOR=1 "$LAB_BIN/multipathd-rs" --dm-backend kernel --socket "$LAB_MPD_SOCK" \
+    --config "$LAB_MPD_DIR/config.toml" --aliases-table "$LAB_MPD_DIR/aliases.toml" \
+    --bindings-file "$LAB_MPD_DIR/bindings" daemon >>"$LAB_OUT/$log" 2>&1 &
   LAB_MPD_PID=$!
   lab_note "multipathd-rs daemon started, pid $LAB_MPD_PID (config $LAB_MPD_DIR/config.toml, socket $LAB_MPD_SOCK)"
   local i
