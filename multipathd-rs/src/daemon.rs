@@ -401,10 +401,8 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
             }
             Err(err) => tracing::error!("initial sync failed: {err}"),
         }
-        // Adopted maps start with a check of every path.
-        if let Err(err) = e.check_all_now() {
-            tracing::warn!("first path check: {err}");
-        }
+        // Every member path is due at once: the loop's first pass checks them all through
+        // the asynchronous runner, so one hung path cannot hold up the start.
     }
     let server = Server::bind(&opts.socket, ServerOptions::default())?;
     daemon.set_stopper(server.stopper());

@@ -1241,20 +1241,28 @@ impl Engine {
     /// [`Engine::on_dm_event`] for the maps that changed behind our back. Returns the paths
     /// now due.
     pub fn poll_dm_events(&mut self) -> Result<Vec<String>> {
-        let mut due = Vec::new();
+        // One list (one call for every map) rather than one info per map.
+        let now: HashMap<String, u32> = self
+            .backend
+            .list()
+            .map_err(dm_err("(list)"))?
+            .into_iter()
+            .map(|i| (i.name, i.event_nr))
+            .collect();
         let maps: Vec<(String, String, u32)> = self
             .maps
             .values()
             .map(|m| (m.wwid.clone(), m.name.clone(), m.info.event_nr))
             .collect();
+        let mut due = Vec::new();
         for (wwid, name, seen) in maps {
-            match self.backend.info(&name) {
-                Ok(i) if i.event_nr != seen => due.extend(self.on_dm_event(&wwid)?),
-                Ok(_) => {}
-                Err(dm_tables::Error::NoSuchMap { .. }) => {
+            match now.get(&name) {
+                Some(&nr) if nr != seen => due.extend(self.on_dm_event(&wwid)?),
+                Some(_) => {}
+                None => {
+                    // Removed behind our back (dmsetup remove): forget it.
                     self.maps.remove(&wwid);
                 }
-                Err(source) => return Err(Error::Dm { map: name, source }),
             }
         }
         Ok(due)

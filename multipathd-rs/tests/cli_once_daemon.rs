@@ -211,6 +211,22 @@ fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
         topo.contains("policy='service-time 0' prio=50 status=active"),
         "{topo}"
     );
+    // wait for the first round of checks (asynchronous, right after start): a path failed by
+    // hand before it would be reinstated by that round, as multipathd would
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = lab.json(&["show", "paths", "--json"]);
+        if v["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["chk_state"] == "ready")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "paths were not checked: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // fail / reinstate a path by hand (we run as root here; the socket checks the uid)
     let dev = lab.sim.paths[0].dev.clone();
     let out = lab.cmd(&["fail", "path", &dev]).output().unwrap();
