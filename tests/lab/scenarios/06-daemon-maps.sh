@@ -13,7 +13,7 @@
 # DM_ACTION (a resume, hence any reload or suspend/resume, sends one; path events carry
 # DM_ACTION=PATH_FAILED/PATH_REINSTATED) and no dm add/remove.
 # lab-udevd: yes
-# lab-timeout: 300
+# lab-timeout: 420
 set -u
 . "$LAB_LIB"
 trap lab_mpd_cleanup EXIT
