@@ -300,12 +300,17 @@ pub fn planned_view(p: &crate::discovery::MapPlan) -> MapView {
 
 /// Sends a message to systemd's notify socket, if `$NOTIFY_SOCKET` is set.
 pub fn sd_notify(message: &str) {
-    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
-    use std::os::fd::AsRawFd;
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let target = target.to_string_lossy().to_string();
+    sd_notify_to(&target.to_string_lossy(), message);
+}
+
+/// Sends `message` to the notify socket `target` (a path, or `@name` for the abstract
+/// namespace), as systemd's sd_notify does. Failures are logged, never fatal.
+pub fn sd_notify_to(target: &str, message: &str) {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
+    use std::os::fd::AsRawFd;
     let addr = if let Some(abs) = target.strip_prefix('@') {
         UnixAddr::new_abstract(abs.as_bytes())
     } else {
@@ -499,4 +504,21 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     handle.join();
     tracing::info!("stopped; every map stays in place");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd_notify_sends_one_datagram_to_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sd_notify_to(&path.to_string_lossy(), "READY=1\nSTATUS=4 maps, 16 paths");
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=4 maps, 16 paths");
+    }
 }

@@ -375,3 +375,171 @@ fn del_map_refuses_an_open_map_and_resize_reloads() {
         (40u64 << 30) / 512
     );
 }
+
+/// The real-kernel reference tree (scsi_debug 2 hosts + tcm_loop) with the maps multipath-tools
+/// 0.9.4 built on it (table.txt): same membership and grouping, and every map adopted as is.
+#[test]
+fn multipath_tools_maps_on_the_reference_tree_are_adopted_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture("fixtures/ref-sd2x2-tcmloop2/sys");
+    let state = dir.path().join("dm.json");
+    let b = SimBackend::open_file(&state, None).unwrap();
+    let tables = std::fs::read_to_string(fixture("fixtures/ref-sd2x2-tcmloop2/table.txt")).unwrap();
+    let mut made = BTreeMap::new();
+    for line in tables.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, rest) = line.split_once(':').unwrap();
+        let table: dm_tables::MultipathTable = rest.trim().parse().unwrap();
+        made.insert(name.to_string(), table);
+    }
+    // the WWIDs of the maps, from the reference's wwids.txt (dev -> ID_SERIAL)
+    let wwids = std::fs::read_to_string(fixture("fixtures/ref-sd2x2-tcmloop2/wwids.txt")).unwrap();
+    let wwid_of = |dev: &str| -> String {
+        wwids
+            .lines()
+            .find(|l| l.starts_with(&format!("{dev} ")))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("ID_SERIAL="))
+            })
+            .unwrap()
+            .to_string()
+    };
+    for (name, first_dev) in [("mpatha", "sda"), ("mpathb", "sdb"), ("mpathc", "sde")] {
+        b.create(
+            name,
+            &dm_tables::uuid_for_wwid(&wwid_of(first_dev)),
+            &made[name],
+        )
+        .unwrap();
+    }
+    let before = event_nrs(&b);
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: root,
+        store_paths: StorePaths {
+            table: Some(dir.path().join("aliases.toml")),
+            ..StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let mut e = Engine::new(
+        Config::builtin(),
+        opts,
+        Box::new(SimBackend::open_file(&state, None).unwrap()),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let r = e.sync().unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.maps.len(), 3);
+    for m in &r.maps {
+        assert!(
+            matches!(m.plan.action, Action::Keep),
+            "{}: {:?} {:?}",
+            m.plan.name,
+            m.plan.action,
+            m.plan.changes
+        );
+        // same membership and grouping as multipath-tools
+        let ours: Vec<Vec<dm_tables::DevNo>> = m
+            .plan
+            .desired
+            .groups
+            .iter()
+            .map(|g| g.paths.iter().map(|p| p.devno).collect())
+            .collect();
+        let theirs: Vec<Vec<dm_tables::DevNo>> = made[&m.plan.name]
+            .groups
+            .iter()
+            .map(|g| g.paths.iter().map(|p| p.devno).collect())
+            .collect();
+        assert_eq!(ours, theirs, "{}", m.plan.name);
+    }
+    let after = event_nrs(&b);
+    for (name, nr) in &before {
+        // no reload; at most a queue_if_no_path message where our no_path_retry differs
+        assert!(after[name] <= nr + 1, "{name}: {nr} -> {}", after[name]);
+    }
+    assert_eq!(e.map_names(), ["mpatha", "mpathb", "mpathc"]);
+}
+
+#[test]
+fn no_path_retry_counts_down_on_the_clock_and_failback_switches_back() {
+    let mut lab = Lab::new();
+    let cfg = Config::parse_str(
+        "[overrides]\nno_path_retry = 2\nfailback = \"immediate\"\n",
+        Path::new("/test/config.toml"),
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::new());
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: lab.sim.root.clone(),
+        store_paths: StorePaths {
+            table: Some(lab.dir.path().join("aliases.toml")),
+            ..StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let mut e = Engine::new(
+        cfg,
+        opts,
+        Box::new(SimBackend::open_file(lab.state(), None).unwrap()),
+        clock.clone(),
+    )
+    .unwrap();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    let status = |e: &Engine| lab.backend().status(&e.map_names()[0]).unwrap();
+    assert!(e.maps_view()[0].features.contains("queue_if_no_path"));
+
+    // failback immediate: the admin switches to the non-optimized group; the next check of
+    // any path of the map switches back to the best group
+    let name = e.map_names()[0].clone();
+    e.switch_group(&name, 2).unwrap();
+    assert_eq!(status(&e).current_group, 2);
+    let dev = e.map_view_of(&name).unwrap().groups[0].paths[0].dev.clone();
+    let sent = e.check_paths_now(&[dev]).unwrap();
+    assert!(
+        sent.iter().any(|s| s.message == "switch_group 1"),
+        "{sent:?}"
+    );
+    assert_eq!(status(&e).current_group, 1);
+
+    // every path gone: I/O queues for 2 polling intervals (5 s each), then queueing stops
+    lab.sim.host_down("host0").unwrap();
+    lab.sim.host_down("host1").unwrap();
+    let sent = e.check_all_now().unwrap();
+    assert!(
+        !sent.iter().any(|s| s.message == "fail_if_no_path"),
+        "{sent:?}"
+    );
+    assert!(
+        lab.backend().status(&name).unwrap().queue_io,
+        "queueing while counting down"
+    );
+    clock.advance(std::time::Duration::from_secs(9));
+    assert!(e.tick_queueing().unwrap().is_empty(), "not yet");
+    clock.advance(std::time::Duration::from_secs(2));
+    let sent = e.tick_queueing().unwrap();
+    assert_eq!(
+        sent.iter()
+            .filter(|s| s.message == "fail_if_no_path")
+            .count(),
+        4,
+        "{sent:?}"
+    );
+    assert!(!lab.backend().status(&name).unwrap().queue_io);
+
+    // a path returns: reinstated, and queueing is back on for the next outage
+    lab.sim.host_up("host0").unwrap();
+    let sent = e.check_all_now().unwrap();
+    assert!(sent.iter().any(|s| s.message.starts_with("reinstate_path")));
+    assert_eq!(
+        sent.iter()
+            .filter(|s| s.message == "queue_if_no_path")
+            .count(),
+        4,
+        "{sent:?}"
+    );
+}
