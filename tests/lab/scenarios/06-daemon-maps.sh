@@ -11,7 +11,8 @@
 # for "no reload, no suspend": each map's dm event number, attr (live/inactive/suspended) and
 # table are unchanged, and the kernel sent no `change` uevent for any dm device without
 # DM_ACTION (a resume, hence any reload or suspend/resume, sends one; path events carry
-# DM_ACTION=PATH_FAILED/PATH_REINSTATED) and no dm add/remove.
+# DM_ACTION=PATH_FAILED/PATH_REINSTATED) and no dm add/remove; a suspend+resume done by hand
+# first proves the monitor sees resumes (so the oracle is not blind).
 # lab-udevd: yes
 # lab-timeout: 420
 set -u
@@ -142,11 +143,31 @@ snapshot() { # name attr events, then the tables
   dmsetup info -c --noheadings -o name,attr,events --separator ' ' | sort
   dmsetup table --target multipath | sort
 }
-lab_capture before-restart.txt snapshot
+# dm uevents seen by the monitor, one line each: dev action DM_ACTION ("-" when none).
+dm_uevents() {
+  awk 'BEGIN { RS = ""; FS = "\n" }
+    /DEVNAME=dm-/ {
+      a = ""; dev = ""; dmact = "-"
+      for (i = 1; i <= NF; i++) {
+        if ($i ~ /^ACTION=/) a = substr($i, 8)
+        if ($i ~ /^DEVNAME=/) dev = substr($i, 9)
+        if ($i ~ /^DM_ACTION=/) dmact = substr($i, 11)
+      }
+      print dev, a, dmact
+    }' "$LAB_OUT/uevents-restart.txt"
+}
 udevadm monitor --kernel --property --subsystem-match=block >"$LAB_OUT/uevents-restart.txt" 2>&1 &
 mon=$!
 lab_bg_add "$mon"
 sleep 1
+# Positive control: a suspend+resume must show up as a change uevent without DM_ACTION.
+ctl=$(lab_mpath_maps | head -n1)
+lab_expect_ok "positive control: suspend + resume $ctl" sh -c "dmsetup suspend $ctl && dmsetup resume $ctl"
+lab_poll 10 test "$(dm_uevents | awk '$2 == "change" && $3 == "-"' | lab_count)" -ge 1 \
+  || lab_fail "the uevent monitor did not see the control resume of $ctl: the no-resume oracle would be blind"
+ctl_events=$(dm_uevents | lab_count)
+lab_note "uevents of the control: $(dm_uevents | tr '\n' ';')"
+lab_capture before-restart.txt snapshot
 t0=$(lab_now)
 lab_mpd_stop TERM || lab_fail "the daemon did not stop on SIGTERM within 20 s"
 lab_timing sigterm_to_exit_s "$(lab_since "$t0")"
@@ -170,17 +191,8 @@ kill "$mon" 2>/dev/null
 wait "$mon" 2>/dev/null
 lab_assert_eq "event numbers, attrs and tables after the restart" \
   "$(cat "$LAB_OUT/before-restart.txt")" "$(cat "$LAB_OUT/after-restart.txt")"
-# Kernel uevents for dm devices while the daemon stopped and started.
-awk 'BEGIN { RS = ""; FS = "\n" }
-  /DEVNAME=dm-/ {
-    a = ""; dev = ""; dmact = "-"
-    for (i = 1; i <= NF; i++) {
-      if ($i ~ /^ACTION=/) a = substr($i, 8)
-      if ($i ~ /^DEVNAME=/) dev = substr($i, 9)
-      if ($i ~ /^DM_ACTION=/) dmact = substr($i, 11)
-    }
-    print dev, a, dmact
-  }' "$LAB_OUT/uevents-restart.txt" >"$LAB_OUT/uevents-restart-dm.txt"
+# Kernel uevents for dm devices while the daemon stopped and started (after the control's).
+dm_uevents | tail -n +"$((ctl_events + 1))" >"$LAB_OUT/uevents-restart-dm.txt"
 lab_note "dm uevents during the restart (dev action DM_ACTION): $(tr '\n' ';' <"$LAB_OUT/uevents-restart-dm.txt")"
 lab_assert_eq "dm resume/add/remove uevents during stop+restart (reload or suspend)" 0 \
   "$(awk '$2 != "change" || $3 == "-"' "$LAB_OUT/uevents-restart-dm.txt" | lab_count)"
