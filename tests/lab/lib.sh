@@ -136,6 +136,11 @@ lab_udevd_stop() {
   udevadm control --exit 2>/dev/null || pkill -x systemd-udevd
   local i
   for i in $(seq 50); do lab_udevd_running || break; sleep 0.1; done
+  lab_udevd_running && pkill -9 -x systemd-udevd
+  # libudev (and so libdevmapper's udev sync in dmsetup/lvm) decides "udev is running" from
+  # /run/udev/control: left behind, every dmsetup create/remove would wait forever for a udev
+  # cookie nobody will complete. Remove the whole runtime dir (its db would be stale anyway).
+  rm -rf /run/udev
   lab_log "systemd-udevd stopped"
 }
 
