@@ -60,6 +60,20 @@ struct Cli {
     /// Do not rerun the micro-benchmarks: read the JSON their last `cargo bench` left.
     #[arg(long)]
     reuse_micro: bool,
+    /// Scale curve: skip the larger sizes of a paths-per-LUN series once a point's median
+    /// cold start exceeds this many seconds.
+    #[arg(long, default_value_t = 20.0)]
+    max_cold_start: f64,
+    /// Scale curve: stop a run after this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    run_timeout: f64,
+    /// Scale curve: start no further run of a point after this many seconds on it.
+    #[arg(long, default_value_t = 180.0)]
+    point_budget: f64,
+    /// Lab: run only these scenarios (names or number prefixes, comma-separated); the others
+    /// keep their saved results.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// Scale sizes in paths (comma-separated), instead of 1k,4k,16k,32k,64k.
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
@@ -180,13 +194,23 @@ fn main() -> Result<()> {
         } else {
             vec![1024, 4096, 16384, 32768, 65536]
         };
-        let s = scale::run_curve(&sizes, &[2, 4, 8], runs)?;
+        let budget = scale::Budget {
+            max_cold_start_s: cli.max_cold_start,
+            run_timeout_s: cli.run_timeout,
+            point_budget_s: cli.point_budget,
+        };
+        let s = scale::run_curve(&sizes, &[2, 4, 8], runs, budget)?;
         save(&results_dir, "bench-scale.json", &s)?;
     }
     let lab_on = if cli.quick { cli.lab } else { !cli.no_lab };
     if wanted(Section::Lab) && lab_on {
         let reps = u32::try_from(runs).unwrap_or(5);
-        let l = lab::run_all(&ws, reps);
+        let l = lab::run_all(&ws, reps, &cli.scenarios);
+        let l = if cli.scenarios.is_empty() {
+            l
+        } else {
+            lab::merge(load(&results_dir, "bench-lab.json"), l)
+        };
         save(&results_dir, "bench-lab.json", &l)?;
     }
 

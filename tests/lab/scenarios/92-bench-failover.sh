@@ -55,10 +55,11 @@ for tool in multipath-tools multipathd-rs; do
     continue
   fi
   sleep 10
-  mapfile -t maps < <(bench_map_names)
-  idle="${maps[0]}" busy="${maps[1]}"
-  read -r idle_devno idle_sd < <(bench_first_path "$idle")
-  read -r busy_devno busy_sd < <(bench_first_path "$busy")
+  # (no process substitution: the guest has no /dev/fd)
+  maps=$(bench_map_names)
+  idle=$(echo "$maps" | sed -n 1p) busy=$(echo "$maps" | sed -n 2p)
+  read -r idle_devno idle_sd <<<"$(bench_first_path "$idle")"
+  read -r busy_devno busy_sd <<<"$(bench_first_path "$busy")"
   busy_minor=$(dmsetup info -c --noheadings -o minor "$busy" | tr -d ' ')
   lab_note "$tool: idle map $idle path $idle_sd ($idle_devno); busy map $busy (dm-$busy_minor) path $busy_sd ($busy_devno)"
   (while :; do dd if="/dev/dm-$busy_minor" of=/dev/null bs=4k count=256 iflag=direct 2>/dev/null; done) &

@@ -91,9 +91,57 @@ pub const METRICS: [(&str, &str); 6] = [
     ("reinstate_busy", "reinstatement, busy map: running to `A`"),
 ];
 
+/// Where the lab runs: the workspace itself, or (`BENCH_LAB_MIRROR=DIR`) a private mirror of
+/// tests/lab and tests/bench under DIR/ws, so a benchmark run never clashes with somebody else's
+/// lab run on the shared tests/lab/out in a shared work tree. The mirror reuses the kernel
+/// cache through hard links and the binaries already built in `$CARGO_TARGET_DIR`.
+fn lab_workspace(ws: &Path) -> (std::path::PathBuf, Vec<(&'static str, String)>) {
+    let Some(mirror) = std::env::var_os("BENCH_LAB_MIRROR").map(std::path::PathBuf::from) else {
+        return (ws.to_path_buf(), Vec::new());
+    };
+    let mws = mirror.join("ws");
+    let cache = mirror.join("lab-cache");
+    let script = format!(
+        "set -e; rm -rf '{m}/tests'; mkdir -p '{m}/tests/lab' '{m}/target/bench' '{c}'; \
+         cp -a '{w}/tests/lab/run' '{w}/tests/lab/guest' '{w}/tests/lab/lib.sh' \
+         '{w}/tests/lab/scenarios' '{w}/tests/lab/README.md' '{m}/tests/lab/'; \
+         cp -a '{w}/tests/bench' '{m}/tests/'; \
+         for d in '{w}'/.lab-cache/kernel-* '{w}'/.lab-cache/debs; do \
+           [ -e \"$d\" ] && [ ! -e '{c}'/\"$(basename \"$d\")\" ] && cp -al \"$d\" '{c}/'; done; true",
+        m = mws.display(),
+        c = cache.display(),
+        w = ws.display()
+    );
+    if let Err(e) = Command::new("sh").arg("-c").arg(&script).status() {
+        eprintln!(
+            "bench: cannot prepare the lab mirror {}: {e}",
+            mirror.display()
+        );
+    }
+    // The mirror has no Cargo workspace: build the binaries here, and tell the lab not to.
+    eprintln!("bench: cargo build --release --workspace --bins (for the lab mirror)");
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(ws)
+        .args(["build", "--release", "--workspace", "--bins", "--quiet"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("bench: the release build failed; the lab uses the binaries already there");
+    }
+    let mut env = vec![
+        ("LAB_CACHE", cache.display().to_string()),
+        ("LAB_NO_BUILD", "1".to_string()),
+    ];
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        env.push(("CARGO_TARGET_DIR", ws.join("target").display().to_string()));
+    }
+    (mws, env)
+}
+
 /// Runs each benchmark scenario in its own guest boot and collects the results.
-pub fn run_all(ws: &Path, reps: u32) -> LabResults {
-    let params = ws.join("target/bench/lab-params.env");
+/// `only`: scenario names or number prefixes (`92`); empty = all.
+pub fn run_all(ws: &Path, reps: u32, only: &[String]) -> LabResults {
+    let (lws, env) = lab_workspace(ws);
+    let params = lws.join("target/bench/lab-params.env");
     if let Some(d) = params.parent() {
         let _ = std::fs::create_dir_all(d);
     }
@@ -102,12 +150,16 @@ pub fn run_all(ws: &Path, reps: u32) -> LabResults {
     let mut runs = Vec::new();
     let mut guest_kernel = None;
     let mut qemu = None;
-    let out_dir = ws.join("tests/lab/out");
+    let out_dir = lws.join("tests/lab/out");
     for scenario in SCENARIOS {
+        if !only.is_empty() && !only.iter().any(|o| scenario.starts_with(o.as_str())) {
+            continue;
+        }
         eprintln!("bench: lab scenario {scenario} ({reps} repetitions)");
         let t = Instant::now();
-        let status = Command::new(ws.join("tests/lab/run"))
-            .current_dir(ws)
+        let status = Command::new(lws.join("tests/lab/run"))
+            .current_dir(&lws)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg("--keep")
             .arg(scenario)
             .status();
@@ -155,6 +207,21 @@ pub fn run_all(ws: &Path, reps: u32) -> LabResults {
         guest_kernel,
         qemu,
         runs,
+    }
+}
+
+/// Merges a partial run into the previous results: scenarios that ran replace their old runs.
+pub fn merge(previous: Option<LabResults>, new: LabResults) -> LabResults {
+    let Some(mut prev) = previous else {
+        return new;
+    };
+    prev.runs
+        .retain(|r| !new.runs.iter().any(|n| n.scenario == r.scenario));
+    prev.runs.extend(new.runs);
+    prev.runs.sort_by(|a, b| a.scenario.cmp(&b.scenario));
+    LabResults {
+        runs: prev.runs,
+        ..new
     }
 }
 

@@ -431,6 +431,14 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                 "| paths | LUNs x paths | discovery | planning | map creation | cold start | peak RSS MiB |\n|---:|---|---|---|---|---|---|"
             );
             for p in &scale.points {
+                if let Some(why) = &p.skipped {
+                    let _ = writeln!(
+                        o,
+                        "| {} | {} x {} | {why} | | | | |",
+                        p.paths, p.luns, p.per_lun
+                    );
+                    continue;
+                }
                 let _ = writeln!(
                     o,
                     "| {} | {} x {} | {} | {} | {} | {} | {} |",

@@ -165,6 +165,70 @@ pub struct PointResult {
     pub peak_rss_mib: Option<Summary>,
     /// Why runs failed, if any did.
     pub errors: Vec<String>,
+    /// Why this point was not measured (time budget), if it was not.
+    #[serde(default)]
+    pub skipped: Option<String>,
+}
+
+/// Time limits that keep a full run within about an hour on a loaded 2-core machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Larger sizes of a paths-per-LUN series are skipped once a point's median cold start
+    /// exceeds this.
+    pub max_cold_start_s: f64,
+    /// A child still running after this is killed (the run counts as failed).
+    pub run_timeout_s: f64,
+    /// No further run of a point starts after this much time was spent on it.
+    pub point_budget_s: f64,
+}
+
+/// Runs one child with a timeout; its stdout on success.
+fn run_child(
+    exe: &Path,
+    tree: &Path,
+    paths: usize,
+    per_lun: usize,
+    timeout_s: f64,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut child = Command::new(exe)
+        .arg("point")
+        .arg("--tree")
+        .arg(tree)
+        .arg("--paths")
+        .arg(paths.to_string())
+        .arg("--per-lun")
+        .arg(per_lun.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start a benchmark child: {e}"))?;
+    let t = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if t.elapsed().as_secs_f64() > timeout_s => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("a run took over {timeout_s:.0} s and was stopped"));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => return Err(format!("cannot wait for the benchmark child: {e}")),
+        }
+    };
+    let mut out = Vec::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_end(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!("the run failed ({status}): {}", err.trim()))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,12 +249,35 @@ fn tree_base() -> PathBuf {
 }
 
 /// Generates each point's tree once, runs `runs` children on it, removes it.
-pub fn run_curve(sizes: &[usize], per_luns: &[usize], runs: usize) -> Result<ScaleResults> {
+pub fn run_curve(
+    sizes: &[usize],
+    per_luns: &[usize],
+    runs: usize,
+    budget: Budget,
+) -> Result<ScaleResults> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
     let base = tree_base();
     let mut points = Vec::new();
-    for &paths in sizes {
-        for &per_lun in per_luns {
+    for &per_lun in per_luns {
+        let mut too_slow: Option<String> = None;
+        for &paths in sizes {
+            if let Some(why) = &too_slow {
+                points.push(PointResult {
+                    paths,
+                    per_lun,
+                    luns: paths / per_lun,
+                    generate_s: 0.0,
+                    runs: Vec::new(),
+                    scan: None,
+                    plan: None,
+                    create: None,
+                    cold_start: None,
+                    peak_rss_mib: None,
+                    errors: Vec::new(),
+                    skipped: Some(why.clone()),
+                });
+                continue;
+            }
             let topo = topology(paths, per_lun)?;
             let dir = crate::Scratch::new(&base, "mpbench-tree")?;
             let t = Instant::now();
@@ -200,24 +287,24 @@ pub fn run_curve(sizes: &[usize], per_luns: &[usize], runs: usize) -> Result<Sca
             eprintln!("bench: scale {paths} paths x{per_lun}: tree generated in {generate_s:.1} s");
             let mut rs = Vec::new();
             let mut errors = Vec::new();
+            let started = Instant::now();
             for i in 0..runs {
-                let out = Command::new(&exe)
-                    .arg("point")
-                    .arg("--tree")
-                    .arg(dir.path())
-                    .arg("--paths")
-                    .arg(paths.to_string())
-                    .arg("--per-lun")
-                    .arg(per_lun.to_string())
-                    .output()
-                    .context("cannot start a benchmark child")?;
-                if !out.status.success() {
-                    let e = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                    eprintln!("bench: run {i} of {paths}x{per_lun} failed: {e}");
-                    errors.push(e);
-                    continue;
+                if i > 0 && started.elapsed().as_secs_f64() > budget.point_budget_s {
+                    errors.push(format!(
+                        "{i} of {runs} runs: the point's time budget of {:.0} s was used up",
+                        budget.point_budget_s
+                    ));
+                    break;
                 }
-                match serde_json::from_slice::<PointRun>(&out.stdout) {
+                let out = match run_child(&exe, dir.path(), paths, per_lun, budget.run_timeout_s) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        eprintln!("bench: run {} of {paths}x{per_lun} failed: {e}", i + 1);
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                match serde_json::from_slice::<PointRun>(&out) {
                     Ok(r) => {
                         eprintln!(
                             "bench:   run {}: scan {:.3} s, plan {:.3} s, create {:.3} s, peak RSS {} MiB",
@@ -233,6 +320,20 @@ pub fn run_curve(sizes: &[usize], per_luns: &[usize], runs: usize) -> Result<Sca
                 }
             }
             let col = |f: fn(&PointRun) -> f64| Summary::of(&rs.iter().map(f).collect::<Vec<_>>());
+            let cold_start = col(|r| r.cold_start_s);
+            match cold_start {
+                Some(c) if c.median > budget.max_cold_start_s => {
+                    too_slow = Some(format!(
+                        "not measured: at {paths} paths the cold start already took {:.0} s (over the \
+                         {:.0} s budget per point), so the larger sizes would take far longer",
+                        c.median, budget.max_cold_start_s
+                    ));
+                }
+                None => {
+                    too_slow = Some(format!("not measured: no run at {paths} paths succeeded"));
+                }
+                _ => {}
+            }
             points.push(PointResult {
                 paths,
                 per_lun,
@@ -241,14 +342,16 @@ pub fn run_curve(sizes: &[usize], per_luns: &[usize], runs: usize) -> Result<Sca
                 scan: col(|r| r.scan_s),
                 plan: col(|r| r.plan_s),
                 create: col(|r| r.create_s),
-                cold_start: col(|r| r.cold_start_s),
+                cold_start,
                 peak_rss_mib: col(|r| r.peak_rss_kb as f64 / 1024.0),
                 runs: rs,
                 errors,
+                skipped: None,
             });
             drop(dir);
         }
     }
+    points.sort_by_key(|p| (p.paths, p.per_lun));
     Ok(ScaleResults {
         date: crate::report::now_utc(),
         runs_per_point: runs,
