@@ -442,6 +442,24 @@ lab_timing() {
   lab_log "timing $1 = $2"
 }
 # lab_poll TIMEOUT_S CMD...: poll CMD every 0.05 s; 0 when it succeeded, 1 on timeout (no fail).
+# CMD's arguments are expanded once, at the call: to poll a value, use lab_is / lab_ge, which
+# run their command at every attempt (`lab_poll 30 lab_is 4 lab_mpath_count`).
+lab_is() { # EXPECTED CMD...: CMD's output is EXPECTED
+  local want="$1"
+  shift
+  [ "$("$@" 2>/dev/null)" = "$want" ]
+}
+lab_ge() { # N CMD...: CMD's output is a number >= N
+  local want="$1" v
+  shift
+  v=$("$@" 2>/dev/null)
+  [ -n "$v" ] && [ "$v" -ge "$want" ] 2>/dev/null
+}
+# The daemon's view through its socket: number of maps; a path's dm_state ("absent" if unlisted).
+lab_mpd_map_count() { lab_mpd show maps --json 2>/dev/null | jq '.maps | length'; }
+lab_mpd_path_dm_state() {
+  lab_mpd show paths --json 2>/dev/null | jq -r --arg d "$1" '[.paths[] | select(.dev == $d) | .dm_state][0] // "absent"'
+}
 lab_poll() {
   local tmo="$1" t0
   shift
@@ -512,7 +530,7 @@ lab_io_iters() { lab_count <"$LAB_OUT/io.log"; }
 lab_io_errors() { awk '$4 != 0 || $5 != 0 || $6 != 0' "$LAB_OUT/io.log" | lab_count; }
 lab_io_progress() {
   local want=$(($(lab_io_iters) + $1))
-  lab_poll 30 test "$(lab_io_iters)" -ge "$want" || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
+  lab_poll 30 lab_ge "$want" lab_io_iters || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
   lab_assert_eq "I/O errors so far ($2, $(lab_io_iters) iterations)" 0 "$(lab_io_errors)"
 }
 lab_io_stop() {

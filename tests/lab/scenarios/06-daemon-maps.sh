@@ -74,7 +74,7 @@ lab_run "$LAB_BIN/multipathd-rs" --help >/dev/null
 t0=$(lab_now)
 lab_mpd_start daemon.log
 lab_timing daemon_start_to_socket_s "$(lab_since "$t0")"
-lab_poll 60 test "$(lab_mpath_count)" = 4 || {
+lab_poll 60 lab_is 4 lab_mpath_count || {
   lab_run dmsetup ls
   lab_fail "multipathd-rs did not build 4 multipath maps within 60 s (see daemon.log)"
 }
@@ -163,7 +163,8 @@ sleep 1
 # Positive control: a suspend+resume must show up as a change uevent without DM_ACTION.
 ctl=$(lab_mpath_maps | head -n1)
 lab_expect_ok "positive control: suspend + resume $ctl" sh -c "dmsetup suspend $ctl && dmsetup resume $ctl"
-lab_poll 10 test "$(dm_uevents | awk '$2 == "change" && $3 == "-"' | lab_count)" -ge 1 \
+resumes_seen() { dm_uevents | awk '$2 == "change" && $3 == "-"' | lab_count; }
+lab_poll 10 lab_ge 1 resumes_seen \
   || lab_fail "the uevent monitor did not see the control resume of $ctl: the no-resume oracle would be blind"
 ctl_events=$(dm_uevents | lab_count)
 lab_note "uevents of the control: $(dm_uevents | tr '\n' ';')"
@@ -182,7 +183,7 @@ stop_logged=$(grep -c 'stopped; every map stays in place' "$LAB_OUT/daemon.log")
 t0=$(lab_now)
 lab_mpd_start daemon.log
 lab_timing restart_to_socket_s "$(lab_since "$t0")"
-lab_poll 30 test "$(lab_mpd show maps --json 2>/dev/null | jq '.maps | length')" = 4 \
+lab_poll 30 lab_is 4 lab_mpd_map_count \
   || lab_fail "the restarted daemon does not show 4 maps within 30 s"
 lab_timing restart_to_4_maps_adopted_s "$(lab_since "$t0")"
 sleep 3 # a first check round and any deferred work of the restarted daemon

@@ -32,7 +32,7 @@ map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2;
 mkdir -p "$LAB_MPD_DIR"
 rm -f "$LAB_MPD_DIR/config.toml" # default settings
 lab_mpd_start daemon.log
-lab_poll 60 test "$(lab_mpath_count)" = 4 || lab_fail "the daemon did not build 4 maps within 60 s"
+lab_poll 60 lab_is 4 lab_mpath_count || lab_fail "the daemon did not build 4 maps within 60 s"
 lab_capture config-sda.txt "$LAB_BIN/multipathd-rs" --config "$LAB_MPD_DIR/config.toml" config show --device "$(path_of "$h0" 0)"
 lab_capture dmsetup-table-start.txt dmsetup table --target multipath
 lab_capture show-topology-start.txt lab_mpd show topology
@@ -51,15 +51,13 @@ dmesg_before=$(dmesg | wc -l)
 lab_io_start "$dev"
 lab_io_progress 3 "before any fault"
 
-# show_paths_json: our JSON view of the paths.
-show_dm_state() { lab_mpd show paths --json 2>/dev/null | jq -r --arg d "$1" '[.paths[] | select(.dev == $d) | .dm_state][0] // "absent"'; }
 
 # A1. the active path of the busy map goes offline, then comes back.
 t0=$(lab_now)
 lab_path_offline "$p0"
-lab_poll 30 test "$(lab_dm_path_state "$mapA" "$p0n")" = F || lab_fail "$p0 offline under I/O: not F in dmsetup status within 30 s"
+lab_poll 30 lab_is F lab_dm_path_state "$mapA" "$p0n" || lab_fail "$p0 offline under I/O: not F in dmsetup status within 30 s"
 lab_timing busy_offline_to_F_s "$(lab_since "$t0")"
-lab_poll 15 test "$(show_dm_state "$p0")" = failed || {
+lab_poll 15 lab_is failed lab_mpd_path_dm_state "$p0" || {
   lab_capture show-paths-p0-offline.txt lab_mpd show paths
   lab_fail "show paths does not show $p0 failed within 15 s of it being F in the kernel"
 }
@@ -69,7 +67,7 @@ lab_capture dmsetup-status-p0-offline.txt dmsetup status "$mapA"
 lab_io_progress 5 "$p0 offline"
 t0=$(lab_now)
 lab_path_running "$p0"
-lab_poll 60 test "$(lab_dm_path_state "$mapA" "$p0n")" = A || lab_fail "$p0 running again: not A within 60 s"
+lab_poll 60 lab_is A lab_dm_path_state "$mapA" "$p0n" || lab_fail "$p0 running again: not A within 60 s"
 lab_timing busy_running_to_A_s "$(lab_since "$t0")"
 lab_capture dmsetup-status-p0-back.txt dmsetup status "$mapA"
 lab_io_progress 3 "$p0 back"
@@ -95,7 +93,7 @@ lab_timing hba_remove_to_all_F_or_dropped_s "$(lab_since "$t0")"
 show_h1_failed() {
   local d s
   for d in $h1paths; do
-    s=$(show_dm_state "$d")
+    s=$(lab_mpd_path_dm_state "$d")
     [ "$s" = failed ] || [ "$s" = absent ] || return 1
   done
 }
@@ -110,7 +108,7 @@ lab_capture dmsetup-status-h1-gone.txt dmsetup status --target multipath
 lab_capture dmsetup-table-h1-gone.txt dmsetup table --target multipath
 for d in $h1paths; do
   n=$(devno_of "$d")
-  lab_note "host$h1 path $d ($n): show paths '$(show_dm_state "$d")', dmsetup status: $(grep -q " $n F " "$LAB_OUT/dmsetup-status-h1-gone.txt" && echo F || echo 'not in the table')"
+  lab_note "host$h1 path $d ($n): show paths '$(lab_mpd_path_dm_state "$d")', dmsetup status: $(grep -q " $n F " "$LAB_OUT/dmsetup-status-h1-gone.txt" && echo F || echo 'not in the table')"
 done
 for d in $h0paths; do
   n=$(devno_of "$d")
@@ -170,7 +168,8 @@ while read -r d n ta tb; do
   lab_assert_eq "returned path $d joined within 2 s of appearing ($(awk -v a="$ta" -v b="$tb" 'BEGIN { printf "%.3f", b - a }') s)" yes \
     "$(awk -v a="$ta" -v b="$tb" 'BEGIN { print (b - a <= 2.0) ? "yes" : "no" }')"
 done <"$LAB_OUT/hba-return.txt"
-lab_poll 15 test "$(lab_mpd show paths --json | jq '[.paths[] | select(.dm_state == "active")] | length')" = 8 \
+active_paths() { lab_mpd show paths --json | jq '[.paths[] | select(.dm_state == "active")] | length'; }
+lab_poll 15 lab_is 8 active_paths \
   || lab_fail "show paths does not show 8 active paths 15 s after host$h1 returned"
 lab_capture show-paths-h1-back.txt lab_mpd show paths
 lab_io_progress 3 "host$h1 back"
@@ -193,12 +192,12 @@ lab_note "idle map $mapB: $q0 ($q0n) goes offline, no I/O"
 sleep 1
 t0=$(lab_now)
 lab_path_offline "$q0"
-lab_poll 60 test "$(lab_dm_path_state "$mapB" "$q0n")" = F || lab_fail "idle $q0 offline: not F in dmsetup status within 60 s"
+lab_poll 60 lab_is F lab_dm_path_state "$mapB" "$q0n" || lab_fail "idle $q0 offline: not F in dmsetup status within 60 s"
 lab_timing idle_offline_to_F_s "$(lab_since "$t0")"
-lab_poll 15 test "$(show_dm_state "$q0")" = failed || lab_fail "show paths does not show idle $q0 failed"
+lab_poll 15 lab_is failed lab_mpd_path_dm_state "$q0" || lab_fail "show paths does not show idle $q0 failed"
 t0=$(lab_now)
 lab_path_running "$q0"
-lab_poll 60 test "$(lab_dm_path_state "$mapB" "$q0n")" = A || lab_fail "idle $q0 running: not A within 60 s"
+lab_poll 60 lab_is A lab_dm_path_state "$mapB" "$q0n" || lab_fail "idle $q0 running: not A within 60 s"
 lab_timing idle_running_to_A_s "$(lab_since "$t0")"
 lab_timing targets '{"idle_offline_to_F_s": 1.0, "running_to_A_s": 2.0, "hba_return_appear_to_A_s": 2.0}'
 lab_run cat "$LAB_OUT/timings.json"

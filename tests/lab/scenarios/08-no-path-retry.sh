@@ -49,7 +49,7 @@ TOML
 cp "$LAB_MPD_DIR/config.toml" "$LAB_OUT/config.toml"
 lab_capture config-show.txt lab_mpd config show
 lab_mpd_start daemon.log
-lab_poll 60 test "$(lab_mpath_count)" = 4 || lab_fail "the daemon did not build 4 maps within 60 s"
+lab_poll 60 lab_is 4 lab_mpath_count || lab_fail "the daemon did not build 4 maps within 60 s"
 mapA=$(lab_mpath_of_wwid "$w0") mapB=$(lab_mpath_of_wwid "$w1")
 mapC=$(lab_mpath_of_wwid "$(wwid_of_lun 2)") mapD=$(lab_mpath_of_wwid "$(wwid_of_lun 3)")
 lab_note "maps: LUN0 $mapA (no_path_retry 3), LUN1 $mapB (queue), LUN2 $mapC (kill -9 I/O), LUN3 $mapD (checked after restart)"
@@ -76,6 +76,8 @@ bg_dd() {
   ) &
   lab_bg_add $!
 }
+two_states() { echo "$(lab_dm_path_state "$1" "$2") $(lab_dm_path_state "$1" "$3")"; }
+table_queues() { dmsetup table "$1" | grep -q queue_if_no_path; }
 all_paths_F() { # MAP DEVNO...
   local m="$1" n
   shift
@@ -109,10 +111,10 @@ lab_assert_eq "$mapA queueing switched off (no queue_if_no_path in the table)" n
 t0=$(lab_now)
 lab_path_running "$a0"
 lab_path_running "$a1"
-lab_poll 60 test "$(lab_dm_path_state "$mapA" "$a0n") $(lab_dm_path_state "$mapA" "$a1n")" = "A A" \
+lab_poll 60 lab_is "A A" two_states "$mapA" "$a0n" "$a1n" \
   || lab_fail "$mapA paths not A within 60 s of running again"
 lab_timing npr3_running_to_A_s "$(lab_since "$t0")"
-lab_poll 10 sh -c "dmsetup table '$mapA' | grep -q queue_if_no_path" \
+lab_poll 10 table_queues "$mapA" \
   || lab_fail "$mapA: queueing not switched on again after its paths returned (table: $(dmsetup table "$mapA"))"
 lab_expect_ok "write on $mapA after the paths returned" dd if="$W/a.pat" of="/dev/mapper/$mapA" bs=4096 count=1 oflag=direct status=none
 
@@ -140,7 +142,7 @@ lab_assert_eq "queued write on $mapB completed (dd exit status)" 0 "$(cat "$W/qu
 lab_expect_ok "the queued write reads back intact" \
   sh -c "dd if=/dev/mapper/$mapB bs=65536 skip=7 count=1 iflag=direct status=none | cmp - '$W/b.pat'"
 lab_path_running "$b0"
-lab_poll 60 test "$(lab_dm_path_state "$mapB" "$b0n") $(lab_dm_path_state "$mapB" "$b1n")" = "A A" \
+lab_poll 60 lab_is "A A" two_states "$mapB" "$b0n" "$b1n" \
   || lab_fail "$mapB paths not A within 60 s"
 
 # ------------------------------------------------------------------ 3. kill -9 during I/O
@@ -156,7 +158,7 @@ lab_note "stale socket left by the killed daemon: $(ls -l "$LAB_MPD_SOCK" 2>&1)"
 t0=$(lab_now)
 lab_mpd_start daemon.log
 lab_timing restart_after_kill9_to_socket_s "$(lab_since "$t0")"
-lab_poll 30 test "$(lab_mpd show maps --json 2>/dev/null | jq '.maps | length')" = 4 \
+lab_poll 30 lab_is 4 lab_mpd_map_count \
   || lab_fail "the restarted daemon does not show 4 maps within 30 s"
 lab_capture tables-after-restart.txt sh -c 'dmsetup table --target multipath | sort'
 lab_assert_eq "tables after restart (adopted, no reload)" "$(cat "$LAB_OUT/tables-before-kill.txt")" \
@@ -168,14 +170,14 @@ d1n=$(devno_of "$d1")
 sleep 1
 t0=$(lab_now)
 lab_path_offline "$d1"
-lab_poll 60 test "$(lab_dm_path_state "$mapD" "$d1n")" = F \
+lab_poll 60 lab_is F lab_dm_path_state "$mapD" "$d1n" \
   || lab_fail "$d1 of idle $mapD offline after the restart: not F within 60 s (checking did not resume)"
 lab_timing restarted_idle_offline_to_F_s "$(lab_since "$t0")"
-lab_poll 15 sh -c "'$LAB_BIN/multipathd-rs' --socket '$LAB_MPD_SOCK' show paths --json | jq -e '.paths[] | select(.dev == \"$d1\" and .dm_state == \"failed\")'" \
+lab_poll 15 lab_is failed lab_mpd_path_dm_state "$d1" \
   || lab_fail "show paths does not show $d1 failed"
 lab_capture show-paths-after-restart.txt lab_mpd show paths
 lab_path_running "$d1"
-lab_poll 60 test "$(lab_dm_path_state "$mapD" "$d1n")" = A || lab_fail "$d1 not reinstated within 60 s"
+lab_poll 60 lab_is A lab_dm_path_state "$mapD" "$d1n" || lab_fail "$d1 not reinstated within 60 s"
 lab_io_stop
 lab_timing io_iterations "$(lab_io_iters)"
 lab_assert_eq "I/O errors over $(lab_io_iters) iterations across kill -9 and restart" 0 "$(lab_io_errors)"
