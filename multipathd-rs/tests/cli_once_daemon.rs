@@ -281,3 +281,40 @@ fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
     }
     assert_eq!(lab.event_nrs().len(), 4, "maps stay after the daemon stops");
 }
+
+/// On the real-kernel reference tree, `once --dry-run` prints what `multipath -d` printed
+/// there (create.txt), line for line; the one difference is intended: multipath-tools shows
+/// mpathc's configured features ('0') although it loads `1 queue_if_no_path` (its addmap line),
+/// we show what is loaded.
+#[test]
+fn dry_run_on_the_reference_tree_matches_multipath_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_multipathd-rs"))
+        .arg("--sysfs-root")
+        .arg(fixture("fixtures/ref-sd2x2-tcmloop2/sys"))
+        .arg("--dm-backend")
+        .arg(format!("sim:{}", dir.path().join("dm.json").display()))
+        .arg("--aliases-table")
+        .arg(dir.path().join("aliases.toml"))
+        .arg("--config")
+        .arg(dir.path().join("none.toml"))
+        .args(["once", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ours = String::from_utf8(out.stdout).unwrap();
+    let theirs = std::fs::read_to_string(fixture("fixtures/ref-sd2x2-tcmloop2/create.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains(" | "))
+        .map(|l| {
+            if l.starts_with("size=64M") {
+                l.replace("features='0'", "features='1 queue_if_no_path'")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(ours.trim_end(), theirs.trim_end());
+}
