@@ -15,7 +15,7 @@
 #     again to A (default polling, no I/O: only the daemon's checker can notice).
 # Timings in timings.json; the I/O log in io.log (time iteration region write read compare).
 # lab-udevd: no
-# lab-timeout: 360
+# lab-timeout: 480
 set -u
 . "$LAB_LIB"
 trap lab_mpd_cleanup EXIT

@@ -15,7 +15,7 @@
 #     their tables unchanged, and resumes checking: a path of the idle LUN3 map set offline
 #     after the restart gets F (time recorded) and `show paths` shows it failed.
 # lab-udevd: no
-# lab-timeout: 360
+# lab-timeout: 480
 set -u
 . "$LAB_LIB"
 trap lab_mpd_cleanup EXIT
