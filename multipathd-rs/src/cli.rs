@@ -19,7 +19,7 @@ use crate::output;
 use crate::socket::{self, Command, Format};
 
 /// Where the control socket lives unless `--socket` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/multipathd-rs.sock";
+pub use crate::socket::DEFAULT_SOCKET_PATH as DEFAULT_SOCKET;
 
 /// multipathd-rs: device-mapper multipath daemon and tools.
 #[derive(Debug, Parser)]

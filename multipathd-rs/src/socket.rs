@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Where the daemon listens unless told otherwise (`--socket`).
-pub const DEFAULT_SOCKET_PATH: &str = "/run/multipathd-rs.socket";
+pub const DEFAULT_SOCKET_PATH: &str = "/run/multipathd-rs.sock";
 /// Longest request line the server reads, newline excluded.
 pub const MAX_REQUEST_LEN: usize = 4096;
 /// Longest response body the client accepts.
