@@ -32,51 +32,9 @@ type Result<T> = std::result::Result<T, Error>;
 // Value types
 // ---------------------------------------------------------------------------------------------
 
-/// How the paths of one map are put into priority groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupingPolicy {
-    /// One path per priority group.
-    Failover,
-    /// All paths in one priority group.
-    Multibus,
-    /// One priority group per path priority value.
-    GroupByPrio,
-    /// One priority group per target serial number.
-    GroupBySerial,
-    /// One priority group per target node name (FC WWNN / iSCSI target name).
-    GroupByNodeName,
-    /// One priority group per ALUA target port group.
-    GroupByTpg,
-}
-
-impl GroupingPolicy {
-    /// The keyword as written in both our TOML and multipath.conf.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failover => "failover",
-            Self::Multibus => "multibus",
-            Self::GroupByPrio => "group_by_prio",
-            Self::GroupBySerial => "group_by_serial",
-            Self::GroupByNodeName => "group_by_node_name",
-            Self::GroupByTpg => "group_by_tpg",
-        }
-    }
-
-    /// Parses a multipath.conf / TOML keyword.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Failover,
-            Self::Multibus,
-            Self::GroupByPrio,
-            Self::GroupBySerial,
-            Self::GroupByNodeName,
-            Self::GroupByTpg,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
-    }
-}
+/// How the paths of one map are put into priority groups: dm-tables owns the policies (and
+/// their keywords, shared by our TOML and multipath.conf), the configuration only names one.
+pub use dm_tables::GroupingPolicy;
 
 /// What the map does when no path is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

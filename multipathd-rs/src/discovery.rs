@@ -9,15 +9,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use dm_tables::{
-    DevNo, Feature, GroupingPolicy as DmPolicy, MultipathTable, PathInfo, Selector, TableBuilder,
-};
+use dm_tables::{DevNo, Feature, MultipathTable, PathInfo, Selector, TableBuilder};
 use lun_scan::{ScsiPath, Transport};
 use serde::Serialize;
 
 use crate::config::{
-    Checker, Config, EffectiveSettings, Failback, GroupingPolicy, Layer, NoPathRetry, PathIdentity,
-    Prio,
+    Checker, Config, EffectiveSettings, Failback, Layer, NoPathRetry, PathIdentity, Prio,
 };
 
 /// ALUA priorities, as multipath-tools' `alua` prioritizer assigns them.
@@ -230,17 +227,6 @@ impl DesiredMap {
     }
 }
 
-fn policy_of(p: GroupingPolicy) -> DmPolicy {
-    match p {
-        GroupingPolicy::Failover => DmPolicy::Failover,
-        GroupingPolicy::Multibus => DmPolicy::Multibus,
-        GroupingPolicy::GroupByPrio => DmPolicy::GroupByPrio,
-        GroupingPolicy::GroupBySerial => DmPolicy::GroupBySerial,
-        GroupingPolicy::GroupByNodeName => DmPolicy::GroupByNodeName,
-        GroupingPolicy::GroupByTpg => DmPolicy::GroupByTpg,
-    }
-}
-
 fn checker_name(c: Checker) -> &'static str {
     c.as_str()
 }
@@ -376,7 +362,7 @@ pub fn desired_map(
             usable: ok,
         });
     }
-    let specs = dm_tables::group_paths(policy_of(s.path_grouping_policy.value), &infos);
+    let specs = dm_tables::group_paths(s.path_grouping_policy.value, &infos);
     let sel_refs: Vec<&str> = sel_args.iter().map(String::as_str).collect();
     let mut b = TableBuilder::new(size_sectors)
         .features(feats)

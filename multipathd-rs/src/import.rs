@@ -123,7 +123,7 @@ impl Importer<'_> {
         let bad =
             |me: &mut Self, what: &str| me.skip(&full, line, format!("{value:?} is not {what}"));
         let ours = match key {
-            "path_grouping_policy" => match GroupingPolicy::parse(value) {
+            "path_grouping_policy" => match value.parse::<GroupingPolicy>().ok() {
                 Some(p) => {
                     s.path_grouping_policy = Some(p);
                     "path_grouping_policy"
