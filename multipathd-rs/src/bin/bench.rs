@@ -70,6 +70,10 @@ struct Cli {
     /// Scale curve: start no further run of a point after this many seconds on it.
     #[arg(long, default_value_t = 180.0)]
     point_budget: f64,
+    /// Lab: repetitions of the 16-new-LUNs scenario (default: --runs); each one adds and
+    /// deletes 64 SCSI devices, which takes minutes under emulation.
+    #[arg(long)]
+    addluns_reps: Option<u32>,
     /// Lab: run only these scenarios (names or number prefixes, comma-separated); the others
     /// keep their saved results.
     #[arg(long, value_delimiter = ',')]
@@ -199,13 +203,15 @@ fn main() -> Result<()> {
             run_timeout_s: cli.run_timeout,
             point_budget_s: cli.point_budget,
         };
-        let s = scale::run_curve(&sizes, &[2, 4, 8], runs, budget)?;
+        let s = scale::run_curve(&sizes, &[2, 4, 8], runs, budget, &|partial| {
+            let _ = save(&results_dir, "bench-scale.json", partial);
+        })?;
         save(&results_dir, "bench-scale.json", &s)?;
     }
     let lab_on = if cli.quick { cli.lab } else { !cli.no_lab };
     if wanted(Section::Lab) && lab_on {
         let reps = u32::try_from(runs).unwrap_or(5);
-        let l = lab::run_all(&ws, reps, &cli.scenarios);
+        let l = lab::run_all(&ws, reps, cli.addluns_reps.unwrap_or(reps), &cli.scenarios);
         let l = if cli.scenarios.is_empty() {
             l
         } else {

@@ -10,7 +10,10 @@ set -u
 # shellcheck source=../../bench/lab-bench.sh
 . "$LAB_WS/tests/bench/lab-bench.sh"
 
-HOSTS=2 LUNS=4 NEW=16 TMO=180
+HOSTS=2 LUNS=4 NEW=16 TMO=300
+# Each repetition adds and deletes 64 SCSI devices, ~1.5 s each for udevd under emulation: the
+# bench may ask for fewer repetitions here (BENCH_REPS_ADDLUNS) to keep the guest run bounded.
+BENCH_REPS=${BENCH_REPS_ADDLUNS:-$BENCH_REPS}
 lab_scsi_debug "$HOSTS" "$LUNS"
 lab_settle
 bench_clean_state

@@ -139,14 +139,17 @@ fn lab_workspace(ws: &Path) -> (std::path::PathBuf, Vec<(&'static str, String)>)
 
 /// Runs each benchmark scenario in its own guest boot and collects the results.
 /// `only`: scenario names or number prefixes (`92`); empty = all.
-pub fn run_all(ws: &Path, reps: u32, only: &[String]) -> LabResults {
+pub fn run_all(ws: &Path, reps: u32, addluns_reps: u32, only: &[String]) -> LabResults {
     let (lws, env) = lab_workspace(ws);
     let params = lws.join("target/bench/lab-params.env");
     if let Some(d) = params.parent() {
         let _ = std::fs::create_dir_all(d);
     }
     // The guest reads the workspace (read-only) as it was at boot: the scenarios source this.
-    let _ = std::fs::write(&params, format!("BENCH_REPS={reps}\n"));
+    let _ = std::fs::write(
+        &params,
+        format!("BENCH_REPS={reps}\nBENCH_REPS_ADDLUNS={addluns_reps}\n"),
+    );
     let mut runs = Vec::new();
     let mut guest_kernel = None;
     let mut qemu = None;

@@ -526,8 +526,9 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             let _ = writeln!(
                 o,
                 "Run {}: Debian's kernel {} under qemu TCG (no KVM here: everything is slow and \
-                 noisy, so read the ratios), topology {topo}, {} repetition(s) per figure, tools \
-                 alternating within each repetition. multipath-tools {mpt}: Debian's package with its \
+                 noisy, so read the ratios), topology {topo}, {} repetition(s) per figure unless a \
+                 guest run below says otherwise, tools alternating within each repetition where \
+                 the scenario restarts them. multipath-tools {mpt}: Debian's package with its \
                  default configuration apart from `find_multipaths no`, `multipathd -d -s` as \
                  Debian's unit starts it. multipathd-rs: `multipathd-rs daemon` with the kernel \
                  backend and its built-in configuration. udevd runs in the guest for both (as on a \
@@ -572,10 +573,11 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             for r in &labr.runs {
                 let _ = writeln!(
                     o,
-                    "- `{}`: {} in {:.0} s{}",
+                    "- `{}`: {} in {:.0} s, {} repetition(s){}",
                     r.scenario,
                     r.lab_status,
                     r.wall_s,
+                    r.file.as_ref().map_or(0, |f| f.reps),
                     r.error
                         .as_ref()
                         .map(|e| format!(" — {e}"))

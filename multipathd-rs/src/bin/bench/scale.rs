@@ -249,19 +249,28 @@ fn tree_base() -> PathBuf {
 }
 
 /// Generates each point's tree once, runs `runs` children on it, removes it.
+/// `save` is called after every point with the results so far, so a run stopped early keeps
+/// what it measured.
 pub fn run_curve(
     sizes: &[usize],
     per_luns: &[usize],
     runs: usize,
     budget: Budget,
+    save: &dyn Fn(&ScaleResults),
 ) -> Result<ScaleResults> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
     let base = tree_base();
     let mut points = Vec::new();
-    for &per_lun in per_luns {
-        let mut too_slow: Option<String> = None;
-        for &paths in sizes {
-            if let Some(why) = &too_slow {
+    let mut too_slow: std::collections::HashMap<usize, String> = Default::default();
+    let snapshot = |points: &Vec<PointResult>| ScaleResults {
+        date: crate::report::now_utc(),
+        runs_per_point: runs,
+        tree_fs: base.display().to_string(),
+        points: points.clone(),
+    };
+    for &paths in sizes {
+        for &per_lun in per_luns {
+            if let Some(why) = too_slow.get(&per_lun) {
                 points.push(PointResult {
                     paths,
                     per_lun,
@@ -279,10 +288,35 @@ pub fn run_curve(
                 continue;
             }
             let topo = topology(paths, per_lun)?;
-            let dir = crate::Scratch::new(&base, "mpbench-tree")?;
             let t = Instant::now();
-            Sim::render(&topo, dir.path())
-                .with_context(|| format!("cannot generate {paths} paths"))?;
+            // /dev/shm may run out of inodes for the largest trees: fall back to the temp dir.
+            let generated = generate(&topo, &base).or_else(|e| {
+                eprintln!("bench: {e:#}; trying {}", std::env::temp_dir().display());
+                generate(&topo, &std::env::temp_dir())
+            });
+            let dir = match generated {
+                Ok(d) => d,
+                Err(e) => {
+                    let why = format!("not measured: the tree could not be generated: {e:#}");
+                    points.push(PointResult {
+                        paths,
+                        per_lun,
+                        luns: paths / per_lun,
+                        generate_s: 0.0,
+                        runs: Vec::new(),
+                        scan: None,
+                        plan: None,
+                        create: None,
+                        cold_start: None,
+                        peak_rss_mib: None,
+                        errors: Vec::new(),
+                        skipped: Some(why.clone()),
+                    });
+                    too_slow.insert(per_lun, why);
+                    save(&snapshot(&points));
+                    continue;
+                }
+            };
             let generate_s = t.elapsed().as_secs_f64();
             eprintln!("bench: scale {paths} paths x{per_lun}: tree generated in {generate_s:.1} s");
             let mut rs = Vec::new();
@@ -323,14 +357,17 @@ pub fn run_curve(
             let cold_start = col(|r| r.cold_start_s);
             match cold_start {
                 Some(c) if c.median > budget.max_cold_start_s => {
-                    too_slow = Some(format!(
+                    too_slow.insert(per_lun, format!(
                         "not measured: at {paths} paths the cold start already took {:.0} s (over the \
                          {:.0} s budget per point), so the larger sizes would take far longer",
                         c.median, budget.max_cold_start_s
                     ));
                 }
                 None => {
-                    too_slow = Some(format!("not measured: no run at {paths} paths succeeded"));
+                    too_slow.insert(
+                        per_lun,
+                        format!("not measured: no run at {paths} paths succeeded"),
+                    );
                 }
                 _ => {}
             }
@@ -349,6 +386,7 @@ pub fn run_curve(
                 skipped: None,
             });
             drop(dir);
+            save(&snapshot(&points));
         }
     }
     points.sort_by_key(|p| (p.paths, p.per_lun));
@@ -358,6 +396,19 @@ pub fn run_curve(
         tree_fs: base.display().to_string(),
         points,
     })
+}
+
+/// Renders a topology into a fresh directory under `base`.
+fn generate(topo: &Topology, base: &Path) -> Result<crate::Scratch> {
+    let dir = crate::Scratch::new(base, "mpbench-tree")?;
+    Sim::render(topo, dir.path()).with_context(|| {
+        format!(
+            "cannot generate {} paths in {}",
+            topo.path_count(),
+            base.display()
+        )
+    })?;
+    Ok(dir)
 }
 
 #[cfg(test)]
