@@ -171,11 +171,13 @@ lab_sd_hosts() {
 }
 
 lab_count() { wc -l | tr -d ' '; }
+lab_sd_disk_count() { lab_sd_disks | lab_count; }
 
 # lab_wait_sd_disks N [TIMEOUT]: until exactly N scsi_debug disks exist (and udev settled).
 lab_wait_sd_disks() {
   local n="$1" tmo="${2:-120}"
-  lab_wait "$n scsi_debug disks" "$tmo" test "$(lab_sd_disks | lab_count)" = "$n"
+  # lab_is re-runs the count at every attempt (a "$(...)" argument would be expanded once).
+  lab_wait "$n scsi_debug disks" "$tmo" lab_is "$n" lab_sd_disk_count
   lab_settle
 }
 
