@@ -99,7 +99,9 @@ pub enum Error {
 
     // --- discovery, engine, daemon and CLI (discovery, engine, daemon, demo, cli) ---
     /// No path of that name is known.
-    #[error("there is no path named {dev} (it is not a SCSI disk under the sysfs root, or it was removed)")]
+    #[error(
+        "there is no path named {dev} (it is not a SCSI disk under the sysfs root, or it was removed)"
+    )]
     NoSuchPath { dev: String },
     /// No multipath map of that name or WWID is known.
     #[error("there is no multipath map named {map}")]
