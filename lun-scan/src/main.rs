@@ -108,9 +108,12 @@ fn print_errors<'a>(errors: impl IntoIterator<Item = &'a Error>) -> bool {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Buffered: a locked stdout is line-buffered, which made pretty JSON one write(2) per line
+    // (32 per path).
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 

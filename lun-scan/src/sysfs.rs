@@ -221,7 +221,7 @@ pub fn scan_path(root: &Path, dev: &str) -> Result<ScsiPath, Error> {
     for class in ["class/block", "block"] {
         let link = root.join(class).join(dev);
         if let Ok(target) = resolve(&link)
-            && let Some(p) = scan_block(&target, dev, &ctx)
+            && let Some(p) = scan_block(&target, dev, &ctx, None)
         {
             return Ok(p);
         }
@@ -243,7 +243,7 @@ pub fn scan_paths(root: &Path) -> (Vec<ScsiPath>, Vec<Error>) {
 fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
     let mut errors = Vec::new();
     let mut class = root.join("class/block");
-    let mut names = match fs::read_dir(&class) {
+    let names = match fs::read_dir(&class) {
         Ok(_) => list_dir(&class),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             class = root.join("block");
@@ -259,9 +259,8 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
         errors.push(e);
         Vec::new()
     });
-    // Cheap pre-filter: partitions, dm, loop, nvme etc. never have a SCSI parent, but only the
-    // link target tells; skip the names that can never be SCSI disks without a readlink.
-    names.retain(|n| !n.starts_with("dm-") && !n.starts_with("loop") && !n.starts_with("ram"));
+    // Cheap pre-filter: dm, loop and ram devices never have a SCSI parent, so they are not
+    // readlinked (see `is_scsi_candidate`); their `slaves/` are listed for the holders.
 
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -275,7 +274,7 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
         Mode::empty(),
     )
     .ok();
-    let mut results: Vec<(Vec<ScsiPath>, Vec<Error>)> = Vec::new();
+    let mut results: Vec<WalkPart> = Vec::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = names
             .chunks(chunk)
@@ -283,9 +282,14 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
                 let class = &class;
                 let class_fd = class_fd.as_ref();
                 s.spawn(move || {
-                    let mut paths = Vec::new();
-                    let mut errs = Vec::new();
+                    let mut out = WalkPart::default();
+                    let mut parent = ParentCache::default();
                     for name in part {
+                        if !is_scsi_candidate(name) {
+                            // dm, loop, ram: never a SCSI disk, but possibly a holder.
+                            out.list_slaves(class, name);
+                            continue;
+                        }
                         let link = class.join(name);
                         let target = match class_fd {
                             Some(fd) => match readlinkat(fd, name.as_str()) {
@@ -297,17 +301,25 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
                         };
                         match target {
                             Ok(target) => {
-                                if let Some(p) = scan_block(&target, name, ctx) {
-                                    paths.push(p);
+                                match scan_block(&target, name, ctx, Some(&mut parent)) {
+                                    Some(p) => out.paths.push(p),
+                                    // A whole disk that is not a SCSI device (md, nvme, ...)
+                                    // may hold SCSI paths; partitions never hold anything.
+                                    None if target.parent().and_then(Path::file_name)
+                                        == Some(std::ffi::OsStr::new("block")) =>
+                                    {
+                                        out.list_slaves(class, name)
+                                    }
+                                    None => {}
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                                 // Removed between readdir and readlink: not a path any more.
                             }
-                            Err(e) => errs.push(Error::read(&link, &e)),
+                            Err(e) => out.errors.push(Error::read(&link, &e)),
                         }
                     }
-                    (paths, errs)
+                    out
                 })
             })
             .collect();
@@ -323,9 +335,24 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
         }
     });
     let mut paths = Vec::with_capacity(names.len());
-    for (p, e) in results {
-        paths.extend(p);
-        errors.extend(e);
+    // holders/ of a disk and slaves/ of its holder are the two ends of one kernel link
+    // (bd_link_disk_holder), so each path's holders come from the slaves of the few non-SCSI
+    // disks instead of one directory listing per path.
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for part in results {
+        paths.extend(part.paths);
+        errors.extend(part.errors);
+        for (holder, slaves) in part.slaves {
+            for slave in slaves {
+                holders.entry(slave).or_default().push(holder.clone());
+            }
+        }
+    }
+    for p in &mut paths {
+        if let Some(mut h) = holders.remove(&p.dev) {
+            h.sort_by_cached_key(|s| natural_key(s));
+            p.holders = h;
+        }
     }
     paths.sort_by(|a, b| {
         a.hctl
@@ -333,6 +360,60 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             .then_with(|| natural_cmp(&a.dev, &b.dev))
     });
     (paths, errors)
+}
+
+/// Names that can never be SCSI disks (skipped without a readlink).
+fn is_scsi_candidate(name: &str) -> bool {
+    !name.starts_with("dm-") && !name.starts_with("loop") && !name.starts_with("ram")
+}
+
+/// What one walker thread found.
+#[derive(Default)]
+struct WalkPart {
+    paths: Vec<ScsiPath>,
+    errors: Vec<Error>,
+    /// (holder, its slaves) for every non-SCSI whole disk.
+    slaves: Vec<(String, Vec<String>)>,
+}
+
+impl WalkPart {
+    fn list_slaves(&mut self, class: &Path, name: &str) {
+        match list_dir(&class.join(name).join("slaves")) {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => self.slaves.push((name.to_string(), v)),
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+/// The `O_PATH` descriptor of the last target directory (`.../targetH:C:T`) a walker thread
+/// opened a device in: consecutive devices share it, so each device directory is opened with a
+/// one-component lookup instead of a walk from the root.
+#[derive(Default)]
+struct ParentCache {
+    dir: PathBuf,
+    fd: Option<OwnedFd>,
+}
+
+impl ParentCache {
+    fn get(&mut self, dir: &Path) -> Option<&OwnedFd> {
+        if self.fd.is_none() || self.dir != dir {
+            self.fd = open_path_dir(dir).ok();
+            self.dir.clear();
+            self.dir.push(dir);
+        }
+        self.fd.as_ref()
+    }
+}
+
+fn open_path_dir(path: &Path) -> io::Result<OwnedFd> {
+    openat(
+        AT_FDCWD,
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)
 }
 
 /// Where a SCSI device sits in the device tree, from its directory path.
@@ -370,14 +451,27 @@ struct AttrDir<'a> {
 
 impl<'a> AttrDir<'a> {
     fn open(path: &'a Path) -> io::Result<Self> {
-        let fd = openat(
-            AT_FDCWD,
+        Ok(AttrDir {
             path,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)?;
-        Ok(AttrDir { path, fd })
+            fd: open_path_dir(path)?,
+        })
+    }
+
+    /// Opens `path` relative to its parent's cached descriptor; any failure there falls back
+    /// to the full path, so errors are the same as [`AttrDir::open`]'s.
+    fn open_cached(path: &'a Path, cache: &mut ParentCache) -> io::Result<Self> {
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+            && let Some(pfd) = cache.get(parent)
+            && let Ok(fd) = openat(
+                pfd,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+        {
+            return Ok(AttrDir { path, fd });
+        }
+        Self::open(path)
     }
 
     /// Reads attribute `name`; `Ok(None)` when it does not exist.
@@ -451,7 +545,15 @@ impl<'a> AttrDir<'a> {
 /// Reads one SCSI block device whose block directory is `block_dir`
 /// (`.../H:C:T:L/block/<dev>`). None if it is not a SCSI block device (a partition, a virtual
 /// device).
-fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
+///
+/// With a `cache` of parent descriptors (the full walk), `holders` is left empty for the caller to fill from
+/// the holders' `slaves/`; without one (a single device), `holders/` is listed.
+fn scan_block(
+    block_dir: &Path,
+    dev: &str,
+    ctx: &Context,
+    cache: Option<&mut ParentCache>,
+) -> Option<ScsiPath> {
     let parent = block_dir.parent()?;
     if parent.file_name()? != "block" {
         return None;
@@ -496,7 +598,12 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
     // Block attributes are read relative to the device directory too ("block/sdX/size").
     let bdev = format!("block/{dev}/dev");
     let bsize = format!("block/{dev}/size");
-    let dd = match AttrDir::open(dev_dir) {
+    let walk = cache.is_some();
+    let opened = match cache {
+        Some(cache) => AttrDir::open_cached(dev_dir, cache),
+        None => AttrDir::open(dev_dir),
+    };
+    let dd = match opened {
         Ok(d) => d,
         Err(e) => {
             if e.kind() == io::ErrorKind::NotFound {
@@ -584,9 +691,11 @@ fn scan_block(block_dir: &Path, dev: &str, ctx: &Context) -> Option<ScsiPath> {
                 .map(|v| v != 0);
     }
     p.dh_state = dd.opt("dh_state", &mut errors);
-    match list_dir(&block_dir.join("holders")) {
-        Ok(h) => p.holders = h,
-        Err(e) => errors.push(e),
+    if !walk {
+        match list_dir(&block_dir.join("holders")) {
+            Ok(h) => p.holders = h,
+            Err(e) => errors.push(e),
+        }
     }
     // `generic` is a symlink to scsi_generic/sgN (a file holding that text in some copies).
     p.sg = match readlinkat(&dd.fd, "generic") {
@@ -928,6 +1037,58 @@ mod tests {
         let mut v = vec!["host10", "host2", "host1"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, ["host1", "host2", "host10"]);
+    }
+
+    /// The walk takes holders from the holders' `slaves/`; a single-device scan lists
+    /// `holders/`. Both must agree, for dm maps and for other holders (an md array).
+    #[test]
+    fn holders_from_slaves_match_holders_dirs() {
+        use crate::topology::{Sim, Topology};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mut sim = Sim::render(&Topology::big_fc(2, 1, 3), root).unwrap();
+        let first = scan(root).paths;
+        assert_eq!(first.len(), 6);
+        let by_lun = |lun: u64| -> Vec<&str> {
+            first
+                .iter()
+                .filter(|p| p.hctl.lun == lun)
+                .map(|p| p.dev.as_str())
+                .collect()
+        };
+        let m0 = by_lun(0);
+        let m1 = by_lun(1);
+        assert_eq!(sim.add_dm_map("mpatha", "mpath-a", &m0).unwrap(), "dm-0");
+        assert_eq!(sim.add_dm_map("mpathb", "mpath-b", &m1).unwrap(), "dm-1");
+        // An md array on one member of mpathb: a holder that is neither dm nor SCSI.
+        let md = root.join("devices/virtual/block/md0");
+        fs::create_dir_all(md.join("slaves")).unwrap();
+        let blk = scan_path(root, m1[0])
+            .unwrap()
+            .syspath
+            .join("block")
+            .join(m1[0]);
+        std::os::unix::fs::symlink(&blk, md.join("slaves").join(m1[0])).unwrap();
+        std::os::unix::fs::symlink(&md, blk.join("holders/md0")).unwrap();
+        std::os::unix::fs::symlink(&md, root.join("class/block/md0")).unwrap();
+
+        let s = scan(root);
+        assert!(s.all_errors().is_empty(), "{:?}", s.all_errors());
+        assert_eq!(s.paths.len(), 6);
+        for p in &s.paths {
+            let single = scan_path(root, &p.dev).unwrap();
+            assert_eq!(p.holders, single.holders, "{}", p.dev);
+            let expected: Vec<&str> = if p.dev == m1[0] {
+                vec!["md0", "dm-1"] // list_dir's natural order: shorter prefix first
+            } else if m1.contains(&p.dev.as_str()) {
+                vec!["dm-1"]
+            } else if m0.contains(&p.dev.as_str()) {
+                vec!["dm-0"]
+            } else {
+                vec![]
+            };
+            assert_eq!(p.holders, expected, "{}", p.dev);
+        }
     }
 
     #[test]
