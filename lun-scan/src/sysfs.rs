@@ -221,7 +221,7 @@ pub fn scan_path(root: &Path, dev: &str) -> Result<ScsiPath, Error> {
     for class in ["class/block", "block"] {
         let link = root.join(class).join(dev);
         if let Ok(target) = resolve(&link)
-            && let Some(p) = scan_block(&target, dev, &ctx, None)
+            && let Some(p) = scan_block(&target, dev, &ctx, None, None)
         {
             return Ok(p);
         }
@@ -274,6 +274,7 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
         Mode::empty(),
     )
     .ok();
+    let by_devno = dev_block_links(root, threads);
     let mut results: Vec<WalkPart> = Vec::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = names
@@ -281,6 +282,7 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             .map(|part| {
                 let class = &class;
                 let class_fd = class_fd.as_ref();
+                let by_devno = &by_devno;
                 s.spawn(move || {
                     let mut out = WalkPart::default();
                     let mut parent = ParentCache::default();
@@ -291,17 +293,13 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
                             continue;
                         }
                         let link = class.join(name);
-                        let target = match class_fd {
-                            Some(fd) => match readlinkat(fd, name.as_str()) {
-                                Ok(t) => Ok(join_lexical(class, Path::new(&t))),
-                                Err(nix::errno::Errno::EINVAL) => Ok(link.clone()),
-                                Err(e) => Err(io::Error::from(e)),
-                            },
-                            None => resolve(&link),
+                        let (target, devno) = match by_devno.get(name.as_str()) {
+                            Some((devno, target)) => (Ok(target.clone()), Some(*devno)),
+                            None => (read_class_link(class, class_fd, name, &link), None),
                         };
                         match target {
                             Ok(target) => {
-                                match scan_block(&target, name, ctx, Some(&mut parent)) {
+                                match scan_block(&target, name, ctx, Some(&mut parent), devno) {
                                     Some(p) => out.paths.push(p),
                                     // A whole disk that is not a SCSI device (md, nvme, ...)
                                     // may hold SCSI paths; partitions never hold anything.
@@ -360,6 +358,77 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             .then_with(|| natural_cmp(&a.dev, &b.dev))
     });
     (paths, errors)
+}
+
+/// Resolves `class/NAME` through the class directory's descriptor when there is one.
+fn read_class_link(
+    class: &Path,
+    class_fd: Option<&OwnedFd>,
+    name: &str,
+    link: &Path,
+) -> io::Result<PathBuf> {
+    match class_fd {
+        Some(fd) => match readlinkat(fd, name) {
+            Ok(t) => Ok(join_lexical(class, Path::new(&t))),
+            Err(nix::errno::Errno::EINVAL) => Ok(link.to_path_buf()),
+            Err(e) => Err(io::Error::from(e)),
+        },
+        None => resolve(link),
+    }
+}
+
+/// `dev/block/MAJ:MIN` -> `../../devices/.../block/NAME`: one readlink gives both the device
+/// directory and the device number, which saves reading `block/NAME/dev` (open, read, close)
+/// for every path. Keyed by NAME. Best effort: a name missing here (no `dev/block` in the
+/// tree, an unreadable link) is resolved through its class link and `dev` attribute instead.
+/// loop (7) and ram (1) devices are not SCSI disks and are skipped.
+fn dev_block_links(root: &Path, threads: usize) -> HashMap<String, (DevNo, PathBuf)> {
+    let dir = root.join("dev/block");
+    let Ok(fd) = open_path_dir(&dir) else {
+        return HashMap::new();
+    };
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return HashMap::new();
+    };
+    let entries: Vec<(String, DevNo)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let devno: DevNo = name.parse().ok()?;
+            (devno.major != 1 && devno.major != 7).then_some((name, devno))
+        })
+        .collect();
+    let chunk = entries.len().div_ceil(threads).max(256);
+    let mut map = HashMap::with_capacity(entries.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                let (dir, fd) = (&dir, &fd);
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len());
+                    for (name, devno) in part {
+                        let Ok(t) = readlinkat(fd, name.as_str()) else {
+                            continue;
+                        };
+                        let target = join_lexical(dir, Path::new(&t));
+                        if let Some(dev) = target.file_name().and_then(|n| n.to_str())
+                            && is_scsi_candidate(dev)
+                        {
+                            out.push((dev.to_string(), (*devno, target.clone())));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(part) = h.join() {
+                map.extend(part);
+            }
+        }
+    });
+    map
 }
 
 /// Names that can never be SCSI disks (skipped without a readlink).
@@ -553,6 +622,7 @@ fn scan_block(
     dev: &str,
     ctx: &Context,
     cache: Option<&mut ParentCache>,
+    devno: Option<DevNo>,
 ) -> Option<ScsiPath> {
     let parent = block_dir.parent()?;
     if parent.file_name()? != "block" {
@@ -665,7 +735,9 @@ fn scan_block(
         "a queue depth",
         &mut errors,
     );
-    if let Some(d) = dd.req(&bdev, &mut errors) {
+    if devno.is_some() {
+        p.devno = devno;
+    } else if let Some(d) = dd.req(&bdev, &mut errors) {
         match d.parse::<DevNo>() {
             Ok(n) => p.devno = Some(n),
             Err(_) => errors.push(Error::Parse {
@@ -1089,6 +1161,27 @@ mod tests {
             };
             assert_eq!(p.holders, expected, "{}", p.dev);
         }
+    }
+
+    /// Device numbers come from `dev/block` links when they exist, from `block/X/dev` when
+    /// they do not; the scan is the same either way.
+    #[test]
+    fn devno_from_dev_block_or_dev_attribute() {
+        use crate::topology::{Sim, Topology};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        Sim::render(&Topology::big_fc(2, 2, 5), root).unwrap();
+        let json = |s: &Scan| serde_json::to_string(&s.paths).unwrap();
+        let full = scan(root);
+        assert_eq!(full.paths.len(), 20);
+        assert!(full.all_errors().is_empty());
+        assert!(full.paths.iter().all(|p| p.devno.is_some()));
+        // One link gone: that device falls back to its `dev` attribute.
+        fs::remove_file(root.join("dev/block/8:16")).unwrap();
+        assert_eq!(json(&scan(root)), json(&full));
+        // No dev/block at all.
+        fs::remove_dir_all(root.join("dev/block")).unwrap();
+        assert_eq!(json(&scan(root)), json(&full));
     }
 
     #[test]
