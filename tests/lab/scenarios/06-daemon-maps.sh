@@ -146,11 +146,11 @@ snapshot() { # name attr events, then the tables
 # dm uevents seen by the monitor, one line each: dev action DM_ACTION ("-" when none).
 dm_uevents() {
   awk 'BEGIN { RS = ""; FS = "\n" }
-    /DEVNAME=dm-/ {
+    /\nDEVNAME=(\/dev\/)?dm-/ {
       a = ""; dev = ""; dmact = "-"
       for (i = 1; i <= NF; i++) {
         if ($i ~ /^ACTION=/) a = substr($i, 8)
-        if ($i ~ /^DEVNAME=/) dev = substr($i, 9)
+        if ($i ~ /^DEVNAME=/) { dev = substr($i, 9); sub(/^\/dev\//, "", dev) }
         if ($i ~ /^DM_ACTION=/) dmact = substr($i, 11)
       }
       print dev, a, dmact
