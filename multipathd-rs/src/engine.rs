@@ -1062,12 +1062,44 @@ impl Engine {
             }
             PathAction::Keep => {}
         }
-        if changed {
-            // The ALUA state may have moved with the path state: re-read priorities.
+        // The ALUA state can move without the checker's verdict changing (optimized ->
+        // non-optimized is "ready" both times): compare it on every check, one sysfs read.
+        let known_access = self.path(dev).and_then(|p| p.access_state.clone());
+        if changed || self.access_state_now(dev) != known_access {
             let _ = self.rescan_path(dev);
+            let now_access = self.path(dev).and_then(|p| p.access_state.clone());
+            if now_access != known_access {
+                // Priorities follow the ALUA state: re-plan the map so its groups are
+                // re-ordered (a reload only when the grouping really changed).
+                tracing::info!(
+                    dev,
+                    map = %wwid,
+                    from = ?known_access,
+                    to = ?now_access,
+                    "ALUA access state changed; re-planning the map's path groups"
+                );
+                let report = self.sync_wwids(&BTreeSet::from([wwid.clone()]))?;
+                for e in &report.errors {
+                    tracing::warn!(map = %wwid, "re-planning after an ALUA change: {e}");
+                }
+            }
         }
         sent.extend(self.map_decisions(&wwid, reinstated.then_some(devno))?);
         Ok(sent)
+    }
+
+    /// The path's ALUA access state as sysfs shows it now (None when the device has none).
+    fn access_state_now(&self, dev: &str) -> Option<String> {
+        let f = self
+            .opts
+            .sysfs_root
+            .join("block")
+            .join(dev)
+            .join("device/access_state");
+        std::fs::read_to_string(f)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 
     /// Per-map decisions after a path changed: no_path_retry and failback.

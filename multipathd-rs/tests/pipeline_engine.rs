@@ -543,3 +543,45 @@ fn no_path_retry_counts_down_on_the_clock_and_failback_switches_back() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn an_alua_change_reorders_the_groups_at_the_next_check() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let before = event_nrs(&lab.backend());
+    // The array moves the optimized port group from host0's side to host1's: the checker
+    // still says "ready" for every path, only access_state tells.
+    let devs: Vec<(String, u32)> = e
+        .paths()
+        .iter()
+        .map(|p| (p.dev.clone(), p.hctl.host))
+        .collect();
+    for (dev, host) in &devs {
+        let state = if *host == 0 {
+            "active/non-optimized"
+        } else {
+            "active/optimized"
+        };
+        lab.sim.set_access_state(dev, state).unwrap();
+    }
+    let sent = e.check_all_now().unwrap();
+    assert!(
+        sent.iter().all(|s| !s.message.starts_with("fail_path")),
+        "no path failed: {sent:?}"
+    );
+    for m in e.maps_view() {
+        assert_eq!(m.groups[0].priority, 50, "{}", m.name);
+        let first: Vec<u32> = m.groups[0].paths.iter().map(|p| p.hctl.host).collect();
+        assert_eq!(first, [1, 1], "{}: host1's paths lead now", m.name);
+        assert!(m.paths().all(|p| p.dm_state == PathDmState::Active));
+    }
+    // every map was reloaded once for its new grouping, and a second round changes nothing
+    let after = event_nrs(&lab.backend());
+    assert!(
+        before.iter().all(|(k, v)| after[k] > *v),
+        "{before:?} {after:?}"
+    );
+    e.check_all_now().unwrap();
+    assert_eq!(event_nrs(&lab.backend()), after);
+}
