@@ -221,7 +221,6 @@ fn driver_never_spins_on_a_hung_path() {
     clock.advance(Duration::from_secs(5));
     assert_eq!(driver.start_due().unwrap(), 1, "only sda is checked again");
     assert!(driver.next_wakeup().unwrap() > clock.now());
-    assert_eq!(checker.calls("sdb"), 1);
     checker.open_gate();
     let mut late = Vec::new();
     for _ in 0..200 {
@@ -233,6 +232,9 @@ fn driver_never_spins_on_a_hung_path() {
     let sdb = late.iter().find(|u| u.report.dev == "sdb").unwrap();
     assert!(sdb.report.late);
     assert!(sdb.changed, "Timeout -> Up is a change");
+    // Counted only now: the worker thread may not have entered the hung check yet when the
+    // second round was due (a loaded CI box), but no second check of sdb was ever started.
+    assert_eq!(checker.calls("sdb"), 1);
     assert!(driver.remove_path("sda"));
     assert!(!driver.remove_path("sda"));
 }
