@@ -124,11 +124,12 @@ fn hung_path_does_not_delay_others_and_times_out_once() {
             .unwrap(),
         Submit::AlreadyInFlight
     );
-    assert_eq!(checker.calls("sdb"), 1);
 
     // The path's check finally returns: its late answer is delivered and the slot frees.
     checker.open_gate();
     let late = collect(&mut runner, 1);
+    // Counted after the answer: the worker may enter the hung check late on a loaded box.
+    assert_eq!(checker.calls("sdb"), 1);
     assert_eq!(late.len(), 1);
     assert_eq!(late[0].dev, "sdb");
     assert!(late[0].late);
