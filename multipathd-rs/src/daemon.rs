@@ -335,6 +335,11 @@ pub fn sd_notify_to(target: &str, message: &str) {
     }
 }
 
+/// How often the daemon compares every member path's SCSI `device/state` with what it last
+/// saw, so an offline path is failed (and a returning one re-checked) within about a second,
+/// even when its regular check is 20 s away.
+pub const STATE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Daemon settings besides the engine.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -433,6 +438,7 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     let mut collector = BurstCollector::default();
     let mut runner = CheckRunner::new(clock.clone(), 256);
     let mut last_queue_tick = clock.now();
+    let mut last_state_sweep = clock.now();
     loop {
         match rx.recv_timeout(opts.tick) {
             Ok(Signal::Stop) => break,
@@ -472,6 +478,10 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
         }
         if let Err(err) = e.poll_dm_events() {
             tracing::warn!("dm events: {err}");
+        }
+        if now.duration_since(last_state_sweep) >= STATE_SWEEP_INTERVAL {
+            last_state_sweep = now;
+            e.state_sweep();
         }
         for (checker, target) in e.due_checks() {
             if let Err(err) = runner.submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)

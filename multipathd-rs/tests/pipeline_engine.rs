@@ -585,3 +585,32 @@ fn an_alua_change_reorders_the_groups_at_the_next_check() {
     e.check_all_now().unwrap();
     assert_eq!(event_nrs(&lab.backend()), after);
 }
+
+#[test]
+fn the_state_sweep_makes_a_path_that_went_offline_due_at_once() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    assert!(e.due_checks().is_empty(), "every path was just checked");
+    assert!(e.state_sweep().is_empty(), "nothing moved");
+
+    let dev = e.paths()[0].dev.clone();
+    lab.sim.set_state(&dev, "offline").unwrap();
+    assert_eq!(e.state_sweep(), std::slice::from_ref(&dev));
+    let due: Vec<String> = e.due_checks().into_iter().map(|(_, t)| t.dev).collect();
+    assert_eq!(
+        due,
+        std::slice::from_ref(&dev),
+        "only the moved path is due, long before its interval"
+    );
+    let sent = e.check_paths_now(&due).unwrap();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].message.starts_with("fail_path"), "{sent:?}");
+    assert!(e.state_sweep().is_empty(), "seen once");
+
+    lab.sim.set_state(&dev, "running").unwrap();
+    assert_eq!(e.state_sweep(), std::slice::from_ref(&dev));
+    let sent = e.check_paths_now(std::slice::from_ref(&dev)).unwrap();
+    assert!(sent[0].message.starts_with("reinstate_path"), "{sent:?}");
+}
