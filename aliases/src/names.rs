@@ -114,6 +114,12 @@ pub fn ufn_alias(prefix: &str, id: u64) -> Option<String> {
 
 /// Lowest id >= 1 not in `used` (which must be sorted or not; it is a set).
 pub fn lowest_free_id(used: &std::collections::BTreeSet<u64>) -> u64 {
+    // Common case first, in O(log n): ids 1..=k all taken (a batch hands them out in order), so
+    // the walk below would be O(k) per allocation and a batch of k names O(k^2).
+    let k = used.len() as u64;
+    if !used.contains(&0) && used.last() == Some(&k) {
+        return k + 1;
+    }
     let mut want = 1;
     for &id in used.range(1..) {
         if id == want {
@@ -306,6 +312,10 @@ mod tests {
         assert_eq!(lowest_free_id(&s(&[1, 3])), 2);
         assert_eq!(lowest_free_id(&s(&[2, 3])), 1);
         assert_eq!(lowest_free_id(&s(&(1..=26).collect::<Vec<_>>())), 27);
+        assert_eq!(lowest_free_id(&s(&[0, 1, 2])), 3);
+        assert_eq!(lowest_free_id(&s(&[0, 2, 3])), 1);
+        assert_eq!(lowest_free_id(&s(&[1, 2, 4])), 3);
+        assert_eq!(lowest_free_id(&s(&[1, 2, 3, 5, 6])), 4);
     }
 
     #[test]
