@@ -533,7 +533,8 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                  Debian's unit starts it. multipathd-rs: `multipathd-rs daemon` with the kernel \
                  backend and its built-in configuration. udevd runs in the guest for both (as on a \
                  host). Scenarios: `tests/lab/scenarios/9x-bench-*.sh`; raw results in \
-                 `tests/lab/out/9x-bench-*/results.json`.\n",
+                 `tests/lab/out/9x-bench-*/results.json` (under the mirror with \
+                 `BENCH_LAB_MIRROR`, as for this run).\n",
                 labr.date,
                 labr.guest_kernel.as_deref().unwrap_or("unknown"),
                 labr.reps
