@@ -951,19 +951,28 @@ pub fn parse_rport_name(name: &str) -> Option<(u32, u32, u32)> {
     Some((h.parse().ok()?, c.parse().ok()?, r.parse().ok()?))
 }
 
-/// Lists FC remote ports.
-pub fn scan_rports(root: &Path) -> (Vec<FcRemotePort>, Vec<Error>) {
-    let mut errors = Vec::new();
-    let class = root.join("class/fc_remote_ports");
+/// One entry of a transport class directory (`class/fc_remote_ports/rport-0:0-1`, ...).
+struct ClassEntry {
+    name: String,
+    /// The class directory of the entry, where its attributes are.
+    cdir: PathBuf,
+    /// The device directory two levels above the class link's target (`.../rport-0:0-1`), or
+    /// empty when the link could not be read (then `errs` says why).
+    syspath: PathBuf,
+    errs: Vec<Error>,
+}
+
+/// Lists `root/class_dir`, resolving every entry's device directory. An entry that vanished
+/// between the listing and the readlink (ENOENT mid-scan) is skipped; any other failure is an
+/// error on that entry, and a class directory that cannot be listed is an error of the scan.
+fn class_entries(root: &Path, class_dir: &str, errors: &mut Vec<Error>) -> Vec<ClassEntry> {
+    let class = root.join(class_dir);
     let names = list_dir(&class).unwrap_or_else(|e| {
         errors.push(e);
         Vec::new()
     });
     let mut out = Vec::new();
     for name in names {
-        let Some((host, channel, number)) = parse_rport_name(&name) else {
-            continue;
-        };
         let cdir = class.join(&name);
         let mut errs = Vec::new();
         let syspath = match resolve(&cdir) {
@@ -977,6 +986,30 @@ pub fn scan_rports(root: &Path) -> (Vec<FcRemotePort>, Vec<Error>) {
                 errs.push(Error::read(&cdir, &e));
                 PathBuf::new()
             }
+        };
+        out.push(ClassEntry {
+            name,
+            cdir,
+            syspath,
+            errs,
+        });
+    }
+    out
+}
+
+/// Lists FC remote ports.
+pub fn scan_rports(root: &Path) -> (Vec<FcRemotePort>, Vec<Error>) {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for ClassEntry {
+        name,
+        cdir,
+        syspath,
+        mut errs,
+    } in class_entries(root, "class/fc_remote_ports", &mut errors)
+    {
+        let Some((host, channel, number)) = parse_rport_name(&name) else {
+            continue;
         };
         let tid = attr(&cdir, "scsi_target_id", &mut errs);
         let tid = parse_num::<i64>(
@@ -1008,29 +1041,16 @@ pub fn scan_rports(root: &Path) -> (Vec<FcRemotePort>, Vec<Error>) {
 /// Lists iSCSI sessions with their first connection's persistent address and port.
 pub fn scan_sessions(root: &Path) -> (Vec<IscsiSession>, Vec<Error>) {
     let mut errors = Vec::new();
-    let class = root.join("class/iscsi_session");
-    let names = list_dir(&class).unwrap_or_else(|e| {
-        errors.push(e);
-        Vec::new()
-    });
     let mut out = Vec::new();
-    for name in names {
+    for ClassEntry {
+        name,
+        cdir,
+        syspath,
+        mut errs,
+    } in class_entries(root, "class/iscsi_session", &mut errors)
+    {
         let Some(sid) = name.strip_prefix("session") else {
             continue;
-        };
-        let cdir = class.join(&name);
-        let mut errs = Vec::new();
-        let syspath = match resolve(&cdir) {
-            Ok(t) => t
-                .parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .unwrap_or(t),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                errs.push(Error::read(&cdir, &e));
-                PathBuf::new()
-            }
         };
         let host = chain_of(&syspath).host.and_then(|h| host_number(&h));
         let conn = root
@@ -1054,27 +1074,14 @@ pub fn scan_sessions(root: &Path) -> (Vec<IscsiSession>, Vec<Error>) {
 /// Lists SAS end devices.
 pub fn scan_sas_devices(root: &Path) -> (Vec<SasEndDevice>, Vec<Error>) {
     let mut errors = Vec::new();
-    let class = root.join("class/sas_end_device");
-    let names = list_dir(&class).unwrap_or_else(|e| {
-        errors.push(e);
-        Vec::new()
-    });
     let mut out = Vec::new();
-    for name in names {
-        let cdir = class.join(&name);
-        let mut errs = Vec::new();
-        let syspath = match resolve(&cdir) {
-            Ok(t) => t
-                .parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .unwrap_or(t),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                errs.push(Error::read(&cdir, &e));
-                PathBuf::new()
-            }
-        };
+    for ClassEntry {
+        name,
+        cdir: _,
+        syspath,
+        mut errs,
+    } in class_entries(root, "class/sas_end_device", &mut errors)
+    {
         let host = chain_of(&syspath).host.and_then(|h| host_number(&h));
         let ddir = root.join("class/sas_device").join(&name);
         out.push(SasEndDevice {
