@@ -453,11 +453,7 @@ fn tree(e: &Explained) -> String {
             let _ = writeln!(
                 s,
                 "{} initial group: {}",
-                if t.groups.is_empty() {
-                    "└─"
-                } else {
-                    "├─"
-                },
+                branch(t.groups.is_empty()),
                 t.initial_group
             );
             for (gi, g) in t.groups.iter().enumerate() {
@@ -465,7 +461,7 @@ fn tree(e: &Explained) -> String {
                 let _ = writeln!(
                     s,
                     "{} group {}: selector {}{}",
-                    if last_g { "└─" } else { "├─" },
+                    branch(last_g),
                     gi + 1,
                     g.selector,
                     g.selector_args
@@ -477,12 +473,8 @@ fn tree(e: &Explained) -> String {
                     let _ = writeln!(
                         s,
                         "{}  {} {}  args: {}",
-                        if last_g { " " } else { "│" },
-                        if pi + 1 == g.paths.len() {
-                            "└─"
-                        } else {
-                            "├─"
-                        },
+                        stem(last_g),
+                        branch(pi + 1 == g.paths.len()),
                         p.devno,
                         if p.args.is_empty() {
                             "-".into()
@@ -525,11 +517,7 @@ fn tree(e: &Explained) -> String {
             let _ = writeln!(
                 s,
                 "{} current group: {}",
-                if st.groups.is_empty() {
-                    "└─"
-                } else {
-                    "├─"
-                },
+                branch(st.groups.is_empty()),
                 st.current_group
             );
             for (gi, g) in st.groups.iter().enumerate() {
@@ -542,7 +530,7 @@ fn tree(e: &Explained) -> String {
                 let _ = writeln!(
                     s,
                     "{} group {}: {state}{}",
-                    if last_g { "└─" } else { "├─" },
+                    branch(last_g),
                     gi + 1,
                     if g.selector_status.is_empty() {
                         String::new()
@@ -554,12 +542,8 @@ fn tree(e: &Explained) -> String {
                     let _ = writeln!(
                         s,
                         "{}  {} {}  {}  failures: {}  selector info: {}",
-                        if last_g { " " } else { "│" },
-                        if pi + 1 == g.paths.len() {
-                            "└─"
-                        } else {
-                            "├─"
-                        },
+                        stem(last_g),
+                        branch(pi + 1 == g.paths.len()),
                         p.devno,
                         match p.state {
                             dm_tables::PathState::Active => "active",
@@ -646,4 +630,14 @@ fn diff(old: &str, new: &str, status: Option<&str>, json: bool) -> Result<()> {
         if p.needs_reload { "yes" } else { "no" }
     );
     Ok(())
+}
+
+/// The tree glyph of an item in `explain`'s output: the last one closes the branch.
+fn branch(last: bool) -> &'static str {
+    if last { "└─" } else { "├─" }
+}
+
+/// What runs down the left of a group's children: nothing below the last group.
+fn stem(last_group: bool) -> &'static str {
+    if last_group { " " } else { "│" }
 }
