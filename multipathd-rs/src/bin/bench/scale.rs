@@ -170,6 +170,26 @@ pub struct PointResult {
     pub skipped: Option<String>,
 }
 
+impl PointResult {
+    /// A point that was not measured, saying why (too slow a series, no tree).
+    fn not_measured(paths: usize, per_lun: usize, why: String) -> PointResult {
+        PointResult {
+            paths,
+            per_lun,
+            luns: paths / per_lun,
+            generate_s: 0.0,
+            runs: Vec::new(),
+            scan: None,
+            plan: None,
+            create: None,
+            cold_start: None,
+            peak_rss_mib: None,
+            errors: Vec::new(),
+            skipped: Some(why),
+        }
+    }
+}
+
 /// Time limits that keep a full run within about an hour on a loaded 2-core machine.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
@@ -271,20 +291,7 @@ pub fn run_curve(
     for &paths in sizes {
         for &per_lun in per_luns {
             if let Some(why) = too_slow.get(&per_lun) {
-                points.push(PointResult {
-                    paths,
-                    per_lun,
-                    luns: paths / per_lun,
-                    generate_s: 0.0,
-                    runs: Vec::new(),
-                    scan: None,
-                    plan: None,
-                    create: None,
-                    cold_start: None,
-                    peak_rss_mib: None,
-                    errors: Vec::new(),
-                    skipped: Some(why.clone()),
-                });
+                points.push(PointResult::not_measured(paths, per_lun, why.clone()));
                 continue;
             }
             let topo = topology(paths, per_lun)?;
@@ -298,20 +305,7 @@ pub fn run_curve(
                 Ok(d) => d,
                 Err(e) => {
                     let why = format!("not measured: the tree could not be generated: {e:#}");
-                    points.push(PointResult {
-                        paths,
-                        per_lun,
-                        luns: paths / per_lun,
-                        generate_s: 0.0,
-                        runs: Vec::new(),
-                        scan: None,
-                        plan: None,
-                        create: None,
-                        cold_start: None,
-                        peak_rss_mib: None,
-                        errors: Vec::new(),
-                        skipped: Some(why.clone()),
-                    });
+                    points.push(PointResult::not_measured(paths, per_lun, why.clone()));
                     too_slow.insert(per_lun, why);
                     save(&snapshot(&points));
                     continue;
