@@ -3,7 +3,7 @@
 //! deferred remove. Optionally backed by a JSON state file under an flock so several processes
 //! (the daemon, its CLI, tests) share one simulated kernel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,26 @@ struct SimState {
     /// Block devices that exist; None accepts any device number.
     #[serde(default)]
     devices: Option<BTreeSet<DevNo>>,
+    /// uuid -> map name, built on first use so N creates do not scan every map for a taken
+    /// uuid (O(N^2)); dropped whenever a map goes away or is renamed. Never stored: a
+    /// file-backed state is read anew for every operation.
+    #[serde(skip)]
+    uuid_index: Option<HashMap<String, String>>,
+}
+
+impl SimState {
+    /// The map that carries `uuid`, if any.
+    fn map_with_uuid(&mut self, uuid: &str) -> Option<&str> {
+        let maps = &self.maps;
+        self.uuid_index
+            .get_or_insert_with(|| {
+                maps.iter()
+                    .filter_map(|(name, m)| Some((m.uuid.clone()?, name.clone())))
+                    .collect()
+            })
+            .get(uuid)
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,11 +406,9 @@ impl SimBackend {
         match &self.store {
             Store::Memory(m) => {
                 let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(d) = &self.devices
-                    && g.devices.as_ref() != Some(d)
-                {
-                    g.devices = Some(d.clone());
-                }
+                // The device set went into the state when it was made (`with_devices`) and
+                // only `set_devices` changes it: comparing it with `self.devices` here, once
+                // per operation, cost O(devices) each and made N creates O(N^2).
                 // In place, no copy of the whole state per operation (that made N creates cost
                 // O(N^2)): every operation checks before it changes anything, so an error leaves
                 // the state as it was; reads do not change it at all.
@@ -470,6 +488,7 @@ impl SimBackend {
             let (n, gone) = (m.open_count, m.open_count == 0 && m.deferred_remove);
             if gone {
                 s.maps.remove(name);
+                s.uuid_index = None;
             }
             Ok(n)
         })
@@ -623,12 +642,11 @@ impl DmBackend for SimBackend {
                 });
             }
             if !uuid.is_empty()
-                && let Some((other, _)) =
-                    s.maps.iter().find(|(_, m)| m.uuid.as_deref() == Some(uuid))
+                && let Some(other) = s.map_with_uuid(uuid)
             {
                 return Err(Error::UuidInUse {
                     uuid: uuid.to_string(),
-                    name: other.clone(),
+                    name: other.to_string(),
                 });
             }
             Self::check_table(s, name, table)?;
@@ -649,6 +667,9 @@ impl DmBackend for SimBackend {
             };
             m.load(table.clone());
             let info = m.info(name);
+            if let (Some(index), Some(u)) = (&mut s.uuid_index, &m.uuid) {
+                index.insert(u.clone(), name.to_string());
+            }
             s.maps.insert(name.to_string(), m);
             Ok(info)
         })
@@ -735,6 +756,7 @@ impl DmBackend for SimBackend {
                 name: old.to_string(),
             })?;
             s.maps.insert(new.to_string(), m);
+            s.uuid_index = None;
             Ok(())
         })
     }
@@ -755,6 +777,7 @@ impl DmBackend for SimBackend {
                 };
             }
             s.maps.remove(name);
+            s.uuid_index = None;
             Ok(Removed::Removed)
         })
     }

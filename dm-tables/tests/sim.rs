@@ -360,3 +360,45 @@ fn state_file_is_shared_between_instances() {
     let e = a.list().unwrap_err().to_string();
     assert!(e.contains("dm.json") && e.contains("corrupt"), "{e}");
 }
+
+#[test]
+fn set_devices_sticks_on_a_memory_backend() {
+    // A hot-removed device stays gone for later operations: the set given to `with_devices`
+    // does not come back on the next call.
+    let b = sim();
+    b.set_devices([d(16), d(32)]).unwrap();
+    assert!(matches!(
+        b.create("m", "", &t("0 8 multipath 0 0 1 1 round-robin 0 1 1 8:0 1")),
+        Err(Error::UnknownDevice { devno, .. }) if devno == d(0)
+    ));
+    b.create(
+        "m",
+        "",
+        &t("0 8 multipath 0 0 1 1 round-robin 0 1 1 8:16 1"),
+    )
+    .unwrap();
+    assert!(matches!(
+        b.create("n", "", &t("0 8 multipath 0 0 1 1 round-robin 0 1 1 8:0 1")),
+        Err(Error::UnknownDevice { .. })
+    ));
+}
+
+#[test]
+fn a_uuid_is_free_again_after_remove_and_follows_a_rename() {
+    let b = sim();
+    let one = t("0 8 multipath 0 0 1 1 round-robin 0 1 1 8:0 1");
+    let two = t("0 8 multipath 0 0 1 1 round-robin 0 1 1 8:16 1");
+    b.create("a", "mpath-1", &one).unwrap();
+    b.create("b", "mpath-2", &two).unwrap();
+    b.rename("a", "c").unwrap();
+    match b.create("d", "mpath-1", &two).unwrap_err() {
+        Error::UuidInUse { name, .. } => assert_eq!(name, "c"),
+        e => panic!("{e}"),
+    }
+    b.remove("c", RemoveMode::Now).unwrap();
+    b.create("d", "mpath-1", &one).unwrap();
+    match b.create("e", "mpath-1", &two).unwrap_err() {
+        Error::UuidInUse { name, .. } => assert_eq!(name, "d"),
+        e => panic!("{e}"),
+    }
+}
