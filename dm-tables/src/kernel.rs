@@ -1,8 +1,9 @@
 //! The real device-mapper, through ioctls on `/dev/mapper/control` (the `devicemapper` crate).
 //!
 //! Thin on purpose: every method is one or two ioctls plus error mapping. `/dev/mapper/<name>`
-//! is guaranteed after create: when udevd does not run (or does not create the node within
-//! [`NODE_WAIT`]) the backend makes the block node itself and removes it with the map.
+//! is guaranteed after create, at once: the backend links it to devtmpfs' `/dev/dm-<minor>` as
+//! udev's rules would (udevd replaces the link later), and removes it with the map. Without
+//! devtmpfs it waits up to [`NODE_WAIT`] for udevd, then makes the block node itself.
 //! This module cannot be exercised on a host without device-mapper; it is tested by the lab VM
 //! scenario (tests/lab).
 
@@ -18,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::table::MultipathTable;
 
-/// How long to wait for udevd to create or remove `/dev/mapper/<name>` before doing it ourselves.
+/// Without devtmpfs: how long to wait for udevd to create `/dev/mapper/<name>` before making
+/// the block node ourselves.
 pub const NODE_WAIT: Duration = Duration::from_secs(3);
 
 /// The kernel backend.
@@ -101,10 +103,52 @@ impl KernelBackend {
         self.mapper_dir.join(name)
     }
 
-    /// Makes sure `/dev/mapper/<name>` exists: waits for udevd if it runs, else (or if it did
-    /// not) creates the block node (mode 0600).
+    /// `/dev/dm-<minor>`, the node devtmpfs makes for every map the moment it exists.
+    fn kernel_node(&self, devno: DevNo) -> Option<PathBuf> {
+        Some(self.mapper_dir.parent()?.join(format!("dm-{}", devno.minor)))
+    }
+
+    /// Whether `path` is the block node of `devno`.
+    fn is_block_node_of(path: &Path, devno: DevNo) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        std::fs::metadata(path)
+            .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == devno.to_dev_t())
+    }
+
+    /// Makes sure `/dev/mapper/<name>` exists, at once. With devtmpfs (every current host)
+    /// it becomes the symlink `../dm-<minor>`, exactly what udev's device-mapper rules make,
+    /// so udevd just replaces it when it gets to the map's event (it refuses to replace a block
+    /// node: "conflicting inode"), and nothing waits for a udevd that may be busy with a
+    /// queue of new SCSI disks. Without devtmpfs: waits for udevd if it runs, then creates
+    /// the block node (mode 0600).
     fn ensure_node(&self, name: &str, devno: DevNo) -> Result<()> {
         let path = self.node_path(name);
+        if path.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.mapper_dir).map_err(|source| Error::Io {
+            action: "creating",
+            path: self.mapper_dir.clone(),
+            cause: source,
+        })?;
+        if let Some(node) = self.kernel_node(devno)
+            && Self::is_block_node_of(&node, devno)
+        {
+            let target = Path::new("..").join(node.file_name().unwrap_or_default());
+            return match std::os::unix::fs::symlink(&target, &path) {
+                Ok(()) => {
+                    tracing::debug!(map = name, "linked {} -> {}", path.display(), target.display());
+                    Ok(())
+                }
+                // udevd was quicker
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(source) => Err(Error::Io {
+                    action: "creating the symlink",
+                    path,
+                    cause: source,
+                }),
+            };
+        }
         if udev_running() {
             let deadline = Instant::now() + NODE_WAIT;
             while Instant::now() < deadline {
@@ -122,11 +166,6 @@ impl KernelBackend {
         if path.symlink_metadata().is_ok() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.mapper_dir).map_err(|source| Error::Io {
-            action: "creating",
-            path: self.mapper_dir.clone(),
-            cause: source,
-        })?;
         nix::sys::stat::mknod(
             &path,
             nix::sys::stat::SFlag::S_IFBLK,
@@ -142,30 +181,37 @@ impl KernelBackend {
         Ok(())
     }
 
-    /// Removes `/dev/mapper/<name>` if it is still there after udevd had its chance, and only
-    /// when it is the map's block node (or a dangling symlink).
+    /// Removes `/dev/mapper/<name>` at once when it is still the map's: its block node, a
+    /// symlink to its `dm-<minor>` (ours or udev's: udevd's own removal then finds it gone,
+    /// which it accepts), or a dangling symlink. Anything else there is left alone.
     fn remove_node(&self, name: &str, devno: DevNo) {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let path = self.node_path(name);
-        if udev_running() {
-            let deadline = Instant::now() + NODE_WAIT;
-            while Instant::now() < deadline && path.symlink_metadata().is_ok() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
         let Ok(meta) = path.symlink_metadata() else {
             return;
         };
-        let ours = (meta.file_type().is_block_device() && meta.rdev() == devno.to_dev_t())
-            || (meta.file_type().is_symlink() && std::fs::metadata(&path).is_err());
-        if ours && let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(map = name, "cannot remove {}: {e}", path.display());
+        let ours = if meta.file_type().is_symlink() {
+            let to_our_node = std::fs::read_link(&path).is_ok_and(|t| {
+                t.file_name()
+                    .is_some_and(|f| f == format!("dm-{}", devno.minor).as_str())
+            });
+            to_our_node || std::fs::metadata(&path).is_err()
+        } else {
+            meta.file_type().is_block_device() && meta.rdev() == devno.to_dev_t()
+        };
+        if !ours {
+            return;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(map = name, "cannot remove {}: {e}", path.display()),
         }
     }
 
     /// Without udevd nobody removes `/dev/mapper/<name>` when the kernel completes a deferred
     /// remove (or another tool removes a map). Removes block nodes in /dev/mapper whose device
-    /// number belongs to device-mapper but to no live map. Does nothing while udevd runs (udev
+    /// number belongs to device-mapper but to no live map, and `-> ../dm-N` links that dangle. Does nothing while udevd runs (udev
     /// owns the nodes then). Returns the paths removed.
     pub fn sweep_stale_nodes(&self) -> Result<Vec<PathBuf>> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -185,6 +231,22 @@ impl KernelBackend {
             let Ok(meta) = e.path().symlink_metadata() else {
                 continue;
             };
+            if meta.file_type().is_symlink() {
+                // our `-> ../dm-N` link of a map that is gone now
+                let to_dm = std::fs::read_link(e.path()).is_ok_and(|t| {
+                    t.file_name()
+                        .and_then(|f| f.to_str())
+                        .is_some_and(|f| f.starts_with("dm-"))
+                });
+                if to_dm
+                    && std::fs::metadata(e.path()).is_err()
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    tracing::info!("removed stale symlink {}", e.path().display());
+                    removed.push(e.path());
+                }
+                continue;
+            }
             if !meta.file_type().is_block_device() {
                 continue;
             }

@@ -1,6 +1,6 @@
 #!/bin/bash
 # 31-dm-noudev: the dm-tables kernel backend WITHOUT udevd: /dev/mapper/<name> made by dm-tables
-# itself (and removed with the map), the kernel's normalised table vs our reload plan, dm event
+# itself (the symlink to ../dm-N that udev's rules would make) and removed with the map, the kernel's normalised table vs our reload plan, dm event
 # waiting, fail_if_no_path, refused messages, rename, deferred remove on last close.
 # lab-udevd: no
 # lab-timeout: 240
@@ -9,7 +9,9 @@ set -u
 
 norm() { tr -s ' \t' ' ' | sed 's/^ //; s/ $//'; }
 DM() { "$LAB_BIN/dm-tables" --backend kernel "$@"; }
-devno_of_node() { printf '%d:%d' "0x$(stat -c %t "$1")" "0x$(stat -c %T "$1")"; }
+devno_of_node() { printf '%d:%d' "0x$(stat -L -c %t "$1")" "0x$(stat -L -c %T "$1")"; }
+# exists, or is a (dangling) symlink
+present() { [ -e "$1" ] || [ -L "$1" ]; }
 kdevno() { dmsetup info -c --noheadings -o major,minor --separator : "$1" | norm; }
 kevents() { dmsetup info -c --noheadings -o events "$1" | norm; }
 
@@ -26,6 +28,7 @@ lab_expect_ok "dm-tables create without udevd" DM create "$name" --uuid mpath-la
 lab_assert_eq "no udevd running" 1 "$(lab_udevd_running && echo 0 || echo 1)"
 [ -b "/dev/mapper/$name" ] || lab_fail "/dev/mapper/$name was not created"
 lab_assert_eq "node has the map's device number" "$(kdevno "$name")" "$(devno_of_node "/dev/mapper/$name")"
+lab_assert_eq "node is the link udev's rules would make" "../dm-$(kdevno "$name" | cut -d: -f2)" "$(readlink "/dev/mapper/$name")"
 lab_assert_eq "kernel prints the normalised table" "$kernel_table" "$(dmsetup table "$name" | norm)"
 lab_expect_ok "I/O through our node" dd if="/dev/mapper/$name" of=/dev/null bs=4096 count=16 iflag=direct
 
@@ -64,7 +67,7 @@ lab_assert_eq "kernel table after reload" "0 $sectors multipath 0 1 alua 2 1 ser
 lab_expect_ok "rename" DM rename "$name" "${name}2"
 name="${name}2"
 [ -b "/dev/mapper/$name" ] || lab_fail "/dev/mapper/$name missing after rename"
-[ -e "/dev/mapper/labnu" ] && lab_fail "/dev/mapper/labnu still there after rename"
+present /dev/mapper/labnu && lab_fail "/dev/mapper/labnu still there after rename"
 
 # deferred remove: the kernel removes the map at the last close; the stale node is swept later
 exec 3<"/dev/mapper/$name"
@@ -75,8 +78,8 @@ lab_expect_ok "map still there while open" dmsetup info "$name"
 exec 3<&-
 lab_wait "kernel to complete the deferred remove" 20 sh -c "! dmsetup info $name >/dev/null 2>&1"
 lab_expect_ok "create another map (sweeps stale nodes)" DM create labnu3 --table "$kernel_table"
-[ -e "/dev/mapper/$name" ] && lab_fail "stale /dev/mapper/$name was not swept"
+present "/dev/mapper/$name" && lab_fail "stale /dev/mapper/$name was not swept"
 lab_expect_ok "remove" DM remove labnu3
-[ -e /dev/mapper/labnu3 ] && lab_fail "/dev/mapper/labnu3 not removed with the map"
+present /dev/mapper/labnu3 && lab_fail "/dev/mapper/labnu3 not removed with the map"
 lab_expect_fail "map gone" dmsetup info labnu3
 exit 0
