@@ -89,6 +89,13 @@ pub trait DmBackend: Send + Sync {
     /// Returns the new event number, or None on timeout.
     fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>>;
 
+    /// How many operations on different maps are worth running at once. 1 (the default) for
+    /// a backend that serialises everything anyway (the sim's one lock); the kernel backend
+    /// says more, since each resume, rename and remove waits for udevd to process its event.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
     /// The active table, parsed.
     fn table(&self, name: &str) -> Result<MultipathTable> {
         parse_single(name, &self.table_line(name)?, MultipathTable::parse_line)

@@ -23,6 +23,9 @@ use crate::table::MultipathTable;
 /// the block node ourselves.
 pub const NODE_WAIT: Duration = Duration::from_secs(3);
 
+/// Operations on different maps the kernel backend runs at once ([`DmBackend::concurrency`]).
+pub const KERNEL_CONCURRENCY: usize = 16;
+
 /// The kernel backend.
 pub struct KernelBackend {
     dm: DM,
@@ -105,7 +108,11 @@ impl KernelBackend {
 
     /// `/dev/dm-<minor>`, the node devtmpfs makes for every map the moment it exists.
     fn kernel_node(&self, devno: DevNo) -> Option<PathBuf> {
-        Some(self.mapper_dir.parent()?.join(format!("dm-{}", devno.minor)))
+        Some(
+            self.mapper_dir
+                .parent()?
+                .join(format!("dm-{}", devno.minor)),
+        )
     }
 
     /// Whether `path` is the block node of `devno`.
@@ -137,7 +144,12 @@ impl KernelBackend {
             let target = Path::new("..").join(node.file_name().unwrap_or_default());
             return match std::os::unix::fs::symlink(&target, &path) {
                 Ok(()) => {
-                    tracing::debug!(map = name, "linked {} -> {}", path.display(), target.display());
+                    tracing::debug!(
+                        map = name,
+                        "linked {} -> {}",
+                        path.display(),
+                        target.display()
+                    );
                     Ok(())
                 }
                 // udevd was quicker
@@ -456,6 +468,13 @@ impl DmBackend for KernelBackend {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Each resume, rename and remove waits (udev cookie) until udevd has processed the map's
+    /// event, and udevd may be busy with a queue of new SCSI disks for seconds: done one map
+    /// at a time those waits add up. The ioctls themselves are independent per map.
+    fn concurrency(&self) -> usize {
+        KERNEL_CONCURRENCY
     }
 
     fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>> {

@@ -178,6 +178,91 @@ fn dm_err(map: &str) -> impl FnOnce(dm_tables::Error) -> Error + '_ {
     }
 }
 
+/// What the backend did for one plan: the messages it sent, and how it ended.
+type Applied = (Vec<String>, Result<()>);
+
+/// The backend's part of one map's plan: create / rename / reload, then the path messages.
+/// Failures are recorded in the result, never returned early past the messages already sent.
+fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Applied {
+    let mut messages = Vec::new();
+    let res: Result<()> = (|| {
+        let old = plan.current_name.clone().unwrap_or_default();
+        match plan.action {
+            Action::Create => {
+                backend
+                    .create(&plan.name, &plan.desired.uuid, &plan.desired.table)
+                    .map_err(dm_err(&plan.name))?;
+            }
+            Action::Rename | Action::RenameReload => {
+                backend.rename(&old, &plan.name).map_err(dm_err(&old))?;
+            }
+            _ => {}
+        }
+        if plan.action.reloads() {
+            backend
+                .reload(&plan.name, &plan.desired.table)
+                .map_err(dm_err(&plan.name))?;
+        }
+        // A fresh table starts with every path active: fail the ones known to be down.
+        if matches!(plan.action, Action::Create) || plan.action.reloads() {
+            for p in plan.desired.paths().filter(|p| !p.usable) {
+                let m = Message::FailPath(p.devno);
+                backend
+                    .message(&plan.name, &m)
+                    .map_err(dm_err(&plan.name))?;
+                messages.push(m.to_string());
+            }
+        }
+        let any_usable = plan.desired.paths().any(|p| p.usable);
+        if any_usable && !matches!(plan.action, Action::Refused) {
+            for m in &plan.messages {
+                backend.message(&plan.name, m).map_err(dm_err(&plan.name))?;
+                messages.push(m.to_string());
+            }
+        }
+        Ok(())
+    })();
+    (messages, res)
+}
+
+/// `f` over `items` on up to `width` threads (this one included); results in the items'
+/// order. An item no worker got to (a worker panicked) is None, never silently dropped.
+fn run_concurrently<T: Sync, R: Send>(
+    width: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<Option<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
+    if width <= 1 || items.len() <= 1 {
+        return items.iter().map(|i| Some(f(i))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let worker = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            let r = f(item);
+            *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..width.min(items.len()) {
+            // A thread that cannot be started leaves its share to the others.
+            if let Err(e) = std::thread::Builder::new().spawn_scoped(s, worker) {
+                tracing::warn!("cannot start a worker thread: {e}");
+                break;
+            }
+        }
+        worker();
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect()
+}
+
 /// `"0"`, `"1 queue_if_no_path"`, ... as tables and `multipath -ll` print features.
 pub fn features_text(t: &MultipathTable) -> String {
     let words: usize = t.features.iter().map(dm_tables::Feature::word_count).sum();
@@ -543,8 +628,7 @@ impl Engine {
             self.ignored = report.ignored.clone();
         }
         let mut planned = HashMap::new();
-        for plan in plans {
-            let outcome = self.apply(plan);
+        for outcome in self.apply_all(plans) {
             if let Some(e) = &outcome.plan.error {
                 report.errors.push(e.clone());
             }
@@ -558,50 +642,44 @@ impl Engine {
         Ok(report)
     }
 
-    /// Carries out one map's plan. Failures are recorded in the outcome, never returned.
-    fn apply(&mut self, mut plan: MapPlan) -> MapOutcome {
-        let mut messages = Vec::new();
-        let res: Result<()> = (|| {
-            let old = plan.current_name.clone().unwrap_or_default();
-            match plan.action {
-                Action::Create => {
-                    self.backend
-                        .create(&plan.name, &plan.desired.uuid, &plan.desired.table)
-                        .map_err(dm_err(&plan.name))?;
-                }
-                Action::Rename | Action::RenameReload => {
-                    self.backend
-                        .rename(&old, &plan.name)
-                        .map_err(dm_err(&old))?;
-                }
-                _ => {}
-            }
-            if plan.action.reloads() {
-                self.backend
-                    .reload(&plan.name, &plan.desired.table)
-                    .map_err(dm_err(&plan.name))?;
-            }
-            // A fresh table starts with every path active: fail the ones known to be down.
-            if matches!(plan.action, Action::Create) || plan.action.reloads() {
-                for p in plan.desired.paths().filter(|p| !p.usable) {
-                    let m = Message::FailPath(p.devno);
-                    self.backend
-                        .message(&plan.name, &m)
-                        .map_err(dm_err(&plan.name))?;
-                    messages.push(m.to_string());
-                }
-            }
-            let any_usable = plan.desired.paths().any(|p| p.usable);
-            if any_usable && !matches!(plan.action, Action::Refused) {
-                for m in &plan.messages {
-                    self.backend
-                        .message(&plan.name, m)
-                        .map_err(dm_err(&plan.name))?;
-                    messages.push(m.to_string());
-                }
-            }
-            Ok(())
-        })();
+    /// Carries out the plans; outcomes in the plans' order. Renames go first, one at a time
+    /// and in order (one may free the name another plan takes); every other plan touches only
+    /// its own map, so those run [`DmBackend::concurrency`] at a time: on the kernel each
+    /// resume waits for udevd, and a cold start or a burst of new LUNs should not wait for
+    /// those one after another.
+    fn apply_all(&mut self, plans: Vec<MapPlan>) -> Vec<MapOutcome> {
+        let is_rename = |p: &MapPlan| matches!(p.action, Action::Rename | Action::RenameReload);
+        let backend = &*self.backend;
+        let mut done: Vec<Option<Applied>> = plans
+            .iter()
+            .map(|p| is_rename(p).then(|| apply_to_backend(backend, p)))
+            .collect();
+        let rest: Vec<&MapPlan> = plans.iter().filter(|p| !is_rename(p)).collect();
+        let mut results = run_concurrently(backend.concurrency(), &rest, |p| {
+            apply_to_backend(backend, p)
+        })
+        .into_iter();
+        for slot in done.iter_mut().filter(|d| d.is_none()) {
+            *slot = results.next().flatten();
+        }
+        plans
+            .into_iter()
+            .zip(done)
+            .map(|(plan, d)| {
+                let (messages, res) = d.unwrap_or_else(|| {
+                    let e = Error::MapBuild {
+                        wwid: plan.desired.wwid.clone(),
+                        reason: "the plan was not carried out (its worker thread stopped)".into(),
+                    };
+                    (Vec::new(), Err(e))
+                });
+                self.record(plan, messages, res)
+            })
+            .collect()
+    }
+
+    /// Books one carried-out plan: its error, the map's desired state, the load count.
+    fn record(&mut self, mut plan: MapPlan, messages: Vec<String>, res: Result<()>) -> MapOutcome {
         let applied = match res {
             Ok(()) => !matches!(plan.action, Action::Refused),
             Err(e) => {

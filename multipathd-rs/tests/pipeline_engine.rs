@@ -614,3 +614,138 @@ fn the_state_sweep_makes_a_path_that_went_offline_due_at_once() {
     let sent = e.check_paths_now(std::slice::from_ref(&dev)).unwrap();
     assert!(sent[0].message.starts_with("reinstate_path"), "{sent:?}");
 }
+
+/// A sim backend that says it is worth running 8 operations at once (as the kernel backend
+/// does) and makes each create and reload take a little while, counting how many overlap.
+struct Overlapping {
+    inner: SimBackend,
+    now: std::sync::atomic::AtomicUsize,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Overlapping {
+    fn slow<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let r = f();
+        self.now.fetch_sub(1, SeqCst);
+        r
+    }
+}
+
+impl DmBackend for Overlapping {
+    fn list(&self) -> dm_tables::Result<Vec<dm_tables::MapInfo>> {
+        self.inner.list()
+    }
+    fn info(&self, name: &str) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.inner.info(name)
+    }
+    fn create(
+        &self,
+        name: &str,
+        uuid: &str,
+        table: &dm_tables::MultipathTable,
+    ) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.slow(|| self.inner.create(name, uuid, table))
+    }
+    fn reload(&self, name: &str, table: &dm_tables::MultipathTable) -> dm_tables::Result<()> {
+        self.slow(|| self.inner.reload(name, table))
+    }
+    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.inner.table_line(name)
+    }
+    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.inner.status_line(name)
+    }
+    fn message(&self, name: &str, msg: &dm_tables::Message) -> dm_tables::Result<()> {
+        self.inner.message(name, msg)
+    }
+    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
+        self.inner.rename(old, new)
+    }
+    fn remove(
+        &self,
+        name: &str,
+        mode: dm_tables::RemoveMode,
+    ) -> dm_tables::Result<dm_tables::Removed> {
+        self.inner.remove(name, mode)
+    }
+    fn wait_event(
+        &self,
+        name: &str,
+        last: u32,
+        timeout: std::time::Duration,
+    ) -> dm_tables::Result<Option<u32>> {
+        self.inner.wait_event(name, last, timeout)
+    }
+    fn concurrency(&self) -> usize {
+        8
+    }
+}
+
+#[test]
+fn maps_are_created_concurrently_with_the_same_result_as_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("sys");
+    Sim::render(&lun_scan::topology::Topology::big_fc(2, 1, 24), &root).unwrap();
+    let engine = |name: &str, backend: Box<dyn DmBackend>| {
+        let opts = EngineOptions {
+            config_path: None,
+            sysfs_root: root.clone(),
+            store_paths: StorePaths {
+                table: Some(dir.path().join(format!("{name}.toml"))),
+                ..StorePaths::default()
+            },
+            checker_override: Some("sysfs".into()),
+        };
+        Engine::new(
+            Config::builtin(),
+            opts,
+            backend,
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap()
+    };
+    let view = |e: &Engine| {
+        e.maps_view()
+            .into_iter()
+            .map(|m| (m.name.clone(), m.wwid.clone(), m.groups.len()))
+            .collect::<Vec<_>>()
+    };
+
+    let mut serial = engine("serial", Box::new(SimBackend::new()));
+    let rs = serial.sync().unwrap();
+    assert!(rs.errors.is_empty(), "{:?}", rs.errors);
+
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut concurrent = engine(
+        "concurrent",
+        Box::new(Overlapping {
+            inner: SimBackend::new(),
+            now: Default::default(),
+            most: most.clone(),
+        }),
+    );
+    let rc = concurrent.sync().unwrap();
+    assert!(rc.errors.is_empty(), "{:?}", rc.errors);
+    assert_eq!(rc.maps.len(), 24);
+    assert!(
+        rc.maps
+            .iter()
+            .all(|m| m.applied && m.plan.action == Action::Create)
+    );
+    // outcomes come back in plan order, and the maps are the same as made one by one
+    let order = |r: &multipathd_rs::engine::SyncReport| {
+        r.maps
+            .iter()
+            .map(|m| m.plan.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&rc), order(&rs));
+    assert_eq!(view(&concurrent), view(&serial));
+    assert_eq!(concurrent.backend().list().unwrap().len(), 24);
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} creates overlapped");
+}

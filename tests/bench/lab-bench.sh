@@ -56,18 +56,27 @@ bench_alive() { [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; }
 
 bench_log_tail() { tail -n 3 "$LAB_OUT/$BENCH_TOOL.log" 2>/dev/null | tr '\n' ' ' | tr -d '"' | cut -c1-300; }
 
-# bench_wait_maps N TIMEOUT: until N maps exist. Prints the error and returns 1 on failure.
+# Paths in every multipath table (each major:minor is one path).
+bench_paths() {
+  dmsetup table --target multipath 2>/dev/null |
+    awk '{ for (i = 4; i <= NF; i++) if ($i ~ /^[0-9]+:[0-9]+$/) n++ } END { print n + 0 }'
+}
+
+# bench_wait_maps N TIMEOUT [PATHS]: until N maps exist, and with PATHS until the multipath
+# tables hold PATHS paths in all (a map made from its first path alone is not redundant yet).
+# Prints the error and returns 1 on failure.
 BENCH_ERR=""
+bench_ready() { [ "$(bench_maps)" -ge "$1" ] && { [ -z "$2" ] || [ "$(bench_paths)" -ge "$2" ]; }; }
 bench_wait_maps() {
-  local n="$1" tmo="$2" t0
+  local n="$1" tmo="$2" paths="${3:-}" t0
   t0=$(bench_now)
-  while [ "$(bench_maps)" -lt "$n" ]; do
+  while ! bench_ready "$n" "$paths"; do
     if ! bench_alive; then
-      BENCH_ERR="the $BENCH_TOOL daemon exited before $n maps existed (it made $(bench_maps)): $(bench_log_tail)"
+      BENCH_ERR="the $BENCH_TOOL daemon exited before $n maps existed (it made $(bench_maps), $(bench_paths) paths): $(bench_log_tail)"
       return 1
     fi
     if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$tmo" 'BEGIN { exit !(b - a > t) }'; then
-      BENCH_ERR="only $(bench_maps) of $n maps after ${tmo}s"
+      BENCH_ERR="only $(bench_maps) of $n maps with $(bench_paths) of ${paths:-any} paths after ${tmo}s"
       return 1
     fi
     sleep 0.05

@@ -1,6 +1,6 @@
 #!/bin/bash
 # 91-bench-coldstart: time from daemon start to every map present in
-# `dmsetup ls --target multipath`, multipath-tools and multipathd-rs on the same scsi_debug
+# `dmsetup ls --target multipath` with all its paths in its table, multipath-tools and multipathd-rs on the same scsi_debug
 # topology (2 hosts x 4 LUNs), alternating which tool goes first in each repetition.
 # Writes results.json for `cargo run -p multipathd-rs --bin bench` (never asserts times).
 # lab-udevd: yes
@@ -21,7 +21,7 @@ for rep in $(seq "$BENCH_REPS"); do
     [ "$(bench_maps)" = 0 ] || lab_dm_remove_all
     t0=$(bench_now)
     bench_start "$tool"
-    if bench_wait_maps "$LUNS" 60; then
+    if bench_wait_maps "$LUNS" 60 $((LUNS * HOSTS)); then
       bench_record cold_start "$tool" "$rep" "$(bench_since "$t0")"
     else
       bench_record cold_start "$tool" "$rep" "" "$BENCH_ERR"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # 93-bench-addluns: with a daemon running on 2 hosts x 4 LUNs, time from raising scsi_debug's
-# max_luns to 20 and scanning both hosts until the 16 new maps exist (20 in all), for
+# max_luns to 20 and scanning both hosts until the 16 new maps exist (20 in all) and hold both
+# their paths (a map made from a LUN's first path is not redundant yet), for
 # multipath-tools and multipathd-rs alternately. The new LUNs are deleted again after each
 # repetition. Writes results.json.
 # lab-udevd: yes
@@ -44,7 +45,7 @@ for rep in $(seq "$BENCH_REPS"); do
     t0=$(bench_now)
     echo $((LUNS + NEW)) >"$LAB_SD_SYSFS/max_luns"
     for h in $(lab_sd_hosts); do echo '- - -' >"/sys/class/scsi_host/host$h/scan"; done
-    if bench_wait_maps $((LUNS + NEW)) "$TMO"; then
+    if bench_wait_maps $((LUNS + NEW)) "$TMO" $(((LUNS + NEW) * HOSTS)); then
       bench_record add_16_luns "$tool" "$rep" "$(bench_since "$t0")"
     else
       bench_record add_16_luns "$tool" "$rep" "" "$BENCH_ERR"

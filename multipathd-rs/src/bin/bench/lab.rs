@@ -70,11 +70,11 @@ pub struct LabResults {
 pub const METRICS: [(&str, &str); 6] = [
     (
         "cold_start",
-        "cold start: daemon start to every map in `dmsetup ls --target multipath`",
+        "cold start: daemon start to every map in `dmsetup ls --target multipath` with all its paths",
     ),
     (
         "add_16_luns",
-        "16 new LUNs: `max_luns` raised and hosts scanned to all 16 new maps present",
+        "16 new LUNs: `max_luns` raised and hosts scanned to all 16 new maps present with both paths",
     ),
     (
         "fail_idle",
