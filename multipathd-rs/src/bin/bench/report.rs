@@ -406,7 +406,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                 o,
                 "Run {}; {} run(s) per point, each a fresh process (`bench point`) so its peak RSS \
                  is its own. Trees from `lun_scan::topology` (2 FC HBAs, `paths/per-LUN` target ports \
-                 split over them, ALUA port groups, NAA-6 WWIDs) on {} (in memory, like sysfs); \
+                 split over them, ALUA port groups, NAA-6 WWIDs) on {}; \
                  backend: `dm_tables::SimBackend` in memory; built-in configuration.\n",
                 scale.date, scale.runs_per_point, scale.tree_fs
             );

@@ -259,12 +259,66 @@ pub struct ScaleResults {
     pub points: Vec<PointResult>,
 }
 
-fn tree_base() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        std::env::temp_dir()
+/// Where the trees are generated. A 64k-path tree needs about 3.2 million inodes, more than
+/// /dev/shm allows by default, and on disk it takes minutes to write and to delete. So: a
+/// private tmpfs without an inode limit when this process may mount one (root), unmounted
+/// (instantly emptied) at the end; else /dev/shm; else the temp dir.
+struct TreeFs {
+    base: PathBuf,
+    mounted: bool,
+}
+
+impl TreeFs {
+    fn new() -> TreeFs {
+        let mnt = std::env::temp_dir().join(format!("mpbench-tmpfs-{}", std::process::id()));
+        let mounted = std::fs::create_dir_all(&mnt).is_ok()
+            && nix::mount::mount(
+                Some("mpbench"),
+                &mnt,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some("size=90%,nr_inodes=0,mode=0700"),
+            )
+            .map_err(|e| eprintln!("bench: no private tmpfs for the trees ({e}); using /dev/shm"))
+            .is_ok();
+        if mounted {
+            return TreeFs {
+                base: mnt,
+                mounted: true,
+            };
+        }
+        let _ = std::fs::remove_dir(&mnt);
+        let shm = PathBuf::from("/dev/shm");
+        TreeFs {
+            base: if shm.is_dir() {
+                shm
+            } else {
+                std::env::temp_dir()
+            },
+            mounted: false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.mounted {
+            "a private tmpfs without an inode limit (in memory, like sysfs)".into()
+        } else if self.base == Path::new("/dev/shm") {
+            "/dev/shm (in memory, like sysfs)".into()
+        } else {
+            format!("{} (on disk)", self.base.display())
+        }
+    }
+}
+
+impl Drop for TreeFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = nix::mount::umount2(&self.base, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("bench: cannot unmount {}: {e}", self.base.display());
+                return;
+            }
+            let _ = std::fs::remove_dir(&self.base);
+        }
     }
 }
 
@@ -279,13 +333,14 @@ pub fn run_curve(
     save: &dyn Fn(&ScaleResults),
 ) -> Result<ScaleResults> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
-    let base = tree_base();
+    let tree_fs = TreeFs::new();
+    let base = tree_fs.base.clone();
     let mut points = Vec::new();
     let mut too_slow: std::collections::HashMap<usize, String> = Default::default();
     let snapshot = |points: &Vec<PointResult>| ScaleResults {
         date: crate::report::now_utc(),
         runs_per_point: runs,
-        tree_fs: base.display().to_string(),
+        tree_fs: tree_fs.describe(),
         points: points.clone(),
     };
     for &paths in sizes {
@@ -387,7 +442,7 @@ pub fn run_curve(
     Ok(ScaleResults {
         date: crate::report::now_utc(),
         runs_per_point: runs,
-        tree_fs: base.display().to_string(),
+        tree_fs: tree_fs.describe(),
         points,
     })
 }
