@@ -133,6 +133,36 @@ impl Drop for Scratch {
     }
 }
 
+/// A hard link to (or else a copy of) this executable, taken at start: cargo replaces
+/// target/release/bench when it rebuilds it, and a child started from the replaced path would
+/// be another build or nothing at all ("No such file or directory" once it is unlinked).
+struct PinnedExe {
+    path: PathBuf,
+}
+
+impl PinnedExe {
+    fn new(dir: &Path) -> Result<PinnedExe> {
+        let exe = std::env::current_exe().context("cannot find the bench executable")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!(".bench-self-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        std::fs::hard_link(&exe, &path)
+            .or_else(|_| std::fs::copy(&exe, &path).map(|_| ()))
+            .with_context(|| format!("cannot pin {} as {}", exe.display(), path.display()))?;
+        Ok(PinnedExe { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PinnedExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn workspace() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.parent().map_or(here.clone(), Path::to_path_buf)
@@ -183,6 +213,9 @@ fn main() -> Result<()> {
         )
     };
     let render_only = matches!(cli.cmd, Some(Cmd::Render));
+    // The micro-benchmarks' `cargo bench` and the lab's `cargo build` rebuild this very binary
+    // in place; the scale curve's children must still find it.
+    let pinned = PinnedExe::new(&results_dir)?;
     let runs = cli.runs.unwrap_or(if cli.quick { 1 } else { 5 }).max(1);
     let wanted = |s: Section| !render_only && (cli.only.is_empty() || cli.only.contains(&s));
 
@@ -203,9 +236,16 @@ fn main() -> Result<()> {
             run_timeout_s: cli.run_timeout,
             point_budget_s: cli.point_budget,
         };
-        let s = scale::run_curve(&sizes, &[2, 4, 8], runs, budget, &|partial| {
-            let _ = save(&results_dir, "bench-scale.json", partial);
-        })?;
+        let s = scale::run_curve(
+            pinned.path(),
+            &sizes,
+            &[2, 4, 8],
+            runs,
+            budget,
+            &|partial| {
+                let _ = save(&results_dir, "bench-scale.json", partial);
+            },
+        )?;
         save(&results_dir, "bench-scale.json", &s)?;
     }
     let lab_on = if cli.quick { cli.lab } else { !cli.no_lab };

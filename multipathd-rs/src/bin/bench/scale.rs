@@ -322,17 +322,17 @@ impl Drop for TreeFs {
     }
 }
 
-/// Generates each point's tree once, runs `runs` children on it, removes it.
+/// Generates each point's tree once, runs `runs` children (`exe point ...`) on it, removes it.
 /// `save` is called after every point with the results so far, so a run stopped early keeps
 /// what it measured.
 pub fn run_curve(
+    exe: &Path,
     sizes: &[usize],
     per_luns: &[usize],
     runs: usize,
     budget: Budget,
     save: &dyn Fn(&ScaleResults),
 ) -> Result<ScaleResults> {
-    let exe = std::env::current_exe().context("cannot find the bench executable")?;
     let tree_fs = TreeFs::new();
     let base = tree_fs.base.clone();
     let mut points = Vec::new();
@@ -379,7 +379,7 @@ pub fn run_curve(
                     ));
                     break;
                 }
-                let out = match run_child(&exe, dir.path(), paths, per_lun, budget.run_timeout_s) {
+                let out = match run_child(exe, dir.path(), paths, per_lun, budget.run_timeout_s) {
                     Ok(o) => o,
                     Err(e) => {
                         eprintln!("bench: run {} of {paths}x{per_lun} failed: {e}", i + 1);
