@@ -329,7 +329,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
         if let Some(l) = m.load_avg_1m {
             let _ = writeln!(
                 o,
-                "| load average (1 min) when written | {l:.1} (other builds share these cores) |"
+                "| load average (1 min) when written | {l:.1} (on 2 cores; the run's own lab guest, just finished, counts in it) |"
             );
         }
         let _ = writeln!(o);
@@ -533,8 +533,8 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                  Debian's unit starts it. multipathd-rs: `multipathd-rs daemon` with the kernel \
                  backend and its built-in configuration. udevd runs in the guest for both (as on a \
                  host). Scenarios: `tests/lab/scenarios/9x-bench-*.sh`; raw results in \
-                 `tests/lab/out/9x-bench-*/results.json` (under the mirror with \
-                 `BENCH_LAB_MIRROR`, as for this run).\n",
+                 `tests/lab/out/9x-bench-*/results.json` (under `$BENCH_LAB_MIRROR` when that \
+                 is set).\n",
                 labr.date,
                 labr.guest_kernel.as_deref().unwrap_or("unknown"),
                 labr.reps
@@ -570,6 +570,19 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                     theirs.replace('|', "/")
                 );
             }
+            let _ = writeln!(
+                o,
+                "\nHow each tool notices a path going offline: multipath-tools by an I/O error on \
+                 that path (only while I/O goes through it) or by its path checker, every \
+                 `polling_interval` (5 s) stretched up to `max_polling_interval` (20 s) while the \
+                 path stays healthy; multipathd-rs by the same two plus a sweep of every path's \
+                 `device/state` once a second. So multipath-tools' figures spread widely: with \
+                 the dd loop running they depend on whether its I/O was going through the failed \
+                 path (each repetition is in `tests/lab/out/92-bench-failover/results.json`). \
+                 Adding LUNs: multipathd-rs reads the new paths from kernel uevents and sysfs and \
+                 creates the maps 16 at a time; multipath-tools waits for udevd to finish with \
+                 each new disk first."
+            );
             let _ = writeln!(o, "\nGuest runs:\n");
             for r in &labr.runs {
                 let _ = writeln!(
