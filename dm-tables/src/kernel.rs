@@ -52,6 +52,17 @@ fn dm_name(name: &str) -> Result<&DmName> {
     })
 }
 
+/// N when `path` is a symlink to `.../dm-N` (the link udev's rules make, and ours).
+fn dm_link_minor(path: &Path) -> Option<u32> {
+    let target = std::fs::read_link(path).ok()?;
+    target
+        .file_name()?
+        .to_str()?
+        .strip_prefix("dm-")?
+        .parse()
+        .ok()
+}
+
 /// device-mapper's block major from /proc/devices.
 fn dm_block_major() -> Option<u32> {
     let text = std::fs::read_to_string("/proc/devices").ok()?;
@@ -203,11 +214,7 @@ impl KernelBackend {
             return;
         };
         let ours = if meta.file_type().is_symlink() {
-            let to_our_node = std::fs::read_link(&path).is_ok_and(|t| {
-                t.file_name()
-                    .is_some_and(|f| f == format!("dm-{}", devno.minor).as_str())
-            });
-            to_our_node || std::fs::metadata(&path).is_err()
+            dm_link_minor(&path) == Some(devno.minor) || std::fs::metadata(&path).is_err()
         } else {
             meta.file_type().is_block_device() && meta.rdev() == devno.to_dev_t()
         };
@@ -245,12 +252,7 @@ impl KernelBackend {
             };
             if meta.file_type().is_symlink() {
                 // our `-> ../dm-N` link of a map that is gone now
-                let to_dm = std::fs::read_link(e.path()).is_ok_and(|t| {
-                    t.file_name()
-                        .and_then(|f| f.to_str())
-                        .is_some_and(|f| f.starts_with("dm-"))
-                });
-                if to_dm
+                if dm_link_minor(&e.path()).is_some()
                     && std::fs::metadata(e.path()).is_err()
                     && std::fs::remove_file(e.path()).is_ok()
                 {
@@ -509,5 +511,28 @@ impl DmBackend for KernelBackend {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dm_link_minor_reads_only_links_to_dm_nodes() {
+        let d = tempfile::tempdir().unwrap();
+        let link = |name: &str, target: &str| {
+            let p = d.path().join(name);
+            std::os::unix::fs::symlink(target, &p).unwrap();
+            p
+        };
+        assert_eq!(dm_link_minor(&link("a", "../dm-7")), Some(7));
+        assert_eq!(dm_link_minor(&link("b", "/dev/dm-12")), Some(12));
+        assert_eq!(dm_link_minor(&link("c", "../sda")), None);
+        assert_eq!(dm_link_minor(&link("d", "../dm-x")), None);
+        let file = d.path().join("e");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(dm_link_minor(&file), None);
+        assert_eq!(dm_link_minor(&d.path().join("missing")), None);
     }
 }
