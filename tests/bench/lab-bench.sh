@@ -3,7 +3,7 @@
 #
 # Every measurement is one JSON line {metric, tool, rep, seconds, error} in
 # $LAB_OUT/measurements.jsonl; bench_finish turns them into $LAB_OUT/results.json, which
-# `cargo run -p multipathd-rs --bin bench` collects from tests/lab/out/. A measurement that
+# `cargo run --release -p bench` collects from tests/lab/out/. A measurement that
 # cannot be made is recorded with seconds = null and the reason, never with an invented figure.
 #
 # Tools: "multipath-tools" (Debian's package, default configuration apart from

@@ -2,7 +2,7 @@
 # 91-bench-coldstart: time from daemon start to every map present in
 # `dmsetup ls --target multipath` with all its paths in its table, multipath-tools and multipathd-rs on the same scsi_debug
 # topology (2 hosts x 4 LUNs), alternating which tool goes first in each repetition.
-# Writes results.json for `cargo run -p multipathd-rs --bin bench` (never asserts times).
+# Writes results.json for `cargo run --release -p bench` (never asserts times).
 # lab-udevd: yes
 # lab-timeout: 600
 set -u

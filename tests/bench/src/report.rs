@@ -299,7 +299,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
         o,
-        "Written by `cargo run --release -p multipathd-rs --bin bench`{} — do not edit by hand; \
+        "Written by `cargo run --release -p bench`{} — do not edit by hand; \
          rerun it. Every figure is a median over repeated runs with its spread (min–max); the \
          benchmarks never assert times. These machines are shared and noisy: ratios measured side by \
          side in one run mean more than absolute times.\n",
@@ -656,7 +656,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
     }
     let _ = writeln!(
         o,
-        "## Reproduce\n\n```sh\ncargo run --release -p multipathd-rs --bin bench            # everything (~1 h on 2 shared cores)\ncargo run --release -p multipathd-rs --bin bench -- --no-lab  # without the VM\ncargo run --release -p multipathd-rs --bin bench -- --quick   # smoke mode, writes target/bench/quick/\n```\n\nSee multipathd-rs/README.md (Benchmarks) for the options."
+        "## Reproduce\n\n```sh\ncargo run --release -p bench            # everything (~1 h on 2 shared cores)\ncargo run --release -p bench -- --no-lab  # without the VM\ncargo run --release -p bench -- --quick   # smoke mode, writes target/bench/quick/\n```\n\nSee tests/bench/README.md for the options."
     );
     std::fs::write(md, o).with_context(|| format!("cannot write {}", md.display()))?;
     Ok(())

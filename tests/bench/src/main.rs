@@ -1,9 +1,9 @@
 //! The benchmark suite: runs every benchmark and rewrites BENCHMARKS.md and docs/bench/*.svg.
 //!
 //! ```sh
-//! cargo run --release -p multipathd-rs --bin bench                 # everything
-//! cargo run --release -p multipathd-rs --bin bench -- --no-lab      # without the lab VM
-//! cargo run --release -p multipathd-rs --bin bench -- --quick       # smoke mode (CI)
+//! cargo run --release -p bench                 # everything
+//! cargo run --release -p bench -- --no-lab      # without the lab VM
+//! cargo run --release -p bench -- --quick       # smoke mode (CI)
 //! ```
 //!
 //! Sections: `scale` (generated sysfs + sim backend, 1k..64k paths), `lab` (real kernel in the
@@ -13,17 +13,11 @@
 //! figures (each shows its own date). `--quick` writes under target/bench/quick/ instead of the
 //! repository, so a smoke run never replaces real figures.
 
-#[path = "bench/lab.rs"]
 mod lab;
-#[path = "bench/micro.rs"]
 mod micro;
-#[path = "bench/report.rs"]
 mod report;
-#[path = "bench/scale.rs"]
 mod scale;
-#[path = "bench/stats.rs"]
 mod stats;
-#[path = "bench/svg.rs"]
 mod svg;
 
 use std::path::{Path, PathBuf};
@@ -163,9 +157,12 @@ impl Drop for PinnedExe {
     }
 }
 
+/// The workspace root: this package lives in `tests/bench/`.
 fn workspace() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map_or(here.clone(), Path::to_path_buf)
+    here.ancestors()
+        .nth(2)
+        .map_or_else(|| here.clone(), Path::to_path_buf)
 }
 
 fn save<T: Serialize>(dir: &Path, name: &str, v: &T) -> Result<()> {
