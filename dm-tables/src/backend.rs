@@ -44,6 +44,33 @@ impl MapInfo {
     }
 }
 
+/// How the suspend behind a resume treats I/O: device-mapper suspends a map before it swaps
+/// in a newly loaded table, and these flags of the resume ioctl decide that suspend's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendFlags {
+    /// `DM_NOFLUSH_FLAG`: I/O queued in the target stays queued across the suspend and goes
+    /// to the new table. Without it the suspend flushes, and dm-mpath's presuspend turns
+    /// `queue_if_no_path` off first so the flush can finish: a map with no usable path fails
+    /// every queued I/O with EIO.
+    pub noflush: bool,
+    /// `DM_SKIP_LOCKFS_FLAG`: no filesystem freeze on the map (the map is a guest's disk;
+    /// freezing what sits on it buys nothing for a path change).
+    pub skip_lockfs: bool,
+}
+
+impl SuspendFlags {
+    /// What every table reload uses, as multipath-tools reloads: no flush, no fs lock.
+    pub const RELOAD: SuspendFlags = SuspendFlags {
+        noflush: true,
+        skip_lockfs: true,
+    };
+    /// A plain suspend (`dmsetup suspend` without `--noflush`).
+    pub const FLUSH: SuspendFlags = SuspendFlags {
+        noflush: false,
+        skip_lockfs: false,
+    };
+}
+
 /// How to remove a map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,7 +100,8 @@ pub trait DmBackend: Send + Sync {
     fn info(&self, name: &str) -> Result<MapInfo>;
     /// Creates the map, loads `table` and resumes it; `/dev/mapper/<name>` exists afterwards.
     fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo>;
-    /// Loads `table` into the map and resumes it (swapping tables).
+    /// Loads `table` into the map and resumes it (swapping tables). The suspend this implies
+    /// is a [`SuspendFlags::RELOAD`] one: I/O queued in the map survives the reload.
     fn reload(&self, name: &str, table: &MultipathTable) -> Result<()>;
     /// The active table line as the kernel prints it (`start length multipath ...`).
     fn table_line(&self, name: &str) -> Result<String>;

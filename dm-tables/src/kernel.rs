@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use devicemapper::{DM, DevId, DeviceInfo, DmError, DmFlags, DmName, DmOptions, DmUuid};
 use nix::errno::Errno;
 
-use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed};
+use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed, SuspendFlags};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -77,6 +77,18 @@ fn dm_block_major() -> Option<u32> {
 /// Whether udevd runs (it owns its control socket).
 pub fn udev_running() -> bool {
     Path::new("/run/udev/control").exists()
+}
+
+/// The ioctl flags of a suspend kind ([`SuspendFlags`]).
+fn suspend_dm_flags(f: SuspendFlags) -> DmFlags {
+    let mut flags = DmFlags::empty();
+    if f.noflush {
+        flags |= DmFlags::DM_NOFLUSH;
+    }
+    if f.skip_lockfs {
+        flags |= DmFlags::DM_SKIP_LOCKFS;
+    }
+    flags
 }
 
 fn map_info(name: &str, i: &DeviceInfo) -> MapInfo {
@@ -293,8 +305,15 @@ impl KernelBackend {
         self.dm
             .table_load(&id, &targets, DmOptions::default())
             .map_err(|e| self.ioctl_err("table load", name, e))?;
+        // The resume swaps the tables and suspends the map first. Without DM_NOFLUSH that
+        // suspend flushes, dm-mpath's presuspend switches queue_if_no_path off for it, and a
+        // map with no usable path fails all its queued I/O (a guest sees EIO on a path
+        // re-add, a dev_loss_tmo removal, a SIGHUP). multipath-tools resumes the same way.
         self.dm
-            .device_suspend(&id, DmOptions::default())
+            .device_suspend(
+                &id,
+                DmOptions::default().set_flags(suspend_dm_flags(SuspendFlags::RELOAD)),
+            )
             .map_err(|e| self.ioctl_err("resume", name, e))?;
         Ok(())
     }
@@ -517,6 +536,18 @@ impl DmBackend for KernelBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_resumes_without_flush_and_without_fs_lock() {
+        let f = suspend_dm_flags(SuspendFlags::RELOAD);
+        assert!(f.contains(DmFlags::DM_NOFLUSH), "{f:?}");
+        assert!(f.contains(DmFlags::DM_SKIP_LOCKFS), "{f:?}");
+        assert!(
+            !f.contains(DmFlags::DM_SUSPEND),
+            "a resume, not a suspend: {f:?}"
+        );
+        assert_eq!(suspend_dm_flags(SuspendFlags::FLUSH), DmFlags::empty());
+    }
 
     #[test]
     fn dm_link_minor_reads_only_links_to_dm_nodes() {

@@ -21,7 +21,8 @@ pub mod table;
 mod tokens;
 
 pub use backend::{
-    DmBackend, MPATH_UUID_PREFIX, MapInfo, RemoveMode, Removed, uuid_for_wwid, wwid_from_uuid,
+    DmBackend, MPATH_UUID_PREFIX, MapInfo, RemoveMode, Removed, SuspendFlags, uuid_for_wwid,
+    wwid_from_uuid,
 };
 pub use devno::DevNo;
 pub use error::{Error, Result};
@@ -29,7 +30,7 @@ pub use grouping::{GroupSpec, GroupingPolicy, PathInfo, TableBuilder, group_path
 pub use kernel::KernelBackend;
 pub use message::Message;
 pub use plan::{Change, Plan, plan};
-pub use sim::{SimBackend, devices_from_sysfs};
+pub use sim::{SimBackend, SimIo, devices_from_sysfs};
 pub use status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 pub use table::{Feature, HwHandler, MultipathTable, PathGroup, QueueMode, Selector, TablePath};
 pub use tokens::split_name_prefix;

@@ -1,6 +1,6 @@
 //! A simulated device-mapper that behaves like the kernel where it matters: validation, path
 //! fail/reinstate with growing fail counts, event numbers, open counts that block removal,
-//! deferred remove. Optionally backed by a JSON state file under an flock so several processes
+//! deferred remove, and queued I/O across suspends and reloads (see [`SimIo`]). Optionally backed by a JSON state file under an flock so several processes
 //! (the daemon, its CLI, tests) share one simulated kernel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed};
+use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed, SuspendFlags};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -34,6 +34,10 @@ struct SimState {
     /// Block devices that exist; None accepts any device number.
     #[serde(default)]
     devices: Option<BTreeSet<DevNo>>,
+    /// Block devices that fail every I/O sent to them (an offline disk); see
+    /// [`SimBackend::set_failing`].
+    #[serde(default)]
+    failing: BTreeSet<DevNo>,
     /// uuid -> map name, built on first use so N creates do not scan every map for a taken
     /// uuid (O(N^2)); dropped whenever a map goes away or is renamed. Never stored: a
     /// file-backed state is read anew for every operation.
@@ -54,6 +58,25 @@ impl SimState {
             .get(uuid)
             .map(String::as_str)
     }
+}
+
+/// I/O a test sent to a simulated map ([`SimBackend::submit_io`]), counted in requests.
+///
+/// The model follows dm-mpath: a request goes to the first active path of the chosen group
+/// whose device does not fail it; a failing device fails that path (as the kernel's endio
+/// does) and the request tries the next. With no usable path it is queued when
+/// `queue_if_no_path` is on or a noflush suspend is under way, and fails (EIO) otherwise.
+/// Queued requests are retried whenever a path, the queueing mode or the suspend state
+/// changes. A flushing suspend turns queueing off first (dm-mpath's presuspend), so queued
+/// requests of a map with no usable path fail; a noflush one keeps them queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimIo {
+    /// Waiting in the map for a path.
+    pub queued: u64,
+    /// Done on a path.
+    pub completed: u64,
+    /// Failed back to the submitter (EIO).
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +100,14 @@ struct SimMap {
     open_count: u32,
     event_nr: u32,
     deferred_remove: bool,
+    #[serde(default)]
+    io: SimIo,
+    #[serde(default)]
+    suspended: bool,
+    /// A suspend without noflush put queue_if_no_path aside (dm-mpath's presuspend); the
+    /// resume of the same table puts it back.
+    #[serde(default)]
+    saved_queue_if_no_path: Option<bool>,
 }
 
 impl SimMap {
@@ -87,8 +118,86 @@ impl SimMap {
             devno: DevNo::new(SIM_DM_MAJOR, self.minor),
             open_count: self.open_count,
             event_nr: self.event_nr,
-            suspended: false,
+            suspended: self.suspended,
         }
+    }
+
+    /// Sends queued requests on, as the kernel does when paths, queueing or the suspend
+    /// state change (see [`SimIo`]).
+    fn dispatch(&mut self, failing: &BTreeSet<DevNo>) {
+        let n = std::mem::take(&mut self.io.queued);
+        self.submit(n, failing);
+    }
+
+    fn submit(&mut self, n: u64, failing: &BTreeSet<DevNo>) {
+        if n == 0 {
+            return;
+        }
+        if self.suspended {
+            self.io.queued += n;
+            return;
+        }
+        loop {
+            self.choose_group();
+            let target = self.active_group.and_then(|g| {
+                self.table.groups[g as usize - 1]
+                    .paths
+                    .iter()
+                    .map(|p| p.devno)
+                    .find(|d| self.paths.get(d).is_some_and(|s| s.active))
+            });
+            match target {
+                Some(d) if failing.contains(&d) => {
+                    // the request fails on this path: the kernel fails the path, retries
+                    self.set_path(d, false);
+                }
+                Some(_) => {
+                    self.io.completed += n;
+                    return;
+                }
+                None if self.queue_if_no_path => {
+                    self.io.queued += n;
+                    return;
+                }
+                None => {
+                    self.io.failed += n;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The suspend before a table swap or a `dmsetup suspend`.
+    fn presuspend(&mut self, flags: SuspendFlags, failing: &BTreeSet<DevNo>) {
+        if self.suspended {
+            return;
+        }
+        if !flags.noflush {
+            // dm-mpath's presuspend: a flushing suspend must not wait for a path forever
+            self.saved_queue_if_no_path = Some(self.queue_if_no_path);
+            self.queue_if_no_path = false;
+            self.dispatch(failing);
+        }
+        self.suspended = true;
+    }
+
+    /// Resumes the map: with `new_table` the loaded table replaces the active one (a new
+    /// target: what the old one put aside is gone), else the old table gets back what its
+    /// presuspend put aside.
+    fn resume(&mut self, new_table: Option<MultipathTable>, failing: &BTreeSet<DevNo>) {
+        match new_table {
+            Some(t) => {
+                self.saved_queue_if_no_path = None;
+                self.load(t);
+            }
+            None => {
+                if let Some(q) = self.saved_queue_if_no_path.take() {
+                    self.queue_if_no_path = q;
+                }
+            }
+        }
+        self.suspended = false;
+        self.dispatch(failing);
     }
 
     fn group_has_active(&self, g: usize) -> bool {
@@ -502,9 +611,59 @@ impl SimBackend {
             for (name, m) in &mut s.maps {
                 if m.set_path(devno, false) {
                     hit.push(name.clone());
+                    m.dispatch(&s.failing);
                 }
             }
             Ok(hit)
+        })
+    }
+
+    /// Test helper: `n` requests are sent to the map (see [`SimIo`]). Returns its I/O counts
+    /// afterwards.
+    pub fn submit_io(&self, name: &str, n: u64) -> Result<SimIo> {
+        self.with_state(true, |s| {
+            let failing = s.failing.clone();
+            let m = map_mut(s, name)?;
+            m.submit(n, &failing);
+            Ok(m.io)
+        })
+    }
+
+    /// The map's I/O counts (see [`SimIo`]).
+    pub fn io(&self, name: &str) -> Result<SimIo> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.io))
+    }
+
+    /// Test helper: the device `devno` fails every I/O from now on (`true`, an offline disk)
+    /// or serves it again. Paths the kernel failed stay failed until reinstated.
+    pub fn set_failing(&self, devno: DevNo, failing: bool) -> Result<()> {
+        self.with_state(true, |s| {
+            if failing {
+                s.failing.insert(devno);
+            } else {
+                s.failing.remove(&devno);
+            }
+            Ok(())
+        })
+    }
+
+    /// Suspends the map as `dmsetup suspend [--noflush]` does: I/O is held until
+    /// [`SimBackend::resume`]; a flushing suspend first fails what a map with no usable path
+    /// has queued.
+    pub fn suspend(&self, name: &str, flags: SuspendFlags) -> Result<()> {
+        self.with_state(true, |s| {
+            let failing = s.failing.clone();
+            map_mut(s, name)?.presuspend(flags, &failing);
+            Ok(())
+        })
+    }
+
+    /// Resumes a suspended map (its table unchanged; `dmsetup resume`).
+    pub fn resume(&self, name: &str) -> Result<()> {
+        self.with_state(true, |s| {
+            let failing = s.failing.clone();
+            map_mut(s, name)?.resume(None, &failing);
+            Ok(())
         })
     }
 
@@ -664,6 +823,9 @@ impl DmBackend for SimBackend {
                 open_count: 0,
                 event_nr: 0,
                 deferred_remove: false,
+                io: SimIo::default(),
+                suspended: false,
+                saved_queue_if_no_path: None,
             };
             m.load(table.clone());
             let info = m.info(name);
@@ -679,8 +841,11 @@ impl DmBackend for SimBackend {
         self.with_state(true, |s| {
             map_ref(s, name)?;
             Self::check_table(s, name, table)?;
+            let failing = s.failing.clone();
             let m = map_mut(s, name)?;
-            m.load(table.clone());
+            // the kernel's resume: suspend (of the kind a reload uses), swap, resume
+            m.presuspend(SuspendFlags::RELOAD, &failing);
+            m.resume(Some(table.clone()), &failing);
             m.event_nr += 1;
             Ok(())
         })
@@ -696,6 +861,7 @@ impl DmBackend for SimBackend {
 
     fn message(&self, name: &str, msg: &Message) -> Result<()> {
         self.with_state(true, |s| {
+            let failing = s.failing.clone();
             let m = map_mut(s, name)?;
             let refuse = |reason: &str| {
                 Err(Error::MessageRefused {
@@ -740,6 +906,7 @@ impl DmBackend for SimBackend {
                     }
                 }
             }
+            m.dispatch(&failing);
             Ok(())
         })
     }

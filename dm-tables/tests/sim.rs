@@ -402,3 +402,80 @@ fn a_uuid_is_free_again_after_remove_and_follows_a_rename() {
         e => panic!("{e}"),
     }
 }
+
+const QUEUEING: &str =
+    "0 16384 multipath 1 queue_if_no_path 0 2 1 service-time 0 1 1 8:0 1 service-time 0 1 1 8:32 1";
+
+/// A map with queue_if_no_path whose every path is down, holding `n` queued requests.
+fn queueing_map_with_queued_io(b: &SimBackend, n: u64) {
+    b.create("mpatha", &uuid_for_wwid("3600a0980q"), &t(QUEUEING))
+        .unwrap();
+    for dev in [d(0), d(32)] {
+        b.set_failing(dev, true).unwrap();
+    }
+    let io = b.submit_io("mpatha", n).unwrap();
+    assert_eq!(io.queued, n, "{io:?}");
+    assert_eq!(io.failed, 0, "{io:?}");
+    let s = b.status("mpatha").unwrap();
+    assert!(s.queue_io, "both paths failed by the I/O, queueing: {s}");
+}
+
+#[test]
+fn a_reload_keeps_queued_io_queued_and_a_returning_path_completes_it() {
+    let b = sim();
+    queueing_map_with_queued_io(&b, 5);
+    // a reload while every path is still down (a path removed, a SIGHUP): noflush, the I/O
+    // stays queued; the fresh table's paths fail it again and it goes back to the queue
+    let one = t("0 16384 multipath 1 queue_if_no_path 0 1 1 service-time 0 1 1 8:0 1");
+    b.reload("mpatha", &one).unwrap();
+    let io = b.io("mpatha").unwrap();
+    assert_eq!((io.queued, io.failed), (5, 0), "{io:?}");
+    assert_eq!(
+        b.status("mpatha").unwrap().groups[0].paths[0].state,
+        PathState::Failed
+    );
+    // the path comes back and a reload brings it in: the queued I/O completes
+    b.set_failing(d(32), false).unwrap();
+    b.reload("mpatha", &t(QUEUEING)).unwrap();
+    assert_eq!(
+        b.io("mpatha").unwrap(),
+        dm_tables::SimIo {
+            queued: 0,
+            completed: 5,
+            failed: 0
+        }
+    );
+}
+
+#[test]
+fn a_flushing_suspend_fails_queued_io_and_a_noflush_one_keeps_it() {
+    let b = sim();
+    queueing_map_with_queued_io(&b, 3);
+    b.suspend("mpatha", dm_tables::SuspendFlags::RELOAD)
+        .unwrap();
+    assert!(b.info("mpatha").unwrap().suspended);
+    assert_eq!(b.io("mpatha").unwrap().queued, 3);
+    b.resume("mpatha").unwrap();
+    assert_eq!(b.io("mpatha").unwrap().failed, 0);
+
+    // dmsetup suspend (flush) + resume: presuspend turns queueing off, the flush fails it all
+    b.suspend("mpatha", dm_tables::SuspendFlags::FLUSH).unwrap();
+    let io = b.io("mpatha").unwrap();
+    assert_eq!((io.queued, io.failed), (0, 3), "{io:?}");
+    // while suspended, new I/O is held; the resume puts queueing back and it queues
+    b.submit_io("mpatha", 2).unwrap();
+    b.resume("mpatha").unwrap();
+    let io = b.io("mpatha").unwrap();
+    assert_eq!((io.queued, io.failed), (2, 3), "{io:?}");
+    assert!(
+        b.table("mpatha")
+            .unwrap()
+            .has_feature(&dm_tables::Feature::QueueIfNoPath)
+    );
+    // fail_if_no_path fails what is queued; a working path completes new I/O
+    b.message("mpatha", &Message::FailIfNoPath).unwrap();
+    assert_eq!(b.io("mpatha").unwrap().failed, 5);
+    b.set_failing(d(0), false).unwrap();
+    b.message("mpatha", &Message::ReinstatePath(d(0))).unwrap();
+    assert_eq!(b.submit_io("mpatha", 4).unwrap().completed, 4);
+}

@@ -122,6 +122,9 @@ pub fn report_text(r: &SyncReport) -> String {
     for n in &r.kept_without_paths {
         let _ = writeln!(s, "{n}: kept as it is (no path present)");
     }
+    for p in &r.pending_renames {
+        let _ = writeln!(s, "pending: {p}");
+    }
     for e in &r.errors {
         if !r.maps.iter().any(|m| m.plan.error.as_deref() == Some(e)) {
             let _ = writeln!(s, "error: {e}");
@@ -193,6 +196,7 @@ pub fn handle_command(e: &mut Engine, command: &Command) -> Response {
         Command::ReinstatePath { dev } => sent_response(e.reinstate_path(dev)),
         Command::SwitchGroup { map, group } => sent_response(e.switch_group(map, *group)),
         Command::ResizeMap { map } => report_response(e.resize_map(map)),
+        Command::RenameMapForce { map } => report_response(e.force_rename(map)),
         Command::AddPath { dev } => report_response(e.add_path(dev)),
         Command::DelPath { dev } => report_response(e.del_path(dev)),
         Command::AddMap { map } => report_response(e.add_map(map)),

@@ -86,6 +86,51 @@ pub struct SyncReport {
     pub ignored: Vec<Ignored>,
     /// Scan errors and per-map failures, as sentences.
     pub errors: Vec<String>,
+    /// Paths that report a map's WWID but were left out of it (size differs from the live
+    /// map, or another map holds them); each is also in `errors` as a sentence.
+    pub left_out: Vec<LeftOut>,
+    /// Renames the configuration asks for that wait because the map is open.
+    pub pending_renames: Vec<PendingRename>,
+}
+
+/// A path kept out of the map of the WWID it reports, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeftOut {
+    pub dev: String,
+    pub wwid: String,
+    /// The live map concerned: the one whose size differs, or the one holding the path.
+    pub map: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "path {} (WWID {}) is left out: {}",
+            self.dev, self.wwid, self.reason
+        )
+    }
+}
+
+/// A rename the configuration asks for, held back while the map is open (renaming would
+/// remove `/dev/mapper/<name>` under whoever uses it). `rename map MAP force` carries it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingRename {
+    pub map: String,
+    pub wwid: String,
+    pub new_name: String,
+    pub open_count: u32,
+}
+
+impl std::fmt::Display for PendingRename {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "map {} should be renamed {} but is open ({} holder(s)); it keeps its name until it is closed or the admin runs `rename map {} force`",
+            self.map, self.new_name, self.open_count, self.map
+        )
+    }
 }
 
 impl SyncReport {
@@ -127,6 +172,12 @@ pub struct Engine {
     /// reconfigure.
     removed_by_admin: HashSet<String>,
     ignored: Vec<Ignored>,
+    /// Renames waiting for their open map to close, by WWID.
+    pending_renames: BTreeMap<String, PendingRename>,
+    /// WWIDs whose next plan may change the live map's size (`resize map`).
+    resizing: BTreeSet<String>,
+    /// WWIDs whose next plan may rename the map although it is open (`rename map M force`).
+    forced_renames: BTreeSet<String>,
     started: Instant,
     busy: bool,
 }
@@ -223,6 +274,19 @@ fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Applied {
         Ok(())
     })();
     (messages, res)
+}
+
+/// The size (sectors) most paths of a LUN report, the larger one on a tie; zero sizes do not
+/// count (a path that cannot read its capacity). None when no path reports one.
+fn agreed_size(sizes: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for n in sizes.filter(|&n| n > 0) {
+        *count.entry(n).or_default() += 1;
+    }
+    count
+        .into_iter()
+        .max_by_key(|&(n, c)| (c, n))
+        .map(|(n, _)| n)
 }
 
 /// `f` over `items` on up to `width` threads (this one included); results in the items'
@@ -347,6 +411,9 @@ impl Engine {
             scheduler,
             removed_by_admin: HashSet::new(),
             ignored: Vec::new(),
+            pending_renames: BTreeMap::new(),
+            resizing: BTreeSet::new(),
+            forced_renames: BTreeSet::new(),
             started: Instant::now(),
             busy: false,
         })
@@ -483,7 +550,9 @@ impl Engine {
         };
         let filtered = discovery::filter_paths(&self.config, &self.paths, &known);
         let detect = self.config.global().detect_prio.value;
+        let holders = self.path_holders(&existing);
         let mut desired = Vec::new();
+        let mut admitted = BTreeSet::new();
         for (wwid, ps) in &filtered.by_wwid {
             if only.is_some_and(|o| !o.contains(wwid)) {
                 continue;
@@ -491,8 +560,24 @@ impl Engine {
             if self.removed_by_admin.contains(wwid) && !force.contains(wwid) {
                 continue;
             }
-            match discovery::desired_map(&self.config, detect, wwid, ps, &|p| self.usable(p)) {
-                Ok(d) => desired.push(d),
+            let live = existing
+                .get(wwid)
+                .map(|(i, e)| (i.name.as_str(), e.table.length));
+            let (ps, left) = self.admit_paths(wwid, ps, live, &holders);
+            for l in left {
+                tracing::warn!(dev = %l.dev, wwid = %l.wwid, "{l}");
+                report.errors.push(l.to_string());
+                report.left_out.push(l);
+            }
+            if ps.is_empty() {
+                continue;
+            }
+            admitted.insert(wwid.clone());
+            match discovery::desired_map(&self.config, detect, wwid, &ps, &|p| self.usable(p)) {
+                Ok(mut d) => {
+                    self.keep_queueing_off_if_given_up(&mut d);
+                    desired.push(d);
+                }
                 Err(reason) => report.errors.push(
                     Error::MapBuild {
                         wwid: wwid.clone(),
@@ -505,7 +590,7 @@ impl Engine {
         report.ignored = filtered.ignored;
         for (wwid, (info, _)) in &existing {
             let wanted = only.is_none_or(|o| o.contains(wwid));
-            if wanted && !filtered.by_wwid.contains_key(wwid) {
+            if wanted && !admitted.contains(wwid) {
                 report.kept_without_paths.push(info.name.clone());
             }
         }
@@ -577,10 +662,151 @@ impl Engine {
                 (None, None) => continue,
             };
             let demanded = d.settings.alias.clone();
-            plans.push(discovery::plan_map(d, ex, &new_name, demanded.as_deref()));
+            let mut plan = discovery::plan_map(d, ex, &new_name, demanded.as_deref());
+            if let Some((info, _)) = existing.get(&plan.desired.wwid) {
+                self.hold_back_open_rename(&mut plan, info, report);
+            }
+            plans.push(plan);
         }
         plans.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(plans)
+    }
+
+    /// Which map's table holds each device number: fresh from `existing`, and for maps a
+    /// partial plan did not read, the engine's last view of them.
+    fn path_holders(
+        &self,
+        existing: &ExistingByWwid,
+    ) -> HashMap<dm_tables::DevNo, (String, String)> {
+        let mut out = HashMap::new();
+        for m in self.maps.values() {
+            if existing.contains_key(&m.wwid) {
+                continue;
+            }
+            for d in m.table.devnos() {
+                out.insert(d, (m.name.clone(), m.wwid.clone()));
+            }
+        }
+        for (wwid, (info, ex)) in existing {
+            for d in ex.table.devnos() {
+                out.insert(d, (info.name.clone(), wwid.clone()));
+            }
+        }
+        out
+    }
+
+    /// The paths of `wwid` that may go into its map, and the ones left out: a path another
+    /// map holds (its LUN's WWID changed, or page 0x83 was unreadable and 0x80 answered) is
+    /// never put in a second map; a path whose size differs from the size the map has (the
+    /// live map's, unless `resize map` runs) is left out, so a stale or smaller path never
+    /// shrinks a guest's disk and a size-0 path never makes the WWID unbuildable.
+    fn admit_paths<'a>(
+        &self,
+        wwid: &str,
+        ps: &[&'a ScsiPath],
+        live: Option<(&str, u64)>,
+        holders: &HashMap<dm_tables::DevNo, (String, String)>,
+    ) -> (Vec<&'a ScsiPath>, Vec<LeftOut>) {
+        let mut left = Vec::new();
+        let mut free = Vec::new();
+        for &p in ps {
+            let holder = p
+                .devno
+                .and_then(|d| holders.get(&discovery::dm_devno(d)))
+                .filter(|(_, w)| w != wwid);
+            match holder {
+                Some((name, old)) => left.push(LeftOut {
+                    dev: p.dev.clone(),
+                    wwid: wwid.to_string(),
+                    map: Some(name.clone()),
+                    reason: format!(
+                        "map {name} (WWID {old}) holds it, so it is not put in a second map; its LUN now reports another WWID (remapped on the array, or VPD page 0x83 unreadable): check the LUN, then remove the path or the stale map"
+                    ),
+                }),
+                None => free.push(p),
+            }
+        }
+        let resizing = self.resizing.contains(wwid);
+        let sectors = |p: &ScsiPath| p.size_bytes.map(|b| b / 512);
+        let want = match live {
+            Some((_, len)) if !resizing => Some(len),
+            _ => agreed_size(free.iter().filter_map(|p| sectors(p))),
+        };
+        let Some(want) = want else {
+            return (free, left);
+        };
+        let mut admitted = Vec::new();
+        for p in free {
+            match sectors(p) {
+                Some(n) if n != want => left.push(LeftOut {
+                    dev: p.dev.clone(),
+                    wwid: wwid.to_string(),
+                    map: live.map(|(name, _)| name.to_string()),
+                    reason: match live {
+                        Some((name, _)) if !resizing => format!(
+                            "it reports {n} sectors but the live map {name} has {want}; a live map changes size only through `resize map {name}`"
+                        ),
+                        _ => format!(
+                            "it reports {n} sectors but the other paths of the LUN agree on {want}"
+                        ),
+                    },
+                }),
+                _ => admitted.push(p),
+            }
+        }
+        (admitted, left)
+    }
+
+    /// While the `no_path_retry` countdown of this outage has run out and no path of the map
+    /// works, a reload must not bring `queue_if_no_path` back: take it out of the table.
+    fn keep_queueing_off_if_given_up(&self, d: &mut DesiredMap) {
+        let gave_up = self.maps.get(&d.wwid).is_some_and(|m| m.queue.gave_up());
+        if gave_up && !d.paths().any(|p| p.usable) {
+            d.table
+                .features
+                .retain(|f| *f != dm_tables::Feature::QueueIfNoPath);
+        }
+    }
+
+    /// An open map is not renamed unless the admin forces it: the rename is dropped from the
+    /// plan (a reload still happens) and reported as pending.
+    fn hold_back_open_rename(&self, plan: &mut MapPlan, info: &MapInfo, report: &mut SyncReport) {
+        if !matches!(plan.action, Action::Rename | Action::RenameReload)
+            || info.open_count == 0
+            || self.forced_renames.contains(&plan.desired.wwid)
+        {
+            return;
+        }
+        let pending = PendingRename {
+            map: info.name.clone(),
+            wwid: plan.desired.wwid.clone(),
+            new_name: plan.name.clone(),
+            open_count: info.open_count,
+        };
+        tracing::warn!(map = %info.name, "{pending}");
+        plan.action = if plan.action == Action::RenameReload {
+            Action::Reload
+        } else {
+            Action::Keep
+        };
+        plan.name = info.name.clone();
+        report.pending_renames.push(pending);
+    }
+
+    /// Renames that wait for their open map (see [`PendingRename`]).
+    pub fn pending_renames(&self) -> Vec<PendingRename> {
+        self.pending_renames.values().cloned().collect()
+    }
+
+    /// `rename map MAP force`: carries out the rename the configuration asks for although
+    /// the map is open (whoever holds `/dev/mapper/<old>` keeps its open device; new opens
+    /// must use the new name).
+    pub fn force_rename(&mut self, map: &str) -> Result<SyncReport> {
+        let wwid = self.wwid_of_map(map)?;
+        self.forced_renames.insert(wwid.clone());
+        let r = self.sync_wwids(&BTreeSet::from([wwid]));
+        self.forced_renames.clear();
+        r
     }
 
     /// The plan for every map, without touching the backend or the alias files (new names
@@ -627,6 +853,12 @@ impl Engine {
         if only.is_none() {
             self.ignored = report.ignored.clone();
         }
+        for p in &plans {
+            self.pending_renames.remove(&p.desired.wwid);
+        }
+        for r in &report.pending_renames {
+            self.pending_renames.insert(r.wwid.clone(), r.clone());
+        }
         let mut planned = HashMap::new();
         for outcome in self.apply_all(plans) {
             if let Some(e) = &outcome.plan.error {
@@ -638,7 +870,21 @@ impl Engine {
             );
             report.maps.push(outcome);
         }
+        let reloaded: Vec<String> = planned.keys().cloned().collect();
         self.refresh_maps(only, planned)?;
+        // A reload may have loaded queueing the no_path_retry countdown had switched off.
+        for w in reloaded {
+            if self.maps.get(&w).is_some_and(|m| m.queue.needs_update()) {
+                match self.map_decisions(&w, None) {
+                    Ok(sent) => {
+                        for s in sent {
+                            tracing::info!(map = %s.map, "{} after the reload", s.message);
+                        }
+                    }
+                    Err(e) => report.errors.push(e.to_string()),
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -733,6 +979,8 @@ impl Engine {
                             m.queue = QueueState::new(npr, polling, queueing_now);
                         }
                     }
+                    // the kernel's queueing is the truth, after a reload above all
+                    m.queue.observe_kernel(queueing_now);
                 }
                 None => {
                     self.maps.insert(
@@ -754,6 +1002,8 @@ impl Engine {
         }
         let alive: HashSet<&str> = all.iter().filter_map(MapInfo::wwid).collect();
         self.maps.retain(|w, _| alive.contains(w.as_str()));
+        self.pending_renames
+            .retain(|w, _| alive.contains(w.as_str()));
         // Scheduler: every path that is in a map's table and known to us is checked.
         let now = self.clock.now();
         let mut member: HashMap<String, String> = HashMap::new();
@@ -791,6 +1041,8 @@ impl Engine {
         m.info = self.backend.info(&name).map_err(dm_err(&name))?;
         m.table = self.backend.table(&name).map_err(dm_err(&name))?;
         m.status = self.backend.status(&name).ok();
+        m.queue
+            .observe_kernel(m.table.has_feature(&dm_tables::Feature::QueueIfNoPath));
         Ok(())
     }
 
@@ -940,7 +1192,10 @@ impl Engine {
         for dev in &devs {
             self.rescan_path(dev)?;
         }
-        self.sync_wwids(&BTreeSet::from([wwid]))
+        self.resizing.insert(wwid.clone());
+        let r = self.sync_wwids(&BTreeSet::from([wwid]));
+        self.resizing.clear();
+        r
     }
 
     /// `add path DEV`: reads the device and re-plans its map (creating it if needed).
@@ -1305,7 +1560,7 @@ impl Engine {
         let wwids: Vec<String> = self.maps.keys().cloned().collect();
         let mut sent = Vec::new();
         for w in wwids {
-            if self.maps[&w].queue.fail_at().is_some() {
+            if self.maps[&w].queue.needs_update() {
                 sent.extend(self.map_decisions(&w, None)?);
             }
         }
@@ -1588,7 +1843,11 @@ impl Engine {
             },
             queueing,
             failback,
-            action: None,
+            // an open map whose configured rename waits (see `pending_renames`)
+            action: self
+                .pending_renames
+                .contains_key(&m.wwid)
+                .then_some(state::MapAction::Rename),
             stats: m.stats,
             groups,
         }

@@ -70,6 +70,8 @@ pub enum Command {
     SwitchGroup { map: String, group: u32 },
     /// `resize map MAP`
     ResizeMap { map: String },
+    /// `rename map MAP force`: the rename the configuration asks for, although MAP is open
+    RenameMapForce { map: String },
     /// `add path DEV`
     AddPath { dev: String },
     /// `del path DEV`, `remove path DEV`
@@ -98,6 +100,7 @@ fail path DEV
 reinstate path DEV
 switchgroup MAP N  (also: switch map MAP group N)
 resize map MAP
+rename map MAP force  (an open map's pending rename)
 add path DEV
 del path DEV
 add map MAP
@@ -204,6 +207,9 @@ impl Command {
             ["resize", "map" | "multipath", _] => Ok(Command::ResizeMap {
                 map: words[2].to_string(),
             }),
+            ["rename", "map" | "multipath", _, "force"] => Ok(Command::RenameMapForce {
+                map: words[2].to_string(),
+            }),
             ["add", "path", _] => Ok(Command::AddPath {
                 dev: words[2].to_string(),
             }),
@@ -258,6 +264,7 @@ impl fmt::Display for Command {
             Command::ReinstatePath { dev } => write!(f, "reinstate path {dev}"),
             Command::SwitchGroup { map, group } => write!(f, "switchgroup {map} {group}"),
             Command::ResizeMap { map } => write!(f, "resize map {map}"),
+            Command::RenameMapForce { map } => write!(f, "rename map {map} force"),
             Command::AddPath { dev } => write!(f, "add path {dev}"),
             Command::DelPath { dev } => write!(f, "del path {dev}"),
             Command::AddMap { map } => write!(f, "add map {map}"),

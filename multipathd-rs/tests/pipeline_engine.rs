@@ -65,6 +65,45 @@ impl Lab {
         self.engine_with(Config::builtin())
     }
 
+    /// An engine reading `config.toml` in the lab dir (written with `text`), on `clock`.
+    fn engine_with_file(&self, text: &str, clock: Arc<ManualClock>) -> Engine {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let opts = EngineOptions {
+            config_path: Some(path.clone()),
+            sysfs_root: self.sim.root.clone(),
+            store_paths: StorePaths {
+                table: Some(self.dir.path().join("aliases.toml")),
+                ..StorePaths::default()
+            },
+            checker_override: Some("sysfs".into()),
+        };
+        let backend = SimBackend::open_file(self.state(), None).unwrap();
+        Engine::new(Config::load(&path).unwrap(), opts, Box::new(backend), clock).unwrap()
+    }
+
+    /// Rewrites the engine's config file (then `reconfigure` is the SIGHUP).
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.dir.path().join("config.toml"), text).unwrap();
+    }
+
+    /// Takes both hosts away: sysfs says transport-offline and the sim kernel fails every
+    /// I/O sent to their devices. Returns the devices' numbers.
+    fn all_paths_down(&mut self, e: &Engine) -> Vec<dm_tables::DevNo> {
+        self.sim.host_down("host0").unwrap();
+        self.sim.host_down("host1").unwrap();
+        let b = self.backend();
+        let devnos: Vec<dm_tables::DevNo> = e
+            .paths()
+            .iter()
+            .map(|p| multipathd_rs::discovery::dm_devno(p.devno.unwrap()))
+            .collect();
+        for d in &devnos {
+            b.set_failing(*d, true).unwrap();
+        }
+        devnos
+    }
+
     fn backend(&self) -> SimBackend {
         SimBackend::open_file(self.state(), None).unwrap()
     }
@@ -748,4 +787,318 @@ fn maps_are_created_concurrently_with_the_same_result_as_one_by_one() {
     assert_eq!(concurrent.backend().list().unwrap().len(), 24);
     let most = most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=8).contains(&most), "{most} creates overlapped");
+}
+
+const SIGHUP_CHANGE: &str = "[overrides]\npath_selector = \"round-robin 0\"\n";
+
+/// Issue 12 item 1: I/O queued in a map with no usable path survives every reload (a SIGHUP
+/// that changes the table, a path removed, a path re-added) and completes when a path
+/// returns; with a flushing reload it failed with EIO at the first one.
+#[test]
+fn queued_io_survives_reloads_and_completes_when_a_path_returns() {
+    let mut lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let mut e = lab.engine_with_file("", clock);
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    let name = e.map_names()[0].clone();
+    assert!(
+        e.map_view_of(&name)
+            .unwrap()
+            .features
+            .contains("queue_if_no_path")
+    );
+    let failing = lab.all_paths_down(&e);
+    e.check_all_now().unwrap();
+    let b = lab.backend();
+    assert_eq!(b.submit_io(&name, 5).unwrap().queued, 5);
+
+    // SIGHUP with a configuration that changes the table: a reload with every path down
+    lab.write_config(SIGHUP_CHANGE);
+    let r = e.reconfigure().unwrap();
+    let mine = r.maps.iter().find(|m| m.plan.name == name).unwrap();
+    assert_eq!(mine.plan.action, Action::Reload, "{:?}", mine.plan.changes);
+    let io = b.io(&name).unwrap();
+    assert_eq!((io.queued, io.failed), (5, 0), "SIGHUP reload: {io:?}");
+
+    // dev_loss_tmo removes one path: a reload without it, still no path
+    let gone = e.map_view_of(&name).unwrap().groups[0].paths[0].dev.clone();
+    lab.sim.remove_device(&gone).unwrap();
+    let r = e.on_uevents(vec![uevent("remove", &gone)]).unwrap();
+    assert_eq!(r.maps[0].plan.action, Action::Reload);
+    let io = b.io(&name).unwrap();
+    assert_eq!((io.queued, io.failed), (5, 0), "removal reload: {io:?}");
+
+    // host0 comes back, the removed path is re-added: the reload brings it in and the
+    // queued I/O goes out on it
+    let added = lab.sim.host_up("host0").unwrap();
+    for d in &failing {
+        b.set_failing(*d, false).unwrap();
+    }
+    let r = e
+        .on_uevents(added.iter().map(|d| uevent("add", d)).collect())
+        .unwrap();
+    assert!(
+        r.maps
+            .iter()
+            .any(|m| m.plan.name == name && m.plan.action == Action::Reload)
+    );
+    assert_eq!(
+        b.io(&name).unwrap(),
+        dm_tables::SimIo {
+            queued: 0,
+            completed: 5,
+            failed: 0
+        }
+    );
+}
+
+/// Issue 12 item 2: after the `no_path_retry N` countdown switched queueing off, a reload
+/// with every path still down (a path removed, a SIGHUP) does not bring queueing back, so
+/// I/O keeps failing instead of hanging; the next outage counts down afresh.
+#[test]
+fn no_path_retry_stays_off_after_reloads_and_counts_down_again_next_outage() {
+    let mut lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let cfg = "[overrides]\nno_path_retry = 2\n";
+    let mut e = lab.engine_with_file(cfg, clock.clone());
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    let name = e.map_names()[0].clone();
+    let failing = lab.all_paths_down(&e);
+    e.check_all_now().unwrap();
+    let b = lab.backend();
+    assert_eq!(b.submit_io(&name, 3).unwrap().queued, 3);
+    clock.advance(std::time::Duration::from_secs(11));
+    e.tick_queueing().unwrap();
+    assert_eq!(b.io(&name).unwrap().failed, 3, "the countdown ran out");
+
+    // a path is removed: reload with every path down
+    let gone = e.map_view_of(&name).unwrap().groups[0].paths[0].dev.clone();
+    lab.sim.remove_device(&gone).unwrap();
+    e.on_uevents(vec![uevent("remove", &gone)]).unwrap();
+    clock.advance(std::time::Duration::from_secs(30));
+    e.tick_queueing().unwrap();
+    assert!(
+        !b.table(&name)
+            .unwrap()
+            .has_feature(&dm_tables::Feature::QueueIfNoPath),
+        "{}",
+        b.table_line(&name).unwrap()
+    );
+    assert_eq!(
+        b.submit_io(&name, 1).unwrap().failed,
+        4,
+        "fails, does not hang"
+    );
+
+    // SIGHUP with a table change, every path still down
+    let cfg2 = format!("{cfg}path_selector = \"round-robin 0\"\n");
+    lab.write_config(&cfg2);
+    e.reconfigure().unwrap();
+    clock.advance(std::time::Duration::from_secs(30));
+    e.tick_queueing().unwrap();
+    assert_eq!(
+        b.submit_io(&name, 1).unwrap().failed,
+        5,
+        "fails after a SIGHUP too"
+    );
+
+    // a path returns: queueing back on; the next outage queues, then fails after 2 intervals
+    let added = lab.sim.host_up("host0").unwrap();
+    for d in &failing {
+        b.set_failing(*d, false).unwrap();
+    }
+    e.on_uevents(added.iter().map(|d| uevent("add", d)).collect())
+        .unwrap();
+    e.check_all_now().unwrap();
+    assert!(b.status(&name).unwrap().groups.iter().any(|g| {
+        g.paths
+            .iter()
+            .any(|p| p.state == dm_tables::PathState::Active)
+    }));
+    assert!(
+        b.table(&name)
+            .unwrap()
+            .has_feature(&dm_tables::Feature::QueueIfNoPath)
+    );
+    lab.sim.host_down("host0").unwrap();
+    for p in e.paths() {
+        b.set_failing(multipathd_rs::discovery::dm_devno(p.devno.unwrap()), true)
+            .unwrap();
+    }
+    e.check_all_now().unwrap();
+    assert_eq!(b.submit_io(&name, 1).unwrap().queued, 1, "queues again");
+    clock.advance(std::time::Duration::from_secs(9));
+    e.tick_queueing().unwrap();
+    assert_eq!(b.io(&name).unwrap().queued, 1, "still counting down");
+    clock.advance(std::time::Duration::from_secs(2));
+    e.tick_queueing().unwrap();
+    assert_eq!(
+        b.io(&name).unwrap().failed,
+        6,
+        "fails again after 2 intervals"
+    );
+}
+
+/// Overwrites a path's capacity in the simulated sysfs (512-byte sectors).
+fn set_size(lab: &Lab, dev: &str, sectors: u64) {
+    std::fs::write(
+        lab.sim.root.join("block").join(dev).join("size"),
+        format!("{sectors}\n"),
+    )
+    .unwrap();
+}
+
+/// Issue 12 item 3: a live map's size changes only by `resize map`; a path reporting another
+/// size (stale, smaller, 0) is left out and reported; a new LUN with one size-0 path is
+/// still built on the others.
+#[test]
+fn a_live_map_never_shrinks_and_odd_sized_paths_are_left_out() {
+    let lab = Lab::new();
+    let mut e = lab.engine();
+    let first = e.plan_only().unwrap().maps[0].plan.desired.clone();
+    let zero = first.groups[0].paths[0].dev.clone();
+    set_size(&lab, &zero, 0);
+    let r = e.sync().unwrap();
+    let m = r
+        .maps
+        .iter()
+        .find(|m| m.plan.desired.wwid == first.wwid)
+        .unwrap();
+    assert!(m.applied && m.plan.action == Action::Create, "{r:?}");
+    assert_eq!(m.plan.desired.paths().count(), 3);
+    assert_eq!(r.left_out.len(), 1, "{:?}", r.left_out);
+    assert_eq!(r.left_out[0].dev, zero);
+    assert!(r.errors.iter().any(|e| e.contains(&zero)), "{:?}", r.errors);
+
+    // the live map: one path turns smaller, another reports 0; the map keeps its size
+    let name = m.plan.name.clone();
+    let size = e.map_view_of(&name).unwrap().size_sectors;
+    let devs: Vec<String> = e
+        .map_view_of(&name)
+        .unwrap()
+        .paths()
+        .map(|p| p.dev.clone())
+        .collect();
+    set_size(&lab, &devs[0], size / 2);
+    set_size(&lab, &devs[1], 0);
+    set_size(&lab, &zero, size);
+    let r = e
+        .on_uevents(vec![
+            uevent("change", &devs[0]),
+            uevent("change", &devs[1]),
+            uevent("change", &zero),
+        ])
+        .unwrap();
+    let v = e.map_view_of(&name).unwrap();
+    assert_eq!(v.size_sectors, size, "the guest's disk never shrinks");
+    let mut left: Vec<&str> = r.left_out.iter().map(|l| l.dev.as_str()).collect();
+    left.sort();
+    let mut want = vec![devs[0].as_str(), devs[1].as_str()];
+    want.sort();
+    assert_eq!(left, want, "{:?}", r.left_out);
+    assert!(
+        r.left_out.iter().all(|l| l.reason.contains("resize map")),
+        "{:?}",
+        r.left_out
+    );
+    assert!(
+        v.paths().any(|p| p.dev == zero),
+        "the path that agrees again is taken back"
+    );
+    assert_eq!(v.path_count(), 2);
+}
+
+/// Issue 12 item 4: a changed alias never renames an open map (it would remove
+/// /dev/mapper/<old> under the guest); the rename is reported pending until the admin forces
+/// it, or the map is closed.
+#[test]
+fn an_open_map_is_renamed_only_when_forced() {
+    let lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let mut e = lab.engine_with_file("", clock);
+    e.sync().unwrap();
+    let v = e.map_view_of("mpatha").unwrap();
+    let b = lab.backend();
+    b.open("mpatha").unwrap();
+    lab.write_config(&format!(
+        "[[multipaths]]\nwwid = \"{}\"\nalias = \"db01\"\n",
+        v.wwid
+    ));
+    let r = e.reconfigure().unwrap();
+    assert!(e.map_names().contains(&"mpatha".to_string()), "{r:?}");
+    assert!(b.info("db01").is_err());
+    assert_eq!(r.pending_renames.len(), 1, "{r:?}");
+    assert_eq!(r.pending_renames[0].new_name, "db01");
+    assert_eq!(e.pending_renames().len(), 1);
+    assert_eq!(
+        e.map_view_of("mpatha").unwrap().action,
+        Some(multipathd_rs::state::MapAction::Rename),
+        "show maps tells"
+    );
+    // still pending at the next sync
+    e.sync().unwrap();
+    assert!(b.info("mpatha").is_ok());
+    // the admin forces it
+    let r = e.force_rename("mpatha").unwrap();
+    assert!(
+        r.maps.iter().any(|m| m.applied && m.plan.name == "db01"),
+        "{r:?}"
+    );
+    assert!(b.info("db01").is_ok());
+    assert!(e.pending_renames().is_empty());
+    assert_eq!(e.map_view_of("db01").unwrap().action, None);
+}
+
+/// Issue 12 item 12: when paths of a live map start reporting another WWID (here page 0x83
+/// became unreadable and page 0x80 answers), they are not put in a second map on the same
+/// devices; the change is reported.
+#[test]
+fn a_path_held_by_a_map_is_never_put_in_a_second_one() {
+    let lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let mut e = lab.engine_with_file("[defaults]\nfind_multipaths = \"no\"\n", clock);
+    e.sync().unwrap();
+    let before = e.map_names();
+    let v = e.map_view_of("mpatha").unwrap();
+    let devs: Vec<String> = v.paths().map(|p| p.dev.clone()).collect();
+    for d in &devs[..2] {
+        std::fs::remove_file(lab.sim.root.join("block").join(d).join("device/vpd_pg83")).unwrap();
+    }
+    let r = e
+        .on_uevents(devs[..2].iter().map(|d| uevent("change", d)).collect())
+        .unwrap();
+    let new_wwids: Vec<String> = e
+        .paths()
+        .iter()
+        .filter(|p| devs[..2].contains(&p.dev))
+        .map(|p| p.wwid.clone().unwrap())
+        .collect();
+    assert!(new_wwids.iter().all(|w| *w != v.wwid), "{new_wwids:?}");
+    assert_eq!(e.map_names(), before, "no second map: {r:?}");
+    assert!(
+        r.maps.iter().all(|m| m.plan.action != Action::Create),
+        "{:?}",
+        r.maps
+    );
+    let held: Vec<&str> = r
+        .left_out
+        .iter()
+        .filter(|l| l.map.as_deref() == Some("mpatha"))
+        .map(|l| l.dev.as_str())
+        .collect();
+    assert_eq!(held.len(), 2, "{:?}", r.left_out);
+    assert!(
+        r.errors.iter().any(|e| e.contains("second map")),
+        "{:?}",
+        r.errors
+    );
+    // every device is in at most one map
+    let mut seen = std::collections::HashSet::new();
+    for m in lab.backend().list().unwrap() {
+        for d in lab.backend().table(&m.name).unwrap().devnos() {
+            assert!(seen.insert(d), "{d} in two maps");
+        }
+    }
 }

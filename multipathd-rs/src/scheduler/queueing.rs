@@ -5,6 +5,11 @@
 //! - `N`: I/O queues for N checker intervals (N × `polling_interval` on the clock), then
 //!   queueing is switched off so processes do not hang forever; when a path returns queueing
 //!   is switched back on, ready for the next outage.
+//!
+//! What the kernel does is the truth: after every reload (a table may bring
+//! `queue_if_no_path` back) the state is re-read from the loaded table
+//! ([`QueueState::observe_kernel`]), and a countdown that ran out in this outage is enforced
+//! again ([`QueueState::gave_up`]), so `no_path_retry N` never turns into "queue forever".
 
 use std::fmt;
 use std::str::FromStr;
@@ -73,6 +78,9 @@ pub struct QueueState {
     queueing: bool,
     /// While counting down: when queueing will be switched off.
     fail_at: Option<Instant>,
+    /// The countdown of the current outage ran out (or the map had queueing off with no
+    /// path when we met it): queueing stays off until a path returns.
+    gave_up: bool,
 }
 
 impl QueueState {
@@ -84,7 +92,28 @@ impl QueueState {
             polling_interval,
             queueing: queueing_now,
             fail_at: None,
+            gave_up: false,
         }
+    }
+
+    /// The kernel's queueing as the loaded table shows it (`queue_if_no_path` among its
+    /// features), read after every reload and refresh. A reload can switch queueing back on
+    /// behind the countdown's back; the next [`QueueState::update`] then switches it off
+    /// again when this outage already gave up.
+    pub fn observe_kernel(&mut self, kernel_queueing: bool) {
+        self.queueing = kernel_queueing;
+    }
+
+    /// Whether this outage's countdown ran out: queueing must stay off until a path returns
+    /// (a reload with no usable path must not load `queue_if_no_path`).
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
+    }
+
+    /// Whether the state must be fed now even with no path check due: a countdown runs, or
+    /// the kernel queues although this outage gave up.
+    pub fn needs_update(&self) -> bool {
+        self.fail_at.is_some() || (self.gave_up && self.queueing)
     }
 
     pub fn policy(&self) -> NoPathRetry {
@@ -112,6 +141,7 @@ impl QueueState {
     pub fn update(&mut self, usable_paths: usize, now: Instant) -> Option<QueueAction> {
         if usable_paths > 0 {
             self.fail_at = None;
+            self.gave_up = false;
             if !self.queueing && self.policy.wants_queueing() {
                 self.queueing = true;
                 return Some(QueueAction::EnableQueueing);
@@ -129,12 +159,22 @@ impl QueueState {
                 }
             }
             NoPathRetry::Retries(n) => {
+                if self.gave_up {
+                    // Stays off until a path returns, whatever a reload loaded meanwhile.
+                    return self.disable();
+                }
                 if !self.queueing {
-                    // Already given up; stays so until a path returns.
+                    // Met with queueing off and no path: nothing to count down.
+                    self.gave_up = true;
                     return None;
                 }
                 let fail_at = *self.fail_at.get_or_insert(now + self.polling_interval * n);
-                if now >= fail_at { self.disable() } else { None }
+                if now >= fail_at {
+                    self.gave_up = true;
+                    self.disable()
+                } else {
+                    None
+                }
             }
         }
     }
@@ -197,6 +237,40 @@ mod tests {
             Some(QueueAction::EnableQueueing)
         );
         assert_eq!(state.update(1, clock.now()), None);
+    }
+
+    #[test]
+    fn a_reload_that_brings_queueing_back_after_the_countdown_is_undone() {
+        let clock = ManualClock::new();
+        let mut state = QueueState::new(NoPathRetry::Retries(3), INTERVAL, true);
+        assert_eq!(state.update(0, clock.now()), None);
+        clock.advance(3 * INTERVAL);
+        assert_eq!(
+            state.update(0, clock.now()),
+            Some(QueueAction::DisableQueueing)
+        );
+        assert!(state.gave_up());
+        assert!(!state.needs_update());
+        // a reload with every path still down loads queue_if_no_path again
+        state.observe_kernel(true);
+        assert!(
+            state.needs_update(),
+            "the kernel queues although we gave up"
+        );
+        assert_eq!(
+            state.update(0, clock.now()),
+            Some(QueueAction::DisableQueueing),
+            "switched off again at once, not after another countdown, and never left on"
+        );
+        assert!(!state.needs_update());
+        // a path returns: queueing on for the next outage, which counts down afresh
+        assert_eq!(
+            state.update(1, clock.now()),
+            Some(QueueAction::EnableQueueing)
+        );
+        assert!(!state.gave_up());
+        assert_eq!(state.update(0, clock.now()), None);
+        assert_eq!(state.remaining(clock.now()), Some(3 * INTERVAL));
     }
 
     #[test]
