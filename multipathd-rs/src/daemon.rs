@@ -21,6 +21,9 @@ use crate::state::{self, MapView};
 use crate::uevent::BurstCollector;
 use crate::uevent::netlink::KernelUeventSocket;
 
+mod pidfile;
+pub use pidfile::{DEFAULT_PIDFILE, PidFile};
+
 /// The engine shared between the socket threads and the daemon loop.
 pub struct Daemon {
     engine: Mutex<Engine>,
@@ -400,6 +403,9 @@ fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
 pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx)?;
+    // Bound before the first sync: a socket another daemon answers on stops us before we
+    // touch a map (the caller's pid file lock is the first guard; this is the second).
+    let server = Server::bind(&opts.socket, ServerOptions::default())?;
     let daemon = Arc::new(Daemon::new(engine));
     {
         let mut e = daemon.engine();
@@ -414,7 +420,6 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
         // Every member path is due at once: the loop's first pass checks them all through
         // the asynchronous runner, so one hung path cannot hold up the start.
     }
-    let server = Server::bind(&opts.socket, ServerOptions::default())?;
     daemon.set_stopper(server.stopper());
     let handle = server.spawn(daemon.clone())?;
     let status = {

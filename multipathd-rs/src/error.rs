@@ -73,6 +73,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon's pid/lock file could not be created, locked or written.
+    #[error("cannot take the daemon's lock file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another daemon holds the single-instance lock.
+    #[error(
+        "another multipathd-rs daemon{} holds the lock file {path}; not starting, nothing was touched",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning { path: PathBuf, pid: Option<u32> },
     /// Another daemon already answers on the control socket.
     #[error("control socket {path} is already in use by a running daemon")]
     SocketInUse { path: PathBuf },

@@ -37,6 +37,11 @@ impl Lab {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_with("config.toml", "ctl.sock", args)
+    }
+
+    /// A command with its own configuration file and control socket (names in the lab dir).
+    fn cmd_with(&self, config: &str, socket: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_multipathd-rs"));
         c.arg("--sysfs-root")
             .arg(&self.sim.root)
@@ -45,11 +50,37 @@ impl Lab {
             .arg("--aliases-table")
             .arg(self.p("aliases.toml"))
             .arg("--config")
-            .arg(self.p("config.toml"))
+            .arg(self.p(config))
             .arg("--socket")
-            .arg(self.p("ctl.sock"))
+            .arg(self.p(socket))
             .args(args);
         c
+    }
+
+    /// `daemon` with `config`, `socket` and pid file `pidfile`, its stderr in `log`.
+    fn daemon_with(&self, config: &str, socket: &str, pidfile: &str, log: &str) -> Daemon {
+        let pidfile = self.p(pidfile);
+        let mut c = self.cmd_with(
+            config,
+            socket,
+            &["daemon", "--pidfile", pidfile.to_str().unwrap()],
+        );
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.p(log)).unwrap());
+        Daemon(c.spawn().unwrap())
+    }
+
+    /// Every map's (event number, table line): what a daemon did to the maps shows here.
+    fn dm_state(&self) -> BTreeMap<String, (u32, String)> {
+        let b = SimBackend::open_file(self.p("dm.json"), None).unwrap();
+        b.list()
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                let t = b.table_line(&m.name).unwrap();
+                (m.name, (m.event_nr, t))
+            })
+            .collect()
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -183,13 +214,7 @@ impl Drop for Daemon {
 #[test]
 fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
     let mut lab = Lab::new();
-    let mut d = Daemon(
-        lab.cmd(&["daemon"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = lab.cmd(&["show", "status", "--json"]).output().unwrap();
@@ -280,6 +305,177 @@ fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lab.event_nrs().len(), 4, "maps stay after the daemon stops");
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap()),
+            sig,
+        )
+        .unwrap();
+    }
+
+    /// Waits for the exit (up to `within`, a hang detector): Some(status) or None.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Lab {
+    /// Waits until the daemon on `socket` answers `show status`.
+    fn wait_ready(&self, d: &mut Daemon, socket: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .cmd_with("config.toml", socket, &["show", "status"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            assert!(d.0.try_wait().unwrap().is_none(), "daemon exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Issue 12 item 14: two daemons started together, 40 times: exactly one runs, the other
+/// exits non-zero naming the holder's pid, and never touched a map. The two run different
+/// configurations (multibus / failover grouping) from the same starting maps, so a loser
+/// that reloaded anything before giving up would show in the event numbers and tables.
+#[test]
+fn two_daemons_started_together_exactly_one_runs_and_the_other_touches_nothing() {
+    let lab = Lab::new();
+    std::fs::write(
+        lab.p("a.toml"),
+        "[overrides]\npath_grouping_policy = \"multibus\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lab.p("b.toml"),
+        "[overrides]\npath_grouping_policy = \"failover\"\n",
+    )
+    .unwrap();
+    let reset = || {
+        lab.run(&["once"]);
+    };
+    // What one daemon alone makes of the starting maps, per configuration.
+    // (Event numbers only grow, so what a run did is the difference from where it started.)
+    let since = |start: &BTreeMap<String, (u32, String)>| -> BTreeMap<String, (u32, String)> {
+        lab.dm_state()
+            .into_iter()
+            .map(|(name, (nr, table))| {
+                let was = start.get(&name).map_or(0, |s| s.0);
+                (name, (nr - was, table))
+            })
+            .collect()
+    };
+    let mut expected = BTreeMap::new();
+    for cfg in ["a.toml", "b.toml"] {
+        reset();
+        let start = lab.dm_state();
+        let mut d = lab.daemon_with(cfg, "ctl.sock", "d.pid", "alone.log");
+        lab.wait_ready(&mut d, "ctl.sock");
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(30)).unwrap().success());
+        expected.insert(cfg, since(&start));
+    }
+    assert_ne!(expected["a.toml"], expected["b.toml"]);
+    // Positive control: with separate lock files both run, and the state shows both.
+    reset();
+    let start = lab.dm_state();
+    let mut a = lab.daemon_with("a.toml", "a.sock", "a.pid", "a.log");
+    lab.wait_ready(&mut a, "a.sock");
+    let mut b = lab.daemon_with("b.toml", "b.sock", "b.pid", "b.log");
+    lab.wait_ready(&mut b, "b.sock");
+    let both = since(&start);
+    for (name, (nr, _)) in &both {
+        let one = expected["b.toml"][name].0;
+        assert!(*nr > one, "{name}: the oracle missed a daemon: {both:?}");
+    }
+    assert_ne!(both, expected["a.toml"]);
+    assert_ne!(both, expected["b.toml"]);
+    for mut d in [a, b] {
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(30)).is_some());
+    }
+
+    for trial in 0..40 {
+        reset();
+        let start = lab.dm_state();
+        let mut a = lab.daemon_with("a.toml", "ctl.sock", "d.pid", "a.log");
+        let mut b = lab.daemon_with("b.toml", "ctl.sock", "d.pid", "b.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut winner, loser_status, loser_log, cfg) = loop {
+            if let Some(s) = a.0.try_wait().unwrap() {
+                break (b, s, "a.log", "b.toml");
+            }
+            if let Some(s) = b.0.try_wait().unwrap() {
+                break (a, s, "b.log", "a.toml");
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: both still run");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let msg = std::fs::read_to_string(lab.p(loser_log)).unwrap();
+        assert!(!loser_status.success(), "trial {trial}: {msg}");
+        assert!(
+            msg.contains(&format!("(pid {})", winner.pid())) && msg.contains("d.pid"),
+            "trial {trial}: {msg}"
+        );
+        lab.wait_ready(&mut winner, "ctl.sock");
+        assert!(winner.0.try_wait().unwrap().is_none(), "trial {trial}");
+        assert_eq!(since(&start), expected[cfg], "trial {trial}: {msg}");
+        winner.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(winner.wait_exit(Duration::from_secs(30)).is_some());
+        assert!(
+            !lab.p("d.pid").exists(),
+            "the pid file goes with the daemon"
+        );
+    }
+}
+
+/// Issue 12 item 13: SIGTERM ends the daemon even when its socket file was removed, or
+/// replaced by someone else's socket (which is then left alone).
+#[test]
+fn sigterm_stops_the_daemon_with_its_socket_file_removed_or_replaced() {
+    let lab = Lab::new();
+    for replace in [false, true] {
+        let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
+        lab.wait_ready(&mut d, "ctl.sock");
+        std::fs::remove_file(lab.p("ctl.sock")).unwrap();
+        let other =
+            replace.then(|| std::os::unix::net::UnixListener::bind(lab.p("ctl.sock")).unwrap());
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = d.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "replaced={replace}: the daemon did not stop: {}",
+            std::fs::read_to_string(lab.p("d.log")).unwrap()
+        );
+        assert_eq!(
+            lab.p("ctl.sock").exists(),
+            replace,
+            "only our own socket goes"
+        );
+        drop(other);
+        let _ = std::fs::remove_file(lab.p("ctl.sock"));
+        assert_eq!(lab.event_nrs().len(), 4, "maps stay");
+    }
 }
 
 /// On the real-kernel reference tree, `once --dry-run` prints what `multipath -d` printed
