@@ -203,10 +203,20 @@ pub fn handle_command(e: &mut Engine, command: &Command) -> Response {
             Ok(name) => Response::ok(format!("{name}: removed\n")),
             Err(err) => error_response(&err),
         },
-        Command::Reconfigure => report_response(e.reconfigure()),
+        Command::Reconfigure => match e.reconfigure() {
+            Err(err @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
+                Response::failed(format!("{}\n", kept_config(&err)))
+            }
+            r => report_response(r),
+        },
         Command::Rescan => report_response(e.rescan()),
         Command::Shutdown => Response::ok("shutting down\n"),
     }
+}
+
+/// The sentence for a reload whose configuration file could not be used.
+fn kept_config(e: &Error) -> String {
+    format!("reconfigure refused, the running configuration stays in effect: {e}")
 }
 
 fn sent_response(r: Result<crate::engine::Sent, Error>) -> Response {
@@ -451,6 +461,9 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
                 let r = daemon.engine().reconfigure();
                 match r {
                     Ok(r) => tracing::info!("reconfigured: {}", report_text(&r).trim_end()),
+                    Err(e @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
+                        tracing::error!("{}", kept_config(&e))
+                    }
                     Err(e) => tracing::error!("reconfigure failed: {e}"),
                 }
                 sd_notify("STATUS=reconfigured");

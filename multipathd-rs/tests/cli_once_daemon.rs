@@ -65,7 +65,8 @@ impl Lab {
             socket,
             &["daemon", "--pidfile", pidfile.to_str().unwrap()],
         );
-        c.stdout(std::process::Stdio::null())
+        c.env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.p(log)).unwrap());
         Daemon(c.spawn().unwrap())
     }
@@ -476,6 +477,94 @@ fn sigterm_stops_the_daemon_with_its_socket_file_removed_or_replaced() {
         let _ = std::fs::remove_file(lab.p("ctl.sock"));
         assert_eq!(lab.event_nrs().len(), 4, "maps stay");
     }
+}
+
+impl Lab {
+    /// Waits until `log` has `n` lines containing `what`; returns those lines.
+    fn wait_log(&self, log: &str, what: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(self.p(log)).unwrap();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains(what))
+                .map(String::from)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "no {what:?} in {log}:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8(self.run(args).stdout).unwrap()
+    }
+}
+
+/// Issue 12 item 8: SIGHUP with the configuration file removed, then with an invalid one,
+/// keeps the running configuration (its blacklist above all) and every map as it is, with an
+/// ERROR naming the file and the reason. Control: a changed valid file does change a setting.
+#[test]
+fn sighup_with_the_config_removed_or_invalid_keeps_the_running_configuration() {
+    let lab = Lab::new();
+    let first_wwid = lab.sim.paths[0].expected_wwid.clone();
+    let config = |polling: u32| {
+        format!(
+            "[defaults]\npolling_interval = {polling}\n\n[blacklist]\nwwid = [\"^{first_wwid}$\"]\n"
+        )
+    };
+    std::fs::write(lab.p("config.toml"), config(7)).unwrap();
+    let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
+    lab.wait_ready(&mut d, "ctl.sock");
+    let shown = lab.stdout(&["show", "config"]);
+    assert!(
+        shown.contains(&first_wwid) && shown.contains("polling_interval       7"),
+        "{shown}"
+    );
+    let maps = lab.dm_state();
+    assert_eq!(maps.len(), 3, "the blacklisted LUN has no map");
+
+    std::fs::remove_file(lab.p("config.toml")).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let errors = lab.wait_log("d.log", "ERROR", 1);
+    let path = lab.p("config.toml").display().to_string();
+    assert!(
+        errors[0].contains(&path)
+            && errors[0].contains("No such file")
+            && errors[0].contains("running configuration stays"),
+        "{errors:?}"
+    );
+    assert_eq!(lab.stdout(&["show", "config"]), shown);
+    assert_eq!(lab.dm_state(), maps);
+
+    std::fs::write(
+        lab.p("config.toml"),
+        "[defaults]\npolling_interval = \"often\"\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let errors = lab.wait_log("d.log", "ERROR", 2);
+    assert!(
+        errors[1].contains(&path) && errors[1].contains("line 2"),
+        "{errors:?}"
+    );
+    assert_eq!(lab.stdout(&["show", "config"]), shown);
+    assert_eq!(lab.dm_state(), maps);
+
+    // Control: the oracle sees a change when there is one.
+    std::fs::write(lab.p("config.toml"), config(9)).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    lab.wait_log("d.log", "reconfigured", 1);
+    let now = lab.stdout(&["show", "config"]);
+    assert!(
+        now.contains("polling_interval       9") && now.contains(&first_wwid),
+        "{now}"
+    );
+    assert_eq!(lab.dm_state().len(), 3);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(30)).is_some());
 }
 
 /// On the real-kernel reference tree, `once --dry-run` prints what `multipath -d` printed
