@@ -94,13 +94,23 @@ fn error_response(e: &Error) -> Response {
     }
 }
 
+/// `subject: text`, unless the text names the subject already (most of our errors do): an
+/// error reads as one sentence naming its device or map once.
+pub fn about(subject: &str, text: &str) -> String {
+    if text.contains(subject) {
+        text.to_string()
+    } else {
+        format!("{subject}: {text}")
+    }
+}
+
 /// A sync report as the lines an admin reads: one per map that changed or failed.
 pub fn report_text(r: &SyncReport) -> String {
     let mut s = String::new();
     for m in &r.maps {
         let p = &m.plan;
         let line = match (&p.error, p.action) {
-            (Some(e), _) => format!("{}: failed: {e}", p.name),
+            (Some(e), _) => about(&p.name, &format!("failed: {e}")),
             (None, crate::discovery::Action::Keep) => continue,
             (None, a) => {
                 let mut l = format!(
@@ -513,7 +523,7 @@ impl EventLoop {
                         tracing::info!("{}: {}", s.map, s.message);
                     }
                 }
-                Err(err) => tracing::warn!("{}: {err}", report.dev),
+                Err(err) => tracing::warn!("{}", about(&report.dev, &err.to_string())),
             }
         }
         if now.duration_since(self.last_queue_tick) >= Duration::from_secs(1) {
@@ -631,6 +641,19 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn about_names_the_subject_once() {
+        let e = Error::Dm {
+            map: "mpatha".into(),
+            source: dm_tables::Error::NoSuchMap {
+                name: "mpatha".into(),
+            },
+        };
+        let t = about("mpatha", &format!("failed: {e}"));
+        assert_eq!(t.matches("mpatha").count(), 1, "{t}");
+        assert_eq!(about("sdb", "path is down"), "sdb: path is down");
+    }
 
     #[test]
     fn sd_notify_sends_one_datagram_to_the_socket() {

@@ -18,7 +18,10 @@ fn main() {
     match multipathd_rs::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("multipathd-rs: {e:#}");
+            eprintln!(
+                "multipathd-rs: {}",
+                multipathd_rs::error::sentence(e.as_ref())
+            );
             std::process::exit(1);
         }
     }
