@@ -138,7 +138,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("aliases: error: {e:#}");
+            eprintln!("aliases: error: {}", sentence(&e));
             ExitCode::FAILURE
         }
     }
@@ -351,4 +351,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An error and its causes as one sentence for the terminal. Our library errors quote their
+/// cause in their own text (`cannot read X: Is a directory`) and also name it as their
+/// `source`, so printing the whole chain (`{:#}`) would say it twice; a cause whose text is
+/// already there is left out.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

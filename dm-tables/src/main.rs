@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dm-tables: error: {e:#}");
+            eprintln!("dm-tables: error: {}", sentence(&e));
             ExitCode::FAILURE
         }
     }
@@ -383,7 +383,7 @@ fn explain(force_status: bool, json: bool) -> Result<()> {
             Ok(e) => out.push(e),
             Err(e) => {
                 failed += 1;
-                eprintln!("dm-tables: line {}: {e:#}", i + 1);
+                eprintln!("dm-tables: line {}: {}", i + 1, sentence(&e));
             }
         }
     }
@@ -640,4 +640,23 @@ fn branch(last: bool) -> &'static str {
 /// What runs down the left of a group's children: nothing below the last group.
 fn stem(last_group: bool) -> &'static str {
     if last_group { " " } else { "│" }
+}
+
+/// An error and its causes as one sentence for the terminal. Our library errors quote their
+/// cause in their own text (`cannot read X: Is a directory`) and also name it as their
+/// `source`, so printing the whole chain (`{:#}`) would say it twice; a cause whose text is
+/// already there is left out.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

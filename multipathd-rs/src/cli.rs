@@ -59,7 +59,11 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the daemon in the foreground (sd_notify, SIGHUP reconfigure, SIGTERM leaves maps).
-    Daemon,
+    Daemon {
+        /// Single-instance lock and pid file, locked before anything else is touched.
+        #[arg(long, value_name = "FILE", default_value = daemon::DEFAULT_PIDFILE)]
+        pidfile: PathBuf,
+    },
     /// Build or update the maps once and exit (like `multipath -v2`).
     Once {
         /// Print what would be done; touch neither device-mapper nor the alias files.
@@ -270,7 +274,9 @@ fn client(g: &Global, cmd: Command) -> Result<i32> {
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
-        Cmd::Daemon => {
+        Cmd::Daemon { pidfile } => {
+            // First of all: a second daemon must not reload a single map.
+            let _lock = daemon::PidFile::acquire(&pidfile)?;
             let engine = engine(g)?;
             let opts = DaemonOptions {
                 socket: g.socket.clone(),

@@ -452,6 +452,10 @@ pub struct Defaults {
     /// Upper bound in seconds the check interval grows to while paths stay healthy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_polling_interval: Option<u32>,
+    /// Seconds between the daemon's full reconciles of paths and maps with sysfs (a net for
+    /// lost uevents); 0 turns the periodic reconcile off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval: Option<u32>,
     /// Naming of maps without a `multipaths` alias.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alias_policy: Option<AliasPolicy>,
@@ -589,6 +593,10 @@ impl PathIdentity {
 // Built-in defaults and resolution
 // ---------------------------------------------------------------------------------------------
 
+/// Built-in `reconcile_interval`: a full rescan of sysfs every five minutes repairs a lost
+/// uevent without costing a busy host (one scan of 32k paths takes about a second).
+pub const DEFAULT_RECONCILE_INTERVAL: u32 = 300;
+
 /// The compiled-in defaults, used where neither the file nor a device entry sets a value.
 /// They follow multipath-tools' documented built-ins except where noted in the README.
 pub fn builtin_defaults() -> Defaults {
@@ -605,6 +613,7 @@ pub fn builtin_defaults() -> Defaults {
         },
         polling_interval: Some(5),
         max_polling_interval: Some(20),
+        reconcile_interval: Some(DEFAULT_RECONCILE_INTERVAL),
         alias_policy: Some(AliasPolicy::UserFriendlyNames),
         alias_prefix: Some("mpath".into()),
         alias_template: None,
@@ -718,6 +727,8 @@ pub struct GlobalSettings {
     pub polling_interval: Resolved<u32>,
     /// `max_polling_interval` in seconds.
     pub max_polling_interval: Resolved<u32>,
+    /// `reconcile_interval` in seconds (0: off).
+    pub reconcile_interval: Resolved<u32>,
     /// `alias_policy`.
     pub alias_policy: Resolved<AliasPolicy>,
     /// `alias_prefix`.
@@ -896,6 +907,13 @@ impl Config {
                 &builtin.max_polling_interval,
             )
             .unwrap_or_else(|| fallback(20)),
+            reconcile_interval: pick(
+                self,
+                "reconcile_interval",
+                &d.reconcile_interval,
+                &builtin.reconcile_interval,
+            )
+            .unwrap_or_else(|| fallback(DEFAULT_RECONCILE_INTERVAL)),
             alias_policy: pick(self, "alias_policy", &d.alias_policy, &builtin.alias_policy)
                 .unwrap_or_else(|| fallback(AliasPolicy::UserFriendlyNames)),
             alias_prefix: pick(self, "alias_prefix", &d.alias_prefix, &builtin.alias_prefix)

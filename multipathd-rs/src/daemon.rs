@@ -18,8 +18,11 @@ use crate::socket::{
     Command, CommandHandler, Format, Peer, Response, Server, ServerOptions, Stopper,
 };
 use crate::state::{self, MapView};
-use crate::uevent::BurstCollector;
 use crate::uevent::netlink::KernelUeventSocket;
+use crate::uevent::{BurstCollector, UeventFeed};
+
+mod pidfile;
+pub use pidfile::{DEFAULT_PIDFILE, PidFile};
 
 /// The engine shared between the socket threads and the daemon loop.
 pub struct Daemon {
@@ -91,13 +94,23 @@ fn error_response(e: &Error) -> Response {
     }
 }
 
+/// `subject: text`, unless the text names the subject already (most of our errors do): an
+/// error reads as one sentence naming its device or map once.
+pub fn about(subject: &str, text: &str) -> String {
+    if text.contains(subject) {
+        text.to_string()
+    } else {
+        format!("{subject}: {text}")
+    }
+}
+
 /// A sync report as the lines an admin reads: one per map that changed or failed.
 pub fn report_text(r: &SyncReport) -> String {
     let mut s = String::new();
     for m in &r.maps {
         let p = &m.plan;
         let line = match (&p.error, p.action) {
-            (Some(e), _) => format!("{}: failed: {e}", p.name),
+            (Some(e), _) => about(&p.name, &format!("failed: {e}")),
             (None, crate::discovery::Action::Keep) => continue,
             (None, a) => {
                 let mut l = format!(
@@ -204,10 +217,20 @@ pub fn handle_command(e: &mut Engine, command: &Command) -> Response {
             Ok(name) => Response::ok(format!("{name}: removed\n")),
             Err(err) => error_response(&err),
         },
-        Command::Reconfigure => report_response(e.reconfigure()),
+        Command::Reconfigure => match e.reconfigure() {
+            Err(err @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
+                Response::failed(format!("{}\n", kept_config(&err)))
+            }
+            r => report_response(r),
+        },
         Command::Rescan => report_response(e.rescan()),
         Command::Shutdown => Response::ok("shutting down\n"),
     }
+}
+
+/// The sentence for a reload whose configuration file could not be used.
+fn kept_config(e: &Error) -> String {
+    format!("reconfigure refused, the running configuration stays in effect: {e}")
 }
 
 fn sent_response(r: Result<crate::engine::Sent, Error>) -> Response {
@@ -399,11 +422,161 @@ fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Why the event loop ran a full reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// The uevent socket overran: events were lost.
+    Overrun,
+    /// `reconcile_interval` passed since the last one.
+    Periodic,
+}
+
+/// One pass of the daemon's work, apart from signals and the socket: uevents (with a full
+/// resync at once after an overrun), dm events, the state sweep, path checks, the
+/// no_path_retry countdowns and the periodic reconcile that repairs what a lost uevent
+/// would have told. Driven by [`run`]; tests drive it with a scripted [`UeventFeed`] and a
+/// manual clock.
+pub struct EventLoop {
+    feed: Option<Box<dyn UeventFeed>>,
+    collector: BurstCollector,
+    runner: CheckRunner,
+    last_queue_tick: std::time::Instant,
+    last_state_sweep: std::time::Instant,
+    last_reconcile: std::time::Instant,
+    overrun: bool,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("uevents", &self.feed.is_some())
+            .field("overrun", &self.overrun)
+            .finish()
+    }
+}
+
+impl EventLoop {
+    /// The loop starts just after the daemon's initial sync, so the first periodic
+    /// reconcile is one interval from now.
+    pub fn new(clock: Arc<dyn Clock>, feed: Option<Box<dyn UeventFeed>>) -> EventLoop {
+        let now = clock.now();
+        EventLoop {
+            feed,
+            collector: BurstCollector::default(),
+            runner: CheckRunner::new(clock, 256),
+            last_queue_tick: now,
+            last_state_sweep: now,
+            last_reconcile: now,
+            overrun: false,
+        }
+    }
+
+    /// One pass at `now`. Returns the reconcile it ran, if any.
+    pub fn step(&mut self, e: &mut Engine, now: std::time::Instant) -> Option<Reconcile> {
+        if let Some(u) = self.feed.as_mut() {
+            let (events, errors) = u.drain();
+            for err in errors {
+                if crate::uevent::is_overrun(&err) {
+                    tracing::warn!(
+                        "kernel uevents were lost ({err}); resynchronising every path and map now"
+                    );
+                    self.overrun = true;
+                } else {
+                    tracing::warn!("{err}");
+                }
+            }
+            for ev in events {
+                self.collector.push(ev, now);
+            }
+        }
+        if let Some(batch) = self.collector.take_if_ready(now) {
+            match e.on_uevents(batch) {
+                Ok(r) if r.changed() > 0 => {
+                    tracing::info!("uevents: {}", report_text(&r).trim_end())
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!("uevent handling failed: {err}"),
+            }
+        }
+        let reconcile = self.reconcile_due(e, now);
+        if let Some(why) = reconcile {
+            self.reconcile(e, now, why);
+        }
+        if let Err(err) = e.poll_dm_events() {
+            tracing::warn!("dm events: {err}");
+        }
+        if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
+            self.last_state_sweep = now;
+            e.state_sweep();
+        }
+        for (checker, target) in e.due_checks() {
+            if let Err(err) =
+                self.runner
+                    .submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
+            {
+                tracing::warn!("{err}");
+            }
+        }
+        for report in self.runner.poll() {
+            if report.late {
+                continue;
+            }
+            match e.apply_check_result(&report.dev, report.result) {
+                Ok(sent) => {
+                    for s in sent {
+                        tracing::info!("{}: {}", s.map, s.message);
+                    }
+                }
+                Err(err) => tracing::warn!("{}", about(&report.dev, &err.to_string())),
+            }
+        }
+        if now.duration_since(self.last_queue_tick) >= Duration::from_secs(1) {
+            self.last_queue_tick = now;
+            if let Err(err) = e.tick_queueing() {
+                tracing::warn!("no_path_retry: {err}");
+            }
+        }
+        reconcile
+    }
+
+    fn reconcile_due(&self, e: &Engine, now: std::time::Instant) -> Option<Reconcile> {
+        if self.overrun {
+            return Some(Reconcile::Overrun);
+        }
+        let every = e.config().global().reconcile_interval.value;
+        (every > 0
+            && now.duration_since(self.last_reconcile) >= Duration::from_secs(u64::from(every)))
+        .then_some(Reconcile::Periodic)
+    }
+
+    /// A full sync: every path re-read from sysfs, every map re-planned (a map already
+    /// right is kept untouched).
+    fn reconcile(&mut self, e: &mut Engine, now: std::time::Instant, why: Reconcile) {
+        self.overrun = false;
+        self.last_reconcile = now;
+        match e.sync() {
+            Ok(r) if r.changed() > 0 || !r.errors.is_empty() => tracing::info!(
+                "reconcile ({}): {}",
+                match why {
+                    Reconcile::Overrun => "after lost uevents",
+                    Reconcile::Periodic => "periodic",
+                },
+                report_text(&r).trim_end()
+            ),
+            Ok(_) => tracing::debug!("reconcile: nothing to change"),
+            Err(err) => tracing::error!("reconcile failed: {err}"),
+        }
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM/SIGINT or `shutdown`. Maps are left in
 /// place on the way out.
 pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx)?;
+    // Bound before the first sync: a socket another daemon answers on stops us before we
+    // touch a map (the caller's pid file lock is the first guard; this is the second).
+    let server = Server::bind(&opts.socket, ServerOptions::default())?;
     let daemon = Arc::new(Daemon::new(engine));
     {
         let mut e = daemon.engine();
@@ -418,7 +591,6 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
         // Every member path is due at once: the loop's first pass checks them all through
         // the asynchronous runner, so one hung path cannot hold up the start.
     }
-    let server = Server::bind(&opts.socket, ServerOptions::default())?;
     daemon.set_stopper(server.stopper());
     let handle = server.spawn(daemon.clone())?;
     let status = {
@@ -428,9 +600,9 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     sd_notify(&format!("READY=1\nSTATUS={status}"));
     tracing::info!("ready: {status}; control socket {}", opts.socket.display());
 
-    let mut uevents = if opts.uevents {
+    let feed: Option<Box<dyn UeventFeed>> = if opts.uevents {
         match KernelUeventSocket::open(true) {
-            Ok(s) => Some(s),
+            Ok(s) => Some(Box::new(s)),
             Err(e) => {
                 tracing::warn!("no kernel uevents ({e}); paths are found by rescan only");
                 None
@@ -439,10 +611,7 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     } else {
         None
     };
-    let mut collector = BurstCollector::default();
-    let mut runner = CheckRunner::new(clock.clone(), 256);
-    let mut last_queue_tick = clock.now();
-    let mut last_state_sweep = clock.now();
+    let mut events = EventLoop::new(clock.clone(), feed);
     loop {
         match rx.recv_timeout(opts.tick) {
             Ok(Signal::Stop) => break,
@@ -450,6 +619,9 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
                 let r = daemon.engine().reconfigure();
                 match r {
                     Ok(r) => tracing::info!("reconfigured: {}", report_text(&r).trim_end()),
+                    Err(e @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
+                        tracing::error!("{}", kept_config(&e))
+                    }
                     Err(e) => tracing::error!("reconfigure failed: {e}"),
                 }
                 sd_notify("STATUS=reconfigured");
@@ -461,57 +633,7 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
             break;
         }
         let now = clock.now();
-        let mut e = daemon.engine();
-        if let Some(u) = uevents.as_mut() {
-            let (events, errors) = u.drain();
-            for err in errors {
-                tracing::warn!("{err}");
-            }
-            for ev in events {
-                collector.push(ev, now);
-            }
-        }
-        if let Some(batch) = collector.take_if_ready(now) {
-            match e.on_uevents(batch) {
-                Ok(r) if r.changed() > 0 => {
-                    tracing::info!("uevents: {}", report_text(&r).trim_end())
-                }
-                Ok(_) => {}
-                Err(err) => tracing::error!("uevent handling failed: {err}"),
-            }
-        }
-        if let Err(err) = e.poll_dm_events() {
-            tracing::warn!("dm events: {err}");
-        }
-        if now.duration_since(last_state_sweep) >= STATE_SWEEP_INTERVAL {
-            last_state_sweep = now;
-            e.state_sweep();
-        }
-        for (checker, target) in e.due_checks() {
-            if let Err(err) = runner.submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
-            {
-                tracing::warn!("{err}");
-            }
-        }
-        for report in runner.poll() {
-            if report.late {
-                continue;
-            }
-            match e.apply_check_result(&report.dev, report.result) {
-                Ok(sent) => {
-                    for s in sent {
-                        tracing::info!("{}: {}", s.map, s.message);
-                    }
-                }
-                Err(err) => tracing::warn!("{}: {err}", report.dev),
-            }
-        }
-        if now.duration_since(last_queue_tick) >= Duration::from_secs(1) {
-            last_queue_tick = now;
-            if let Err(err) = e.tick_queueing() {
-                tracing::warn!("no_path_retry: {err}");
-            }
-        }
+        events.step(&mut daemon.engine(), now);
     }
     sd_notify("STOPPING=1");
     daemon.request_stop();
@@ -523,6 +645,19 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn about_names_the_subject_once() {
+        let e = Error::Dm {
+            map: "mpatha".into(),
+            source: dm_tables::Error::NoSuchMap {
+                name: "mpatha".into(),
+            },
+        };
+        let t = about("mpatha", &format!("failed: {e}"));
+        assert_eq!(t.matches("mpatha").count(), 1, "{t}");
+        assert_eq!(about("sdb", "path is down"), "sdb: path is down");
+    }
 
     #[test]
     fn sd_notify_sends_one_datagram_to_the_socket() {

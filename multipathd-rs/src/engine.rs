@@ -1269,7 +1269,19 @@ impl Engine {
     /// `reconfigure`: re-reads the configuration and re-plans every map.
     pub fn reconfigure(&mut self) -> Result<SyncReport> {
         if let Some(p) = &self.opts.config_path {
-            self.config = Config::load_or_builtin(p)?;
+            // A file that vanished or does not parse keeps the running configuration (and its
+            // blacklist): the error names the file and the reason. Only a daemon that started
+            // without a file goes on with the built-ins when there is still none.
+            self.config = match Config::load(p) {
+                Ok(c) => c,
+                Err(Error::ConfigRead { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && self.config.source.is_none() =>
+                {
+                    Config::builtin()
+                }
+                Err(e) => return Err(e),
+            };
         }
         self.store = Store::open(
             self.opts.store_paths.clone(),

@@ -2,6 +2,35 @@
 
 use std::path::PathBuf;
 
+/// An error and its causes as one sentence (for the terminal and the logs). Our errors quote
+/// their cause in their own text (`cannot read the configuration file X: Is a directory`) and
+/// also name it as their `source`, so printing the whole chain (anyhow's `{:#}`) would say it
+/// twice (`X: Is a directory: Is a directory`); a cause whose text is already there is left
+/// out, the others are joined with `: `.
+pub fn sentence(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    for cause in std::iter::successors(Some(e), |c| c.source()) {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+fn dm_text(map: &str, source: &dm_tables::Error) -> String {
+    let text = source.to_string();
+    if text.contains(&format!("'{map}'")) {
+        text
+    } else {
+        format!("map {map}: {text}")
+    }
+}
+
 /// Everything that can go wrong in multipathd-rs, naming the file, device or map it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,6 +102,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The daemon's pid/lock file could not be created, locked or written.
+    #[error("cannot take the daemon's lock file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another daemon holds the single-instance lock.
+    #[error(
+        "another multipathd-rs daemon{} holds the lock file {path}; not starting, nothing was touched",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning { path: PathBuf, pid: Option<u32> },
     /// Another daemon already answers on the control socket.
     #[error("control socket {path} is already in use by a running daemon")]
     SocketInUse { path: PathBuf },
@@ -109,8 +151,9 @@ pub enum Error {
     /// A path exists but belongs to no map.
     #[error("path {dev} is not part of any multipath map")]
     PathNotInMap { dev: String },
-    /// A device-mapper operation on a map failed.
-    #[error("map {map}: {source}")]
+    /// A device-mapper operation on a map failed (dm-tables' errors mostly name the map
+    /// themselves; then it is not named twice).
+    #[error("{}", dm_text(.map, .source))]
     Dm {
         map: String,
         #[source]

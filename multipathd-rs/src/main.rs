@@ -4,7 +4,7 @@ fn main() {
     let cli = multipathd_rs::cli::Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("MULTIPATHD_RS_LOG").unwrap_or_else(|_| {
-            let level = if matches!(cli.command, multipathd_rs::cli::Cmd::Daemon) {
+            let level = if matches!(cli.command, multipathd_rs::cli::Cmd::Daemon { .. }) {
                 "info"
             } else {
                 "warn"
@@ -18,7 +18,10 @@ fn main() {
     match multipathd_rs::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("multipathd-rs: {e:#}");
+            eprintln!(
+                "multipathd-rs: {}",
+                multipathd_rs::error::sentence(e.as_ref())
+            );
             std::process::exit(1);
         }
     }

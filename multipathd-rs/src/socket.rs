@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SOCKET_PATH: &str = "/run/multipathd-rs.sock";
 /// Longest request line the server reads, newline excluded.
 pub const MAX_REQUEST_LEN: usize = 4096;
+/// How often the accept loop looks at its stop flag when no connection arrives.
+pub const ACCEPT_POLL: Duration = Duration::from_millis(200);
 /// Longest response body the client accepts.
 pub const MAX_RESPONSE_LEN: usize = 256 * 1024 * 1024;
 
@@ -538,13 +540,45 @@ impl Server {
         Ok(ServerHandle { stopper, thread })
     }
 
+    /// The next connection, or None once the server is stopping. The listener is polled
+    /// with a timeout rather than blocked in accept(), so a stop is seen within
+    /// [`ACCEPT_POLL`] even when [`Stopper::stop`] cannot wake it by connecting (the socket
+    /// file was removed, or replaced by another process's socket).
+    fn next_connection(&self) -> Option<std::io::Result<UnixStream>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let timeout = PollTimeout::try_from(ACCEPT_POLL).unwrap_or(PollTimeout::NONE);
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Some(Err(std::io::Error::from(e))),
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.listener.accept() {
+                // Accepted sockets are blocking whatever the listener is; made sure of here
+                // because the connection threads rely on blocking reads with timeouts.
+                Ok((stream, _)) => return Some(stream.set_nonblocking(false).map(|()| stream)),
+                // The client gave up between poll and accept.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
     /// Serve on this thread until stopped; then remove the socket file (if it is still ours).
     pub fn run<H: CommandHandler>(self, handler: Arc<H>) {
         let active = Arc::new(AtomicUsize::new(0));
-        for conn in self.listener.incoming() {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
+        if let Err(e) = self.listener.set_nonblocking(true) {
+            tracing::warn!(socket = %self.path.display(), "cannot make the listener non-blocking: {e}");
+        }
+        while let Some(conn) = self.next_connection() {
             let stream = match conn {
                 Ok(s) => s,
                 Err(e) => {

@@ -21,6 +21,33 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
+/// Where the daemon gets its device events: the kernel's netlink socket in production, a
+/// scripted feed in tests (so a lost event or a buffer overrun can be staged).
+pub trait UeventFeed: Send {
+    /// Every event available now, and the errors met while reading them. An
+    /// [`Error::UeventSocket`] with `ENOBUFS` means the kernel dropped events: see
+    /// [`is_overrun`].
+    fn drain(&mut self) -> (Vec<Uevent>, Vec<Error>);
+}
+
+impl UeventFeed for netlink::KernelUeventSocket {
+    fn drain(&mut self) -> (Vec<Uevent>, Vec<Error>) {
+        netlink::KernelUeventSocket::drain(self)
+    }
+}
+
+/// Whether an error from a [`UeventFeed`] says events were lost (the socket's receive
+/// buffer overran, `ENOBUFS`): whatever they said must be found again by a full rescan.
+pub fn is_overrun(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::UeventSocket {
+            source: nix::errno::Errno::ENOBUFS,
+            ..
+        }
+    )
+}
+
 /// Largest message accepted as a uevent. The kernel's uevent environment is limited to
 /// 2 KiB (`UEVENT_BUFFER_SIZE`) plus the header; anything beyond 64 KiB is not a uevent.
 pub const MAX_UEVENT_LEN: usize = 64 * 1024;

@@ -37,6 +37,11 @@ impl Lab {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_with("config.toml", "ctl.sock", args)
+    }
+
+    /// A command with its own configuration file and control socket (names in the lab dir).
+    fn cmd_with(&self, config: &str, socket: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_multipathd-rs"));
         c.arg("--sysfs-root")
             .arg(&self.sim.root)
@@ -45,11 +50,38 @@ impl Lab {
             .arg("--aliases-table")
             .arg(self.p("aliases.toml"))
             .arg("--config")
-            .arg(self.p("config.toml"))
+            .arg(self.p(config))
             .arg("--socket")
-            .arg(self.p("ctl.sock"))
+            .arg(self.p(socket))
             .args(args);
         c
+    }
+
+    /// `daemon` with `config`, `socket` and pid file `pidfile`, its stderr in `log`.
+    fn daemon_with(&self, config: &str, socket: &str, pidfile: &str, log: &str) -> Daemon {
+        let pidfile = self.p(pidfile);
+        let mut c = self.cmd_with(
+            config,
+            socket,
+            &["daemon", "--pidfile", pidfile.to_str().unwrap()],
+        );
+        c.env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.p(log)).unwrap());
+        Daemon(c.spawn().unwrap())
+    }
+
+    /// Every map's (event number, table line): what a daemon did to the maps shows here.
+    fn dm_state(&self) -> BTreeMap<String, (u32, String)> {
+        let b = SimBackend::open_file(self.p("dm.json"), None).unwrap();
+        b.list()
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                let t = b.table_line(&m.name).unwrap();
+                (m.name, (m.event_nr, t))
+            })
+            .collect()
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -183,13 +215,7 @@ impl Drop for Daemon {
 #[test]
 fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
     let mut lab = Lab::new();
-    let mut d = Daemon(
-        lab.cmd(&["daemon"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = lab.cmd(&["show", "status", "--json"]).output().unwrap();
@@ -280,6 +306,265 @@ fn the_daemon_answers_on_its_socket_and_leaves_maps_on_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lab.event_nrs().len(), 4, "maps stay after the daemon stops");
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap()),
+            sig,
+        )
+        .unwrap();
+    }
+
+    /// Waits for the exit (up to `within`, a hang detector): Some(status) or None.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Lab {
+    /// Waits until the daemon on `socket` answers `show status`.
+    fn wait_ready(&self, d: &mut Daemon, socket: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self
+                .cmd_with("config.toml", socket, &["show", "status"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            assert!(d.0.try_wait().unwrap().is_none(), "daemon exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Issue 12 item 14: two daemons started together, 40 times: exactly one runs, the other
+/// exits non-zero naming the holder's pid, and never touched a map. The two run different
+/// configurations (multibus / failover grouping) from the same starting maps, so a loser
+/// that reloaded anything before giving up would show in the event numbers and tables.
+#[test]
+fn two_daemons_started_together_exactly_one_runs_and_the_other_touches_nothing() {
+    let lab = Lab::new();
+    std::fs::write(
+        lab.p("a.toml"),
+        "[overrides]\npath_grouping_policy = \"multibus\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lab.p("b.toml"),
+        "[overrides]\npath_grouping_policy = \"failover\"\n",
+    )
+    .unwrap();
+    let reset = || {
+        lab.run(&["once"]);
+    };
+    // What one daemon alone makes of the starting maps, per configuration.
+    // (Event numbers only grow, so what a run did is the difference from where it started.)
+    let since = |start: &BTreeMap<String, (u32, String)>| -> BTreeMap<String, (u32, String)> {
+        lab.dm_state()
+            .into_iter()
+            .map(|(name, (nr, table))| {
+                let was = start.get(&name).map_or(0, |s| s.0);
+                (name, (nr - was, table))
+            })
+            .collect()
+    };
+    let mut expected = BTreeMap::new();
+    for cfg in ["a.toml", "b.toml"] {
+        reset();
+        let start = lab.dm_state();
+        let mut d = lab.daemon_with(cfg, "ctl.sock", "d.pid", "alone.log");
+        lab.wait_ready(&mut d, "ctl.sock");
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(30)).unwrap().success());
+        expected.insert(cfg, since(&start));
+    }
+    assert_ne!(expected["a.toml"], expected["b.toml"]);
+    // Positive control: with separate lock files both run, and the state shows both.
+    reset();
+    let start = lab.dm_state();
+    let mut a = lab.daemon_with("a.toml", "a.sock", "a.pid", "a.log");
+    lab.wait_ready(&mut a, "a.sock");
+    let mut b = lab.daemon_with("b.toml", "b.sock", "b.pid", "b.log");
+    lab.wait_ready(&mut b, "b.sock");
+    let both = since(&start);
+    for (name, (nr, _)) in &both {
+        let one = expected["b.toml"][name].0;
+        assert!(*nr > one, "{name}: the oracle missed a daemon: {both:?}");
+    }
+    assert_ne!(both, expected["a.toml"]);
+    assert_ne!(both, expected["b.toml"]);
+    for mut d in [a, b] {
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(30)).is_some());
+    }
+
+    for trial in 0..40 {
+        reset();
+        let start = lab.dm_state();
+        let mut a = lab.daemon_with("a.toml", "ctl.sock", "d.pid", "a.log");
+        let mut b = lab.daemon_with("b.toml", "ctl.sock", "d.pid", "b.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut winner, loser_status, loser_log, cfg) = loop {
+            if let Some(s) = a.0.try_wait().unwrap() {
+                break (b, s, "a.log", "b.toml");
+            }
+            if let Some(s) = b.0.try_wait().unwrap() {
+                break (a, s, "b.log", "a.toml");
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: both still run");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let msg = std::fs::read_to_string(lab.p(loser_log)).unwrap();
+        assert!(!loser_status.success(), "trial {trial}: {msg}");
+        assert!(
+            msg.contains(&format!("(pid {})", winner.pid())) && msg.contains("d.pid"),
+            "trial {trial}: {msg}"
+        );
+        lab.wait_ready(&mut winner, "ctl.sock");
+        assert!(winner.0.try_wait().unwrap().is_none(), "trial {trial}");
+        assert_eq!(since(&start), expected[cfg], "trial {trial}: {msg}");
+        winner.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(winner.wait_exit(Duration::from_secs(30)).is_some());
+        assert!(
+            !lab.p("d.pid").exists(),
+            "the pid file goes with the daemon"
+        );
+    }
+}
+
+/// Issue 12 item 13: SIGTERM ends the daemon even when its socket file was removed, or
+/// replaced by someone else's socket (which is then left alone).
+#[test]
+fn sigterm_stops_the_daemon_with_its_socket_file_removed_or_replaced() {
+    let lab = Lab::new();
+    for replace in [false, true] {
+        let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
+        lab.wait_ready(&mut d, "ctl.sock");
+        std::fs::remove_file(lab.p("ctl.sock")).unwrap();
+        let other =
+            replace.then(|| std::os::unix::net::UnixListener::bind(lab.p("ctl.sock")).unwrap());
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = d.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "replaced={replace}: the daemon did not stop: {}",
+            std::fs::read_to_string(lab.p("d.log")).unwrap()
+        );
+        assert_eq!(
+            lab.p("ctl.sock").exists(),
+            replace,
+            "only our own socket goes"
+        );
+        drop(other);
+        let _ = std::fs::remove_file(lab.p("ctl.sock"));
+        assert_eq!(lab.event_nrs().len(), 4, "maps stay");
+    }
+}
+
+impl Lab {
+    /// Waits until `log` has `n` lines containing `what`; returns those lines.
+    fn wait_log(&self, log: &str, what: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(self.p(log)).unwrap();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains(what))
+                .map(String::from)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "no {what:?} in {log}:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8(self.run(args).stdout).unwrap()
+    }
+}
+
+/// Issue 12 item 8: SIGHUP with the configuration file removed, then with an invalid one,
+/// keeps the running configuration (its blacklist above all) and every map as it is, with an
+/// ERROR naming the file and the reason. Control: a changed valid file does change a setting.
+#[test]
+fn sighup_with_the_config_removed_or_invalid_keeps_the_running_configuration() {
+    let lab = Lab::new();
+    let first_wwid = lab.sim.paths[0].expected_wwid.clone();
+    let config = |polling: u32| {
+        format!(
+            "[defaults]\npolling_interval = {polling}\n\n[blacklist]\nwwid = [\"^{first_wwid}$\"]\n"
+        )
+    };
+    std::fs::write(lab.p("config.toml"), config(7)).unwrap();
+    let mut d = lab.daemon_with("config.toml", "ctl.sock", "d.pid", "d.log");
+    lab.wait_ready(&mut d, "ctl.sock");
+    let shown = lab.stdout(&["show", "config"]);
+    assert!(
+        shown.contains(&first_wwid) && shown.contains("polling_interval       7"),
+        "{shown}"
+    );
+    let maps = lab.dm_state();
+    assert_eq!(maps.len(), 3, "the blacklisted LUN has no map");
+
+    std::fs::remove_file(lab.p("config.toml")).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let errors = lab.wait_log("d.log", "ERROR", 1);
+    let path = lab.p("config.toml").display().to_string();
+    assert!(
+        errors[0].contains(&path)
+            && errors[0].contains("No such file")
+            && errors[0].contains("running configuration stays"),
+        "{errors:?}"
+    );
+    assert_eq!(lab.stdout(&["show", "config"]), shown);
+    assert_eq!(lab.dm_state(), maps);
+
+    std::fs::write(
+        lab.p("config.toml"),
+        "[defaults]\npolling_interval = \"often\"\n",
+    )
+    .unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let errors = lab.wait_log("d.log", "ERROR", 2);
+    assert!(
+        errors[1].contains(&path) && errors[1].contains("line 2"),
+        "{errors:?}"
+    );
+    assert_eq!(lab.stdout(&["show", "config"]), shown);
+    assert_eq!(lab.dm_state(), maps);
+
+    // Control: the oracle sees a change when there is one.
+    std::fs::write(lab.p("config.toml"), config(9)).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    lab.wait_log("d.log", "reconfigured", 1);
+    let now = lab.stdout(&["show", "config"]);
+    assert!(
+        now.contains("polling_interval       9") && now.contains(&first_wwid),
+        "{now}"
+    );
+    assert_eq!(lab.dm_state().len(), 3);
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(30)).is_some());
 }
 
 /// On the real-kernel reference tree, `once --dry-run` prints what `multipath -d` printed

@@ -435,6 +435,49 @@ fn shutdown_from_inside_the_handler() {
     assert!(!path.exists());
 }
 
+/// Stops `handle` from another thread and says whether the accept loop ended in `within`
+/// (a hang detector with a wide margin, not a timing test).
+fn stops_within(handle: ServerHandle, within: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        handle.stop();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(within).is_ok()
+}
+
+#[test]
+fn stop_finishes_when_the_socket_file_was_removed() {
+    let mut r = start(ServerOptions::default());
+    assert!(request(&r.path, &Command::ShowConfig).unwrap().is_ok());
+    std::fs::remove_file(&r.path).unwrap();
+    let handle = r.handle.take().unwrap();
+    assert!(
+        stops_within(handle, T),
+        "stop hung with the socket file removed"
+    );
+}
+
+#[test]
+fn stop_finishes_when_the_socket_file_was_replaced_and_leaves_the_new_one() {
+    let mut r = start(ServerOptions::default());
+    std::fs::remove_file(&r.path).unwrap();
+    // Someone else's socket now lives at the path; the stop's wake-up connection reaches
+    // it, not us.
+    let other = UnixListener::bind(&r.path).unwrap();
+    let handle = r.handle.take().unwrap();
+    assert!(
+        stops_within(handle, T),
+        "stop hung with the socket file replaced"
+    );
+    assert!(r.path.exists(), "the other socket's file must stay");
+    other.set_nonblocking(true).unwrap();
+    drop(other);
+    // Our own socket was served until the stop: nothing of it is left to answer.
+    assert!(request_with_timeout(&r.path, &Command::ShowConfig, T).is_err());
+    assert!(r.fake.seen().iter().all(|c| *c != Command::Shutdown));
+}
+
 /// A server that does not speak the protocol.
 fn lying_server(
     answer: &'static [u8],

@@ -105,6 +105,7 @@ macro_rules! raw_section {
 raw_section!(RawDefaults {
     polling_interval: Option<Spanned<u32>>,
     max_polling_interval: Option<Spanned<u32>>,
+    reconcile_interval: Option<Spanned<u32>>,
     alias_policy: Option<Spanned<AliasPolicy>>,
     alias_prefix: Option<Spanned<String>>,
     alias_template: Option<Spanned<String>>,
@@ -336,6 +337,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
                 .map(|s| (s.span().start, ())),
         );
         get(
+            "reconcile_interval",
+            d.reconcile_interval.as_ref().map(|s| (s.span().start, ())),
+        );
+        get(
             "alias_policy",
             d.alias_policy.as_ref().map(|s| (s.span().start, ())),
         );
@@ -420,6 +425,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
             settings,
             polling_interval: d.polling_interval.as_ref().map(|s| *s.get_ref()),
             max_polling_interval: d.max_polling_interval.as_ref().map(|s| *s.get_ref()),
+            reconcile_interval: d.reconcile_interval.as_ref().map(|s| *s.get_ref()),
             alias_policy: d.alias_policy.as_ref().map(|s| *s.get_ref()),
             alias_prefix: d.alias_prefix.as_ref().map(|s| s.get_ref().clone()),
             alias_template: d.alias_template.as_ref().map(|s| s.get_ref().clone()),

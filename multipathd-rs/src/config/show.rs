@@ -321,6 +321,11 @@ impl fmt::Display for ConfigView {
                 g.max_polling_interval.from.to_string(),
             ),
             (
+                "reconcile_interval",
+                g.reconcile_interval.value.to_string(),
+                g.reconcile_interval.from.to_string(),
+            ),
+            (
                 "alias_policy",
                 g.alias_policy.value.as_str().into(),
                 g.alias_policy.from.to_string(),
@@ -480,6 +485,9 @@ pub fn render_toml(cfg: &Config) -> String {
     }
     if let Some(v) = d.max_polling_interval {
         let _ = writeln!(defaults, "max_polling_interval = {v}");
+    }
+    if let Some(v) = d.reconcile_interval {
+        let _ = writeln!(defaults, "reconcile_interval = {v}");
     }
     if let Some(v) = d.alias_policy {
         let _ = writeln!(defaults, "alias_policy = {}", q(v.as_str()));
