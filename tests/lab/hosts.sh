@@ -17,6 +17,9 @@
 # recorded in the scenario's evidence.log. Each job is a new shell: state that must outlive it
 # (daemons, I/O loops) lives in files (lib-san.sh's san_service_*, lib.sh's lab_io_*).
 #
+# A job does not inherit the driver's environment: variables named in LAB_ON_ENV (e.g.
+# LAB_ON_ENV="LAB_IO_PROGRESS_TIMEOUT") are passed to every job with their current values.
+#
 # Needs LAB_OUT_DIR (tests/lab/out), LAB_LIB, LAB_OUT (the scenario's results directory).
 
 # shellcheck disable=SC1090
@@ -54,6 +57,8 @@ on() {
   {
     echo "# lab-job timeout=$tmo"
     printf 'export LAB_OUT=%q LAB_SHARED=%q LAB_SCENARIO=%q\n' "$hout" "$LAB_OUT" "${LAB_SCENARIO:-}"
+    local v
+    for v in ${LAB_ON_ENV:-}; do printf 'export %s=%q\n' "$v" "${!v:-}"; done
     # shellcheck disable=SC2016
     printf '%s\n' 'cd "$LAB_OUT" || exit 125' '. "$LAB_LIB" || exit 125' '. "$LAB_SAN_LIB" || exit 125' \
       'export PATH="$LAB_BIN:$PATH"' "$cmd"

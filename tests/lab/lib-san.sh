@@ -281,6 +281,12 @@ san_sanlock_start() {
 san_sanlock_stop() {
   san_service_running sanlock && { sanlock client shutdown -f 1 >/dev/null 2>&1; san_service_stop sanlock; }
   san_service_stop wdmd
+  # wdmd closes the watchdog with the magic 'V' when it stops cleanly; if it was killed the
+  # watchdog stays armed and would reset this host: close it the same way (nowayout is off).
+  if [ "$(san_attr /sys/class/watchdog/watchdog0/state)" = active ]; then
+    lab_log "$LAB_HOST: the watchdog is still armed after wdmd stopped: disarming it"
+    printf V >/dev/watchdog0
+  fi
 }
 
 # lvmlockd (sanlock lock type) with host id N (1 for A, 2 for B by default).

@@ -492,7 +492,7 @@ lab_mpd_cleanup() {
 # BYTES, a multiple of 1 MiB) with O_DIRECT, keeps a shadow copy, then loops in the background: a fresh random 64 KiB region written with
 # oflag=direct, read back with iflag=direct, compared; the shadow follows every successful
 # write. $LAB_OUT/io.log: "time iteration region write_rc read_rc cmp_rc". lab_io_progress N
-# DESC waits (30 s) for N more iterations and asserts no error so far; lab_io_stop ends the
+# DESC waits (LAB_IO_PROGRESS_TIMEOUT, 30 s) for N more iterations and asserts no error so far; lab_io_stop ends the
 # loop; lab_io_verify asserts that all of DEV reads back equal to the shadow. The loop's pid and
 # device are kept in $LAB_IO_DIR, so a later shell (a two-host job) can check and stop it.
 LAB_IO_DIR=/tmp/lab-io
@@ -536,7 +536,7 @@ lab_io_iters() { lab_count <"$LAB_OUT/io.log"; }
 lab_io_errors() { awk '$4 != 0 || $5 != 0 || $6 != 0' "$LAB_OUT/io.log" | lab_count; }
 lab_io_progress() {
   local want=$(($(lab_io_iters) + $1))
-  lab_poll 30 lab_ge "$want" lab_io_iters || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
+  lab_poll "${LAB_IO_PROGRESS_TIMEOUT:-30}" lab_ge "$want" lab_io_iters || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
   lab_assert_eq "I/O errors so far ($2, $(lab_io_iters) iterations)" 0 "$(lab_io_errors)"
 }
 lab_io_stop() {
