@@ -97,6 +97,12 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, Error> {
 
 type NaturalKey = (usize, String, Vec<u64>, String);
 
+/// True for the read error the kernel gives on `access_state` / `preferred_path` of a SCSI
+/// device without a device handler: EINVAL (io::ErrorKind::InvalidInput).
+fn no_device_handler(e: &Error) -> bool {
+    matches!(e, Error::Read { kind, .. } if *kind == io::ErrorKind::InvalidInput)
+}
+
 fn natural_key(s: &str) -> NaturalKey {
     let digits_at = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
     let (p, n) = s.split_at(digits_at);
@@ -584,6 +590,20 @@ impl<'a> AttrDir<'a> {
         })
     }
 
+    /// `access_state` / `preferred_path`: present on every SCSI device, but the kernel answers
+    /// EINVAL while no device handler (scsi_dh_alua, ...) is attached, i.e. on a path without
+    /// ALUA (scsi_sysfs.c, sdev_show_access_state): that is "none", not a read error.
+    fn opt_dh(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
+        match self.read_text(name) {
+            Ok(v) => v,
+            Err(e) if no_device_handler(&e) => None,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    }
+
     /// A required attribute: absent is an error too (or `vanished` when the directory itself
     /// is gone).
     fn req(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
@@ -755,9 +775,9 @@ fn scan_block(
         &mut errors,
     )
     .map(|s| s.saturating_mul(512));
-    p.access_state = dd.opt("access_state", &mut errors);
+    p.access_state = dd.opt_dh("access_state", &mut errors);
     if p.access_state.is_some() {
-        let pp = dd.opt("preferred_path", &mut errors);
+        let pp = dd.opt_dh("preferred_path", &mut errors);
         p.preferred_path =
             parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors)
                 .map(|v| v != 0);
@@ -1106,6 +1126,18 @@ mod tests {
             join_lexical(Path::new("/s/class/block"), Path::new("../../devices/a/b")),
             PathBuf::from("/s/devices/a/b")
         );
+    }
+
+    /// A qemu scsi-hd (no ALUA, no handler) answers EINVAL on access_state: "no handler", not
+    /// an error; any other read error still is one.
+    #[test]
+    fn einval_on_access_state_means_no_handler() {
+        let einval = io::Error::from_raw_os_error(22);
+        let p = Path::new("/sys/devices/x/0:0:0:0/access_state");
+        assert!(no_device_handler(&Error::read(p, &einval)));
+        let eio = io::Error::from_raw_os_error(5);
+        assert!(!no_device_handler(&Error::read(p, &eio)));
+        assert!(!no_device_handler(&Error::Vanished { path: p.into() }));
     }
 
     #[test]

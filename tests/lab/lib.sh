@@ -488,12 +488,13 @@ lab_mpd_cleanup() {
   return 0
 }
 
-# I/O under faults: lab_io_start DEV writes random data over all of DEV (O_DIRECT), keeps a
-# shadow copy, then loops in the background: a fresh random 64 KiB region written with
+# I/O under faults: lab_io_start DEV [BYTES] writes random data over all of DEV (or its first
+# BYTES, a multiple of 1 MiB) with O_DIRECT, keeps a shadow copy, then loops in the background: a fresh random 64 KiB region written with
 # oflag=direct, read back with iflag=direct, compared; the shadow follows every successful
 # write. $LAB_OUT/io.log: "time iteration region write_rc read_rc cmp_rc". lab_io_progress N
-# DESC waits (30 s) for N more iterations and asserts no error so far; lab_io_stop ends the
-# loop; lab_io_verify asserts that all of DEV reads back equal to the shadow.
+# DESC waits (LAB_IO_PROGRESS_TIMEOUT, 30 s) for N more iterations and asserts no error so far; lab_io_stop ends the
+# loop; lab_io_verify asserts that all of DEV reads back equal to the shadow. The loop's pid and
+# device are kept in $LAB_IO_DIR, so a later shell (a two-host job) can check and stop it.
 LAB_IO_DIR=/tmp/lab-io
 LAB_IO_PID=""
 LAB_IO_DEV=""
@@ -501,7 +502,9 @@ lab_io_start() {
   local dev="$1" size
   LAB_IO_DEV="$dev"
   size=$(blockdev --getsize64 "$dev") || lab_fail "cannot read the size of $dev"
+  [ -n "${2:-}" ] && [ "$2" -lt "$size" ] && size="$2"
   mkdir -p "$LAB_IO_DIR"
+  echo "$dev" >"$LAB_IO_DIR/dev"
   rm -f "$LAB_IO_DIR/stop"
   : >"$LAB_OUT/io.log"
   head -c "$size" /dev/urandom >"$LAB_IO_DIR/shadow"
@@ -525,6 +528,7 @@ lab_io_start() {
     done
   ) &
   LAB_IO_PID=$!
+  echo "$LAB_IO_PID" >"$LAB_IO_DIR/pid"
   lab_bg_add "$LAB_IO_PID"
   lab_note "I/O loop on $dev: pid $LAB_IO_PID"
 }
@@ -532,16 +536,21 @@ lab_io_iters() { lab_count <"$LAB_OUT/io.log"; }
 lab_io_errors() { awk '$4 != 0 || $5 != 0 || $6 != 0' "$LAB_OUT/io.log" | lab_count; }
 lab_io_progress() {
   local want=$(($(lab_io_iters) + $1))
-  lab_poll 30 lab_ge "$want" lab_io_iters || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
+  lab_poll "${LAB_IO_PROGRESS_TIMEOUT:-30}" lab_ge "$want" lab_io_iters || lab_fail "I/O stalled: $(lab_io_iters) iterations, wanted $want ($2)"
   lab_assert_eq "I/O errors so far ($2, $(lab_io_iters) iterations)" 0 "$(lab_io_errors)"
 }
 lab_io_stop() {
+  local i
+  [ -n "$LAB_IO_PID" ] || LAB_IO_PID="$(cat "$LAB_IO_DIR/pid" 2>/dev/null)"
   [ -n "$LAB_IO_PID" ] || return 0
   touch "$LAB_IO_DIR/stop"
-  wait "$LAB_IO_PID"
+  # Not our child when another shell started it: poll until it is gone.
+  wait "$LAB_IO_PID" 2>/dev/null || for i in $(seq 300); do kill -0 "$LAB_IO_PID" 2>/dev/null || break; sleep 0.1; done
   LAB_IO_PID=""
+  rm -f "$LAB_IO_DIR/pid"
 }
 lab_io_verify() {
+  [ -n "$LAB_IO_DEV" ] || LAB_IO_DEV="$(cat "$LAB_IO_DIR/dev" 2>/dev/null)"
   lab_expect_ok "${1:-everything written reads back}: $LAB_IO_DEV = shadow" \
-    sh -c "dd if='$LAB_IO_DEV' bs=1M iflag=direct status=none | cmp - '$LAB_IO_DIR/shadow'"
+    sh -c "dd if='$LAB_IO_DEV' bs=1M count=$((($(stat -c %s "$LAB_IO_DIR/shadow") + 1048575) / 1048576)) iflag=direct status=none | head -c $(stat -c %s "$LAB_IO_DIR/shadow") | cmp - '$LAB_IO_DIR/shadow'"
 }

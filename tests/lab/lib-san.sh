@@ -1,0 +1,348 @@
+# tests/lab/lib-san.sh: guest-side helpers of the two-host lab (bash, sourced after lib.sh in
+# every job the driver runs on a host, and at the host's boot). The shared SAN, the guest
+# network, per-host faults and the services later scenarios start (etcd, sanlock + wdmd,
+# lvmlockd, multipathd-rs).
+#
+# Environment (from tests/lab/out/.hosts/<H>/host.env, written by tests/lab/run):
+#   LAB_HOST A|B, LAB_PEER, LAB_IP / LAB_PEER_IP (10.99.0.1 / .2), LAB_MAC (this host's NIC),
+#   LAB_CTRLS "c0=<pci address> c1=<pci address>" (the two virtio-scsi controllers = the two
+#   "HBAs"), LAB_SAN_LUNS "lun0=<wwn hex> ... lock=<wwn hex>" (every LUN's NAA WWN, the same on
+#   both hosts), LAB_SAN_PATHS (SCSI disks this host sees when nothing is faulted).
+# Every SAN LUN is a raw file on the machine running the lab, attached to both guests through
+# both controllers; its kernel wwid (/sys/block/sdX/device/wwid) is "naa.<wwn hex>" and udev's
+# ID_SERIAL "3<wwn hex>" (VPD 0x83 NAA designator). Helpers name LUNs by their lab name (lun0,
+# lun1, ..., lock) and controllers by c0 / c1: the same names on both hosts, whatever sdX and
+# hostN the kernel chose.
+
+LAB_SAN_RUN=/run/lab
+[ -d "$LAB_SAN_RUN" ] || mkdir -p "$LAB_SAN_RUN"
+
+# ------------------------------------------------------------------ the SAN's disks
+# Under emulation every process costs tens of milliseconds (more on a loaded machine): these
+# helpers read sysfs with bash builtins (read, globs) and fork nothing.
+
+# san_attr FILE: the first line of a sysfs attribute (empty if unreadable), without a fork.
+san_attr() {
+  local v=""
+  { read -r v <"$1"; } 2>/dev/null
+  printf '%s\n' "$v"
+}
+
+# san_disks: every SAN path (sdX) of this host, sorted by H:C:T:L (glob order: the lab's host
+# numbers and LUNs are single digits).
+san_disks() {
+  local d m b
+  for d in /sys/bus/scsi/drivers/sd/*:*:*:*; do
+    { read -r m <"$d/model"; } 2>/dev/null || continue
+    [ "$m" = "QEMU HARDDISK" ] || continue
+    for b in "$d"/block/*; do [ -e "$b" ] && printf '%s\n' "${b##*/}"; break; done
+  done
+}
+san_disk_count() {
+  local n=0 d
+  for d in $(san_disks); do n=$((n + 1)); done
+  echo "$n"
+}
+
+# san_wait_disks N [TIMEOUT]: until this host sees exactly N SAN paths (udev settled).
+san_wait_disks() {
+  lab_wait "$1 SAN paths on host $LAB_HOST" "${2:-120}" lab_is "$1" san_disk_count
+  lab_settle
+}
+
+# san_hctl sdX: H:C:T:L; san_devno sdX: major:minor; san_state sdX: SCSI device state.
+san_hctl() {
+  local x
+  for x in "/sys/block/$1/device/scsi_device/"*; do [ -e "$x" ] && echo "${x##*/}"; break; done
+}
+san_devno() { san_attr "/sys/block/$1/dev"; }
+san_state() { san_attr "/sys/block/$1/device/state"; }
+
+# san_wwn LUN: the LUN's WWN (hex, no prefix); san_lun_of sdX: the lab name of a path's LUN.
+san_wwn() {
+  local kv
+  for kv in $LAB_SAN_LUNS; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return 0; }; done
+  lab_fail "no SAN LUN called '$1' (LUNs: $LAB_SAN_LUNS)"
+}
+san_lun_of() {
+  local w kv
+  w="$(san_attr "/sys/block/$1/device/wwid")"
+  for kv in $LAB_SAN_LUNS; do [ "naa.${kv#*=}" = "$w" ] && { echo "${kv%%=*}"; return 0; }; done
+  echo "?"
+}
+# san_udev_wwid LUN: the WWID udev and multipath-tools use for the LUN ("3" + NAA).
+san_udev_wwid() { echo "3$(san_wwn "$1")"; }
+
+# san_lun_paths LUN: this host's paths (sdX) to LUN, by the kernel's wwid attribute.
+san_lun_paths() {
+  local want d w
+  want="naa.$(san_wwn "$1")"
+  for d in $(san_disks); do
+    w="$(san_attr "/sys/block/$d/device/wwid")"
+    [ "$w" = "$want" ] && echo "$d"
+  done
+}
+
+# san_ctrl_host c0|c1: the SCSI host number of one of this host's two controllers (by the PCI
+# slot run-hosts.sh gave it).
+san_ctrl_host() {
+  local kv pci="" h
+  for kv in $LAB_CTRLS; do [ "${kv%%=*}" = "$1" ] && pci="${kv#*=}"; done
+  [ -n "$pci" ] || lab_fail "no controller called '$1' (controllers: $LAB_CTRLS)"
+  for h in "/sys/bus/pci/devices/$pci"/virtio*/host*; do
+    [ -e "$h" ] && { echo "${h##*/host}"; return 0; }
+  done
+  lab_fail "controller $1 ($pci) has no SCSI host on $LAB_HOST"
+}
+# san_ctrl_of sdX: c0 or c1.
+san_ctrl_of() {
+  local h c
+  h="$(san_hctl "$1")"
+  h="${h%%:*}"
+  for c in c0 c1; do [ "$(san_ctrl_host "$c")" = "$h" ] && { echo "$c"; return 0; }; done
+  echo "?"
+}
+# san_ctrl_disks c0|c1: the paths (sdX) behind one controller.
+san_ctrl_disks() {
+  local h d x
+  h="$(san_ctrl_host "$1")"
+  for d in $(san_disks); do
+    x="$(san_hctl "$d")"
+    [ "${x%%:*}" = "$h" ] && echo "$d"
+  done
+}
+
+# san_map: one line per path: "sdX H:C:T:L ctrl lun major:minor state", sorted by H:C:T:L.
+san_map() {
+  local d h0 h1 hctl c
+  h0="$(san_ctrl_host c0)" h1="$(san_ctrl_host c1)"
+  for d in $(san_disks); do
+    hctl="$(san_hctl "$d")"
+    case "${hctl%%:*}" in "$h0") c=c0 ;; "$h1") c=c1 ;; *) c="?" ;; esac
+    printf '%s %s %s %s %s %s\n' "$d" "$hctl" "$c" "$(san_lun_of "$d")" "$(san_devno "$d")" "$(san_state "$d")"
+  done
+}
+
+# ------------------------------------------------------------------ faults (this host only)
+# The other host keeps its own paths: faults act on this guest's SCSI devices, never on the
+# shared image files.
+
+# san_path_offline sdX / san_path_running sdX: lib.sh's lab_path_offline / lab_path_running.
+san_path_offline() { lab_path_offline "$1"; }
+san_path_running() { lab_path_running "$1"; }
+
+# san_ctrl_remove c0|c1: delete every path behind one controller (an HBA's paths gone).
+san_ctrl_remove() {
+  local d
+  for d in $(san_ctrl_disks "$1"); do lab_path_delete "$d" >/dev/null; done
+  lab_note "$LAB_HOST: controller $1 paths deleted; left: $(san_disks | tr '\n' ' ')"
+}
+
+# san_lun_gone LUN: delete every path of this host to LUN.
+san_lun_gone() {
+  local d
+  for d in $(san_lun_paths "$1"); do lab_path_delete "$d" >/dev/null; done
+  lab_note "$LAB_HOST: every path to $1 deleted; left: $(san_disks | tr '\n' ' ')"
+}
+
+# san_restore [TIMEOUT]: every path back: running again, deleted ones rescanned (new sdX
+# names), until this host sees all LAB_SAN_PATHS paths.
+san_restore() {
+  local d c
+  for d in $(san_disks); do
+    [ "$(san_state "$d")" = running ] || lab_path_running "$d" >/dev/null
+  done
+  for c in c0 c1; do lab_scan_host "$(san_ctrl_host "$c")" >/dev/null; done
+  san_wait_disks "$LAB_SAN_PATHS" "${1:-120}"
+}
+
+# ------------------------------------------------------------------ the guest network
+
+san_net_iface() {
+  local i
+  for i in /sys/class/net/*; do
+    [ "$(san_attr "$i/address")" = "$LAB_MAC" ] && { echo "${i##*/}"; return 0; }
+  done
+  return 1
+}
+
+# san_peer_reachable: one ping to the other host over the guest network.
+san_peer_reachable() { busybox ping -c 1 -W 2 "$LAB_PEER_IP" >/dev/null 2>&1; }
+
+# ------------------------------------------------------------------ background services
+# One pid file per service in /run/lab/<name>.pid; logs in $LAB_OUT/<name>.log. Stopped by pid.
+
+# san_service_start NAME CMD...: start CMD in the background (its own session, output to
+# $LAB_OUT/NAME.log), remember its pid.
+san_service_start() {
+  local name="$1" pid
+  shift
+  if san_service_running "$name"; then lab_fail "$name is already running on $LAB_HOST (pid $(cat "$LAB_SAN_RUN/$name.pid"))"; fi
+  printf '\n==== [%s] start: %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*" >>"$LAB_OUT/$name.log"
+  setsid "$@" >>"$LAB_OUT/$name.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$LAB_SAN_RUN/$name.pid"
+  echo "$LAB_OUT/$name.log" >"$LAB_SAN_RUN/$name.logpath"
+  lab_note "$LAB_HOST: $name started, pid $pid: $*"
+}
+san_service_pid() { cat "$LAB_SAN_RUN/$1.pid" 2>/dev/null; }
+san_service_running() {
+  local pid
+  pid="$(san_service_pid "$1")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+# san_service_stop NAME [SIGNAL]: signal (TERM) and wait 20 s, then KILL.
+san_service_stop() {
+  local name="$1" sig="${2:-TERM}" pid i
+  pid="$(san_service_pid "$name")"
+  [ -n "$pid" ] || return 0
+  kill -s "$sig" "$pid" 2>/dev/null
+  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null
+    lab_log "$name (pid $pid) ignored SIG$sig for 20 s; killed"
+  fi
+  rm -f "$LAB_SAN_RUN/$name.pid"
+  lab_note "$LAB_HOST: $name (pid $pid) stopped"
+}
+# san_service_alive NAME: fail (with the log's tail) unless it still runs.
+san_service_alive() {
+  san_service_running "$1" && return 0
+  tail -n 20 "$(cat "$LAB_SAN_RUN/$1.logpath" 2>/dev/null)" >&2 2>/dev/null
+  lab_fail "$1 is not running on $LAB_HOST"
+}
+
+# multipathd-rs: the daemon with lib.sh's paths (LAB_MPD_DIR, its config.toml is the caller's),
+# as a service called "mpd" (so a later job can stop it); `lab_mpd ...` talks to it.
+san_mpd_start() {
+  mkdir -p "$LAB_MPD_DIR" # no config.toml there: the daemon's defaults
+  NO_COLOR=1 san_service_start mpd "$LAB_BIN/multipathd-rs" --dm-backend kernel --socket "$LAB_MPD_SOCK" \
+    --config "$LAB_MPD_DIR/config.toml" --aliases-table "$LAB_MPD_DIR/aliases.toml" \
+    --bindings-file "$LAB_MPD_DIR/bindings" daemon
+  local i
+  for i in $(seq 300); do
+    san_service_alive mpd
+    lab_mpd show status >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  lab_fail "multipathd-rs did not answer on $LAB_MPD_SOCK within 60 s on $LAB_HOST"
+}
+
+# san_dm_paths_in STATE: how many paths of this host's multipath maps are in dm state STATE
+# (A or F), from the kernel (dmsetup status).
+san_dm_paths_in() {
+  dmsetup status --target multipath 2>/dev/null \
+    | awk -v s="$1" '{ for (i = 1; i < NF; i++) if ($i ~ /^[0-9]+:[0-9]+$/ && $(i + 1) == s) n++ } END { print n + 0 }'
+}
+# san_offline_paths: this host's SAN paths whose SCSI device state is not "running".
+san_offline_paths() {
+  local d
+  for d in $(san_disks); do [ "$(san_state "$d")" = running ] || echo "$d"; done
+}
+
+# etcd: a one-member cluster named after this host, clients on the guest network and loopback
+# (http://<LAB_IP>:2379); data on the guest's tmpfs. san_etcd_start waits until it is healthy.
+LAB_ETCD_DIR=/tmp/lab-etcd
+san_etcd_url() { echo "http://${1:-$LAB_IP}:2379"; }
+san_etcdctl() { ETCDCTL_API=3 etcdctl --dial-timeout=5s --command-timeout=10s "$@"; }
+san_etcd_start() {
+  rm -rf "$LAB_ETCD_DIR"
+  mkdir -p "$LAB_ETCD_DIR"
+  san_service_start etcd etcd --name "$LAB_HOST" --data-dir "$LAB_ETCD_DIR" \
+    --listen-client-urls "$(san_etcd_url),http://127.0.0.1:2379" --advertise-client-urls "$(san_etcd_url)" \
+    --listen-peer-urls "http://$LAB_IP:2380" --initial-advertise-peer-urls "http://$LAB_IP:2380" \
+    --initial-cluster "$LAB_HOST=http://$LAB_IP:2380" --initial-cluster-state new
+  local i
+  for i in $(seq 120); do
+    san_service_alive etcd
+    san_etcdctl --endpoints "$(san_etcd_url)" endpoint health >/dev/null 2>&1 && {
+      lab_note "$LAB_HOST: etcd healthy at $(san_etcd_url)"
+      return 0
+    }
+    sleep 0.5
+  done
+  lab_fail "etcd on $LAB_HOST is not healthy after 60 s"
+}
+
+# sanlock with its watchdog: wdmd on /dev/watchdog (softdog), then `sanlock daemon` (as root, so
+# it can open the SAN's block devices). Both answer before it returns.
+# Note: once wdmd has armed softdog, killing wdmd without a clean stop resets the guest (that is
+# the fencing later scenarios rely on); san_sanlock_stop stops sanlock first, then wdmd (TERM,
+# which closes the watchdog cleanly).
+san_sanlock_start() {
+  [ -c /dev/watchdog ] || lab_fail "no /dev/watchdog on $LAB_HOST (softdog not loaded)"
+  san_service_start wdmd wdmd -D
+  lab_wait "wdmd on $LAB_HOST answers" 30 wdmd --dump
+  san_service_alive wdmd
+  san_service_start sanlock sanlock daemon -D -U root -G root -w 1
+  lab_wait "sanlock on $LAB_HOST answers" 30 sanlock client status
+  san_service_alive sanlock
+}
+san_sanlock_stop() {
+  san_service_running sanlock && { sanlock client shutdown -f 1 >/dev/null 2>&1; san_service_stop sanlock; }
+  san_service_stop wdmd
+  # wdmd closes the watchdog with the magic 'V' when it stops cleanly; if it was killed the
+  # watchdog stays armed and would reset this host: close it the same way (nowayout is off).
+  if [ "$(san_attr /sys/class/watchdog/watchdog0/state)" = active ]; then
+    lab_log "$LAB_HOST: the watchdog is still armed after wdmd stopped: disarming it"
+    printf V >/dev/watchdog0
+  fi
+}
+
+# lvmlockd (sanlock lock type) with host id N (1 for A, 2 for B by default).
+san_lvmlockd_start() {
+  local id="${1:-}"
+  [ -n "$id" ] || case "$LAB_HOST" in A) id=1 ;; B) id=2 ;; *) id=9 ;; esac
+  mkdir -p /run/lvm
+  san_service_start lvmlockd lvmlockd -f -g sanlock --host-id "$id"
+  lab_wait "lvmlockd on $LAB_HOST answers" 30 lvmlockctl --info
+  san_service_alive lvmlockd
+}
+
+# ------------------------------------------------------------------ boot and teardown
+
+# san_boot (stage2, once): loopback and the guest network up, udevd, every SAN path present.
+san_boot() {
+  local ifc i
+  ip link set lo up || lab_fail "cannot bring lo up"
+  ifc="$(san_net_iface)" || lab_fail "no network interface with MAC $LAB_MAC (virtio_net)"
+  ip addr add "$LAB_IP/24" dev "$ifc" || lab_fail "cannot set $LAB_IP on $ifc"
+  ip link set "$ifc" up || lab_fail "cannot bring $ifc up"
+  lab_udevd_start
+  san_wait_disks "$LAB_SAN_PATHS" 180
+  lab_run ip -brief addr
+  lab_run san_map
+  [ -c /dev/watchdog ] || lab_fail "no /dev/watchdog (softdog)"
+  for i in $(seq 60); do san_peer_reachable && break; sleep 1; done
+  san_peer_reachable && lab_note "$LAB_HOST: peer $LAB_PEER_IP answers ping" \
+    || lab_note "$LAB_HOST: peer $LAB_PEER_IP does not answer yet (it may still be booting)"
+  return 0
+}
+
+# san_teardown (the driver runs it on both hosts after every two-host scenario): stop the
+# services and the daemon, end processes holding SAN devices, remove maps (lib.sh's
+# lab_teardown_all), bring every path back, drop cached blocks (the driver zeroes the shared
+# images next), forget guest-local state.
+san_teardown() {
+  local s
+  for s in mpd lvmlockd; do san_service_stop "$s"; done
+  san_sanlock_stop
+  for s in "$LAB_SAN_RUN"/*.pid; do
+    [ -e "$s" ] || continue
+    san_service_stop "$(basename "$s" .pid)"
+  done
+  lab_io_stop
+  lab_teardown_all
+  lab_udevd_running || lab_udevd_start
+  san_restore 180
+  rm -rf "$LAB_ETCD_DIR" "$LAB_MPD_DIR" "$LAB_IO_DIR" /tmp/lab-san-*
+  san_flush
+}
+
+# san_flush: forget cached blocks of every SAN path (after the shared images changed).
+san_flush() {
+  local d
+  for d in $(san_disks); do blockdev --flushbufs "/dev/$d" 2>/dev/null; done
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+}
