@@ -1,0 +1,19 @@
+//! hostsync: the cluster layer. One name per LUN on every host, decided cluster-wide through a
+//! [`Registry`] (`local:DIR` or `etcd://HOST:PORT,...`). See hostsync/README.md.
+
+mod error;
+pub mod etcd;
+pub mod hosts;
+pub mod import;
+pub mod local;
+pub mod namer;
+pub mod names;
+pub mod registry;
+pub mod report;
+#[doc(hidden)]
+pub mod testkit;
+
+pub use error::{Error, Result};
+pub use hosts::{HostPresence, HostState, MapState, cluster_state, publish_host_state};
+pub use namer::{CacheReport, ClusterNamer, NamerOptions};
+pub use registry::{Registry, open};
