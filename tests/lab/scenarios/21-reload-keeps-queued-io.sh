@@ -76,6 +76,11 @@ rcs() { local x; for x in "$@"; do printf '%s ' "$(cat "$W/$x.rc" 2>/dev/null ||
 readback_ok() { # NAME MAP SEEK
   dd if="/dev/mapper/$2" bs=65536 skip="$3" count=1 iflag=direct status=none | cmp - "$W/$1.pat"
 }
+readback_all() { # PREFIX MAP: the three writes of block_writes read back intact
+  lab_expect_ok "$2: write 1 reads back intact" readback_ok "${1}1" "$2" 1
+  lab_expect_ok "$2: write 2 reads back intact" readback_ok "${1}2" "$2" 5
+  lab_expect_ok "$2: write 3 reads back intact" readback_ok "${1}3" "$2" 9
+}
 all_F() { # MAP DEVNO...
   local m="$1" n
   shift
@@ -123,9 +128,7 @@ lab_timing A_path_back_to_writes_done_s "$(lab_since "$t0")"
 lab_capture table-A-after-readd.txt dmsetup table "$mapA"
 lab_assert_match "$mapA: reloaded with $a0new" " $(lab_devno "$a0new") " "$(dmsetup table "$mapA")"
 lab_assert_eq "$mapA: exit status of the 3 blocked writes" "0 0 0" "$(rcs a1 a2 a3)"
-lab_expect_ok "$mapA: write 1 reads back intact" readback_ok a1 "$mapA" 1
-lab_expect_ok "$mapA: write 2 reads back intact" readback_ok a2 "$mapA" 5
-lab_expect_ok "$mapA: write 3 reads back intact" readback_ok a3 "$mapA" 9
+readback_all a "$mapA"
 lab_assert_eq "kernel I/O errors on $mapA ($dmA)" 0 "$(kernel_io_errors "$dmA")"
 lab_path_running "$a1"
 
@@ -147,9 +150,7 @@ lab_path_running "$b1"
 lab_poll 60 lab_is 0 pending b1 b2 b3 || lab_fail "$mapB: blocked writes not done 60 s after $b1 came back (rc: $(rcs b1 b2 b3))"
 lab_timing B_path_back_to_writes_done_s "$(lab_since "$t0")"
 lab_assert_eq "$mapB: exit status of the 3 blocked writes" "0 0 0" "$(rcs b1 b2 b3)"
-lab_expect_ok "$mapB: write 1 reads back intact" readback_ok b1 "$mapB" 1
-lab_expect_ok "$mapB: write 2 reads back intact" readback_ok b2 "$mapB" 5
-lab_expect_ok "$mapB: write 3 reads back intact" readback_ok b3 "$mapB" 9
+readback_all b "$mapB"
 lab_assert_eq "kernel I/O errors on $mapB ($dmB)" 0 "$(kernel_io_errors "$dmB")"
 lab_path_running "$b0"
 
