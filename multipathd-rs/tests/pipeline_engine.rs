@@ -41,9 +41,15 @@ impl Lab {
         self.dir.path().join("dm-state.json")
     }
 
-    fn engine_with(&self, config: Config) -> Engine {
+    /// An engine on the lab's tree and sim state file, reading `config_path` on reconfigure.
+    fn engine_full(
+        &self,
+        config: Config,
+        config_path: Option<PathBuf>,
+        clock: Arc<ManualClock>,
+    ) -> Engine {
         let opts = EngineOptions {
-            config_path: None,
+            config_path,
             sysfs_root: self.sim.root.clone(),
             store_paths: StorePaths {
                 table: Some(self.dir.path().join("aliases.toml")),
@@ -52,13 +58,11 @@ impl Lab {
             checker_override: Some("sysfs".into()),
         };
         let backend = SimBackend::open_file(self.state(), None).unwrap();
-        Engine::new(
-            config,
-            opts,
-            Box::new(backend),
-            Arc::new(ManualClock::new()),
-        )
-        .unwrap()
+        Engine::new(config, opts, Box::new(backend), clock).unwrap()
+    }
+
+    fn engine_with(&self, config: Config) -> Engine {
+        self.engine_full(config, None, Arc::new(ManualClock::new()))
     }
 
     fn engine(&self) -> Engine {
@@ -69,17 +73,7 @@ impl Lab {
     fn engine_with_file(&self, text: &str, clock: Arc<ManualClock>) -> Engine {
         let path = self.dir.path().join("config.toml");
         std::fs::write(&path, text).unwrap();
-        let opts = EngineOptions {
-            config_path: Some(path.clone()),
-            sysfs_root: self.sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(self.dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
-        };
-        let backend = SimBackend::open_file(self.state(), None).unwrap();
-        Engine::new(Config::load(&path).unwrap(), opts, Box::new(backend), clock).unwrap()
+        self.engine_full(Config::load(&path).unwrap(), Some(path), clock)
     }
 
     /// Rewrites the engine's config file (then `reconfigure` is the SIGHUP).
@@ -511,22 +505,7 @@ fn no_path_retry_counts_down_on_the_clock_and_failback_switches_back() {
     )
     .unwrap();
     let clock = Arc::new(ManualClock::new());
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: lab.sim.root.clone(),
-        store_paths: StorePaths {
-            table: Some(lab.dir.path().join("aliases.toml")),
-            ..StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
-    let mut e = Engine::new(
-        cfg,
-        opts,
-        Box::new(SimBackend::open_file(lab.state(), None).unwrap()),
-        clock.clone(),
-    )
-    .unwrap();
+    let mut e = lab.engine_full(cfg, None, clock.clone());
     e.sync().unwrap();
     e.check_all_now().unwrap();
     let status = |e: &Engine| lab.backend().status(&e.map_names()[0]).unwrap();

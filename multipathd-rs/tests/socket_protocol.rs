@@ -106,6 +106,12 @@ fn words_mirror_multipathd() {
                 map: "mpatha".into(),
             },
         ),
+        (
+            "rename map mpatha force",
+            RenameMapForce {
+                map: "mpatha".into(),
+            },
+        ),
         ("add path sdc", AddPath { dev: "sdc".into() }),
         ("del path sdc", DelPath { dev: "sdc".into() }),
         ("remove path sdc", DelPath { dev: "sdc".into() }),
