@@ -193,15 +193,10 @@ san_service_running() {
 }
 # san_service_stop NAME [SIGNAL]: signal (TERM) and wait 20 s, then KILL.
 san_service_stop() {
-  local name="$1" sig="${2:-TERM}" pid i
+  local name="$1" sig="${2:-TERM}" pid
   pid="$(san_service_pid "$name")"
   [ -n "$pid" ] || return 0
-  kill -s "$sig" "$pid" 2>/dev/null
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 "$pid" 2>/dev/null
-    lab_log "$name (pid $pid) ignored SIG$sig for 20 s; killed"
-  fi
+  lab_stop_pid "$pid" "$sig" "$name"
   rm -f "$LAB_SAN_RUN/$name.pid"
   lab_note "$LAB_HOST: $name (pid $pid) stopped"
 }

@@ -396,16 +396,23 @@ lab_mpd_start() {
   lab_fail "multipathd-rs daemon did not answer on $LAB_MPD_SOCK within 60 s"
 }
 
+# lab_stop_pid PID SIGNAL NAME: send SIGNAL, wait up to 20 s for PID to end, then SIGKILL it;
+# 0 when it ended by itself, 1 when it had to be killed.
+lab_stop_pid() {
+  local i
+  kill -s "$2" "$1" 2>/dev/null
+  for i in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
+  kill -9 "$1" 2>/dev/null
+  lab_log "$3 pid $1 ignored SIG$2 for 20 s; killed"
+  return 1
+}
+
 # lab_mpd_stop [SIGNAL]: send SIGNAL (TERM) to the daemon we started and wait for it (20 s);
 # its exit status is left in LAB_MPD_RC.
 lab_mpd_stop() {
-  local sig="${1:-TERM}" i
+  local sig="${1:-TERM}"
   [ -n "$LAB_MPD_PID" ] || return 0
-  kill -s "$sig" "$LAB_MPD_PID" 2>/dev/null
-  for i in $(seq 100); do kill -0 "$LAB_MPD_PID" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$LAB_MPD_PID" 2>/dev/null; then
-    kill -9 "$LAB_MPD_PID" 2>/dev/null
-    lab_log "multipathd-rs pid $LAB_MPD_PID ignored SIG$sig for 20 s; killed"
+  if ! lab_stop_pid "$LAB_MPD_PID" "$sig" multipathd-rs; then
     wait "$LAB_MPD_PID" 2>/dev/null
     LAB_MPD_PID=""
     return 1
