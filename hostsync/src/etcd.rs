@@ -239,9 +239,15 @@ impl Registry for EtcdRegistry {
 
     fn keep_alive(&self, lease: i64) -> Result<bool> {
         self.call(&format!("renew lease {lease:x}"), |mut c| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            Ok(stream.message().await?.is_some_and(|m| m.ttl() > 0))
+            // Opening the keep-alive stream sends one renewal and reads its answer.
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Ok(true),
+                // The lease expired or was revoked: an answer, not a failure.
+                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 

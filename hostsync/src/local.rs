@@ -1,14 +1,18 @@
-//! `local:DIR`: the registry in one directory of this host. The whole state (keys, leases and
-//! a bounded change log) is one JSON file, `DIR/registry.json`, replaced atomically under an
-//! exclusive `flock` with the aliases crate's crash-safe writer (temporary file, fsync,
-//! rename, fsync of the directory). Reads take no lock: a rename is atomic, so a reader sees
-//! the last complete transaction, which makes the backend linearizable on one host.
-//! Watches poll the file's identity (a new inode per write) and read the change log.
+//! `local:DIR`: the registry in one directory of this host, as an append-only journal,
+//! `DIR/journal`: one JSON line per transaction, appended and fsynced under an exclusive
+//! `flock` (`DIR/journal.lock`). Every process keeps the replayed state and the file offset it
+//! has read up to, so a write costs the size of the transaction, not of the registry. Reads
+//! take no lock: they apply the complete lines appended since the last read, so they see
+//! every transaction that returned, which makes the backend linearizable on one host. A line
+//! torn by a writer killed mid-append has no newline: readers ignore it and the next writer
+//! truncates it away. Every few thousand lines the writer replaces the journal by one snapshot
+//! line with the aliases crate's crash-safe writer (temporary file, fsync, rename, fsync of
+//! the directory); watches behind the snapshot resynchronise in full.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Read as _;
-use std::os::unix::fs::MetadataExt as _;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,9 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{Compare, Event, Kv, Op, Registry, Snapshot, TxnResult, WatchEvent, Watcher};
 use crate::{Error, Result};
 
-/// How many changes the log keeps; a watch further behind resynchronises in full.
-const LOG_KEEP: usize = 1024;
-/// How often a watch looks for a new version of the file.
+/// How many changes each process keeps for watches; a watch further behind resynchronises.
+const LOG_KEEP: usize = 4096;
+/// Journal lines after which the writer replaces the journal by a snapshot.
+const SNAPSHOT_AFTER: u64 = 8192;
+/// How often a watch looks for new lines.
 const POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,7 +64,42 @@ struct State {
     next_lease: i64,
     kvs: BTreeMap<String, Entry>,
     leases: BTreeMap<i64, LeaseEntry>,
+    #[serde(skip)]
     log: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PutRec {
+    k: String,
+    v: String,
+    #[serde(default)]
+    lease: i64,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Rec {
+    /// The whole state (first line after the journal was replaced).
+    Snapshot(State),
+    /// Writes at revision `rev`, and leases revoked (their keys are in `dels`).
+    Txn {
+        rev: i64,
+        #[serde(default)]
+        puts: Vec<PutRec>,
+        #[serde(default)]
+        dels: Vec<String>,
+        #[serde(default)]
+        revoke: Vec<i64>,
+    },
+    /// A lease granted or renewed.
+    Lease {
+        id: i64,
+        ttl_s: i64,
+        expires_ms: u64,
+    },
+    /// History up to `rev` dropped.
+    Compact { rev: i64 },
 }
 
 fn now_ms() -> u64 {
@@ -88,18 +129,93 @@ impl State {
         self.kvs.get(key).filter(|e| self.lease_alive(e.lease, now))
     }
 
-    fn log(&mut self, key: &str, value: Option<String>, create: i64, lease: i64) {
-        self.log.push(LogEntry {
-            rev: self.revision,
-            key: key.to_string(),
-            value,
-            create,
-            lease,
-        });
+    fn apply(&mut self, rec: &Rec) {
+        match rec {
+            Rec::Snapshot(s) => {
+                *self = s.clone();
+                self.compacted = self.compacted.max(self.revision);
+            }
+            Rec::Txn {
+                rev,
+                puts,
+                dels,
+                revoke,
+            } => {
+                for id in revoke {
+                    self.leases.remove(id);
+                }
+                if !puts.is_empty() || !dels.is_empty() {
+                    self.revision = *rev;
+                }
+                for k in dels {
+                    if self.kvs.remove(k).is_some() {
+                        self.log.push(LogEntry {
+                            rev: *rev,
+                            key: k.clone(),
+                            value: None,
+                            create: 0,
+                            lease: 0,
+                        });
+                    }
+                }
+                for p in puts {
+                    let create = self.kvs.get(&p.k).map_or(*rev, |e| e.create);
+                    self.kvs.insert(
+                        p.k.clone(),
+                        Entry {
+                            value: p.v.clone(),
+                            create,
+                            modr: *rev,
+                            lease: p.lease,
+                        },
+                    );
+                    self.log.push(LogEntry {
+                        rev: *rev,
+                        key: p.k.clone(),
+                        value: Some(p.v.clone()),
+                        create,
+                        lease: p.lease,
+                    });
+                }
+                self.trim_log();
+            }
+            Rec::Lease {
+                id,
+                ttl_s,
+                expires_ms,
+            } => {
+                self.next_lease = self.next_lease.max(*id);
+                self.leases.insert(
+                    *id,
+                    LeaseEntry {
+                        ttl_s: *ttl_s,
+                        expires_ms: *expires_ms,
+                    },
+                );
+            }
+            Rec::Compact { rev } => {
+                self.log.retain(|e| e.rev > *rev);
+                self.compacted = self.compacted.max((*rev).min(self.revision));
+            }
+        }
     }
 
-    /// Deletes the keys of expired leases (one revision for all of them).
-    fn expire(&mut self, now: u64) {
+    fn trim_log(&mut self) {
+        if self.log.len() <= LOG_KEEP {
+            return;
+        }
+        // Cut at a revision boundary so no transaction is half in the log.
+        let mut n = self.log.len() - LOG_KEEP;
+        let cut_rev = self.log[n - 1].rev;
+        while n < self.log.len() && self.log[n].rev == cut_rev {
+            n += 1;
+        }
+        self.log.drain(..n);
+        self.compacted = self.compacted.max(cut_rev);
+    }
+
+    /// The record revoking every expired lease and deleting its keys, if any expired.
+    fn expiry(&self, now: u64) -> Option<Rec> {
         let dead: Vec<i64> = self
             .leases
             .iter()
@@ -107,74 +223,48 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         if dead.is_empty() {
-            return;
+            return None;
         }
-        self.revoke(&dead);
+        Some(self.revoke_rec(dead))
     }
 
-    fn revoke(&mut self, ids: &[i64]) {
-        for id in ids {
-            self.leases.remove(id);
-        }
-        let keys: Vec<String> = self
+    fn revoke_rec(&self, ids: Vec<i64>) -> Rec {
+        let dels = self
             .kvs
             .iter()
             .filter(|(_, e)| e.lease != 0 && ids.contains(&e.lease))
             .map(|(k, _)| k.clone())
             .collect();
-        if keys.is_empty() {
-            return;
-        }
-        self.revision += 1;
-        for k in keys {
-            self.kvs.remove(&k);
-            self.log(&k, None, 0, 0);
-        }
-    }
-
-    fn trim_log(&mut self) {
-        if self.log.len() > LOG_KEEP {
-            let cut = self.log.len() - LOG_KEEP;
-            // Never split one revision's changes.
-            let mut cut_rev = self.log[cut - 1].rev;
-            let mut n = cut;
-            while n < self.log.len() && self.log[n].rev == cut_rev {
-                n += 1;
-            }
-            if n == self.log.len() {
-                return;
-            }
-            cut_rev = self.log[n - 1].rev;
-            self.log.drain(..n);
-            self.compacted = self.compacted.max(cut_rev);
+        Rec::Txn {
+            rev: self.revision + 1,
+            puts: Vec::new(),
+            dels,
+            revoke: ids,
         }
     }
 }
 
-/// Identity of one version of the state file (every write renames a new inode into place).
-type Version = (u64, u64, u64, i64, i64, i64);
+/// What this process has read of one journal.
+#[derive(Debug, Clone)]
+struct Cached {
+    /// (dev, inode) of the journal read.
+    file: (u64, u64),
+    /// Bytes consumed (complete lines).
+    offset: u64,
+    /// Lines since the last snapshot.
+    lines: u64,
+    state: Arc<State>,
+}
 
-/// The parsed state of each registry file this process uses, by version.
-type StateCache = Mutex<HashMap<PathBuf, (Version, Arc<State>)>>;
+type JournalCache = Mutex<HashMap<PathBuf, Cached>>;
 
-fn cache() -> &'static StateCache {
-    static CACHE: OnceLock<StateCache> = OnceLock::new();
+fn cache() -> &'static JournalCache {
+    static CACHE: OnceLock<JournalCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-fn version_of(m: &std::fs::Metadata) -> Version {
-    (
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    )
-}
-
 /// The registry kept in a local directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalRegistry {
     dir: PathBuf,
     file: PathBuf,
@@ -190,7 +280,7 @@ impl LocalRegistry {
             message: e.to_string(),
         })?;
         Ok(Self {
-            file: dir.join("registry.json"),
+            file: dir.join("journal"),
             dir,
         })
     }
@@ -203,61 +293,214 @@ impl LocalRegistry {
         }
     }
 
-    /// The current state, parsed once per version of the file in this process.
-    fn load(&self) -> Result<Arc<State>> {
+    /// Brings this process's view up to date with the journal and returns it.
+    fn refresh(&self) -> Result<Cached> {
         let mut f = match File::open(&self.file) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Arc::new(State::default()));
+                return Ok(Cached {
+                    file: (0, 0),
+                    offset: 0,
+                    lines: 0,
+                    state: Arc::new(State::default()),
+                });
             }
-            Err(e) => return Err(self.err("read its state file", e)),
+            Err(e) => return Err(self.err("read its journal", e)),
         };
-        let m = f
-            .metadata()
-            .map_err(|e| self.err("read its state file", e))?;
-        let ver = version_of(&m);
-        if let Ok(c) = cache().lock()
-            && let Some((v, st)) = c.get(&self.file)
-            && *v == ver
-        {
-            return Ok(st.clone());
+        let m = f.metadata().map_err(|e| self.err("read its journal", e))?;
+        let id = (m.dev(), m.ino());
+        // One thread at a time brings this process's view forward, in place.
+        let mut c = cache()
+            .lock()
+            .map_err(|_| self.err("read its journal", "the journal cache was poisoned"))?;
+        let cur = match c.remove(&self.file) {
+            Some(x) if x.file == id && x.offset <= m.len() => x,
+            _ => Cached {
+                file: id,
+                offset: 0,
+                lines: 0,
+                state: Arc::new(State::default()),
+            },
+        };
+        let cur = self.read_new(&mut f, m.len(), cur);
+        match cur {
+            Ok(cur) => {
+                c.insert(self.file.clone(), cur.clone());
+                Ok(cur)
+            }
+            Err(e) => Err(e),
         }
-        let mut text = String::new();
-        f.read_to_string(&mut text)
-            .map_err(|e| self.err("read its state file", e))?;
-        let st: State = serde_json::from_str(&text).map_err(|e| {
-            self.err(
-                "parse its state file",
-                format!("{} is corrupt: {e}", self.file.display()),
-            )
-        })?;
-        let st = Arc::new(st);
-        if let Ok(mut c) = cache().lock() {
-            c.insert(self.file.clone(), (ver, st.clone()));
-        }
-        Ok(st)
     }
 
-    /// Runs `f` on the state under the lock and writes the result if `f` says so.
-    fn modify<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<T> {
-        let _lock = fsutil::lock_exclusive(&self.file)?;
-        let mut st = (*self.load()?).clone();
-        let before = st.revision;
-        let leases_before = st.leases.len();
-        st.expire(now_ms());
-        let (out, changed) = f(&mut st)?;
-        if changed || st.revision != before || st.leases.len() != leases_before {
-            st.trim_log();
-            let data = serde_json::to_vec(&st).map_err(|e| self.err("encode its state", e))?;
-            fsutil::atomic_write(&self.file, &data, 0o600)?;
-            if let Ok(m) = std::fs::metadata(&self.file)
-                && let Ok(mut c) = cache().lock()
-            {
-                c.insert(self.file.clone(), (version_of(&m), Arc::new(st)));
+    /// Applies the complete lines after `cur.offset`.
+    fn read_new(&self, f: &mut File, len: u64, mut cur: Cached) -> Result<Cached> {
+        if cur.offset == len {
+            return Ok(cur);
+        }
+        f.seek(SeekFrom::Start(cur.offset))
+            .map_err(|e| self.err("read its journal", e))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| self.err("read its journal", e))?;
+        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+            return Ok(cur); // only a torn line so far
+        };
+        let st = Arc::make_mut(&mut cur.state);
+        for (n, line) in buf[..end].split(|b| *b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
             }
+            let rec: Rec = serde_json::from_slice(line).map_err(|e| {
+                self.err(
+                    "read its journal",
+                    format!(
+                        "{} is corrupt after byte {} (record {}): {e}",
+                        self.file.display(),
+                        cur.offset,
+                        n + 1
+                    ),
+                )
+            })?;
+            st.apply(&rec);
+            cur.lines += 1;
+        }
+        cur.offset += end as u64 + 1;
+        Ok(cur)
+    }
+
+    fn load(&self) -> Result<Arc<State>> {
+        Ok(self.refresh()?.state)
+    }
+
+    /// Under the lock: lets `f` emit records against the current state (each applied before
+    /// the next is made), appends them in one write and fsyncs.
+    fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T> {
+        let _lock = fsutil::lock_exclusive(&self.file)?;
+        let mut cur = self.refresh()?;
+        // A writer killed mid-append left a torn line: drop it (we hold the lock).
+        if let Ok(m) = std::fs::metadata(&self.file)
+            && m.len() > cur.offset
+            && (m.dev(), m.ino()) == cur.file
+        {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.file)
+                .and_then(|f| f.set_len(cur.offset))
+                .map_err(|e| self.err("truncate a torn journal line", e))?;
+        }
+        // Own the state while writing (the cached copy is refreshed from the journal if the
+        // write fails), so the common case does not copy it.
+        if let Ok(mut c) = cache().lock() {
+            c.remove(&self.file);
+        }
+        let mut state = Arc::try_unwrap(cur.state).unwrap_or_else(|a| (*a).clone());
+        let mut em = Emitter {
+            state: &mut state,
+            lines: Vec::new(),
+        };
+        if let Some(r) = em.state.expiry(now_ms()) {
+            em.emit(r);
+        }
+        let out = f(&mut em)?;
+        let lines = em.lines;
+        if lines.is_empty() {
+            if let Ok(mut c) = cache().lock() {
+                c.insert(
+                    self.file.clone(),
+                    Cached {
+                        state: Arc::new(state),
+                        ..cur
+                    },
+                );
+            }
+            return Ok(out);
+        }
+        let mut data = Vec::new();
+        for l in &lines {
+            data.extend_from_slice(l);
+            data.push(b'\n');
+        }
+        let created = !self.file.exists();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.file)
+            .map_err(|e| self.err("open its journal", e))?;
+        file.write_all(&data)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| self.err("append to its journal", e))?;
+        if created {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.err("fsync its directory", e))?;
+        }
+        let m = file
+            .metadata()
+            .map_err(|e| self.err("stat its journal", e))?;
+        cur = Cached {
+            file: (m.dev(), m.ino()),
+            offset: cur.offset + data.len() as u64,
+            lines: cur.lines + lines.len() as u64,
+            state: Arc::new(state),
+        };
+        if cur.lines > SNAPSHOT_AFTER {
+            let snap = serde_json::to_vec(&Rec::Snapshot((*cur.state).clone()))
+                .map_err(|e| self.err("encode a snapshot", e))?;
+            let mut snap_line = snap;
+            snap_line.push(b'\n');
+            fsutil::atomic_write(&self.file, &snap_line, 0o600)?;
+            let m = std::fs::metadata(&self.file).map_err(|e| self.err("stat its journal", e))?;
+            let mut st = (*cur.state).clone();
+            st.apply(&Rec::Snapshot((*cur.state).clone()));
+            cur = Cached {
+                file: (m.dev(), m.ino()),
+                offset: snap_line.len() as u64,
+                lines: 1,
+                state: Arc::new(st),
+            };
+        }
+        if let Ok(mut c) = cache().lock() {
+            c.insert(self.file.clone(), cur);
         }
         Ok(out)
     }
+}
+
+/// Makes journal records during a write.
+struct Emitter<'a> {
+    state: &'a mut State,
+    lines: Vec<Vec<u8>>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, rec: Rec) {
+        self.state.apply(&rec);
+        // Serializing these plain records cannot fail.
+        self.lines
+            .push(serde_json::to_vec(&rec).unwrap_or_default());
+    }
+}
+
+/// The failed result of `when` on `st`, or None if every condition holds.
+fn check(st: &State, when: &[Compare]) -> Option<TxnResult> {
+    let now = now_ms();
+    let ok = when.iter().all(|c| match c {
+        Compare::Absent(k) => st.live(k, now).is_none(),
+        Compare::ModRevision(k, r) => st.live(k, now).is_some_and(|e| e.modr == *r),
+    });
+    if ok {
+        return None;
+    }
+    let current = when
+        .iter()
+        .filter_map(|c| st.live(c.key(), now).map(|e| st.kv(c.key(), e)))
+        .collect();
+    Some(TxnResult {
+        succeeded: false,
+        revision: st.revision,
+        current,
+    })
 }
 
 impl Registry for LocalRegistry {
@@ -287,136 +530,111 @@ impl Registry for LocalRegistry {
     }
 
     fn txn(&self, when: &[Compare], then: &[Op]) -> Result<TxnResult> {
-        let mut values = Vec::with_capacity(then.len());
+        let mut puts = Vec::new();
+        let mut dels = Vec::new();
         for op in then {
-            if let Op::Put { key, value, .. } = op {
-                let v = String::from_utf8(value.clone()).map_err(|_| {
-                    self.err("store a value", format!("the value of {key} is not UTF-8"))
-                })?;
-                values.push(Some(v));
-            } else {
-                values.push(None);
+            match op {
+                Op::Put { key, value, lease } => puts.push(PutRec {
+                    k: key.clone(),
+                    v: String::from_utf8(value.clone()).map_err(|_| {
+                        self.err("store a value", format!("the value of {key} is not UTF-8"))
+                    })?,
+                    lease: *lease,
+                }),
+                Op::Delete { key } => dels.push(key.clone()),
             }
         }
-        self.modify(|st| {
-            let now = now_ms();
-            let ok = when.iter().all(|c| match c {
-                Compare::Absent(k) => st.live(k, now).is_none(),
-                Compare::ModRevision(k, r) => st.live(k, now).is_some_and(|e| e.modr == *r),
-            });
-            if !ok {
-                let current = when
-                    .iter()
-                    .filter_map(|c| st.live(c.key(), now).map(|e| st.kv(c.key(), e)))
-                    .collect();
-                return Ok((
-                    TxnResult {
-                        succeeded: false,
-                        revision: st.revision,
-                        current,
-                    },
-                    false,
-                ));
+        // A condition that already fails on the last committed state fails now: answer
+        // without the lock, so losers of a race do not queue behind the writers.
+        if let Some(r) = check(&*self.load()?, when) {
+            return Ok(r);
+        }
+        self.write(|em| {
+            if let Some(r) = check(em.state, when) {
+                return Ok(r);
             }
-            for op in then {
-                if let Op::Put { lease, key, .. } = op
-                    && *lease != 0
-                    && !st.leases.contains_key(lease)
-                {
+            for p in &puts {
+                if p.lease != 0 && !em.state.leases.contains_key(&p.lease) {
                     return Err(self.err(
                         "write",
-                        format!("lease {lease} for {key} has expired or does not exist"),
+                        format!(
+                            "lease {} for {} has expired or does not exist",
+                            p.lease, p.k
+                        ),
                     ));
                 }
             }
-            if !then.is_empty() {
-                st.revision += 1;
-            }
-            let rev = st.revision;
-            for (op, v) in then.iter().zip(values) {
-                match op {
-                    Op::Put { key, lease, .. } => {
-                        let v = v.unwrap_or_default();
-                        let create = st.kvs.get(key).map(|e| e.create).unwrap_or(rev);
-                        st.kvs.insert(
-                            key.clone(),
-                            Entry {
-                                value: v.clone(),
-                                create,
-                                modr: rev,
-                                lease: *lease,
-                            },
-                        );
-                        st.log(key, Some(v), create, *lease);
-                    }
-                    Op::Delete { key } => {
-                        if st.kvs.remove(key).is_some() {
-                            st.log(key, None, 0, 0);
-                        }
-                    }
-                }
-            }
-            Ok((
-                TxnResult {
+            if then.is_empty() {
+                return Ok(TxnResult {
                     succeeded: true,
-                    revision: rev,
+                    revision: em.state.revision,
                     current: Vec::new(),
-                },
-                !then.is_empty(),
-            ))
+                });
+            }
+            let rev = em.state.revision + 1;
+            em.emit(Rec::Txn {
+                rev,
+                puts,
+                dels,
+                revoke: Vec::new(),
+            });
+            Ok(TxnResult {
+                succeeded: true,
+                revision: rev,
+                current: Vec::new(),
+            })
         })
     }
 
     fn watch(&self, prefix: &str, from_revision: i64) -> Result<Box<dyn Watcher>> {
         Ok(Box::new(LocalWatcher {
-            reg: LocalRegistry {
-                dir: self.dir.clone(),
-                file: self.file.clone(),
-            },
+            reg: self.clone(),
             prefix: prefix.to_string(),
             next: from_revision.max(1),
         }))
     }
 
     fn grant_lease(&self, ttl_s: i64) -> Result<i64> {
-        self.modify(|st| {
-            st.next_lease += 1;
-            let id = st.next_lease;
-            st.leases.insert(
+        self.write(|em| {
+            let id = em.state.next_lease + 1;
+            em.emit(Rec::Lease {
                 id,
-                LeaseEntry {
-                    ttl_s,
-                    expires_ms: now_ms() + (ttl_s.max(1) as u64) * 1000,
-                },
-            );
-            Ok((id, true))
+                ttl_s,
+                expires_ms: now_ms() + (ttl_s.max(1) as u64) * 1000,
+            });
+            Ok(id)
         })
     }
 
     fn keep_alive(&self, lease: i64) -> Result<bool> {
-        self.modify(|st| match st.leases.get_mut(&lease) {
+        self.write(|em| match em.state.leases.get(&lease) {
             Some(l) => {
-                l.expires_ms = now_ms() + (l.ttl_s.max(1) as u64) * 1000;
-                Ok((true, true))
+                let ttl_s = l.ttl_s;
+                em.emit(Rec::Lease {
+                    id: lease,
+                    ttl_s,
+                    expires_ms: now_ms() + (ttl_s.max(1) as u64) * 1000,
+                });
+                Ok(true)
             }
-            None => Ok((false, false)),
+            None => Ok(false),
         })
     }
 
     fn revoke_lease(&self, lease: i64) -> Result<()> {
-        self.modify(|st| {
-            let had = st.leases.contains_key(&lease);
-            st.revoke(&[lease]);
-            Ok(((), had))
+        self.write(|em| {
+            if em.state.leases.contains_key(&lease) {
+                let r = em.state.revoke_rec(vec![lease]);
+                em.emit(r);
+            }
+            Ok(())
         })
     }
 
     fn compact(&self, revision: i64) -> Result<()> {
-        self.modify(|st| {
-            let before = st.log.len();
-            st.log.retain(|e| e.rev > revision);
-            st.compacted = st.compacted.max(revision.min(st.revision));
-            Ok(((), st.log.len() != before))
+        self.write(|em| {
+            em.emit(Rec::Compact { rev: revision });
+            Ok(())
         })
     }
 }
@@ -432,10 +650,10 @@ impl Watcher for LocalWatcher {
         let start = Instant::now();
         loop {
             let st = self.reg.load()?;
+            if self.next <= st.compacted {
+                return Ok(WatchEvent::Resync);
+            }
             if st.revision >= self.next {
-                if self.next <= st.compacted {
-                    return Ok(WatchEvent::Resync);
-                }
                 let events: Vec<Event> = st
                     .log
                     .iter()

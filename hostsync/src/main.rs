@@ -162,9 +162,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let mut out = Vec::new();
-            for w in wwids {
-                // Learn what other hosts did meanwhile, so we rarely race for a taken name.
-                namer.catch_up()?;
+            for (i, w) in wwids.iter().enumerate() {
+                // Learn what other hosts did meanwhile now and then, so we rarely race for a
+                // taken name (a lost race also teaches us the winner's binding).
+                if i % 32 == 0 {
+                    namer.catch_up()?;
+                }
                 out.push(namer.name(w)?);
             }
             namer.catch_up()?;
