@@ -463,4 +463,100 @@ mod tests {
         drop(g);
         assert!(Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok());
     }
+
+    #[test]
+    fn recover_finishes_an_interrupted_change_and_keeps_later_appends() {
+        let old = b"h\na 1\n";
+        let new = b"h\na 1\nb 2\nc 3\n";
+        // Torn append, nothing after: the new version.
+        assert_eq!(recover(b"h\na 1\nb 2\nc", old, new), new);
+        assert_eq!(recover(old, old, new), new);
+        // Complete, then another writer appended: both kept.
+        assert_eq!(
+            recover(b"h\na 1\nb 2\nc 3\nx 9\n", old, new),
+            b"h\na 1\nb 2\nc 3\nx 9\n"
+        );
+        // Torn, then another writer appended right after the torn bytes: its line is kept.
+        assert_eq!(
+            recover(b"h\na 1\nb 2\nx 9\n", old, new),
+            b"h\na 1\nb 2\nc 3\nx 9\n"
+        );
+        // A rewrite (a line removed) torn before the truncate, then an append.
+        let old = b"h\na 1\nb 2\nc 3\n";
+        let new = b"h\nc 3\n";
+        assert_eq!(recover(b"h\nc 3\nb 2\nc 3\n", old, new), new);
+        assert_eq!(
+            recover(b"h\nc 3\nb 2\nc 3\nx 9\n", old, new),
+            b"h\nc 3\nx 9\n"
+        );
+    }
+
+    #[test]
+    fn in_place_change_goes_through_a_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("bindings");
+        std::fs::write(&p, "h\n").unwrap();
+        let lf = LockedFile::open(&p, true).unwrap().unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        lf.replace(b"h\n", b"h\na 1\n").unwrap();
+        lf.replace(b"h\na 1\n", b"a 1\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"a 1\n");
+        // Same inode (in place), no journal left.
+        assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+        assert_eq!(pending_journal(&p).unwrap(), None);
+        // A journal left by a killed writer is read back.
+        let j = journal_path(&p).unwrap();
+        std::fs::write(&j, format!("{JOURNAL_MAGIC}4 8\na 1\na 1\nb 2\n")).unwrap();
+        assert_eq!(
+            pending_journal(&p).unwrap(),
+            Some((b"a 1\n".to_vec(), b"a 1\nb 2\n".to_vec()))
+        );
+        std::fs::write(&j, "garbage").unwrap();
+        assert!(pending_journal(&p).is_err());
+    }
+
+    #[test]
+    fn the_bindings_lock_conflicts_with_a_multipath_tools_style_record_lock() {
+        use nix::libc;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("bindings");
+        // multipath-tools: open(O_RDWR|O_CREAT), fcntl(F_SETLKW, F_WRLCK, whole file).
+        let theirs = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .unwrap();
+        let mut fl = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETLKW(&fl)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = p.clone();
+        let t = std::thread::spawn(move || {
+            let g = LockedFile::open(&p2, true).unwrap().unwrap();
+            tx.send(()).unwrap();
+            drop(g);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "our lock was granted while a multipath-tools-style lock was held"
+        );
+        fl.l_type = libc::F_UNLCK as libc::c_short;
+        nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETLK(&fl)).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+        t.join().unwrap();
+        // And the other way round: while we hold it, their non-blocking attempt fails.
+        let g = LockedFile::open(&p, true).unwrap().unwrap();
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        assert!(nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETLK(&fl)).is_err());
+        drop(g);
+        assert!(nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_SETLK(&fl)).is_ok());
+    }
 }
