@@ -482,15 +482,12 @@ impl Store {
         let mut texts: Vec<String> = Vec::new();
         if let Some(b) = &state.bindings {
             texts.extend(b.problems.iter().map(|p| {
-                Error::Corrupt {
-                    path: b.path.clone(),
-                    line: p.line,
-                    message: p.message.clone(),
-                }
-                .to_string()
-                .replace(
-                    "refusing to change it until it is fixed or `aliases repair` is run",
-                    "the line is kept and skipped",
+                let text = b.lines.get(p.line - 1).map_or("", |l| l.text.as_str());
+                format!(
+                    "{} line {}: {text:?} is skipped (and kept in the file): {}",
+                    b.path.display(),
+                    p.line,
+                    p.message
                 )
             }));
         }
@@ -556,7 +553,9 @@ impl Store {
                 t.lines.push(0);
                 tc = true;
             }
+            // Never add a second line for an alias a bad or conflicting line already holds.
             if sb.in_bindings.is_none()
+                && !view.reserved.contains(&sb.alias)
                 && let Some(b) = &mut state.bindings
             {
                 b.push(&sb.alias, &sb.wwid);
@@ -1477,6 +1476,7 @@ fn build_view(state: &State) -> (View, Vec<Error>) {
                     source_b: here.to_string(),
                 };
                 view.disputed.insert(wwid.to_string(), e.to_string());
+                view.reserved.insert(alias.to_string());
                 problems.push(e);
                 continue;
             }

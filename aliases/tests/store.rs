@@ -423,7 +423,8 @@ fn bad_bindings_lines_are_kept_and_skipped_and_repair_keeps_a_backup() {
     let problems = s.problems();
     assert_eq!(problems.len(), 2, "{problems:?}");
     assert!(
-        problems[0].contains("bindings is corrupt at line 11") && problems[0].contains("kept"),
+        problems[0].contains("bindings line 11: \"mpathd\" is skipped")
+            && problems[0].contains("kept"),
         "{problems:?}"
     );
     assert!(problems[1].contains("line 13"), "{problems:?}");
