@@ -7,9 +7,9 @@
 //! original line endings are preserved, new bindings are appended at the end (as
 //! multipath-tools 0.9.4 does), removed bindings lose just their line.
 //!
-//! Unlike multipath-tools (which skips malformed lines) a malformed line, a line with extra
-//! fields, an invalid alias or WWID, or a duplicated alias or WWID makes the file *corrupt*:
-//! it is reported with its line and never overwritten until `repair`.
+//! As multipath-tools does, a malformed line, a line with extra fields or bytes that are not
+//! UTF-8, an invalid alias or WWID, or a duplicated alias or WWID is skipped: it is listed in
+//! `problems` with its line, kept byte for byte, and dropped only by `repair`.
 
 use std::path::{Path, PathBuf};
 

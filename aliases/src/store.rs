@@ -1,9 +1,10 @@
 //! The alias store: the native table, multipath-tools' bindings file and the `multipaths {}`
 //! aliases of multipath.conf, combined with multipath-tools' precedence.
 //!
-//! Every change happens under an exclusive lock (the table's lock first, then the bindings
-//! file's), re-reads the files under that lock, refuses to touch a corrupt file, and replaces
-//! each file atomically. The table and the bindings file are kept in step: a binding present in
+//! Every change happens under exclusive locks (the table's lock file, the bindings file's lock
+//! file, then the bindings file itself as multipath-tools locks it), re-reads the files under
+//! them, refuses to touch a corrupt table, replaces the table atomically and changes the
+//! bindings file in place (see [`crate::fsutil::LockedFile`]). The table and the bindings file are kept in step: a binding present in
 //! only one of them (for example after a crash between the two writes) is copied to the other
 //! by the next change.
 
