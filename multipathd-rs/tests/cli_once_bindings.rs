@@ -9,13 +9,7 @@ use std::process::{Command, Output};
 use lun_scan::topology::Sim;
 use serde_json::Value;
 
-const HEADER: &str = "# Multipath bindings, Version : 1.0\n\
-# NOTE: this file is automatically maintained by the multipath program.\n\
-# You should not need to edit this file in normal circumstances.\n\
-#\n\
-# Format:\n\
-# alias wwid\n\
-#\n";
+use aliases::bindings::BINDINGS_HEADER as HEADER;
 
 struct Lab {
     dir: tempfile::TempDir,
