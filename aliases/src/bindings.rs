@@ -7,9 +7,9 @@
 //! original line endings are preserved, new bindings are appended at the end (as
 //! multipath-tools 0.9.4 does), removed bindings lose just their line.
 //!
-//! Unlike multipath-tools (which skips malformed lines) a malformed line, a line with extra
-//! fields, an invalid alias or WWID, or a duplicated alias or WWID makes the file *corrupt*:
-//! it is reported with its line and never overwritten until `repair`.
+//! As multipath-tools does, a malformed line, a line with extra fields or bytes that are not
+//! UTF-8, an invalid alias or WWID, or a duplicated alias or WWID is skipped: it is listed in
+//! `problems` with its line, kept byte for byte, and dropped only by `repair`.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,9 @@ pub struct RawLine {
     pub ending: String,
     /// The binding on this line, if it holds one.
     pub binding: Option<(String, String)>,
+    /// The line's exact bytes when they are not valid UTF-8 (`text` is then a lossy copy);
+    /// such a line is a problem, kept as it is.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// A problem found on one line.
@@ -66,26 +69,49 @@ impl BindingsFile {
 
     /// Parses text; never fails: problems are collected in `problems`.
     pub fn parse(text: &str, path: &Path) -> Self {
+        Self::parse_bytes(text.as_bytes(), path)
+    }
+
+    /// Parses the file's bytes; never fails. A line that is not valid UTF-8 is a problem and
+    /// is kept byte for byte.
+    pub fn parse_bytes(bytes: &[u8], path: &Path) -> Self {
         let mut lines = Vec::new();
         let mut problems = Vec::new();
         let mut seen_alias: std::collections::HashMap<String, usize> = Default::default();
         let mut seen_wwid: std::collections::HashMap<String, usize> = Default::default();
-        let mut rest = text;
+        let mut rest = bytes;
         let mut lineno = 0;
         while !rest.is_empty() {
             lineno += 1;
-            let (line, ending, next) = match rest.find('\n') {
-                Some(i) => {
-                    let l = &rest[..i];
-                    if let Some(stripped) = l.strip_suffix('\r') {
-                        (stripped, "\r\n", &rest[i + 1..])
-                    } else {
-                        (l, "\n", &rest[i + 1..])
+            let (line, ending, next): (&[u8], &str, &[u8]) =
+                match rest.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        let l = &rest[..i];
+                        if let Some(stripped) = l.strip_suffix(b"\r") {
+                            (stripped, "\r\n", &rest[i + 1..])
+                        } else {
+                            (l, "\n", &rest[i + 1..])
+                        }
                     }
-                }
-                None => (rest, "", ""),
-            };
+                    None => (rest, "", &[]),
+                };
             rest = next;
+            let line = match std::str::from_utf8(line) {
+                Ok(l) => l,
+                Err(_) => {
+                    problems.push(LineProblem {
+                        line: lineno,
+                        message: "the line is not valid UTF-8".to_string(),
+                    });
+                    lines.push(RawLine {
+                        text: String::from_utf8_lossy(line).into_owned(),
+                        ending: ending.to_string(),
+                        binding: None,
+                        raw: Some(line.to_vec()),
+                    });
+                    continue;
+                }
+            };
             let mut binding = None;
             let content = line.split('#').next().unwrap_or("");
             let mut fields = content.split([' ', '\t']).filter(|f| !f.is_empty());
@@ -131,6 +157,7 @@ impl BindingsFile {
                 text: line.to_string(),
                 ending: ending.to_string(),
                 binding,
+                raw: None,
             });
         }
         BindingsFile {
@@ -140,24 +167,32 @@ impl BindingsFile {
         }
     }
 
-    /// Reads a file; a missing file is an empty one (not yet created).
+    /// Reads a file (through a symlink); a missing or empty file is an empty one (multipath-tools
+    /// writes the header into an empty file too). An interrupted in-place change (see
+    /// [`crate::fsutil::LockedFile::replace`]) is finished in memory. Never fails on content:
+    /// bad lines are listed in `problems`.
     pub fn load(path: &Path) -> Result<Self, Error> {
         match std::fs::read(path) {
-            Ok(bytes) => {
-                let text = String::from_utf8(bytes).map_err(|e| {
-                    let upto = e.utf8_error().valid_up_to();
-                    let line = e.as_bytes()[..upto].iter().filter(|b| **b == b'\n').count() + 1;
-                    Error::Corrupt {
-                        path: path.to_path_buf(),
-                        line,
-                        message: "the file is not valid UTF-8".to_string(),
-                    }
-                })?;
-                Ok(Self::parse(&text, path))
-            }
+            Ok(bytes) => Ok(Self::from_disk(&bytes, path)?.0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::new_empty(path)),
             Err(e) => Err(Error::io("read", path, e)),
         }
+    }
+
+    /// Parses `current`, the file's bytes read under its lock, after finishing an interrupted
+    /// in-place change; the flag says whether one was found (the caller that holds the lock
+    /// should then write the result).
+    pub fn from_disk(current: &[u8], path: &Path) -> Result<(Self, bool), Error> {
+        let (bytes, recovered) = match crate::fsutil::pending_journal(path)? {
+            Some((old, new)) => (crate::fsutil::recover(current, &old, &new), true),
+            None => (current.to_vec(), false),
+        };
+        let f = if bytes.is_empty() {
+            Self::new_empty(path)
+        } else {
+            Self::parse_bytes(&bytes, path)
+        };
+        Ok((f, recovered))
     }
 
     /// Errors with the first problem if the file is corrupt.
@@ -188,12 +223,25 @@ impl BindingsFile {
             .map(|(a, _, _)| a)
     }
 
-    /// The exact bytes of the file.
+    /// The file's text (lines that are not valid UTF-8 lossily; see [`Self::render_bytes`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
         for l in &self.lines {
             out.push_str(&l.text);
             out.push_str(&l.ending);
+        }
+        out
+    }
+
+    /// The exact bytes of the file.
+    pub fn render_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in &self.lines {
+            match &l.raw {
+                Some(r) => out.extend_from_slice(r),
+                None => out.extend_from_slice(l.text.as_bytes()),
+            }
+            out.extend_from_slice(l.ending.as_bytes());
         }
         out
     }
@@ -209,17 +257,46 @@ impl BindingsFile {
             text: format!("{alias} {wwid}"),
             ending: "\n".to_string(),
             binding: Some((alias.to_string(), wwid.to_string())),
+            raw: None,
         });
     }
 
-    /// Removes the line binding `wwid`; returns the alias it had.
+    /// Removes every line that names `wwid` (its binding and any later line binding it again,
+    /// which would otherwise take its place at the next read); returns the alias it had.
     pub fn remove_wwid(&mut self, wwid: &str) -> Option<String> {
-        let idx = self
-            .lines
-            .iter()
-            .position(|l| l.binding.as_ref().is_some_and(|(_, w)| w == wwid))?;
-        let l = self.lines.remove(idx);
-        l.binding.map(|(a, _)| a)
+        let alias = self.alias_of(wwid).map(str::to_string)?;
+        let names_it = |l: &RawLine| {
+            l.raw.is_none()
+                && l.text
+                    .split('#')
+                    .next()
+                    .unwrap_or("")
+                    .split([' ', '\t'])
+                    .filter(|f| !f.is_empty())
+                    .nth(1)
+                    == Some(wwid)
+        };
+        // Keep the line numbers of the remaining problems right.
+        let mut kept = Vec::new();
+        let mut renumber = Vec::new();
+        for l in std::mem::take(&mut self.lines) {
+            if names_it(&l) {
+                renumber.push(None);
+            } else {
+                kept.push(l);
+                renumber.push(Some(kept.len()));
+            }
+        }
+        self.lines = kept;
+        self.problems
+            .retain_mut(|p| match renumber.get(p.line - 1) {
+                Some(Some(n)) => {
+                    p.line = *n;
+                    true
+                }
+                _ => false,
+            });
+        Some(alias)
     }
 
     /// Drops every problematic line (for `repair`); returns `(line, text, reason)` of each.

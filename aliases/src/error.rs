@@ -86,6 +86,16 @@ pub enum Error {
         /// What is wrong there.
         message: String,
     },
+    /// The WWID is named on a bad or conflicting line; it gets no name until that is fixed.
+    #[error(
+        "WWID {wwid} gets no name until its bindings are fixed (`aliases check`, then `aliases repair` or an edit): {problem}"
+    )]
+    Disputed {
+        /// The WWID.
+        wwid: String,
+        /// The problem, naming the file and line.
+        problem: String,
+    },
     /// The WWID already has a different alias and the caller did not ask to replace it.
     #[error(
         "WWID {wwid} already has alias {existing:?}; refusing to replace it with {requested:?} (remove it first)"

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "aliases",
     version,
     about = "Stable WWID-based device-mapper names, compatible with multipath-tools",
-    after_help = "Without --table and --bindings-file the table /etc/multipathd-rs/aliases.toml is used. \
+    after_help = "Without --table and --bindings-file the table /etc/multipathd-rs/aliases.toml is used, with /etc/multipath/bindings when that file exists (as the daemon uses them). \
 With only --bindings-file, that file is the store (as multipath-tools uses it). With both, both are kept in step."
 )]
 struct Cli {
@@ -152,13 +152,19 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let table = match (&cli.table, &cli.bindings_file) {
-        (None, None) => Some(PathBuf::from(DEFAULT_TABLE)),
-        (t, _) => t.clone(),
+    // Without paths, the same files as the daemon: the table and, when it exists,
+    // multipath-tools' bindings file (a binding removed from the table alone would be copied
+    // back from there by the daemon's next change).
+    let (table, bindings) = match (&cli.table, &cli.bindings_file) {
+        (None, None) => (Some(PathBuf::from(DEFAULT_TABLE)), {
+            let d = PathBuf::from(aliases::store::DEFAULT_BINDINGS);
+            d.exists().then_some(d)
+        }),
+        (t, b) => (t.clone(), b.clone()),
     };
     let paths = StorePaths {
         table,
-        bindings: cli.bindings_file.clone(),
+        bindings,
         config: cli.config.clone(),
         config_dir: cli.config_dir.clone(),
     };
@@ -192,6 +198,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         })
     };
 
+    // check and repair print the problems themselves.
+    let quiet = matches!(cli.cmd, Cmd::Check | Cmd::Repair);
     match cli.cmd {
         Cmd::List => {
             let rows = store.list()?;
@@ -348,6 +356,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+    }
+    if !quiet {
+        for p in store.problems() {
+            eprintln!("aliases: warning: {p}");
         }
     }
     Ok(ExitCode::SUCCESS)

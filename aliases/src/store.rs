@@ -1,9 +1,10 @@
 //! The alias store: the native table, multipath-tools' bindings file and the `multipaths {}`
 //! aliases of multipath.conf, combined with multipath-tools' precedence.
 //!
-//! Every change happens under an exclusive lock (the table's lock first, then the bindings
-//! file's), re-reads the files under that lock, refuses to touch a corrupt file, and replaces
-//! each file atomically. The table and the bindings file are kept in step: a binding present in
+//! Every change happens under exclusive locks (the table's lock file, the bindings file's lock
+//! file, then the bindings file itself as multipath-tools locks it), re-reads the files under
+//! them, refuses to touch a corrupt table, replaces the table atomically and changes the
+//! bindings file in place (see [`crate::fsutil::LockedFile`]). The table and the bindings file are kept in step: a binding present in
 //! only one of them (for example after a crash between the two writes) is copied to the other
 //! by the next change.
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::bindings::BindingsFile;
-use crate::fsutil::{self, FileKey, LockGuard};
+use crate::fsutil::{self, FileKey, LockGuard, LockedFile};
 use crate::mpconf::{self, ConfFile};
 use crate::names::{self, validate_alias, validate_wwid};
 use crate::table::{self, Entry, Table};
@@ -263,6 +264,10 @@ struct StoredBinding {
 struct State {
     table: Option<Table>,
     bindings: Option<BindingsFile>,
+    /// The bindings file's bytes as they are on disk (the base of an in-place change).
+    bindings_disk: Vec<u8>,
+    /// An interrupted in-place change was finished in memory and must be written.
+    bindings_recovered: bool,
     conf: Vec<ConfAlias>,
     /// Identity of the table / bindings file versions the content was read from (taken
     /// *before* reading, or right after our own write under the lock), so the cache can never
@@ -273,6 +278,11 @@ struct State {
 
 /// Merged view of the stored bindings and the config aliases.
 struct View {
+    /// WWIDs named by a line or claim that lost a conflict (or is malformed), with the
+    /// problem: they get no name until a human fixes the files (fail closed).
+    disputed: HashMap<String, String>,
+    /// Aliases written on such lines: never handed to another WWID.
+    reserved: BTreeSet<String>,
     stored: Vec<StoredBinding>,
     stored_by_wwid: HashMap<String, usize>,
     /// alias -> (wwid, origin) for every claim except live maps.
@@ -289,7 +299,14 @@ impl View {
 #[derive(Default)]
 struct Cache {
     table: Option<(FileKey, Table)>,
-    bindings: Option<(FileKey, BindingsFile)>,
+    bindings: Option<(FileKey, BindingsFile, Vec<u8>)>,
+}
+
+/// The locks of one change: our own lock files, then the bindings file itself (as
+/// multipath-tools locks it).
+struct Locks {
+    _own: Vec<LockGuard>,
+    bindings: Option<LockedFile>,
 }
 
 /// The alias store. Cheap to create; every operation re-reads the files (under the lock for
@@ -299,6 +316,8 @@ pub struct Store {
     policy: Policy,
     host: String,
     cache: Mutex<Cache>,
+    /// The problems the last load found (bad lines, conflicts), as sentences.
+    problems: Mutex<Vec<String>>,
 }
 
 impl fmt::Debug for Store {
@@ -334,6 +353,7 @@ impl Store {
             policy,
             host: names::host_name(),
             cache: Mutex::new(Cache::default()),
+            problems: Mutex::new(Vec::new()),
         })
     }
 
@@ -353,19 +373,37 @@ impl Store {
         &self.policy
     }
 
-    fn lock(&self) -> Result<Vec<LockGuard>, Error> {
-        let mut guards = Vec::new();
-        if let Some(t) = &self.paths.table {
-            guards.push(fsutil::lock_exclusive(t)?);
-        }
-        if let Some(b) = &self.paths.bindings {
-            guards.push(fsutil::lock_exclusive(b)?);
-        }
-        Ok(guards)
+    /// The problems (bad lines, conflicts between files) the last read of the files found.
+    /// They do not stop the store: the bad line is kept and skipped, and the WWIDs it names get
+    /// no name until it is fixed. Callers report them loudly.
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Loads every file (using the cache when a file is unchanged). Corrupt files are errors.
-    fn load(&self) -> Result<State, Error> {
+    fn lock(&self) -> Result<Locks, Error> {
+        let mut own = Vec::new();
+        if let Some(t) = &self.paths.table {
+            own.push(fsutil::lock_exclusive(t)?);
+        }
+        let mut bindings = None;
+        if let Some(b) = &self.paths.bindings {
+            own.push(fsutil::lock_exclusive(b)?);
+            bindings = LockedFile::open(b, true)?;
+        }
+        Ok(Locks {
+            _own: own,
+            bindings,
+        })
+    }
+
+    /// Loads every file (using the cache when a file is unchanged). A corrupt table is an
+    /// error; bad lines of the bindings file are kept and reported (see [`Store::problems`]).
+    /// `locked` is the bindings file when the caller holds its lock; otherwise it is read under
+    /// a shared lock.
+    fn load(&self, locked: Option<&LockedFile>) -> Result<State, Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let mut table_key = None;
         let mut bindings_key = None;
@@ -380,16 +418,38 @@ impl Store {
             }
             None => None,
         };
+        let mut bindings_disk = Vec::new();
+        let mut bindings_recovered = false;
         let bindings = match &self.paths.bindings {
             Some(p) => {
                 let key = fsutil::file_key(p)?;
                 bindings_key = key;
-                let b = match (key, cache.bindings.take()) {
-                    (Some(k), Some((ck, b))) if k == ck => b,
-                    _ => BindingsFile::load(p)?,
-                };
-                b.ensure_valid()?;
-                Some(b)
+                let journal = fsutil::pending_journal(p)?.is_some();
+                match (key, cache.bindings.take()) {
+                    (Some(k), Some((ck, b, disk))) if k == ck && !journal => {
+                        bindings_disk = disk;
+                        Some(b)
+                    }
+                    _ => {
+                        let shared;
+                        let lf = match locked {
+                            Some(lf) => Some(lf),
+                            None => {
+                                shared = LockedFile::open(p, false)?;
+                                shared.as_ref()
+                            }
+                        };
+                        match lf {
+                            Some(lf) => {
+                                bindings_disk = lf.read_all()?;
+                                let (b, rec) = BindingsFile::from_disk(&bindings_disk, p)?;
+                                bindings_recovered = rec;
+                                Some(b)
+                            }
+                            None => Some(BindingsFile::new_empty(p)),
+                        }
+                    }
+                }
             }
             None => None,
         };
@@ -397,6 +457,8 @@ impl Store {
         Ok(State {
             table,
             bindings,
+            bindings_disk,
+            bindings_recovered,
             conf: conf_aliases(&load_conf(&self.paths)?)?,
             table_key,
             bindings_key,
@@ -407,23 +469,39 @@ impl Store {
     fn remember(&self, state: State) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.table = state.table_key.zip(state.table);
-        cache.bindings = state.bindings_key.zip(state.bindings);
+        cache.bindings = match (state.bindings_key, state.bindings, state.bindings_recovered) {
+            (Some(k), Some(b), false) => Some((k, b, state.bindings_disk)),
+            _ => None,
+        };
     }
 
-    /// Builds the merged view; the first conflict is an error.
+    /// Builds the merged view. Conflicts and bad lines do not stop it (multipath-tools skips a
+    /// bad line and goes on): they are recorded for [`Store::problems`], the losing line is
+    /// skipped and the WWIDs it names are refused a name.
     fn view(&self, state: &State) -> Result<View, Error> {
-        let (view, mut problems) = build_view(state);
-        if problems.is_empty() {
-            Ok(view)
-        } else {
-            Err(problems.swap_remove(0))
+        let (view, problems) = build_view(state);
+        let mut texts: Vec<String> = Vec::new();
+        if let Some(b) = &state.bindings {
+            texts.extend(b.problems.iter().map(|p| {
+                let text = b.lines.get(p.line - 1).map_or("", |l| l.text.as_str());
+                format!(
+                    "{} line {}: {text:?} is skipped (and kept in the file): {}",
+                    b.path.display(),
+                    p.line,
+                    p.message
+                )
+            }));
         }
+        texts.extend(problems.iter().map(ToString::to_string));
+        *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = texts;
+        Ok(view)
     }
 
     /// Writes the files whose content changed: the table first, then the bindings file.
     fn write(
         &self,
         state: &mut State,
+        locked: Option<&LockedFile>,
         table_changed: bool,
         bindings_changed: bool,
     ) -> Result<(), Error> {
@@ -434,9 +512,22 @@ impl Store {
             // We hold the lock: nobody else can have replaced the file since our rename.
             state.table_key = fsutil::file_key(&t.path)?;
         }
-        if bindings_changed && let Some(b) = &state.bindings {
-            fsutil::remove_stale_temps(&b.path)?;
-            fsutil::atomic_write(&b.path, b.render().as_bytes(), 0o600)?;
+        if (bindings_changed || state.bindings_recovered)
+            && let Some(b) = &state.bindings
+        {
+            let Some(lf) = locked else {
+                return Err(Error::io(
+                    "write",
+                    &b.path,
+                    std::io::Error::other("the bindings file is not locked"),
+                ));
+            };
+            // In place, never by rename: multipath-tools may be waiting for the lock on this
+            // very inode and would append to a replaced one.
+            let new = b.render_bytes();
+            lf.replace(&state.bindings_disk, &new)?;
+            state.bindings_disk = new;
+            state.bindings_recovered = false;
             state.bindings_key = fsutil::file_key(&b.path)?;
         }
         Ok(())
@@ -447,6 +538,9 @@ impl Store {
         let mut tc = false;
         let mut bc = false;
         for sb in &view.stored {
+            if view.disputed.contains_key(&sb.wwid) {
+                continue;
+            }
             if sb.in_table.is_none()
                 && let Some(t) = &mut state.table
             {
@@ -460,7 +554,9 @@ impl Store {
                 t.lines.push(0);
                 tc = true;
             }
+            // Never add a second line for an alias a bad or conflicting line already holds.
             if sb.in_bindings.is_none()
+                && !view.reserved.contains(&sb.alias)
                 && let Some(b) = &mut state.bindings
             {
                 b.push(&sb.alias, &sb.wwid);
@@ -510,14 +606,14 @@ impl Store {
         &self,
         f: impl FnOnce(&Self, &mut State, &View) -> Result<(T, bool, bool), Error>,
     ) -> Result<T, Error> {
-        let _guards = self.lock()?;
-        let mut state = self.load()?;
+        let locks = self.lock()?;
+        let mut state = self.load(locks.bindings.as_ref())?;
         let view = self.view(&state)?;
         let (st, sb) = self.sync(&mut state, &view);
         let result = f(self, &mut state, &view);
         match result {
             Ok((value, tc, bc)) => {
-                let res = self.write(&mut state, tc || st, bc || sb);
+                let res = self.write(&mut state, locks.bindings.as_ref(), tc || st, bc || sb);
                 if res.is_err() {
                     // The files may be half-updated (table written, bindings not): drop the cache.
                     let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -593,6 +689,7 @@ impl Store {
                     view.claims
                         .keys()
                         .chain(extra_taken.iter())
+                        .chain(view.reserved.iter())
                         .filter_map(|a| names::ufn_id(a, prefix))
                         .collect()
                 });
@@ -638,8 +735,7 @@ impl Store {
                     };
                     let name = names::expand_template(template, &lookup)?;
                     let taken = Self::claimant(view, ctx.live_maps, &name, wwid).or_else(|| {
-                        extra_taken
-                            .contains(&name)
+                        (extra_taken.contains(&name) || view.reserved.contains(&name))
                             .then(|| (String::new(), Origin::Request))
                     });
                     match taken {
@@ -696,6 +792,13 @@ impl Store {
                 },
                 None,
             ));
+        }
+        // A WWID on a bad or conflicting line gets no stored or generated name (fail closed).
+        if let Some(why) = view.disputed.get(wwid) {
+            return Err(Error::Disputed {
+                wwid: wwid.to_string(),
+                problem: why.clone(),
+            });
         }
         // 2. existing binding.
         if let Some(sb) = view.stored_alias(wwid) {
@@ -798,7 +901,7 @@ impl Store {
     /// The alias `wwid` has now (explicit config alias, then stored binding), without creating
     /// anything.
     pub fn lookup(&self, wwid: &str) -> Result<Option<Alias>, Error> {
-        let state = self.load()?;
+        let state = self.load(None)?;
         let view = self.view(&state)?;
         let found = if let Some(&i) = view.conf_by_wwid.get(wwid) {
             let c = &state.conf[i];
@@ -823,7 +926,7 @@ impl Store {
     /// Every known binding: stored ones (table order, then bindings-file-only ones), then
     /// config-only ones.
     pub fn list(&self) -> Result<Vec<Listed>, Error> {
-        let state = self.load()?;
+        let state = self.load(None)?;
         let view = self.view(&state)?;
         let mut out = Vec::new();
         for sb in &view.stored {
@@ -1066,7 +1169,7 @@ impl Store {
 
     /// Renders the stored bindings in `format`.
     pub fn export(&self, format: ExportFormat) -> Result<String, Error> {
-        let state = self.load()?;
+        let state = self.load(None)?;
         let view = self.view(&state)?;
         let out = match format {
             ExportFormat::Bindings => crate::bindings::render_fresh(
@@ -1154,6 +1257,8 @@ impl Store {
         let state = State {
             table,
             bindings,
+            bindings_disk: Vec::new(),
+            bindings_recovered: false,
             conf,
             table_key: None,
             bindings_key: None,
@@ -1226,17 +1331,19 @@ impl Store {
     /// with only its valid entries. Returns what was done per file (empty if nothing was
     /// corrupt). Conflicts between files are not resolved here (they need a human decision).
     pub fn repair(&self) -> Result<Vec<RepairedFile>, Error> {
-        let _guards = self.lock()?;
+        let locks = self.lock()?;
         let mut out = Vec::new();
         if let Some(p) = &self.paths.table {
-            let text = match std::fs::read(p) {
-                Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            let bytes = match std::fs::read(p) {
+                Ok(b) => Some(b),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(Error::io("read", p, e)),
             };
-            if let Some(text) = text
-                && (Table::parse(&text, p).is_err()
-                    || std::str::from_utf8(text.as_bytes()).is_err())
+            // A piece that is not valid UTF-8 is dropped by salvage and listed, never kept
+            // with replacement characters.
+            if let Some(bytes) = bytes
+                && let text = String::from_utf8_lossy(&bytes).into_owned()
+                && (Table::parse(&text, p).is_err() || std::str::from_utf8(&bytes).is_err())
             {
                 let backup = fsutil::backup(p)?;
                 let mut s = table::salvage(&text, p);
@@ -1250,27 +1357,22 @@ impl Store {
                 });
             }
         }
-        if let Some(p) = &self.paths.bindings {
-            let bytes = match std::fs::read(p) {
-                Ok(b) => Some(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io("read", p, e)),
-            };
-            if let Some(bytes) = bytes {
-                let text = String::from_utf8_lossy(&bytes).into_owned();
-                let mut b = BindingsFile::parse(&text, p);
-                let lossy = text.as_bytes() != bytes.as_slice();
-                if !b.problems.is_empty() || lossy {
-                    let backup = fsutil::backup(p)?;
-                    let dropped = b.drop_problem_lines();
-                    fsutil::atomic_write(p, b.render().as_bytes(), 0o600)?;
-                    out.push(RepairedFile {
-                        path: p.clone(),
-                        backup,
-                        kept: b.bindings().count(),
-                        dropped,
-                    });
-                }
+        if let Some(p) = &self.paths.bindings
+            && let Some(lf) = &locks.bindings
+        {
+            let disk = lf.read_all()?;
+            let (mut b, recovered) = BindingsFile::from_disk(&disk, p)?;
+            // Lines that are not valid UTF-8 are problems: dropped and listed.
+            if !b.problems.is_empty() || recovered {
+                let backup = fsutil::backup(p)?;
+                let dropped = b.drop_problem_lines();
+                lf.replace(&disk, &b.render_bytes())?;
+                out.push(RepairedFile {
+                    path: p.clone(),
+                    backup,
+                    kept: b.bindings().count(),
+                    dropped,
+                });
             }
         }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -1300,6 +1402,8 @@ fn stored_origins(state: &State, sb: &StoredBinding) -> Vec<Origin> {
 fn build_view(state: &State) -> (View, Vec<Error>) {
     let mut problems = Vec::new();
     let mut view = View {
+        disputed: HashMap::new(),
+        reserved: BTreeSet::new(),
         stored: Vec::new(),
         stored_by_wwid: HashMap::new(),
         claims: HashMap::new(),
@@ -1347,7 +1451,7 @@ fn build_view(state: &State) -> (View, Vec<Error>) {
                         .as_ref()
                         .map(|t| t.path.clone())
                         .unwrap_or_default();
-                    problems.push(Error::WwidConflict {
+                    let e = Error::WwidConflict {
                         wwid: wwid.to_string(),
                         alias_a: sb.alias.clone(),
                         source_a: Origin::Table {
@@ -1357,18 +1461,24 @@ fn build_view(state: &State) -> (View, Vec<Error>) {
                         .to_string(),
                         alias_b: alias.to_string(),
                         source_b: here.to_string(),
-                    });
+                    };
+                    view.disputed.insert(wwid.to_string(), e.to_string());
+                    view.reserved.insert(alias.to_string());
+                    problems.push(e);
                 }
                 continue;
             }
             if let Some((other, o)) = view.claims.get(alias) {
-                problems.push(Error::AliasConflict {
+                let e = Error::AliasConflict {
                     alias: alias.to_string(),
                     wwid_a: other.clone(),
                     source_a: o.to_string(),
                     wwid_b: wwid.to_string(),
                     source_b: here.to_string(),
-                });
+                };
+                view.disputed.insert(wwid.to_string(), e.to_string());
+                view.reserved.insert(alias.to_string());
+                problems.push(e);
                 continue;
             }
             view.stored_by_wwid
@@ -1383,17 +1493,45 @@ fn build_view(state: &State) -> (View, Vec<Error>) {
             });
         }
     }
+    if let Some(b) = &state.bindings {
+        // Lines the parser rejected (duplicates, malformed): what they name is disputed.
+        for p in &b.problems {
+            let Some(l) = b.lines.get(p.line - 1) else {
+                continue;
+            };
+            let mut fields = l
+                .text
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split([' ', '\t'])
+                .filter(|f| !f.is_empty());
+            let here = format!("{} line {}: {}", b.path.display(), p.line, p.message);
+            if let Some(a) = fields.next() {
+                view.reserved.insert(a.to_string());
+            }
+            // A WWID bound again on a later line keeps its first binding, as in
+            // multipath-tools; one whose only line is bad is disputed.
+            if let Some(w) = fields.next()
+                && !view.stored_by_wwid.contains_key(w)
+            {
+                view.disputed.entry(w.to_string()).or_insert(here);
+            }
+        }
+    }
     for (i, c) in state.conf.iter().enumerate() {
         if let Some((other, o)) = view.claims.get(&c.alias)
             && *other != c.wwid
         {
-            problems.push(Error::AliasConflict {
+            let e = Error::AliasConflict {
                 alias: c.alias.clone(),
                 wwid_a: other.clone(),
                 source_a: o.to_string(),
                 wwid_b: c.wwid.clone(),
                 source_b: c.origin.to_string(),
-            });
+            };
+            view.disputed.insert(c.wwid.clone(), e.to_string());
+            problems.push(e);
             continue;
         }
         view.conf_by_wwid.insert(c.wwid.clone(), i);

@@ -241,6 +241,14 @@ pub fn salvage(text: &str, path: &Path) -> Salvage {
             }
             continue;
         }
+        if chunk.contains('\u{FFFD}') {
+            dropped.push((
+                line,
+                chunk.trim_end().to_string(),
+                "it holds bytes that are not valid UTF-8 (shown as U+FFFD); the original is in the backup".to_string(),
+            ));
+            continue;
+        }
         let parsed = toml::from_str::<RawTable>(&chunk)
             .map_err(|e| e.message().to_string())
             .and_then(|r| {

@@ -344,14 +344,26 @@ fn conflicts_between_files_name_both_wwids_and_files() {
     let t = env.store(true, false, ufn());
     t.set("1t-wwid", "mpatha", None, &[]).unwrap();
     let s = env.store(true, true, ufn());
-    let e = s.allocate("1z", &ctx()).unwrap_err();
-    let msg = e.to_string();
-    assert!(matches!(e, Error::AliasConflict { .. }), "{msg}");
+    // The conflict does not stop the store: it is reported, the losing line is kept and its
+    // WWID gets no name; others are named as usual and no second mpatha line is written.
+    let before = std::fs::read_to_string(env.p("bindings")).unwrap();
+    assert_eq!(s.allocate("1z", &ctx()).unwrap().name, "mpathb");
+    let problems = s.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let msg = &problems[0];
     assert!(msg.contains("1t-wwid") && msg.contains("1b-wwid"), "{msg}");
     assert!(
         msg.contains("aliases.toml") && msg.contains("bindings line 8"),
         "{msg}"
     );
+    assert_eq!(
+        std::fs::read_to_string(env.p("bindings")).unwrap(),
+        format!("{before}mpathb 1z\n")
+    );
+    let e = s.allocate("1b-wwid", &ctx()).unwrap_err();
+    assert!(matches!(e, Error::Disputed { .. }), "{e}");
+    assert!(e.to_string().contains("bindings line 8"), "{e}");
+    assert_eq!(s.allocate("1t-wwid", &ctx()).unwrap().name, "mpatha");
     // check lists it too; a conf alias of the same name for a third WWID is another conflict.
     env.write(
         "multipath.conf",
@@ -376,7 +388,7 @@ fn conflicts_between_files_name_both_wwids_and_files() {
         .store(true, true, ufn())
         .allocate("1w", &ctx())
         .unwrap_err();
-    assert!(matches!(e, Error::WwidConflict { .. }), "{e}");
+    assert!(matches!(e, Error::Disputed { .. }), "{e}");
     assert!(
         e.to_string().contains("red") && e.to_string().contains("mpathb"),
         "{e}"
@@ -400,34 +412,44 @@ fn check_reports_live_map_conflicts() {
 }
 
 #[test]
-fn corrupt_bindings_are_never_overwritten_and_repair_keeps_a_backup() {
+fn bad_bindings_lines_are_kept_and_skipped_and_repair_keeps_a_backup() {
     let env = Env::new();
     let text = format!("{REF_BINDINGS}mpathd\nmpathe 1e\nmpathe 1dup\n");
     env.write("bindings", &text);
     let s = env.store(false, true, ufn());
-    let e = s.allocate("1new", &ctx()).unwrap_err();
-    let msg = e.to_string();
-    assert!(matches!(e, Error::Corrupt { line: 11, .. }), "{msg}");
-    assert!(msg.contains("bindings") && msg.contains("repair"), "{msg}");
-    assert!(s.set("1new", "x", None, &[]).is_err());
-    assert!(s.remove("1e", &[], true).is_err());
-    assert_eq!(std::fs::read_to_string(env.p("bindings")).unwrap(), text);
+    // multipath-tools skips a bad line and goes on; so do we, loudly. The aliases on bad
+    // lines (mpathd, mpathe) are not handed out again.
+    assert_eq!(s.allocate("1new", &ctx()).unwrap().name, "mpathf");
+    let problems = s.problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("bindings line 11: \"mpathd\" is skipped")
+            && problems[0].contains("kept"),
+        "{problems:?}"
+    );
+    assert!(problems[1].contains("line 13"), "{problems:?}");
+    // The WWID whose only line is bad gets no name (which one is right is for a human).
+    let e = s.allocate("1dup", &ctx()).unwrap_err();
+    assert!(matches!(e, Error::Disputed { .. }), "{e}");
+    assert!(e.to_string().contains("line 13"), "{e}");
+    let now = format!("{text}mpathf 1new\n");
+    assert_eq!(std::fs::read_to_string(env.p("bindings")).unwrap(), now);
     assert_eq!(s.check(&[]).len(), 2);
 
     let done = s.repair().unwrap();
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].kept, 4);
+    assert_eq!(done[0].kept, 5);
     let dropped: Vec<_> = done[0].dropped.iter().map(|d| d.0).collect();
     assert_eq!(dropped, [11, 13]);
-    assert_eq!(std::fs::read_to_string(&done[0].backup).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(&done[0].backup).unwrap(), now);
     assert_eq!(
         std::fs::read_to_string(env.p("bindings")).unwrap(),
-        format!("{REF_BINDINGS}mpathe 1e\n")
+        format!("{REF_BINDINGS}mpathe 1e\nmpathf 1new\n")
     );
-    // Now allocation works again and nothing that was valid was lost.
-    assert_eq!(s.allocate("1new", &ctx()).unwrap().name, "mpathd");
+    assert_eq!(s.allocate("1dup", &ctx()).unwrap().name, "mpathd");
     assert_eq!(s.allocate("1e", &ctx()).unwrap().name, "mpathe");
     assert!(s.repair().unwrap().is_empty());
+    assert!(s.problems().is_empty());
 }
 
 #[test]
@@ -610,4 +632,107 @@ fn several_stores_and_threads_in_one_process_see_each_others_writes() {
     let distinct: std::collections::HashSet<_> = t.entries.iter().map(|e| &e.alias).collect();
     assert_eq!(distinct.len(), 163);
     assert!(s1.check(&[]).is_empty());
+}
+
+#[test]
+fn symlinked_files_are_written_through_the_link_with_owner_and_mode_kept() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let env = Env::new();
+    std::fs::create_dir(env.p("real")).unwrap();
+    let real_b = env.write("real/bindings", REF_BINDINGS);
+    let real_t = env.p("real/aliases.toml");
+    std::os::unix::fs::symlink("real/bindings", env.p("bindings")).unwrap();
+    std::os::unix::fs::symlink("real/aliases.toml", env.p("aliases.toml")).unwrap();
+    let s = env.store(true, true, ufn());
+    assert_eq!(s.allocate("1new", &ctx()).unwrap().name, "mpathd");
+    for (link, real) in [
+        (env.p("bindings"), &real_b),
+        (env.p("aliases.toml"), &real_t),
+    ] {
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{} was replaced by a regular file",
+            link.display()
+        );
+        assert!(std::fs::read_to_string(real).unwrap().contains("1new"));
+    }
+    // Owner and mode of the targets survive the next change.
+    let root = nix::unistd::Uid::effective().is_root();
+    for real in [&real_b, &real_t] {
+        std::fs::set_permissions(real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        if root {
+            std::os::unix::fs::chown(real, Some(4321), Some(4322)).unwrap();
+        }
+    }
+    assert_eq!(s.allocate("1other", &ctx()).unwrap().name, "mpathe");
+    for real in [&real_b, &real_t] {
+        let m = std::fs::metadata(real).unwrap();
+        assert!(std::fs::read_to_string(real).unwrap().contains("1other"));
+        assert_eq!(m.permissions().mode() & 0o7777, 0o640, "{}", real.display());
+        if root {
+            assert_eq!((m.uid(), m.gid()), (4321, 4322), "{}", real.display());
+        }
+    }
+    let names: Vec<_> = std::fs::read_dir(env.p("real"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains(".tmp.") && !n.contains("journal")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn repair_says_when_a_line_is_not_utf8_instead_of_keeping_replacement_characters() {
+    let env = Env::new();
+    let mut bytes = REF_BINDINGS.as_bytes().to_vec();
+    bytes.extend_from_slice(b"mpath\xff\xfe 1bad\nmpathe 1e\n");
+    std::fs::write(env.p("bindings"), &bytes).unwrap();
+    let table = b"generation = 1\n\n[[alias]]\nwwid = \"1t\"\nalias = \"t\xffx\"\n\n[[alias]]\nwwid = \"1u\"\nalias = \"u\"\n".to_vec();
+    std::fs::write(env.p("aliases.toml"), &table).unwrap();
+    let s = env.store(true, true, ufn());
+    let done = s.repair().unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    for f in &done {
+        assert_eq!(f.dropped.len(), 1, "{f:?}");
+        assert!(f.dropped[0].2.contains("UTF-8"), "{f:?}");
+    }
+    assert_eq!(std::fs::read(&done[0].backup).unwrap(), table);
+    assert_eq!(std::fs::read(&done[1].backup).unwrap(), bytes);
+    let b = std::fs::read_to_string(env.p("bindings")).unwrap();
+    assert_eq!(b, format!("{REF_BINDINGS}mpathe 1e\n"));
+    let t = std::fs::read_to_string(env.p("aliases.toml")).unwrap();
+    assert!(!t.contains('\u{FFFD}') && t.contains("\"u\""), "{t}");
+    // Nothing with a replacement character was stored anywhere.
+    assert!(
+        s.list()
+            .unwrap()
+            .iter()
+            .all(|l| !l.alias.contains('\u{FFFD}'))
+    );
+}
+
+#[test]
+fn a_removed_binding_is_not_brought_back_by_a_later_line_for_the_same_wwid() {
+    let env = Env::new();
+    // The same WWID bound twice: the second line is skipped while the first one is there.
+    env.write(
+        "bindings",
+        &bindings_with(&[("mpatha", "1a"), ("mpathb", "1b"), ("mpathq", "1a")]),
+    );
+    let s = env.store(true, true, ufn());
+    assert_eq!(s.remove("1a", &[], false).unwrap(), "mpatha");
+    // The next change syncs table and bindings file: 1a must stay removed.
+    s.allocate("1c", &ctx()).unwrap();
+    assert_eq!(s.lookup("1a").unwrap(), None);
+    let b = std::fs::read_to_string(env.p("bindings")).unwrap();
+    assert!(!b.contains("1a"), "{b}");
+    let t = std::fs::read_to_string(env.p("aliases.toml")).unwrap();
+    assert!(!t.contains("\"1a\""), "{t}");
 }

@@ -312,9 +312,10 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
                                     None if target.parent().and_then(Path::file_name)
                                         == Some(std::ffi::OsStr::new("block")) =>
                                     {
+                                        out.dangling(&link, &target);
                                         out.list_slaves(class, name)
                                     }
-                                    None => {}
+                                    None => out.dangling(&link, &target),
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -452,6 +453,23 @@ struct WalkPart {
 }
 
 impl WalkPart {
+    /// A class link whose target is not a SCSI device: if the target does not exist while the
+    /// link still does, the link dangles, and the device is reported instead of dropped.
+    fn dangling(&mut self, link: &Path, target: &Path) {
+        let missing =
+            matches!(fs::symlink_metadata(target), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if missing && fs::symlink_metadata(link).is_ok() {
+            self.errors.push(Error::Read {
+                path: link.to_path_buf(),
+                kind: io::ErrorKind::NotFound,
+                reason: format!(
+                    "it is a dangling link to {}, so the device is not scanned",
+                    target.display()
+                ),
+            });
+        }
+    }
+
     fn list_slaves(&mut self, class: &Path, name: &str) {
         match list_dir(&class.join(name).join("slaves")) {
             Ok(v) if v.is_empty() => {}

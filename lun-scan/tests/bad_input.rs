@@ -130,3 +130,28 @@ fn without_inquiry_the_separate_attributes_are_read() {
     let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
     assert!(p.errors[0].to_string().contains("model"));
 }
+
+#[test]
+fn a_dangling_class_block_link_is_reported_by_name_and_the_rest_is_scanned() {
+    let (d, _sim) = fc();
+    let link = d.path().join("class/block/sdzz");
+    // A link whose target is gone and is not shaped like a SCSI device directory.
+    std::os::unix::fs::symlink("../../devices/platform/gone/block/sdzz", &link).unwrap();
+    let scan = lun_scan::scan(d.path());
+    assert_eq!(scan.paths.len(), 16, "the other paths are scanned");
+    let errs: Vec<String> = scan.all_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("class/block/sdzz") && errs[0].contains("dangling link"),
+        "{errs:?}"
+    );
+    // The command line says so too, and fails.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lun-scan"))
+        .args(["--sysfs-root", d.path().to_str().unwrap(), "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("class/block/sdzz"), "{stderr}");
+    assert!(!o.status.success());
+    assert!(!o.stdout.is_empty(), "the paths are still listed");
+}

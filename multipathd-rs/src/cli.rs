@@ -390,7 +390,9 @@ fn once(g: &Global, dry_run: bool, json: bool) -> Result<i32> {
             eprintln!("error: {e}");
         }
     }
-    let failed = report.maps.iter().any(|m| m.plan.error.is_some());
+    // Non-zero when a map could not be built: a plan that failed, or a WWID left without a
+    // name (a bad line in the alias files must not pass for success).
+    let failed = report.maps.iter().any(|m| m.plan.error.is_some()) || !report.unnamed.is_empty();
     Ok(if failed { 1 } else { 0 })
 }
 

@@ -91,6 +91,9 @@ pub struct SyncReport {
     pub left_out: Vec<LeftOut>,
     /// Renames the configuration asks for that wait because the map is open.
     pub pending_renames: Vec<PendingRename>,
+    /// WWIDs whose map could not be built because they got no name (see `errors`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unnamed: Vec<String>,
 }
 
 /// A path kept out of the map of the WWID it reports, and why.
@@ -651,6 +654,18 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+        // A bad or conflicting line in the alias files stops only the WWIDs it names (as in
+        // multipath-tools, which skips it); it is reported loudly.
+        for p in store.problems() {
+            tracing::warn!("{p}");
+            report.errors.push(p);
+        }
+        for d in &desired {
+            if !existing.contains_key(&d.wwid) && !names.contains_key(&d.wwid) {
+                tracing::error!(wwid = %d.wwid, "no map is built for WWID {}: it got no name", d.wwid);
+                report.unnamed.push(d.wwid.clone());
             }
         }
         let mut plans = Vec::new();
