@@ -9,7 +9,7 @@
 # under I/O, A's map fails that path and A's I/O continues without error, while B (I/O on the
 # same LUN through its own map) keeps every path active and sees no error; control: a path of
 # B offlined is seen by the same check. Then the guest network: etcd on A, reached from B.
-# lab-timeout: 900
+# lab-timeout: 1500
 set -u
 . "$LAB_HOSTS_LIB"
 
