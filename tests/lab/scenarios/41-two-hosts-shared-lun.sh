@@ -9,13 +9,14 @@
 # under I/O, A's map fails that path and A's I/O continues without error, while B (I/O on the
 # same LUN through its own map) keeps every path active and sees no error; control: a path of
 # B offlined is seen by the same check. Then the guest network: etcd on A, reached from B.
-# lab-timeout: 900
+# lab-timeout: 1500
 set -u
 . "$LAB_HOSTS_LIB"
 
 LUNS="lun0 lun1 lun2 lun3 lock"
-# One vCPU per host, shared with the other guest: give the I/O loops time.
-LAB_IO_PROGRESS_TIMEOUT=120 LAB_ON_ENV=LAB_IO_PROGRESS_TIMEOUT
+# One vCPU per host, shared with the other guest, on a loaded machine: an I/O iteration (five
+# processes) can take 10 s. Few iterations, generous waits.
+LAB_IO_PROGRESS_TIMEOUT=300 LAB_ON_ENV=LAB_IO_PROGRESS_TIMEOUT
 
 # ------------------------------------------------------------------ the SAN as each kernel sees it
 for h in A B; do
@@ -73,18 +74,21 @@ for h in A B; do
   on "$h" lab_settle
   on "$h" 'dmsetup table --target multipath' >"$LAB_OUT/$h/dmsetup-table.txt"
   on "$h" 'lab_mpd show topology' >"$LAB_OUT/$h/show-topology.txt"
-  : >"$LAB_OUT/$h/maps.txt"
-  for l in $LUNS; do
-    w=$(on "$h" "san_udev_wwid $l")
-    m=$(on "$h" "lab_mpath_of_wwid $w")
-    [ -n "$m" ] || lab_fail "host $h: no map with uuid mpath-$w ($l)"
-    lab_assert_eq "host $h: the map of $l ($m) holds this host's 2 paths to $l" \
-      "$(on "$h" "for d in \$(san_lun_paths $l); do lab_devno \$d; done | sort | tr '\n' ' ' | sed 's/ \$//'")" \
-      "$(on "$h" "lab_map_devnos $m")"
-    lab_assert_eq "host $h: paths of $m active in dm" 2 "$(on "$h" "dmsetup status $m | grep -oE '[0-9]+:[0-9]+ A' | lab_count")"
-    on "$h" "lab_poll 15 test -b /dev/mapper/$m" || lab_fail "host $h: /dev/mapper/$m does not exist"
-    echo "$l $w $m" >>"$LAB_OUT/$h/maps.txt"
-  done
+  # One job per host (each job costs a second or two under emulation): per LUN its WWID, the
+  # map with uuid mpath-WWID, the LUN's paths by the kernel's wwid, the map's paths by its table,
+  # how many are active in dmsetup status, whether /dev/mapper/MAP is a block device (0).
+  on "$h" --timeout 150 "for l in $LUNS; do"' w=$(san_udev_wwid $l); m=$(lab_mpath_of_wwid $w)
+      lab_poll 15 test -b "/dev/mapper/${m:-none}"; node=$?
+      kp=$(for d in $(san_lun_paths $l); do san_devno $d; done | sort | tr "\n" , | sed "s/,$//")
+      echo "$l $w ${m:--} ${kp:--} $(lab_map_devnos "$m" | tr " " ,) $(dmsetup status "$m" | grep -oE "[0-9]+:[0-9]+ A" | lab_count) $node"
+    done' >"$LAB_OUT/$h/maps.txt" || lab_fail "host $h: listing the maps failed"
+  while read -r l w m kp mp act node; do
+    [ "$m" != - ] || lab_fail "host $h: no map with uuid mpath-$w ($l)"
+    lab_assert_eq "host $h: the map of $l ($m) holds this host's 2 paths to $l" "$kp" "$mp"
+    lab_assert_eq "host $h: paths of $m active in dm" 2 "$act"
+    lab_assert_eq "host $h: /dev/mapper/$m is a block device" 0 "$node"
+  done <"$LAB_OUT/$h/maps.txt"
+  lab_assert_eq "host $h: maps checked" 5 "$(lab_count <"$LAB_OUT/$h/maps.txt")"
 done
 map_of() { awk -v l="$2" '$1 == l { print $3 }' "$LAB_OUT/$1/maps.txt"; }
 lab_note "maps on A: $(tr '\n' ';' <"$LAB_OUT/A/maps.txt")"
@@ -123,8 +127,8 @@ on_ok "A: I/O loop on $a0 (lun0, first 16 MiB)" A --timeout 300 "lab_io_start /d
 on_ok "B: a 16 MiB window of its lun0 map at 512 MiB" B \
   "dmsetup create lab-b-window --table '0 32768 linear /dev/mapper/$b0 1048576' && lab_dm_node lab-b-window"
 on_ok "B: I/O loop on lun0 (its map $b0, through the window)" B --timeout 300 "lab_io_start /dev/mapper/lab-b-window" >/dev/null
-on_ok "A: I/O runs" A 'lab_io_progress 5 "before the fault on A"'
-on_ok "B: I/O runs" B 'lab_io_progress 5 "before the fault on A"'
+on_ok "A: I/O runs" A --timeout 360 'lab_io_progress 3 "before the fault on A"'
+on_ok "B: I/O runs" B --timeout 360 'lab_io_progress 3 "before the fault on A"'
 b_failed_before=$(on B 'san_dm_paths_in F')
 lab_assert_eq "B: paths failed in dm before the fault" 0 "$b_failed_before"
 
@@ -134,11 +138,11 @@ on_ok "A: path $pa ($pa_devno) of lun0 offline" A "san_path_offline $pa" >/dev/n
 on A --timeout 120 "lab_poll 90 lab_is F lab_dm_path_state $a0 $pa_devno" \
   || lab_fail "A's map $a0 did not fail $pa ($pa_devno) within 90 s"
 lab_assert_eq "A: $pa failed in $a0 (dmsetup status)" F "$(on A "lab_dm_path_state $a0 $pa_devno")"
-on_ok "A: I/O continues on the other path, no error" A --timeout 200 'lab_io_progress 10 "with one path offline"'
+on_ok "A: I/O continues on the other path, no error" A --timeout 360 'lab_io_progress 3 "with one path offline"'
 on A "lab_mpd show topology" >"$LAB_OUT/A/show-topology-fault.txt"
 # B: not affected. Its kernel's view (every SAN path running, no path failed in any map) and its
 # daemon's (every path checked ready), and its I/O on the same LUN.
-on_ok "B: I/O on lun0 continues, no error" B --timeout 200 'lab_io_progress 10 "while A has a path offline"'
+on_ok "B: I/O on lun0 continues, no error" B --timeout 360 'lab_io_progress 3 "while A has a path offline"'
 lab_assert_eq "B: SAN paths not running" "" "$(on B san_offline_paths)"
 lab_assert_eq "B: paths failed in dm while A has a path offline" 0 "$(on B 'san_dm_paths_in F')"
 lab_assert_eq "B: paths active in dm" 10 "$(on B 'san_dm_paths_in A')"
@@ -161,8 +165,8 @@ on B --timeout 120 "lab_poll 90 lab_is 0 san_dm_paths_in F" || lab_fail "B's dae
 on_ok "A: path $pa running again" A "san_path_running $pa" >/dev/null
 on A --timeout 120 "lab_poll 90 lab_is A lab_dm_path_state $a0 $pa_devno" \
   || lab_fail "A's daemon did not reinstate $pa within 90 s"
-on_ok "A: I/O after the path came back" A --timeout 200 'lab_io_progress 5 "after reinstate"'
-on_ok "B: I/O after A's path came back" B --timeout 200 'lab_io_progress 5 "after A reinstated"'
+on_ok "A: I/O after the path came back" A --timeout 360 'lab_io_progress 2 "after reinstate"'
+on_ok "B: I/O after A's path came back" B --timeout 360 'lab_io_progress 2 "after A reinstated"'
 for h in A B; do
   on_ok "$h: I/O loop stopped" "$h" --timeout 120 lab_io_stop
   on_ok "$h: everything written reads back" "$h" --timeout 300 lab_io_verify >/dev/null
