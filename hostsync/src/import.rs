@@ -258,3 +258,71 @@ pub fn parse_host_file(arg: &str) -> Result<(String, PathBuf)> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(host: &str, wwid: &str, alias: &str) -> Found {
+        Found {
+            host: host.into(),
+            wwid: wwid.into(),
+            alias: alias.into(),
+            origin: format!("{host}:1"),
+        }
+    }
+
+    #[test]
+    fn agreed_bindings_import_and_conflicts_get_proposals() {
+        let found = [
+            f("a", "W1", "mpatha"),
+            f("b", "W1", "mpatha"),
+            // One WWID, two names: the name most hosts use is proposed.
+            f("a", "W2", "mpathb"),
+            f("b", "W2", "mpathb"),
+            f("c", "W2", "mpathc"),
+            // One name, two WWIDs.
+            f("a", "W3", "mpathd"),
+            f("b", "W4", "mpathd"),
+            f("c", "W4", "mpathd"),
+        ];
+        let p = plan(&found, &Bindings::default());
+        assert_eq!(p.new, [("W1".to_string(), "mpatha".to_string())]);
+        let w2 = p.conflicts.iter().find(|c| c.subject == "W2").unwrap();
+        assert!(
+            w2.proposal.contains("hostsync alias set W2 mpathb"),
+            "{}",
+            w2.proposal
+        );
+        let d = p.conflicts.iter().find(|c| c.subject == "mpathd").unwrap();
+        assert!(
+            d.proposal.starts_with("keep mpathd for W4"),
+            "{}",
+            d.proposal
+        );
+        assert!(!p.new.iter().any(|(w, _)| w == "W3" || w == "W4"));
+    }
+
+    #[test]
+    fn reads_bindings_and_multipath_conf() {
+        let d = tempfile::tempdir().unwrap();
+        let b = d.path().join("bindings");
+        std::fs::write(&b, "# c\nmpatha W1\n").unwrap();
+        let c = d.path().join("multipath.conf");
+        std::fs::write(
+            &c,
+            "defaults {\n\tuser_friendly_names yes\n}\nmultipaths {\n\tmultipath {\n\t\twwid W2\n\t\talias db\n\t}\n}\n",
+        )
+        .unwrap();
+        let mut all = read_host_file("h1", &b).unwrap();
+        all.extend(read_host_file("h2", &c).unwrap());
+        let pairs: Vec<(&str, &str, &str)> = all
+            .iter()
+            .map(|f| (f.host.as_str(), f.wwid.as_str(), f.alias.as_str()))
+            .collect();
+        assert_eq!(pairs, [("h1", "W1", "mpatha"), ("h2", "W2", "db")]);
+        std::fs::write(&b, "mpatha W1 extra\n").unwrap();
+        let e = read_host_file("h1", &b).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+}

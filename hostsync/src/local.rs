@@ -687,3 +687,69 @@ impl Watcher for LocalWatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_last_line_is_ignored_then_truncated() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = LocalRegistry::open(d.path()).unwrap();
+        reg.txn(
+            &[Compare::Absent("a".into())],
+            &[Op::put("a", b"1".to_vec())],
+        )
+        .unwrap();
+        // A writer killed mid-append leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&reg.file).unwrap();
+        f.write_all(br#"{"txn":{"rev":2,"puts":[{"k":"b","v":"#)
+            .unwrap();
+        drop(f);
+        // Another process (a fresh cache) reads what was committed and nothing else.
+        cache().lock().unwrap().clear();
+        assert_eq!(reg.get("a").unwrap().unwrap().value, b"1");
+        assert!(reg.get("b").unwrap().is_none());
+        // The next writer drops the torn line; the journal stays readable from scratch.
+        reg.txn(
+            &[Compare::Absent("b".into())],
+            &[Op::put("b", b"2".to_vec())],
+        )
+        .unwrap();
+        cache().lock().unwrap().clear();
+        let snap = reg.range("").unwrap();
+        assert_eq!(snap.kvs.len(), 2);
+        assert_eq!(snap.revision, 2);
+    }
+
+    #[test]
+    fn snapshot_replaces_journal_and_behind_watches_resync() {
+        // Thousands of fsynced appends: on tmpfs when there is one, to keep the test quick.
+        let shm = Path::new("/dev/shm");
+        let d = if shm.is_dir() {
+            tempfile::tempdir_in(shm).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let reg = LocalRegistry::open(d.path()).unwrap();
+        let mut w = reg.watch("k/", 1).unwrap();
+        for i in 0..(SNAPSHOT_AFTER + 2) {
+            reg.txn(&[], &[Op::put(format!("k/{i}"), b"v".to_vec())])
+                .unwrap();
+        }
+        let lines = std::fs::read_to_string(&reg.file).unwrap().lines().count();
+        assert!(
+            lines < 10,
+            "journal was not replaced by a snapshot ({lines} lines)"
+        );
+        cache().lock().unwrap().clear();
+        assert_eq!(
+            reg.range("k/").unwrap().kvs.len() as u64,
+            SNAPSHOT_AFTER + 2
+        );
+        assert!(matches!(
+            w.next(Duration::from_millis(100)).unwrap(),
+            WatchEvent::Resync
+        ));
+    }
+}

@@ -162,12 +162,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             let mut out = Vec::new();
-            for (i, w) in wwids.iter().enumerate() {
-                // Learn what other hosts did meanwhile now and then, so we rarely race for a
-                // taken name (a lost race also teaches us the winner's binding).
-                if i % 32 == 0 {
-                    namer.catch_up()?;
-                }
+            for w in wwids {
+                // Learn what other hosts did meanwhile (already-received watch events, or new
+                // journal lines: cheap), so we rarely race for a name that is taken.
+                namer.catch_up()?;
                 out.push(namer.name(w)?);
             }
             namer.catch_up()?;

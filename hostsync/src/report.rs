@@ -135,3 +135,88 @@ pub fn render_multipath_conf(bindings: &Bindings) -> String {
     out.push_str("}\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::MapState;
+    use crate::names::{AliasRecord, WwidRecord};
+
+    fn bindings(pairs: &[(&str, &str)]) -> Bindings {
+        let mut b = Bindings::default();
+        for (w, a) in pairs {
+            b.by_wwid.insert(
+                w.to_string(),
+                WwidRecord {
+                    alias: a.to_string(),
+                    source: "friendly".into(),
+                    host: "h".into(),
+                },
+            );
+            b.by_alias.insert(
+                a.to_string(),
+                AliasRecord {
+                    wwid: w.to_string(),
+                    bound: true,
+                },
+            );
+        }
+        b
+    }
+
+    fn host(name: &str, maps: &[(&str, &str)]) -> HostState {
+        HostState {
+            host: name.into(),
+            maps: maps
+                .iter()
+                .map(|(n, w)| MapState {
+                    name: n.to_string(),
+                    wwid: w.to_string(),
+                    active_paths: 2,
+                    total_paths: 2,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn clean_cluster_has_no_problems_and_a_mismatch_is_flagged() {
+        let b = bindings(&[("W1", "mpatha"), ("W2", "mpathb")]);
+        let ok = [
+            host("a", &[("mpatha", "W1"), ("mpathb", "W2")]),
+            host("b", &[("mpathb", "W2"), ("mpatha", "W1")]),
+        ];
+        assert_eq!(check_aliases(&b, &ok).problems, 0);
+        // A rename by hand on host b: a mismatch and a duplicate name.
+        let bad = [
+            host("a", &[("mpatha", "W1"), ("mpathb", "W2")]),
+            host("b", &[("mpatha", "W2")]),
+        ];
+        let r = check_aliases(&b, &bad);
+        let w2 = r.rows.iter().find(|r| r.wwid == "W2").unwrap();
+        assert!(
+            w2.problems
+                .iter()
+                .any(|p| p.contains("mismatch: host b calls it mpatha"))
+        );
+        assert!(
+            w2.problems
+                .iter()
+                .any(|p| p.starts_with("duplicate: name mpatha"))
+        );
+        assert!(r.problems >= 3);
+    }
+
+    #[test]
+    fn render_is_byte_stable_and_sorted() {
+        let b = bindings(&[("W2", "db 2"), ("W1", "mpatha")]);
+        let s = render_multipath_conf(&b);
+        assert_eq!(s, render_multipath_conf(&b.clone()));
+        let i1 = s.find("wwid W1").unwrap();
+        let i2 = s.find("wwid W2").unwrap();
+        assert!(i1 < i2);
+        assert!(s.contains("alias \"db 2\""));
+        let parsed = aliases::mpconf::parse_str(&s, std::path::Path::new("x")).unwrap();
+        assert_eq!(parsed.sections_named("multipaths").count(), 1);
+    }
+}

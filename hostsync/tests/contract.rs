@@ -8,16 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use hostsync::registry::{Compare, Event, Op, Registry, WatchEvent};
-use hostsync::testkit::{EtcdCluster, etcd_available};
 use hostsync::{ClusterNamer, MapState, NamerOptions};
-
-fn etcd() -> Option<EtcdCluster> {
-    if !etcd_available() {
-        eprintln!("SKIP: /usr/bin/etcd is absent; install etcd-server (scripts/setup does)");
-        return None;
-    }
-    Some(EtcdCluster::start(3).unwrap())
-}
 
 /// Transactions, reads, watches, compaction and leases behave as the trait says.
 fn registry_contract(reg: &dyn Registry) {
@@ -173,7 +164,7 @@ fn contract_local() {
 
 #[test]
 fn contract_etcd() {
-    let Some(c) = etcd() else { return };
+    let Some(c) = common::etcd() else { return };
     let reg = hostsync::open(&c.url()).unwrap();
     registry_contract(&*reg);
 }
@@ -200,7 +191,7 @@ fn sixteen_hosts_local() {
 
 #[test]
 fn sixteen_hosts_etcd() {
-    let Some(c) = etcd() else { return };
+    let Some(c) = common::etcd() else { return };
     sixteen_hosts(&c.url());
 }
 
@@ -238,6 +229,6 @@ fn tombstones_local() {
 
 #[test]
 fn tombstones_etcd() {
-    let Some(c) = etcd() else { return };
+    let Some(c) = common::etcd() else { return };
     tombstones(&c.url());
 }

@@ -8,16 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use hostsync::testkit::{EtcdCluster, etcd_available};
 use hostsync::{ClusterNamer, NamerOptions};
-
-fn etcd() -> Option<EtcdCluster> {
-    if !etcd_available() {
-        eprintln!("SKIP: /usr/bin/etcd is absent; install etcd-server (scripts/setup does)");
-        return None;
-    }
-    Some(EtcdCluster::start(3).unwrap())
-}
 
 /// Every registry read through `endpoint` alone gives `table`.
 fn member_agrees(endpoint: &str, table: &std::collections::BTreeMap<String, String>) {
@@ -39,7 +30,7 @@ fn member_agrees(endpoint: &str, table: &std::collections::BTreeMap<String, Stri
 
 #[test]
 fn leader_killed_during_allocation() {
-    let Some(mut c) = etcd() else { return };
+    let Some(mut c) = common::etcd() else { return };
     let d = common::tempdir();
     let all = common::wwids(400, "lk");
     let url = c.url();
@@ -82,7 +73,7 @@ fn leader_killed_during_allocation() {
 
 #[test]
 fn one_member_stopped() {
-    let Some(mut c) = etcd() else { return };
+    let Some(mut c) = common::etcd() else { return };
     let d = common::tempdir();
     let stopped = 0;
     c.stop(stopped);
@@ -97,7 +88,7 @@ fn one_member_stopped() {
 
 #[test]
 fn host_restarted_with_stale_cache() {
-    let Some(c) = etcd() else { return };
+    let Some(c) = common::etcd() else { return };
     let d = common::tempdir();
     let url = c.url();
     let first = common::wwids(50, "sc");
@@ -160,7 +151,7 @@ fn host_restarted_with_stale_cache() {
 
 #[test]
 fn compacted_watch_resyncs() {
-    let Some(c) = etcd() else { return };
+    let Some(c) = common::etcd() else { return };
     let url = c.url();
     let reg = hostsync::open(&url).unwrap();
     let (mut a, _) = ClusterNamer::open(reg.clone(), "hostA", NamerOptions::default()).unwrap();

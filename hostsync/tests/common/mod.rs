@@ -162,3 +162,12 @@ pub fn tempdir() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
     }
 }
+
+/// A 3-member etcd cluster on loopback, or None (with a message) if etcd is not installed.
+pub fn etcd() -> Option<hostsync::testkit::EtcdCluster> {
+    if !hostsync::testkit::etcd_available() {
+        eprintln!("SKIP: /usr/bin/etcd is absent; install etcd-server (scripts/setup does)");
+        return None;
+    }
+    Some(hostsync::testkit::EtcdCluster::start(3).unwrap())
+}
