@@ -1451,11 +1451,11 @@ impl Engine {
             product: p.model.clone(),
             revision: p.rev.clone(),
             size_sectors: p.size_bytes.unwrap_or(0) / 512,
-            host_wwnn: None,
+            host_wwnn: p.host_wwnn.clone(),
             host_wwpn: p.host_wwpn.clone(),
             target_wwnn: p.target_node_name.clone(),
             target_wwpn: p.target_wwpn.clone(),
-            host_adapter: None,
+            host_adapter: p.host_adapter.clone(),
             marginal: false,
             fail_count,
             next_check,
@@ -1580,7 +1580,7 @@ impl Engine {
                 .unwrap_or_default(),
             features: features_text(&m.table),
             hwhandler: hwhandler_text(&m.table),
-            write_protect: state::WriteProtect::ReadWrite,
+            write_protect: self.write_protect_of(m),
             dm_state: if m.info.suspended {
                 state::MapDmState::Suspended
             } else {
@@ -1591,6 +1591,24 @@ impl Engine {
             action: None,
             stats: m.stats,
             groups,
+        }
+    }
+
+    /// `ro` when any path of the map's table is a read-only device (the kernel then refuses
+    /// writes through the map), `rw` when every path is known writable, `undef` otherwise.
+    fn write_protect_of(&self, m: &MapState) -> state::WriteProtect {
+        let mut all_known = true;
+        for tp in m.table.groups.iter().flat_map(|g| g.paths.iter()) {
+            match self.path_at(tp.devno).and_then(|p| p.read_only) {
+                Some(true) => return state::WriteProtect::ReadOnly,
+                Some(false) => {}
+                None => all_known = false,
+            }
+        }
+        if all_known && m.table.groups.iter().any(|g| !g.paths.is_empty()) {
+            state::WriteProtect::ReadWrite
+        } else {
+            state::WriteProtect::Undef
         }
     }
 
