@@ -112,6 +112,78 @@ impl fmt::Display for Failback {
     }
 }
 
+/// `fast_io_fail_tmo` of the FC remote ports: how long the transport holds I/O after it
+/// lost a remote port before failing it to dm-multipath (see [`crate::fc_tmo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastIoFail {
+    /// `off`: I/O is held until `dev_loss_tmo` removes the port.
+    Off,
+    /// Seconds (`0` fails I/O at once).
+    Seconds(u32),
+}
+
+impl FastIoFail {
+    /// Parses `off` or a number of seconds (multipath-tools' `-1` also means off).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" | "-1" => Some(Self::Off),
+            n => n.parse::<u32>().ok().map(Self::Seconds),
+        }
+    }
+}
+
+impl fmt::Display for FastIoFail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Seconds(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `dev_loss_tmo` of the FC remote ports: how long the transport keeps a lost remote port
+/// (and its SCSI devices) before removing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevLoss {
+    /// `infinity`: 2^32-1 seconds, the largest value the kernel takes.
+    Infinity,
+    /// Seconds.
+    Seconds(u32),
+}
+
+impl DevLoss {
+    /// Parses `infinity` or a number of seconds.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "infinity" => Some(Self::Infinity),
+            n => n.parse::<u32>().ok().map(|n| {
+                if n == u32::MAX {
+                    Self::Infinity
+                } else {
+                    Self::Seconds(n)
+                }
+            }),
+        }
+    }
+
+    /// The value in seconds as the kernel takes it.
+    pub fn seconds(self) -> u32 {
+        match self {
+            Self::Infinity => u32::MAX,
+            Self::Seconds(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for DevLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Infinity => f.write_str("infinity"),
+            Self::Seconds(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// The path checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -295,6 +367,8 @@ str_serde!(
     Failback,
     "\"immediate\", \"manual\", \"followover\" or a number of seconds"
 );
+str_serde!(FastIoFail, "\"off\" or a number of seconds");
+str_serde!(DevLoss, "\"infinity\" or a number of seconds");
 
 /// A regular expression from the configuration, kept with its source text.
 ///
@@ -377,10 +451,16 @@ pub struct Settings {
     /// `hardware_handler`, e.g. `"1 alua"` or `"0"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hardware_handler: Option<String>,
+    /// `fast_io_fail_tmo` of the FC remote ports the map's paths run through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_io_fail_tmo: Option<FastIoFail>,
+    /// `dev_loss_tmo` of the FC remote ports; unset keeps the driver's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_loss_tmo: Option<DevLoss>,
 }
 
 /// The names of the [`Settings`] keys, in display order.
-pub const SETTING_KEYS: [&str; 8] = [
+pub const SETTING_KEYS: [&str; 10] = [
     "path_grouping_policy",
     "path_selector",
     "features",
@@ -389,6 +469,8 @@ pub const SETTING_KEYS: [&str; 8] = [
     "checker",
     "prio",
     "hardware_handler",
+    "fast_io_fail_tmo",
+    "dev_loss_tmo",
 ];
 
 impl Settings {
@@ -403,6 +485,8 @@ impl Settings {
             "checker" => self.checker.map(|v| v.as_str().to_string()),
             "prio" => self.prio.map(|v| v.as_str().to_string()),
             "hardware_handler" => self.hardware_handler.clone(),
+            "fast_io_fail_tmo" => self.fast_io_fail_tmo.map(|v| v.to_string()),
+            "dev_loss_tmo" => self.dev_loss_tmo.map(|v| v.to_string()),
             _ => None,
         }
     }
@@ -602,6 +686,8 @@ pub fn builtin_defaults() -> Defaults {
             checker: Some(Checker::Tur),
             prio: Some(Prio::Const),
             hardware_handler: Some("0".into()),
+            fast_io_fail_tmo: Some(FastIoFail::Seconds(5)),
+            dev_loss_tmo: None,
         },
         polling_interval: Some(5),
         max_polling_interval: Some(20),
@@ -677,6 +763,11 @@ pub struct EffectiveSettings {
     pub prio: Resolved<Prio>,
     /// `hardware_handler`.
     pub hardware_handler: Resolved<String>,
+    /// `fast_io_fail_tmo` (multipath-tools' default 5 unless a layer says otherwise).
+    pub fast_io_fail_tmo: Resolved<FastIoFail>,
+    /// `dev_loss_tmo`; None when no layer sets it (the driver's value is kept, subject to
+    /// the rules of [`crate::fc_tmo`]).
+    pub dev_loss_tmo: Option<Resolved<DevLoss>>,
     /// The alias from a `[[multipaths]]` entry, if any.
     pub alias: Option<Resolved<String>>,
 }
@@ -1055,6 +1146,21 @@ impl Config {
                 |s| s.hardware_handler.clone(),
                 "0".into(),
             ),
+            fast_io_fail_tmo: first(
+                c,
+                "fast_io_fail_tmo",
+                |s| s.fast_io_fail_tmo,
+                FastIoFail::Seconds(5),
+            ),
+            dev_loss_tmo: c.iter().find_map(|cand| {
+                cand.settings.dev_loss_tmo.map(|v| Resolved {
+                    value: v,
+                    from: Provenance {
+                        layer: cand.layer,
+                        description: (cand.describe)("dev_loss_tmo"),
+                    },
+                })
+            }),
             alias: mp.and_then(|m| {
                 m.alias.as_ref().map(|a| Resolved {
                     value: a.clone(),

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AliasPolicy, Checker, Config, Defaults, DeviceEntry, Failback, FindMultipaths, GroupingPolicy,
-    KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides, Pattern, Prio, Settings,
+    AliasPolicy, Checker, Config, Defaults, DevLoss, DeviceEntry, Failback, FastIoFail,
+    FindMultipaths, GroupingPolicy, KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides,
+    Pattern, Prio, Settings,
 };
 use crate::blacklist::{DeviceRule, Rule, RuleSet};
 use crate::error::Error;
@@ -62,6 +63,10 @@ macro_rules! raw_section {
             prio: Option<Spanned<Prio>>,
             #[serde(default)]
             hardware_handler: Option<Spanned<String>>,
+            #[serde(default)]
+            fast_io_fail_tmo: Option<Spanned<FastIoFail>>,
+            #[serde(default)]
+            dev_loss_tmo: Option<Spanned<DevLoss>>,
         }
 
         impl $name {
@@ -86,6 +91,8 @@ macro_rules! raw_section {
                     checker: take(ctx, lines, "checker", &self.checker),
                     prio: take(ctx, lines, "prio", &self.prio),
                     hardware_handler: take(ctx, lines, "hardware_handler", &self.hardware_handler),
+                    fast_io_fail_tmo: take(ctx, lines, "fast_io_fail_tmo", &self.fast_io_fail_tmo),
+                    dev_loss_tmo: take(ctx, lines, "dev_loss_tmo", &self.dev_loss_tmo),
                 };
                 if let Some(sel) = &self.path_selector {
                     validate_selector(ctx, sel)?;

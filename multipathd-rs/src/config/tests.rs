@@ -472,6 +472,7 @@ mod roundtrip {
                 checker: chk,
                 prio,
                 hardware_handler: hw.map(str::to_string),
+                ..Settings::default()
             })
     }
 
