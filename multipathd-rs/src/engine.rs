@@ -639,7 +639,44 @@ impl Engine {
             report.maps.push(outcome);
         }
         self.refresh_maps(only, planned)?;
+        report.errors.extend(self.set_fc_timeouts(only));
         Ok(report)
+    }
+
+    /// Writes `fast_io_fail_tmo` / `dev_loss_tmo` on the FC remote ports of the maps' paths
+    /// (of `only`'s maps when given), as multipath-tools does on every map setup; see
+    /// [`crate::fc_tmo`]. Returns the ports that could not be set, as sentences.
+    fn set_fc_timeouts(&mut self, only: Option<&BTreeSet<String>>) -> Vec<String> {
+        let polling = self.config.global().polling_interval.value;
+        let mut ports = crate::fc_tmo::Ports::default();
+        for m in self.maps.values() {
+            let Some(d) = m
+                .desired
+                .as_ref()
+                .filter(|_| only.is_none_or(|o| o.contains(&m.wwid)))
+            else {
+                continue;
+            };
+            let paths: Vec<&ScsiPath> = d.paths().filter_map(|p| self.path_at(p.devno)).collect();
+            let Some(first) = paths.first() else { continue };
+            let settings = self.config.resolve(&discovery::identity_of(first)).settings;
+            let want = crate::fc_tmo::Want::of(&settings, polling);
+            ports.add(
+                &m.name,
+                want,
+                paths.iter().filter_map(|p| p.rport.as_deref()),
+            );
+        }
+        let mut errors = Vec::new();
+        for o in ports.apply(&self.opts.sysfs_root, self.writer.as_mut()) {
+            for n in &o.notes {
+                tracing::warn!(rport = %o.rport, maps = ?o.maps, "{n}");
+            }
+            if let Some(e) = o.error {
+                errors.push(e);
+            }
+        }
+        errors
     }
 
     /// Carries out the plans; outcomes in the plans' order. Renames go first, one at a time
