@@ -374,21 +374,73 @@ str_serde!(DevLoss, "\"infinity\" or a number of seconds");
 ///
 /// Matching is unanchored, as in multipath-tools (`"IBM"` matches any vendor containing
 /// IBM); write `^...$` to anchor.
+///
+/// A compiled `Regex` costs about 9 KB; an 8k-entry blacklist would hold tens of megabytes.
+/// So plain-text patterns (a WWID, optionally between `^` and `$`, the bulk of big files) are
+/// matched as text with the regex crate's semantics and never compiled, and real regexes are
+/// checked when read but compiled only when first matched.
 #[derive(Clone)]
 pub struct Pattern {
     source: String,
-    re: Regex,
+    matcher: Matcher,
+}
+
+#[derive(Clone)]
+enum Matcher {
+    /// `^`/`$` anchors around text that holds no regex syntax (the text is the source
+    /// without them).
+    Literal { start: bool, end: bool },
+    /// Validated when the pattern is made, compiled on first use: loading or importing a
+    /// configuration holds no compiled automata, only the daemon's matching does.
+    Regex(std::sync::OnceLock<Option<Regex>>),
+}
+
+/// The literal a pattern stands for, when it is plain text between optional anchors.
+fn as_literal(source: &str) -> Option<(bool, &str, bool)> {
+    let (start, rest) = match source.strip_prefix('^') {
+        Some(r) => (true, r),
+        None => (false, source),
+    };
+    let (text, end) = match rest.strip_suffix('$') {
+        Some(t) => (t, true),
+        None => (rest, false),
+    };
+    let plain = !text.chars().any(|c| {
+        matches!(
+            c,
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+        ) || c.is_whitespace()
+    });
+    plain.then_some((start, text, end))
+}
+
+/// How many regular expressions [`Pattern::new`] has compiled in this process (plain-text
+/// patterns are not compiled). Lets a test count the work a big import does.
+pub fn regexes_compiled() -> usize {
+    REGEXES_COMPILED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static REGEXES_COMPILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn compile(source: &str) -> std::result::Result<Regex, String> {
+    REGEXES_COMPILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Regex::new(source).map_err(|e| e.to_string())
 }
 
 impl Pattern {
     /// Compiles a pattern; the error text is regex's.
     pub fn new(source: &str) -> std::result::Result<Self, String> {
-        Regex::new(source)
-            .map(|re| Self {
-                source: source.to_string(),
-                re,
-            })
-            .map_err(|e| e.to_string())
+        let matcher = match as_literal(source) {
+            Some((start, _, end)) => Matcher::Literal { start, end },
+            None => {
+                compile(source)?;
+                Matcher::Regex(std::sync::OnceLock::new())
+            }
+        };
+        Ok(Self {
+            source: source.to_string(),
+            matcher,
+        })
     }
 
     /// The pattern as written.
@@ -398,7 +450,21 @@ impl Pattern {
 
     /// Whether the pattern matches anywhere in `text`.
     pub fn is_match(&self, text: &str) -> bool {
-        self.re.is_match(text)
+        match &self.matcher {
+            Matcher::Literal { start, end } => {
+                let lit = &self.source[usize::from(*start)..self.source.len() - usize::from(*end)];
+                match (start, end) {
+                    (true, true) => text == lit,
+                    (true, false) => text.starts_with(lit),
+                    (false, true) => text.ends_with(lit),
+                    (false, false) => text.contains(lit),
+                }
+            }
+            Matcher::Regex(re) => re
+                .get_or_init(|| compile(&self.source).ok())
+                .as_ref()
+                .is_some_and(|re| re.is_match(text)),
+        }
     }
 }
 

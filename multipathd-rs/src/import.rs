@@ -29,6 +29,7 @@
 
 pub mod tolerant;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,10 @@ struct Importer<'a> {
     file: &'a Path,
     skipped: Vec<ImportIssue>,
     notes: Vec<ImportIssue>,
+    /// `multipaths` entries by WWID and by alias (indexes into the list being built), so a
+    /// file with thousands of entries imports in linear time.
+    wwid_index: &'a mut HashMap<String, usize>,
+    alias_index: &'a mut HashMap<String, usize>,
 }
 
 enum SettingOutcome {
@@ -670,9 +675,11 @@ impl Importer<'_> {
                 continue;
             };
             if let Some(a) = &alias
-                && let Some(prev) = out
-                    .iter()
-                    .find(|m| m.alias.as_deref() == Some(a) && m.wwid != wwid)
+                && let Some(prev) = self
+                    .alias_index
+                    .get(a)
+                    .map(|&i| &out[i])
+                    .filter(|m| m.alias.as_deref() == Some(a) && m.wwid != wwid)
             {
                 let line = lines.get("alias").copied().unwrap_or(sub.line);
                 let why = format!(
@@ -683,7 +690,8 @@ impl Importer<'_> {
                 alias = None;
                 lines.remove("alias");
             }
-            if let Some(prev) = out.iter_mut().find(|m| m.wwid == wwid) {
+            if let Some(&i) = self.wwid_index.get(&wwid) {
+                let prev = &mut out[i];
                 self.note(
                     "multipaths/multipath",
                     sub.line,
@@ -693,11 +701,16 @@ impl Importer<'_> {
                     ),
                 );
                 merge(&mut prev.settings, settings);
-                if alias.is_some() {
-                    prev.alias = alias;
+                if let Some(a) = alias {
+                    self.alias_index.insert(a.clone(), i);
+                    prev.alias = Some(a);
                 }
                 prev.lines.extend(lines);
                 continue;
+            }
+            self.wwid_index.insert(wwid.clone(), out.len());
+            if let Some(a) = &alias {
+                self.alias_index.insert(a.clone(), out.len());
             }
             out.push(MultipathEntry {
                 wwid,
@@ -877,11 +890,15 @@ fn import_with_notes(
     let mut cfg = Config::default();
     let mut overrides: Option<Overrides> = None;
     let mut skipped = Vec::new();
+    let mut wwid_index = HashMap::new();
+    let mut alias_index = HashMap::new();
     for file in files {
         let mut imp = Importer {
             file: &file.path,
             skipped: Vec::new(),
             notes: Vec::new(),
+            wwid_index: &mut wwid_index,
+            alias_index: &mut alias_index,
         };
         for sec in &file.sections {
             match sec.name.as_str() {
