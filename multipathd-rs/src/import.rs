@@ -724,31 +724,22 @@ impl Importer<'_> {
 }
 
 /// multipath-tools' built-in defaults for the keys we carry (Debian 12's multipath-tools
-/// 0.9.4, from multipath.conf(5) and `multipath -t`): the starting point of an import.
-/// `hardware_handler` is left unset: multipath-tools keeps the handler the kernel attached.
+/// 0.9.4, from multipath.conf(5) and `multipath -t`): the starting point of an import. Ours
+/// follow them except for `user_friendly_names` (ours: yes), `find_multipaths` (ours: yes)
+/// and `hardware_handler` (left unset: multipath-tools keeps the handler the kernel
+/// attached). `tests/config_import.rs` pins every value.
 pub fn multipath_tools_defaults() -> Defaults {
+    let ours = crate::config::builtin_defaults();
     Defaults {
         settings: Settings {
-            path_grouping_policy: Some(GroupingPolicy::Failover),
-            path_selector: Some("service-time 0".into()),
-            features: Some("0".into()),
-            no_path_retry: Some(NoPathRetry::Fail),
-            failback: Some(Failback::Manual),
-            checker: Some(Checker::Tur),
-            prio: Some(Prio::Const),
             hardware_handler: None,
-            fast_io_fail_tmo: Some(FastIoFail::Seconds(5)),
-            dev_loss_tmo: None,
+            ..ours.settings
         },
-        polling_interval: Some(5),
-        max_polling_interval: Some(20),
         alias_policy: Some(AliasPolicy::Wwid),
-        alias_prefix: Some("mpath".into()),
-        alias_template: None,
         find_multipaths: Some(FindMultipaths::Strict),
-        detect_prio: Some(true),
         lines: KeyLines::new(),
         origin: None,
+        ..ours
     }
 }
 

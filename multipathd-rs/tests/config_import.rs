@@ -418,6 +418,20 @@ fn import_starts_from_multipath_tools_defaults_and_says_so() {
     assert_eq!(g.find_multipaths.value, FindMultipaths::Strict);
     assert_eq!(g.polling_interval.value, 5);
     assert_eq!(g.max_polling_interval.value, 20);
+    assert_eq!(g.alias_prefix.value, "mpath");
+    assert!(g.detect_prio.value);
+    // Every per-map value of multipath.conf(5) / `multipath -t` (0.9.4).
+    let d = &r.config.defaults.settings;
+    assert_eq!(d.path_grouping_policy, Some(GroupingPolicy::Failover));
+    assert_eq!(d.path_selector.as_deref(), Some("service-time 0"));
+    assert_eq!(d.features.as_deref(), Some("0"));
+    assert_eq!(d.no_path_retry, Some(NoPathRetry::Fail));
+    assert_eq!(d.failback, Some(Failback::Manual));
+    assert_eq!(d.checker, Some(Checker::Tur));
+    assert_eq!(d.prio, Some(Prio::Const));
+    assert_eq!(d.fast_io_fail_tmo, Some(FastIoFail::Seconds(5)));
+    assert_eq!(d.dev_loss_tmo, None);
+    assert_eq!(d.hardware_handler, None);
     let note = r.notes.iter().find(|n| n.key == "defaults").unwrap();
     assert!(note.why.contains("multipath-tools' defaults"), "{note}");
     assert!(note.why.contains("user_friendly_names no"), "{note}");

@@ -132,6 +132,19 @@ impl Lab {
         v
     }
 
+    /// Every port got exactly these writes, in this order; clears the log.
+    fn assert_each_port_got(&self, expected: &[(&str, &str)]) {
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        for r in RPORTS {
+            let mine: Vec<(&str, &str)> = log
+                .iter()
+                .filter(|(p, _, _)| p == r)
+                .map(|(_, a, v)| (a.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(mine, expected, "{r}: {log:?}");
+        }
+    }
+
     fn reconfigure(&mut self, config: &str) -> Vec<String> {
         std::fs::write(&self.conf, config).unwrap();
         self.engine.reconfigure().unwrap().errors
@@ -182,40 +195,14 @@ fn configured_values_are_written_in_an_order_the_kernel_accepts() {
     );
     let r = lab.engine.sync().unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let log = lab.log.lock().unwrap().clone();
-    for r in RPORTS {
-        let mine: Vec<_> = log.iter().filter(|(p, _, _)| p == r).collect();
-        assert_eq!(mine.len(), 2, "{log:?}");
-        assert_eq!(
-            (mine[0].1.as_str(), mine[0].2.as_str()),
-            ("dev_loss_tmo", "120")
-        );
-        assert_eq!(
-            (mine[1].1.as_str(), mine[1].2.as_str()),
-            ("fast_io_fail_tmo", "40")
-        );
-    }
-    lab.take_log();
+    lab.assert_each_port_got(&[("dev_loss_tmo", "120"), ("fast_io_fail_tmo", "40")]);
 
     // fast_io_fail off with dev_loss 900: the kernel takes at most 600 then; off goes first.
     let errors = lab.reconfigure(
         "[overrides]\nno_path_retry = \"fail\"\nfast_io_fail_tmo = \"off\"\ndev_loss_tmo = 900\n",
     );
     assert!(errors.is_empty(), "{errors:?}");
-    let log = lab.log.lock().unwrap().clone();
-    for r in RPORTS {
-        let mine: Vec<_> = log.iter().filter(|(p, _, _)| p == r).collect();
-        assert_eq!(mine.len(), 2, "{log:?}");
-        assert_eq!(
-            (mine[0].1.as_str(), mine[0].2.as_str()),
-            ("fast_io_fail_tmo", "off")
-        );
-        assert_eq!(
-            (mine[1].1.as_str(), mine[1].2.as_str()),
-            ("dev_loss_tmo", "600")
-        );
-    }
-    lab.take_log();
+    lab.assert_each_port_got(&[("fast_io_fail_tmo", "off"), ("dev_loss_tmo", "600")]);
 
     // Back to fast_io_fail 5 and dev_loss infinity: fast_io_fail first (5 < 600).
     let errors = lab.reconfigure(
