@@ -216,6 +216,13 @@ pub struct ScsiPath {
     pub host: String,
     /// Initiator port WWPN (FC: the fc_host's port_name), `"0x..."`.
     pub host_wwpn: Option<String>,
+    /// Initiator node name (FC: the fc_host's node_name), `"0x..."`.
+    pub host_wwnn: Option<String>,
+    /// The HBA's address: its PCI address (FC, SAS, any PCI HBA), or the initiator's IP
+    /// address for iSCSI; None for virtual hosts such as scsi_debug.
+    pub host_adapter: Option<String>,
+    /// The block device's `ro` attribute: true for a read-only (write-protected) LUN.
+    pub read_only: Option<bool>,
     /// FC remote port name the path runs through, `"rport-0:0-1"`.
     pub rport: Option<String>,
     /// Target port WWPN (FC: the rport's port_name).
@@ -262,6 +269,9 @@ impl ScsiPath {
             transport: Transport::Other,
             host: format!("host{}", hctl.host),
             host_wwpn: None,
+            host_wwnn: None,
+            host_adapter: None,
+            read_only: None,
             rport: None,
             target_wwpn: None,
             target_node_name: None,

@@ -145,11 +145,33 @@ fn host_number(name: &str) -> Option<u32> {
     name.strip_prefix("host")?.parse().ok()
 }
 
+/// The PCI address (`0000:00:02.0`) nearest to a host's device directory, as multipath-tools
+/// shows for the host adapter; None for hosts not on PCI (scsi_debug, tcm_loop, iSCSI).
+fn pci_address(syspath: &Path) -> Option<String> {
+    let is_pci = |c: &str| {
+        let b = c.as_bytes();
+        b.len() == 12
+            && b.iter().enumerate().all(|(i, &x)| match i {
+                4 | 7 => x == b':',
+                10 => x == b'.',
+                _ => x.is_ascii_hexdigit(),
+            })
+    };
+    syspath
+        .components()
+        .rev()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find(|c| is_pci(c))
+        .map(str::to_string)
+}
+
 /// What a path needs to know about hosts, remote ports and sessions.
 #[derive(Default)]
 struct Context {
     host_transport: HashMap<String, Transport>,
     host_wwpn: HashMap<String, String>,
+    host_wwnn: HashMap<String, String>,
+    host_adapter: HashMap<String, String>,
     rport: HashMap<String, (Option<String>, Option<String>)>,
     session_target: HashMap<String, String>,
 }
@@ -161,6 +183,17 @@ impl Context {
             c.host_transport.insert(h.name.clone(), h.transport);
             if let Some(w) = h.fc.as_ref().and_then(|f| f.port_name.clone()) {
                 c.host_wwpn.insert(h.name.clone(), w);
+            }
+            if let Some(w) = h.fc.as_ref().and_then(|f| f.node_name.clone()) {
+                c.host_wwnn.insert(h.name.clone(), w);
+            }
+            let adapter = h
+                .iscsi
+                .as_ref()
+                .and_then(|i| i.ipaddress.clone())
+                .or_else(|| pci_address(&h.syspath));
+            if let Some(a) = adapter {
+                c.host_adapter.insert(h.name.clone(), a);
             }
         }
         for r in rports {
@@ -687,6 +720,8 @@ fn scan_block(
             .unwrap_or(Transport::Other)
     };
     p.host_wwpn = ctx.host_wwpn.get(&p.host).cloned();
+    p.host_wwnn = ctx.host_wwnn.get(&p.host).cloned();
+    p.host_adapter = ctx.host_adapter.get(&p.host).cloned();
     if let Some(r) = &chain.rport {
         p.rport = Some(r.clone());
         if let Some((wwpn, node)) = ctx.rport.get(r) {
@@ -793,6 +828,8 @@ fn scan_block(
         &mut errors,
     )
     .map(|s| s.saturating_mul(512));
+    let ro = dd.opt(&format!("block/{dev}/ro"), &mut errors);
+    p.read_only = parse_num::<u8>(&block_dir.join("ro"), ro, "0 or 1", &mut errors).map(|v| v != 0);
     p.access_state = dd.opt_dh("access_state", &mut errors);
     if p.access_state.is_some() {
         let pp = dd.opt_dh("preferred_path", &mut errors);

@@ -112,6 +112,78 @@ impl fmt::Display for Failback {
     }
 }
 
+/// `fast_io_fail_tmo` of the FC remote ports: how long the transport holds I/O after it
+/// lost a remote port before failing it to dm-multipath (see [`crate::fc_tmo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastIoFail {
+    /// `off`: I/O is held until `dev_loss_tmo` removes the port.
+    Off,
+    /// Seconds (`0` fails I/O at once).
+    Seconds(u32),
+}
+
+impl FastIoFail {
+    /// Parses `off` or a number of seconds (multipath-tools' `-1` also means off).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" | "-1" => Some(Self::Off),
+            n => n.parse::<u32>().ok().map(Self::Seconds),
+        }
+    }
+}
+
+impl fmt::Display for FastIoFail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::Seconds(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `dev_loss_tmo` of the FC remote ports: how long the transport keeps a lost remote port
+/// (and its SCSI devices) before removing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevLoss {
+    /// `infinity`: 2^32-1 seconds, the largest value the kernel takes.
+    Infinity,
+    /// Seconds.
+    Seconds(u32),
+}
+
+impl DevLoss {
+    /// Parses `infinity` or a number of seconds.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "infinity" => Some(Self::Infinity),
+            n => n.parse::<u32>().ok().map(|n| {
+                if n == u32::MAX {
+                    Self::Infinity
+                } else {
+                    Self::Seconds(n)
+                }
+            }),
+        }
+    }
+
+    /// The value in seconds as the kernel takes it.
+    pub fn seconds(self) -> u32 {
+        match self {
+            Self::Infinity => u32::MAX,
+            Self::Seconds(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for DevLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Infinity => f.write_str("infinity"),
+            Self::Seconds(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// The path checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -295,26 +367,80 @@ str_serde!(
     Failback,
     "\"immediate\", \"manual\", \"followover\" or a number of seconds"
 );
+str_serde!(FastIoFail, "\"off\" or a number of seconds");
+str_serde!(DevLoss, "\"infinity\" or a number of seconds");
 
 /// A regular expression from the configuration, kept with its source text.
 ///
 /// Matching is unanchored, as in multipath-tools (`"IBM"` matches any vendor containing
 /// IBM); write `^...$` to anchor.
+///
+/// A compiled `Regex` costs about 9 KB; an 8k-entry blacklist would hold tens of megabytes.
+/// So plain-text patterns (a WWID, optionally between `^` and `$`, the bulk of big files) are
+/// matched as text with the regex crate's semantics and never compiled, and real regexes are
+/// checked when read but compiled only when first matched.
 #[derive(Clone)]
 pub struct Pattern {
     source: String,
-    re: Regex,
+    matcher: Matcher,
+}
+
+#[derive(Clone)]
+enum Matcher {
+    /// `^`/`$` anchors around text that holds no regex syntax (the text is the source
+    /// without them).
+    Literal { start: bool, end: bool },
+    /// Validated when the pattern is made, compiled on first use: loading or importing a
+    /// configuration holds no compiled automata, only the daemon's matching does.
+    Regex(std::sync::OnceLock<Option<Regex>>),
+}
+
+/// The literal a pattern stands for, when it is plain text between optional anchors.
+fn as_literal(source: &str) -> Option<(bool, &str, bool)> {
+    let (start, rest) = match source.strip_prefix('^') {
+        Some(r) => (true, r),
+        None => (false, source),
+    };
+    let (text, end) = match rest.strip_suffix('$') {
+        Some(t) => (t, true),
+        None => (rest, false),
+    };
+    let plain = !text.chars().any(|c| {
+        matches!(
+            c,
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$'
+        ) || c.is_whitespace()
+    });
+    plain.then_some((start, text, end))
+}
+
+/// How many regular expressions [`Pattern::new`] has compiled in this process (plain-text
+/// patterns are not compiled). Lets a test count the work a big import does.
+pub fn regexes_compiled() -> usize {
+    REGEXES_COMPILED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static REGEXES_COMPILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn compile(source: &str) -> std::result::Result<Regex, String> {
+    REGEXES_COMPILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Regex::new(source).map_err(|e| e.to_string())
 }
 
 impl Pattern {
     /// Compiles a pattern; the error text is regex's.
     pub fn new(source: &str) -> std::result::Result<Self, String> {
-        Regex::new(source)
-            .map(|re| Self {
-                source: source.to_string(),
-                re,
-            })
-            .map_err(|e| e.to_string())
+        let matcher = match as_literal(source) {
+            Some((start, _, end)) => Matcher::Literal { start, end },
+            None => {
+                compile(source)?;
+                Matcher::Regex(std::sync::OnceLock::new())
+            }
+        };
+        Ok(Self {
+            source: source.to_string(),
+            matcher,
+        })
     }
 
     /// The pattern as written.
@@ -324,7 +450,21 @@ impl Pattern {
 
     /// Whether the pattern matches anywhere in `text`.
     pub fn is_match(&self, text: &str) -> bool {
-        self.re.is_match(text)
+        match &self.matcher {
+            Matcher::Literal { start, end } => {
+                let lit = &self.source[usize::from(*start)..self.source.len() - usize::from(*end)];
+                match (start, end) {
+                    (true, true) => text == lit,
+                    (true, false) => text.starts_with(lit),
+                    (false, true) => text.ends_with(lit),
+                    (false, false) => text.contains(lit),
+                }
+            }
+            Matcher::Regex(re) => re
+                .get_or_init(|| compile(&self.source).ok())
+                .as_ref()
+                .is_some_and(|re| re.is_match(text)),
+        }
     }
 }
 
@@ -377,10 +517,16 @@ pub struct Settings {
     /// `hardware_handler`, e.g. `"1 alua"` or `"0"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hardware_handler: Option<String>,
+    /// `fast_io_fail_tmo` of the FC remote ports the map's paths run through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_io_fail_tmo: Option<FastIoFail>,
+    /// `dev_loss_tmo` of the FC remote ports; unset keeps the driver's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_loss_tmo: Option<DevLoss>,
 }
 
 /// The names of the [`Settings`] keys, in display order.
-pub const SETTING_KEYS: [&str; 8] = [
+pub const SETTING_KEYS: [&str; 10] = [
     "path_grouping_policy",
     "path_selector",
     "features",
@@ -389,6 +535,8 @@ pub const SETTING_KEYS: [&str; 8] = [
     "checker",
     "prio",
     "hardware_handler",
+    "fast_io_fail_tmo",
+    "dev_loss_tmo",
 ];
 
 impl Settings {
@@ -403,6 +551,8 @@ impl Settings {
             "checker" => self.checker.map(|v| v.as_str().to_string()),
             "prio" => self.prio.map(|v| v.as_str().to_string()),
             "hardware_handler" => self.hardware_handler.clone(),
+            "fast_io_fail_tmo" => self.fast_io_fail_tmo.map(|v| v.to_string()),
+            "dev_loss_tmo" => self.dev_loss_tmo.map(|v| v.to_string()),
             _ => None,
         }
     }
@@ -610,6 +760,8 @@ pub fn builtin_defaults() -> Defaults {
             checker: Some(Checker::Tur),
             prio: Some(Prio::Const),
             hardware_handler: Some("0".into()),
+            fast_io_fail_tmo: Some(FastIoFail::Seconds(5)),
+            dev_loss_tmo: None,
         },
         polling_interval: Some(5),
         max_polling_interval: Some(20),
@@ -686,6 +838,11 @@ pub struct EffectiveSettings {
     pub prio: Resolved<Prio>,
     /// `hardware_handler`.
     pub hardware_handler: Resolved<String>,
+    /// `fast_io_fail_tmo` (multipath-tools' default 5 unless a layer says otherwise).
+    pub fast_io_fail_tmo: Resolved<FastIoFail>,
+    /// `dev_loss_tmo`; None when no layer sets it (the driver's value is kept, subject to
+    /// the rules of [`crate::fc_tmo`]).
+    pub dev_loss_tmo: Option<Resolved<DevLoss>>,
     /// The alias from a `[[multipaths]]` entry, if any.
     pub alias: Option<Resolved<String>>,
 }
@@ -1073,6 +1230,21 @@ impl Config {
                 |s| s.hardware_handler.clone(),
                 "0".into(),
             ),
+            fast_io_fail_tmo: first(
+                c,
+                "fast_io_fail_tmo",
+                |s| s.fast_io_fail_tmo,
+                FastIoFail::Seconds(5),
+            ),
+            dev_loss_tmo: c.iter().find_map(|cand| {
+                cand.settings.dev_loss_tmo.map(|v| Resolved {
+                    value: v,
+                    from: Provenance {
+                        layer: cand.layer,
+                        description: (cand.describe)("dev_loss_tmo"),
+                    },
+                })
+            }),
             alias: mp.and_then(|m| {
                 m.alias.as_ref().map(|a| Resolved {
                     value: a.clone(),

@@ -900,7 +900,44 @@ impl Engine {
                 }
             }
         }
+        report.errors.extend(self.set_fc_timeouts(only));
         Ok(report)
+    }
+
+    /// Writes `fast_io_fail_tmo` / `dev_loss_tmo` on the FC remote ports of the maps' paths
+    /// (of `only`'s maps when given), as multipath-tools does on every map setup; see
+    /// [`crate::fc_tmo`]. Returns the ports that could not be set, as sentences.
+    fn set_fc_timeouts(&mut self, only: Option<&BTreeSet<String>>) -> Vec<String> {
+        let polling = self.config.global().polling_interval.value;
+        let mut ports = crate::fc_tmo::Ports::default();
+        for m in self.maps.values() {
+            let Some(d) = m
+                .desired
+                .as_ref()
+                .filter(|_| only.is_none_or(|o| o.contains(&m.wwid)))
+            else {
+                continue;
+            };
+            let paths: Vec<&ScsiPath> = d.paths().filter_map(|p| self.path_at(p.devno)).collect();
+            let Some(first) = paths.first() else { continue };
+            let settings = self.config.resolve(&discovery::identity_of(first)).settings;
+            let want = crate::fc_tmo::Want::of(&settings, polling);
+            ports.add(
+                &m.name,
+                want,
+                paths.iter().filter_map(|p| p.rport.as_deref()),
+            );
+        }
+        let mut errors = Vec::new();
+        for o in ports.apply(&self.opts.sysfs_root, self.writer.as_mut()) {
+            for n in &o.notes {
+                tracing::warn!(rport = %o.rport, maps = ?o.maps, "{n}");
+            }
+            if let Some(e) = o.error {
+                errors.push(e);
+            }
+        }
+        errors
     }
 
     /// Carries out the plans; outcomes in the plans' order. Renames go first, one at a time
@@ -1733,11 +1770,11 @@ impl Engine {
             product: p.model.clone(),
             revision: p.rev.clone(),
             size_sectors: p.size_bytes.unwrap_or(0) / 512,
-            host_wwnn: None,
+            host_wwnn: p.host_wwnn.clone(),
             host_wwpn: p.host_wwpn.clone(),
             target_wwnn: p.target_node_name.clone(),
             target_wwpn: p.target_wwpn.clone(),
-            host_adapter: None,
+            host_adapter: p.host_adapter.clone(),
             marginal: false,
             fail_count,
             next_check,
@@ -1862,7 +1899,7 @@ impl Engine {
                 .unwrap_or_default(),
             features: features_text(&m.table),
             hwhandler: hwhandler_text(&m.table),
-            write_protect: state::WriteProtect::ReadWrite,
+            write_protect: self.write_protect_of(m),
             dm_state: if m.info.suspended {
                 state::MapDmState::Suspended
             } else {
@@ -1877,6 +1914,24 @@ impl Engine {
                 .then_some(state::MapAction::Rename),
             stats: m.stats,
             groups,
+        }
+    }
+
+    /// `ro` when any path of the map's table is a read-only device (the kernel then refuses
+    /// writes through the map), `rw` when every path is known writable, `undef` otherwise.
+    fn write_protect_of(&self, m: &MapState) -> state::WriteProtect {
+        let mut all_known = true;
+        for tp in m.table.groups.iter().flat_map(|g| g.paths.iter()) {
+            match self.path_at(tp.devno).and_then(|p| p.read_only) {
+                Some(true) => return state::WriteProtect::ReadOnly,
+                Some(false) => {}
+                None => all_known = false,
+            }
+        }
+        if all_known && m.table.groups.iter().any(|g| !g.paths.is_empty()) {
+            state::WriteProtect::ReadWrite
+        } else {
+            state::WriteProtect::Undef
         }
     }
 

@@ -284,6 +284,7 @@ static TABLE: LazyLock<Vec<DeviceEntry>> = LazyLock::new(|| {
                 checker: Some(s.checker),
                 prio: Some(s.prio),
                 hardware_handler: Some(s.hwhandler.to_string()),
+                ..Settings::default()
             },
             origin: Origin::Builtin,
             lines: KeyLines::new(),

@@ -4,6 +4,7 @@
 //!
 //! Mapping (multipath-tools key -> ours):
 //! * `path_grouping_policy`, `path_selector`, `features`, `hardware_handler`, `no_path_retry`,
+//!   `fast_io_fail_tmo`, `dev_loss_tmo` (written on the FC remote ports, [`crate::fc_tmo`]),
 //!   `failback`, `prio` (alua, const; `sysfs` becomes alua, with a note), `path_checker` /
 //!   `checker` (tur, directio, none; `readsector0` becomes directio, with a note) in
 //!   `defaults`, `devices/device`, `overrides` and `multipaths/multipath`;
@@ -14,10 +15,21 @@
 //! * `blacklist` / `blacklist_exceptions`: `devnode`, `wwid`, `protocol`, `device` (vendor,
 //!   product). `property` rules are not supported and are reported.
 //!
-//! Everything else (timeouts such as `dev_loss_tmo`, `uid_attribute`, `rr_min_io`,
+//! The import starts from multipath-tools' built-in defaults (Debian 12, multipath-tools 0.9.4,
+//! as multipath.conf(5) documents them), not from ours: a file that does not set
+//! `user_friendly_names` or `find_multipaths` keeps behaving as it did under multipath-tools
+//! (WWID names, `strict`). Those values are written into the TOML and the report says so.
+//!
+//! Files are read as leniently as multipath-tools reads them ([`tolerant`]): CRLF, no final
+//! newline, a section left open at the end, extra data after a value; each such spot is noted.
+//!
+//! Everything else (`uid_attribute`, `rr_min_io`,
 //! `revision`, `overrides/protocol`, negated `!regex` patterns, regexes the `regex` crate
 //! rejects, values we do not implement) is reported and left out, never guessed.
 
+pub mod tolerant;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +39,9 @@ use serde::Serialize;
 use crate::blacklist::{DeviceRule, Rule, RuleSet};
 use crate::config::raw::{check_counted, check_selector};
 use crate::config::{
-    AliasPolicy, Checker, Config, Defaults, DeviceEntry, Failback, FindMultipaths, GroupingPolicy,
-    KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides, Pattern, Prio, Settings, render_toml,
+    AliasPolicy, Checker, Config, Defaults, DevLoss, DeviceEntry, Failback, FastIoFail,
+    FindMultipaths, GroupingPolicy, KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides,
+    Pattern, Prio, Settings, render_toml,
 };
 use crate::error::Error;
 
@@ -76,6 +89,10 @@ struct Importer<'a> {
     file: &'a Path,
     skipped: Vec<ImportIssue>,
     notes: Vec<ImportIssue>,
+    /// `multipaths` entries by WWID and by alias (indexes into the list being built), so a
+    /// file with thousands of entries imports in linear time.
+    wwid_index: &'a mut HashMap<String, usize>,
+    alias_index: &'a mut HashMap<String, usize>,
 }
 
 enum SettingOutcome {
@@ -167,6 +184,26 @@ impl Importer<'_> {
                 }
                 None => {
                     bad(self, "\"fail\", \"queue\" or a number");
+                    return SettingOutcome::Set;
+                }
+            },
+            "fast_io_fail_tmo" => match FastIoFail::parse(value) {
+                Some(v) => {
+                    s.fast_io_fail_tmo = Some(v);
+                    key
+                }
+                None => {
+                    bad(self, "\"off\" or a number of seconds");
+                    return SettingOutcome::Set;
+                }
+            },
+            "dev_loss_tmo" => match DevLoss::parse(value) {
+                Some(v) => {
+                    s.dev_loss_tmo = Some(v);
+                    key
+                }
+                None => {
+                    bad(self, "\"infinity\" or a number of seconds");
                     return SettingOutcome::Set;
                 }
             },
@@ -638,9 +675,11 @@ impl Importer<'_> {
                 continue;
             };
             if let Some(a) = &alias
-                && let Some(prev) = out
-                    .iter()
-                    .find(|m| m.alias.as_deref() == Some(a) && m.wwid != wwid)
+                && let Some(prev) = self
+                    .alias_index
+                    .get(a)
+                    .map(|&i| &out[i])
+                    .filter(|m| m.alias.as_deref() == Some(a) && m.wwid != wwid)
             {
                 let line = lines.get("alias").copied().unwrap_or(sub.line);
                 let why = format!(
@@ -651,7 +690,8 @@ impl Importer<'_> {
                 alias = None;
                 lines.remove("alias");
             }
-            if let Some(prev) = out.iter_mut().find(|m| m.wwid == wwid) {
+            if let Some(&i) = self.wwid_index.get(&wwid) {
+                let prev = &mut out[i];
                 self.note(
                     "multipaths/multipath",
                     sub.line,
@@ -661,11 +701,16 @@ impl Importer<'_> {
                     ),
                 );
                 merge(&mut prev.settings, settings);
-                if alias.is_some() {
-                    prev.alias = alias;
+                if let Some(a) = alias {
+                    self.alias_index.insert(a.clone(), i);
+                    prev.alias = Some(a);
                 }
                 prev.lines.extend(lines);
                 continue;
+            }
+            self.wwid_index.insert(wwid.clone(), out.len());
+            if let Some(a) = &alias {
+                self.alias_index.insert(a.clone(), out.len());
             }
             out.push(MultipathEntry {
                 wwid,
@@ -676,6 +721,121 @@ impl Importer<'_> {
             });
         }
     }
+}
+
+/// multipath-tools' built-in defaults for the keys we carry (Debian 12's multipath-tools
+/// 0.9.4, from multipath.conf(5) and `multipath -t`): the starting point of an import. Ours
+/// follow them except for `user_friendly_names` (ours: yes), `find_multipaths` (ours: yes)
+/// and `hardware_handler` (left unset: multipath-tools keeps the handler the kernel
+/// attached). `tests/config_import.rs` pins every value.
+pub fn multipath_tools_defaults() -> Defaults {
+    let ours = crate::config::builtin_defaults();
+    Defaults {
+        settings: Settings {
+            hardware_handler: None,
+            ..ours.settings
+        },
+        alias_policy: Some(AliasPolicy::Wwid),
+        find_multipaths: Some(FindMultipaths::Strict),
+        lines: KeyLines::new(),
+        origin: None,
+        ..ours
+    }
+}
+
+/// The multipath.conf spelling of the baseline values the files did not set, e.g.
+/// `user_friendly_names no`.
+fn baseline_words(d: &Defaults) -> Vec<String> {
+    let b = multipath_tools_defaults();
+    let mut out = Vec::new();
+    let mut add = |set: bool, word: String| {
+        if !set {
+            out.push(word);
+        }
+    };
+    let s = &d.settings;
+    let bs = &b.settings;
+    add(
+        d.alias_policy.is_some(),
+        "user_friendly_names no".to_string(),
+    );
+    add(
+        d.find_multipaths.is_some(),
+        "find_multipaths strict".to_string(),
+    );
+    let pairs: [(&str, bool, Option<String>); 12] = [
+        (
+            "polling_interval",
+            d.polling_interval.is_some(),
+            b.polling_interval.map(|v| v.to_string()),
+        ),
+        (
+            "max_polling_interval",
+            d.max_polling_interval.is_some(),
+            b.max_polling_interval.map(|v| v.to_string()),
+        ),
+        ("detect_prio", d.detect_prio.is_some(), Some("yes".into())),
+        (
+            "alias_prefix",
+            d.alias_prefix.is_some(),
+            b.alias_prefix.clone(),
+        ),
+        (
+            "path_grouping_policy",
+            s.path_grouping_policy.is_some(),
+            bs.get_text("path_grouping_policy"),
+        ),
+        (
+            "path_selector",
+            s.path_selector.is_some(),
+            bs.get_text("path_selector"),
+        ),
+        ("features", s.features.is_some(), bs.get_text("features")),
+        (
+            "no_path_retry",
+            s.no_path_retry.is_some(),
+            bs.get_text("no_path_retry"),
+        ),
+        ("failback", s.failback.is_some(), bs.get_text("failback")),
+        ("path_checker", s.checker.is_some(), bs.get_text("checker")),
+        ("prio", s.prio.is_some(), bs.get_text("prio")),
+        (
+            "fast_io_fail_tmo",
+            s.fast_io_fail_tmo.is_some(),
+            bs.get_text("fast_io_fail_tmo"),
+        ),
+    ];
+    for (k, set, v) in pairs {
+        if let Some(v) = v {
+            add(set, format!("{k} {}", aliases::mpconf::quote_value(&v)));
+        }
+    }
+    out
+}
+
+/// Fills the keys the files left unset with multipath-tools' defaults.
+fn apply_baseline(d: &mut Defaults) {
+    let b = multipath_tools_defaults();
+    let s = &mut d.settings;
+    let bs = b.settings;
+    s.path_grouping_policy = s.path_grouping_policy.or(bs.path_grouping_policy);
+    s.path_selector = s.path_selector.take().or(bs.path_selector);
+    s.features = s.features.take().or(bs.features);
+    s.no_path_retry = s.no_path_retry.or(bs.no_path_retry);
+    s.failback = s.failback.or(bs.failback);
+    s.checker = s.checker.or(bs.checker);
+    s.prio = s.prio.or(bs.prio);
+    s.fast_io_fail_tmo = s.fast_io_fail_tmo.or(bs.fast_io_fail_tmo);
+    d.polling_interval = d.polling_interval.or(b.polling_interval);
+    d.max_polling_interval = d.max_polling_interval.or(b.max_polling_interval);
+    // multipath-tools' max_polling_interval is 4 * polling_interval unless set.
+    if d.lines.contains_key("polling_interval") && !d.lines.contains_key("max_polling_interval") {
+        d.max_polling_interval = d.polling_interval.map(|p| p.saturating_mul(4));
+    }
+    d.alias_policy = d.alias_policy.or(b.alias_policy);
+    d.alias_prefix = d.alias_prefix.take().or(b.alias_prefix);
+    d.find_multipaths = d.find_multipaths.or(b.find_multipaths);
+    d.detect_prio = d.detect_prio.or(b.detect_prio);
 }
 
 fn sub_section(i: &aliases::mpconf::Item) -> Option<&Section> {
@@ -702,21 +862,34 @@ fn merge(into: &mut Settings, from: Settings) {
     into.checker = from.checker.or(into.checker);
     into.prio = from.prio.or(into.prio);
     into.hardware_handler = from.hardware_handler.or(into.hardware_handler.take());
+    into.fast_io_fail_tmo = from.fast_io_fail_tmo.or(into.fast_io_fail_tmo);
+    into.dev_loss_tmo = from.dev_loss_tmo.or(into.dev_loss_tmo);
 }
 
 /// Imports parsed multipath.conf files (the main file first, then `conf.d` drop-ins, as
 /// `aliases::mpconf::load_with_conf_d` returns them). Later files' values win, as in
-/// multipath-tools. The TOML is verified by reading it back with [`Config::parse_str`].
+/// multipath-tools. Keys no file sets start from [`multipath_tools_defaults`]. The TOML is
+/// verified by reading it back with [`Config::parse_str`].
 pub fn import_multipath_conf(files: &[ConfFile]) -> Result<ImportReport, Error> {
+    import_with_notes(files, Vec::new())
+}
+
+fn import_with_notes(
+    files: &[ConfFile],
+    mut notes: Vec<ImportIssue>,
+) -> Result<ImportReport, Error> {
     let mut cfg = Config::default();
     let mut overrides: Option<Overrides> = None;
     let mut skipped = Vec::new();
-    let mut notes = Vec::new();
+    let mut wwid_index = HashMap::new();
+    let mut alias_index = HashMap::new();
     for file in files {
         let mut imp = Importer {
             file: &file.path,
             skipped: Vec::new(),
             notes: Vec::new(),
+            wwid_index: &mut wwid_index,
+            alias_index: &mut alias_index,
         };
         for sec in &file.sections {
             match sec.name.as_str() {
@@ -738,6 +911,23 @@ pub fn import_multipath_conf(files: &[ConfFile]) -> Result<ImportReport, Error> 
     }
     cfg.overrides = overrides;
     cfg.source = files.first().map(|f| f.path.clone());
+    let baseline = baseline_words(&cfg.defaults);
+    apply_baseline(&mut cfg.defaults);
+    let first = files.first();
+    if !baseline.is_empty() {
+        let line = first
+            .and_then(|f| f.sections_named("defaults").next())
+            .map_or(1, |s| s.line);
+        notes.push(ImportIssue {
+            key: "defaults".into(),
+            file: first.map(|f| f.path.clone()).unwrap_or_default(),
+            line,
+            why: format!(
+                "not set in the file, so multipath-tools' defaults are carried over (not multipathd-rs's): {}",
+                baseline.join(", ")
+            ),
+        });
+    }
 
     let mut toml = String::new();
     toml.push_str("# multipathd-rs configuration imported from ");
@@ -748,6 +938,9 @@ pub fn import_multipath_conf(files: &[ConfFile]) -> Result<ImportReport, Error> 
         names.join(", ")
     });
     toml.push('\n');
+    toml.push_str(
+        "# Starting point: multipath-tools 0.9.4's built-in defaults, so the maps behave as they did\n# under multipath-tools; [defaults] below spells every one of them out.\n",
+    );
     for s in &skipped {
         toml.push_str(&format!(
             "# not carried over: {}\n",
@@ -769,21 +962,66 @@ pub fn import_multipath_conf(files: &[ConfFile]) -> Result<ImportReport, Error> 
     })
 }
 
+/// Reads one multipath.conf text as leniently as multipath-tools does
+/// ([`tolerant::normalize`]); what was tolerated comes back as notes on `path`.
+pub fn parse_tolerant(text: &str, path: &Path) -> Result<(ConfFile, Vec<ImportIssue>), Error> {
+    let (normal, tolerated) = tolerant::normalize(text);
+    let file = aliases::mpconf::parse_str(&normal, path).map_err(|e| Error::MultipathConf {
+        source: Box::new(e),
+    })?;
+    let notes = tolerated
+        .into_iter()
+        .map(|t| ImportIssue {
+            key: "syntax".into(),
+            file: path.to_path_buf(),
+            line: t.line,
+            why: t.what,
+        })
+        .collect();
+    Ok((file, notes))
+}
+
+/// Imports one multipath.conf text (read leniently); `path` names it in origins and reports.
+pub fn import_str(text: &str, path: &Path) -> Result<ImportReport, Error> {
+    let (file, notes) = parse_tolerant(text, path)?;
+    import_with_notes(&[file], notes)
+}
+
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// Reads `main` (and `*.conf` in `conf_dir`) with `aliases::mpconf` and imports them.
+/// Reads `main` (and `*.conf` in `conf_dir`, sorted, as multipath-tools does) leniently and
+/// imports them. A missing main file is an error; bytes that are not UTF-8 are replaced and
+/// noted.
 pub fn import_files(main: &Path, conf_dir: Option<&Path>) -> Result<ImportReport, Error> {
-    let files =
-        aliases::mpconf::load_with_conf_d(main, conf_dir).map_err(|e| Error::MultipathConf {
-            source: Box::new(e),
-        })?;
-    if files.is_empty() {
-        return Err(Error::ConfigRead {
-            path: main.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
+    let mut paths = vec![main.to_path_buf()];
+    if let Some(dir) = conf_dir {
+        paths.extend(
+            aliases::mpconf::conf_d_files(dir).map_err(|e| Error::MultipathConf {
+                source: Box::new(e),
+            })?,
+        );
     }
-    import_multipath_conf(&files)
+    let mut files = Vec::with_capacity(paths.len());
+    let mut notes = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|source| Error::ConfigRead {
+            path: path.clone(),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&bytes);
+        if let std::borrow::Cow::Owned(_) = text {
+            notes.push(ImportIssue {
+                key: "syntax".into(),
+                file: path.clone(),
+                line: 1,
+                why: "bytes that are not UTF-8 were replaced by U+FFFD".into(),
+            });
+        }
+        let (file, mut n) = parse_tolerant(&text, &path)?;
+        notes.append(&mut n);
+        files.push(file);
+    }
+    import_with_notes(&files, notes)
 }

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod error;
+pub mod fc_tmo;
 pub mod hwtable;
 pub mod import;
 pub mod output;

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use aliases::mpconf;
 use multipathd_rs::config::{
-    AliasPolicy, Checker, Config, Failback, FindMultipaths, GroupingPolicy, Layer, NoPathRetry,
-    PathIdentity, Prio,
+    AliasPolicy, Checker, Config, DevLoss, Failback, FastIoFail, FindMultipaths, GroupingPolicy,
+    Layer, NoPathRetry, PathIdentity, Prio,
 };
 use multipathd_rs::import::{ImportReport, import_files, import_multipath_conf};
 
@@ -240,11 +240,12 @@ fn vendor_style_file() {
     assert_eq!(o.settings.checker, Some(Checker::Directio));
     assert_eq!(o.settings.no_path_retry, Some(NoPathRetry::Retries(12)));
 
+    // FC remote-port timeouts are carried over (they were "not supported" before).
+    assert_eq!(d.settings.fast_io_fail_tmo, Some(FastIoFail::Seconds(5)));
+    assert_eq!(netapp.settings.dev_loss_tmo, Some(DevLoss::Infinity));
     let skipped = skipped_keys(&r);
     for (key, line) in [
-        ("defaults/fast_io_fail_tmo", 8),
         ("devices/device/prio", 27),
-        ("devices/device/dev_loss_tmo", 30),
         ("devices/device/path_checker", 36),
         ("devices/device/product", 42),
         ("devices/device", 40),
@@ -255,7 +256,7 @@ fn vendor_style_file() {
             "{key} line {line} missing from {skipped:?}"
         );
     }
-    assert_eq!(skipped.len(), 7, "{skipped:?}");
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
     let notes: Vec<_> = r.notes.iter().map(|n| (n.key.as_str(), n.line)).collect();
     assert!(notes.contains(&("devices/device/prio", 37)), "{notes:?}");
     assert!(
@@ -331,7 +332,8 @@ fn conf_d_drop_ins_are_read_in_order_and_later_values_win() {
         r.config.multipaths[0].settings.no_path_retry,
         Some(NoPathRetry::Queue)
     );
-    assert_eq!(r.notes.len(), 1, "the merge is noted: {:?}", r.notes);
+    let merges: Vec<_> = r.notes.iter().filter(|n| n.key != "defaults").collect();
+    assert_eq!(merges.len(), 1, "the merge is noted: {:?}", r.notes);
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].key, "weird");
     assert!(r.skipped[0].file.ends_with("20-more.conf"));
@@ -344,10 +346,20 @@ fn unreadable_or_malformed_input_is_an_error_naming_the_file() {
     let missing = dir.path().join("nope.conf");
     let err = import_files(&missing, None).unwrap_err().to_string();
     assert!(err.contains("nope.conf"), "{err}");
+    // A file that cannot be read at all (here: a directory) is an error naming it; a keyword
+    // without a value is not (multipath-tools ignores that line, and so do we, noted).
     let bad = dir.path().join("bad.conf");
-    std::fs::write(&bad, "defaults {\n  polling_interval\n}\n").unwrap();
+    std::fs::create_dir(&bad).unwrap();
     let err = import_files(&bad, None).unwrap_err().to_string();
     assert!(err.contains("bad.conf"), "{err}");
+    let lonely = dir.path().join("lonely.conf");
+    std::fs::write(&lonely, "defaults {\n  polling_interval\n}\n").unwrap();
+    let r = import_files(&lonely, None).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.key == "syntax" && n.line == 2),
+        "{:?}",
+        r.notes
+    );
 }
 
 #[test]
@@ -361,7 +373,18 @@ fn bad_values_are_reported_not_guessed() {
         "{:#?}",
         r.skipped
     );
-    assert!(r.config.defaults.settings.is_empty());
+    // None of the bad values landed: the defaults are multipath-tools' own.
+    let d = &r.config.defaults;
+    assert_eq!(
+        d.settings.path_grouping_policy,
+        Some(GroupingPolicy::Failover)
+    );
+    assert_eq!(d.settings.no_path_retry, Some(NoPathRetry::Fail));
+    assert_eq!(d.settings.features.as_deref(), Some("0"));
+    assert_eq!(d.settings.path_selector.as_deref(), Some("service-time 0"));
+    assert_eq!(d.polling_interval, Some(5));
+    assert_eq!(d.find_multipaths, Some(FindMultipaths::Strict));
+    assert_eq!(d.alias_policy, Some(AliasPolicy::Wwid));
     assert!(r.config.blacklist.is_empty());
     assert_eq!(r.config.multipaths.len(), 2);
     assert_eq!(
@@ -369,4 +392,246 @@ fn bad_values_are_reported_not_guessed() {
         "duplicate alias left out"
     );
     Config::parse_str(&r.toml, Path::new("x.toml")).unwrap();
+}
+
+fn corpus_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/multipath-conf")
+}
+
+fn corpus(name: &str) -> ImportReport {
+    import_files(&corpus_dir().join(name), None)
+        .unwrap_or_else(|e| panic!("{name} does not import: {e}"))
+}
+
+/// A file that sets neither `user_friendly_names` nor `find_multipaths` keeps
+/// multipath-tools' behaviour (WWID names, strict), and the import says so.
+#[test]
+fn import_starts_from_multipath_tools_defaults_and_says_so() {
+    let r = import_multipath_conf(&[mpconf::parse_str(
+        "blacklist {\n  devnode \"^sda$\"\n}\n",
+        Path::new("m.conf"),
+    )
+    .unwrap()])
+    .unwrap();
+    let g = r.config.global();
+    assert_eq!(g.alias_policy.value, AliasPolicy::Wwid);
+    assert_eq!(g.find_multipaths.value, FindMultipaths::Strict);
+    assert_eq!(g.polling_interval.value, 5);
+    assert_eq!(g.max_polling_interval.value, 20);
+    assert_eq!(g.alias_prefix.value, "mpath");
+    assert!(g.detect_prio.value);
+    // Every per-map value of multipath.conf(5) / `multipath -t` (0.9.4).
+    let d = &r.config.defaults.settings;
+    assert_eq!(d.path_grouping_policy, Some(GroupingPolicy::Failover));
+    assert_eq!(d.path_selector.as_deref(), Some("service-time 0"));
+    assert_eq!(d.features.as_deref(), Some("0"));
+    assert_eq!(d.no_path_retry, Some(NoPathRetry::Fail));
+    assert_eq!(d.failback, Some(Failback::Manual));
+    assert_eq!(d.checker, Some(Checker::Tur));
+    assert_eq!(d.prio, Some(Prio::Const));
+    assert_eq!(d.fast_io_fail_tmo, Some(FastIoFail::Seconds(5)));
+    assert_eq!(d.dev_loss_tmo, None);
+    assert_eq!(d.hardware_handler, None);
+    let note = r.notes.iter().find(|n| n.key == "defaults").unwrap();
+    assert!(note.why.contains("multipath-tools' defaults"), "{note}");
+    assert!(note.why.contains("user_friendly_names no"), "{note}");
+    assert!(note.why.contains("find_multipaths strict"), "{note}");
+    assert!(r.toml.contains("multipath-tools 0.9.4's built-in defaults"));
+    // The written TOML keeps that behaviour under our own (different) built-ins.
+    let back = Config::parse_str(&r.toml, Path::new("c.toml")).unwrap();
+    assert_eq!(back.global().alias_policy.value, AliasPolicy::Wwid);
+    assert_eq!(back.global().find_multipaths.value, FindMultipaths::Strict);
+    assert_ne!(
+        Config::builtin().global().alias_policy.value,
+        AliasPolicy::Wwid,
+        "control: our own built-in default differs, so the baseline matters"
+    );
+
+    // What the file sets wins, and is not listed as a baseline value.
+    let r = import_multipath_conf(&[mpconf::parse_str(
+        "defaults {\n  user_friendly_names yes\n  polling_interval 10\n}\n",
+        Path::new("m.conf"),
+    )
+    .unwrap()])
+    .unwrap();
+    assert_eq!(
+        r.config.global().alias_policy.value,
+        AliasPolicy::UserFriendlyNames
+    );
+    assert_eq!(
+        r.config.global().max_polling_interval.value,
+        40,
+        "4 * polling_interval"
+    );
+    let note = r.notes.iter().find(|n| n.key == "defaults").unwrap();
+    assert!(!note.why.contains("user_friendly_names"), "{note}");
+    assert!(note.why.contains("find_multipaths strict"), "{note}");
+}
+
+/// What admins' files contain and multipath-tools accepts: CRLF, no final newline, a last
+/// section left open, a comma after a quoted value, two defaults sections, comments after
+/// values, extra words after a value.
+#[test]
+fn import_accepts_what_multipath_tools_accepts() {
+    let text = "defaults {\r\n  user_friendly_names yes # names\r\n  polling_interval 10 ! bang\r\n}\r\ndevices {\r\n  device {\r\n    vendor \"DELL\",\r\n    product \"MD36xx(i|f)\",\r\n    failback 30,\r\n  }\r\n}\r\ndefaults {\r\n  find_multipaths no\r\n  no_path_retry 12 extra words\r\n}\r\nmultipaths {\r\n  multipath {\r\n    wwid 36001\r\n    alias db";
+    assert!(
+        mpconf::parse_str(text, Path::new("x")).is_err(),
+        "control: the strict parser rejects this file"
+    );
+    let r = multipathd_rs::import::import_str(text, Path::new("/etc/multipath.conf")).unwrap();
+    let d = &r.config.defaults;
+    assert_eq!(d.alias_policy, Some(AliasPolicy::UserFriendlyNames));
+    assert_eq!(d.polling_interval, Some(10));
+    assert_eq!(
+        d.find_multipaths,
+        Some(FindMultipaths::No),
+        "second defaults section"
+    );
+    assert_eq!(d.settings.no_path_retry, Some(NoPathRetry::Retries(12)));
+    let dev = &r.config.devices[0];
+    assert_eq!(dev.vendor.as_str(), "DELL");
+    assert_eq!(dev.product.as_str(), "MD36xx(i|f)");
+    assert_eq!(r.config.multipaths[0].alias.as_deref(), Some("db"));
+    assert_eq!(r.config.multipaths[0].lines.get("alias"), Some(&19));
+    // `failback 30,` is a word with a comma: multipath-tools reads "30," too; reported.
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.key == "devices/device/failback" && s.line == 9),
+        "{:?}",
+        r.skipped
+    );
+    let syntax: Vec<usize> = r
+        .notes
+        .iter()
+        .filter(|n| n.key == "syntax")
+        .map(|n| n.line)
+        .collect();
+    assert!(
+        syntax.contains(&7) && syntax.contains(&8),
+        "comma notes {syntax:?}"
+    );
+    assert!(syntax.contains(&14), "extra words {syntax:?}");
+    assert!(syntax.contains(&19), "unclosed sections {syntax:?}");
+    Config::parse_str(&r.toml, Path::new("c.toml")).unwrap();
+}
+
+/// Every real file of the corpus imports; the ones with known content carry their values.
+#[test]
+fn every_file_of_the_corpus_imports() {
+    let mut names: Vec<String> = std::fs::read_dir(corpus_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".conf"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "{names:?}");
+    let sources = std::fs::read_to_string(corpus_dir().join("SOURCES.md")).unwrap();
+    for n in &names {
+        assert!(
+            sources.contains(&format!("`{n}`")),
+            "{n} has no source in SOURCES.md"
+        );
+        let r = corpus(n);
+        Config::parse_str(&r.toml, Path::new("c.toml"))
+            .unwrap_or_else(|e| panic!("{n}: the TOML does not read back: {e}"));
+    }
+
+    // XenServer 8: no final newline; 15 device entries, globals as shipped.
+    let r = corpus("xenserver-sm-2024.conf");
+    let g = r.config.global();
+    assert_eq!(g.alias_policy.value, AliasPolicy::Wwid);
+    assert_eq!(g.find_multipaths.value, FindMultipaths::Yes);
+    assert_eq!(
+        r.config.defaults.settings.no_path_retry,
+        Some(NoPathRetry::Retries(10))
+    );
+    assert_eq!(
+        r.config.defaults.settings.failback,
+        Some(Failback::Seconds(10))
+    );
+    assert_eq!(r.config.blacklist.devnode.len(), 4);
+    let pure = r
+        .config
+        .devices
+        .iter()
+        .find(|d| d.vendor.as_str() == "PURE")
+        .unwrap();
+    assert_eq!(pure.settings.no_path_retry, Some(NoPathRetry::Fail));
+    assert_eq!(
+        pure.settings.path_selector.as_deref(),
+        Some("queue-length 0")
+    );
+
+    // XenServer 6: commas after values. Quoted values lose the comma; the DELL entry exists.
+    let r = corpus("xenserver-sm-2014-commas.conf");
+    let dell = r
+        .config
+        .devices
+        .iter()
+        .find(|d| d.vendor.as_str() == "DELL")
+        .unwrap();
+    assert_eq!(dell.product.as_str(), "MD36xx(i|f)");
+    assert_eq!(
+        dell.settings.features.as_deref(),
+        Some("2 pg_init_retries 50")
+    );
+    assert_eq!(
+        dell.settings.path_selector.as_deref(),
+        Some("round-robin 0")
+    );
+    assert!(r.notes.iter().any(|n| n.key == "syntax" && n.line == 15));
+    assert!(
+        r.skipped
+            .iter()
+            .any(|s| s.key == "blacklist/wwid" && s.line == 8),
+        "wwid \"*\" is not a regex: reported, not guessed"
+    );
+
+    // The RHEL sample whose multipaths section is never closed: all four aliases.
+    let r = corpus("rhel-oracle-reference-unclosed.conf");
+    let aliases: Vec<_> = r
+        .config
+        .multipaths
+        .iter()
+        .filter_map(|m| m.alias.clone())
+        .collect();
+    assert_eq!(aliases, ["redo", "fra", "db2", "db1"]);
+    assert_eq!(
+        r.config.global().alias_policy.value,
+        AliasPolicy::UserFriendlyNames
+    );
+
+    // CRLF gives the same configuration as LF.
+    let lf = corpus("proxmox-compellent.conf");
+    let crlf = corpus("proxmox-compellent-crlf.conf");
+    assert_eq!(
+        multipathd_rs::config::render_toml(&lf.config),
+        multipathd_rs::config::render_toml(&crlf.config)
+    );
+    assert_eq!(lf.config.defaults.lines, crlf.config.defaults.lines);
+    assert_eq!(lf.config.defaults.polling_interval, Some(10));
+    assert_eq!(
+        lf.config.devices[0].settings.no_path_retry,
+        Some(NoPathRetry::Retries(24))
+    );
+
+    // oVirt VDSM: WWID names and no_path_retry fail everywhere.
+    let r = corpus("ovirt-vdsm-revision-1.2.conf");
+    assert_eq!(r.config.global().alias_policy.value, AliasPolicy::Wwid);
+    assert_eq!(r.config.devices.len(), 3);
+    assert_eq!(
+        r.config.blacklist.device.len(),
+        1,
+        "DGC product_blacklist LUNZ"
+    );
+
+    // Tegile: the misspelt `mutipaths` section is reported, the devices are kept.
+    let r = corpus("oracle-tegile-intelliflash.conf");
+    assert!(
+        r.skipped.iter().any(|s| s.key == "mutipaths"),
+        "{:?}",
+        r.skipped
+    );
+    assert_eq!(r.config.devices[0].settings.prio, Some(Prio::Alua));
 }

@@ -548,3 +548,88 @@ fn answer_read_serves_show_commands_from_a_snapshot() {
     assert!(ask(Command::ShowConfig).is_none());
     assert!(ask(Command::FailPath { dev: "sda".into() }).is_none());
 }
+
+/// The engine's views on a generated FC tree (two qla2xxx HBAs on PCI, one ALUA array): the
+/// HBA's node name and PCI address come from sysfs, and a LUN whose block devices say `ro 1`
+/// is shown write-protected, in the topology and in multipathd's JSON.
+#[test]
+fn views_show_read_only_luns_and_the_hba_from_sysfs() {
+    use multipathd_rs::engine::{Engine, EngineOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = lun_scan::topology::Sim::render_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/fc-dual-hba.toml"),
+        &dir.path().join("sys"),
+    )
+    .unwrap();
+    // Every path of LUN 0 is read-only (an array-side snapshot exported read-only).
+    let lun0: Vec<&lun_scan::topology::SimPath> = sim
+        .present_paths()
+        .filter(|p| p.ordinal == 0 && p.group == 0)
+        .collect();
+    assert_eq!(lun0.len(), 4);
+    for p in &lun0 {
+        let ro = sim
+            .root
+            .join(p.dev_dir())
+            .join("block")
+            .join(&p.dev)
+            .join("ro");
+        std::fs::write(ro, "1\n").unwrap();
+    }
+    let ro_wwid = lun0[0].expected_wwid.clone();
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: sim.root.clone(),
+        store_paths: aliases::StorePaths {
+            table: Some(dir.path().join("aliases.toml")),
+            ..aliases::StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let backend = dm_tables::SimBackend::open_file(dir.path().join("dm.json"), None).unwrap();
+    let mut engine = Engine::new(
+        multipathd_rs::config::Config::builtin(),
+        opts,
+        Box::new(backend),
+        std::sync::Arc::new(multipathd_rs::clock::ManualClock::new()),
+    )
+    .unwrap();
+    engine.sync().unwrap();
+    let maps = engine.maps_view();
+    assert_eq!(maps.len(), 4);
+    for m in &maps {
+        let want = if m.wwid == ro_wwid {
+            WriteProtect::ReadOnly
+        } else {
+            WriteProtect::ReadWrite
+        };
+        assert_eq!(m.write_protect, want, "{}", m.name);
+        for p in m.paths() {
+            let (wwnn, pci) = if p.host_wwpn.as_deref() == Some("0x21000024ff3a1b10") {
+                ("0x20000024ff3a1b10", "0000:00:02.0")
+            } else {
+                ("0x20000024ff3a1b11", "0000:00:03.0")
+            };
+            assert_eq!(p.host_wwnn.as_deref(), Some(wwnn), "{}", p.dev);
+            assert_eq!(p.host_adapter.as_deref(), Some(pci), "{}", p.dev);
+        }
+    }
+    let ro_map = maps.iter().find(|m| m.wwid == ro_wwid).unwrap();
+    let text = topology(std::slice::from_ref(ro_map));
+    assert!(text.contains(" wp=ro"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&multipathd_map_json(ro_map)).unwrap();
+    assert_eq!(json["map"]["write_prot"], "ro");
+    let p0 = &json["map"]["path_groups"][0]["paths"][0];
+    assert!(
+        p0["host_wwnn"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x20000024ff3a1b1")
+    );
+    assert!(
+        p0["host_adapter"]
+            .as_str()
+            .unwrap()
+            .starts_with("0000:00:0")
+    );
+}

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AliasPolicy, Checker, Config, Defaults, DeviceEntry, Failback, FindMultipaths, GroupingPolicy,
-    KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides, Pattern, Prio, Settings,
+    AliasPolicy, Checker, Config, Defaults, DevLoss, DeviceEntry, Failback, FastIoFail,
+    FindMultipaths, GroupingPolicy, KeyLines, MultipathEntry, NoPathRetry, Origin, Overrides,
+    Pattern, Prio, Settings,
 };
 use crate::blacklist::{DeviceRule, Rule, RuleSet};
 use crate::error::Error;
@@ -18,6 +19,8 @@ type Result<T> = std::result::Result<T, Error>;
 /// 1-based line of a byte offset.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
+    #[cfg(test)]
+    SCANNED.with(|s| s.set(s.get() + end));
     text.as_bytes()[..end]
         .iter()
         .filter(|b| **b == b'\n')
@@ -62,6 +65,10 @@ macro_rules! raw_section {
             prio: Option<Spanned<Prio>>,
             #[serde(default)]
             hardware_handler: Option<Spanned<String>>,
+            #[serde(default)]
+            fast_io_fail_tmo: Option<Spanned<FastIoFail>>,
+            #[serde(default)]
+            dev_loss_tmo: Option<Spanned<DevLoss>>,
         }
 
         impl $name {
@@ -86,6 +93,8 @@ macro_rules! raw_section {
                     checker: take(ctx, lines, "checker", &self.checker),
                     prio: take(ctx, lines, "prio", &self.prio),
                     hardware_handler: take(ctx, lines, "hardware_handler", &self.hardware_handler),
+                    fast_io_fail_tmo: take(ctx, lines, "fast_io_fail_tmo", &self.fast_io_fail_tmo),
+                    dev_loss_tmo: take(ctx, lines, "dev_loss_tmo", &self.dev_loss_tmo),
                 };
                 if let Some(sel) = &self.path_selector {
                     validate_selector(ctx, sel)?;
@@ -161,14 +170,46 @@ struct RawFile {
     multipaths: Vec<Spanned<RawMultipath>>,
 }
 
+/// Line numbers of byte offsets in one pass over the text: a lookup is a binary search, not
+/// a scan from the start (which made loading a big file quadratic).
+pub(crate) struct LineIndex {
+    /// Offset just past every `\n`.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> Self {
+        #[cfg(test)]
+        SCANNED.with(|s| s.set(s.get() + text.len()));
+        let starts = text
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        Self { starts }
+    }
+
+    /// 1-based line of a byte offset (as [`line_of`]).
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset) + 1
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes of configuration text scanned to find line numbers (test builds only).
+    pub(crate) static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 struct Ctx<'a> {
-    text: &'a str,
     path: &'a Path,
+    lines: LineIndex,
 }
 
 impl Ctx<'_> {
     fn line(&self, offset: usize) -> usize {
-        line_of(self.text, offset)
+        self.lines.line(offset)
     }
 
     fn origin(&self, offset: usize) -> Origin {
@@ -310,7 +351,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
             message: e.message().trim().to_string(),
         }
     })?;
-    let ctx = Ctx { text, path };
+    let ctx = Ctx {
+        path,
+        lines: LineIndex::new(text),
+    };
     let mut cfg = Config {
         source: Some(path.to_path_buf()),
         ..Config::default()
@@ -471,6 +515,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
         });
     }
 
+    // wwid -> entry index and alias -> entry index, so duplicates are found in O(1) each.
+    let mut by_wwid: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(raw.multipaths.len());
+    let mut by_alias: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(raw.multipaths.len());
     for m in &raw.multipaths {
         let at = m.span().start;
         let mp = m.get_ref();
@@ -480,7 +529,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
         if wwid.get_ref().trim().is_empty() {
             return Err(ctx.err(wwid.span().start, "wwid", "is empty"));
         }
-        if let Some(prev) = cfg.multipaths.iter().find(|p| p.wwid == *wwid.get_ref()) {
+        if let Some(prev) = by_wwid.get(wwid.get_ref()).map(|&i| &cfg.multipaths[i]) {
             return Err(ctx.err(
                 wwid.span().start,
                 "wwid",
@@ -500,11 +549,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
                     format!("{a:?} is not a usable map name"),
                 ));
             }
-            if let Some(prev) = cfg
-                .multipaths
-                .iter()
-                .find(|p| p.alias.as_deref() == Some(a.as_str()))
-            {
+            if let Some(prev) = by_alias.get(a.as_str()).map(|&i| &cfg.multipaths[i]) {
                 return Err(ctx.err(
                     alias.span().start,
                     "alias",
@@ -519,6 +564,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
         let settings = mp.settings(&ctx, &mut lines)?;
         if let Some(a) = &mp.alias {
             lines.insert("alias".into(), ctx.line(a.span().start));
+        }
+        let index = cfg.multipaths.len();
+        by_wwid.insert(wwid.get_ref().clone(), index);
+        if let Some(a) = &mp.alias {
+            by_alias.insert(a.get_ref().clone(), index);
         }
         cfg.multipaths.push(MultipathEntry {
             wwid: wwid.get_ref().clone(),

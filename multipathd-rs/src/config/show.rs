@@ -154,6 +154,22 @@ fn effective_pairs(e: &EffectiveSettings) -> Vec<SettingView> {
             &e.hardware_handler,
             e.hardware_handler.value.clone(),
         ),
+        v(
+            "fast_io_fail_tmo",
+            &e.fast_io_fail_tmo,
+            e.fast_io_fail_tmo.value.to_string(),
+        ),
+        match &e.dev_loss_tmo {
+            Some(r) => v("dev_loss_tmo", r, r.value.to_string()),
+            None => SettingView {
+                key: "dev_loss_tmo".into(),
+                value: "(driver default)".into(),
+                layer: super::Layer::BuiltinDefaults,
+                from:
+                    "not set: the FC driver's value is kept, raised where no_path_retry needs more"
+                        .into(),
+            },
+        },
     ]
 }
 
@@ -438,6 +454,18 @@ fn write_settings(out: &mut String, s: &Settings) {
     }
     if let Some(v) = &s.hardware_handler {
         let _ = writeln!(out, "hardware_handler = {}", q(v));
+    }
+    if let Some(v) = s.fast_io_fail_tmo {
+        let _ = match v {
+            super::FastIoFail::Seconds(n) => writeln!(out, "fast_io_fail_tmo = {n}"),
+            other => writeln!(out, "fast_io_fail_tmo = {}", q(&other.to_string())),
+        };
+    }
+    if let Some(v) = s.dev_loss_tmo {
+        let _ = match v {
+            super::DevLoss::Seconds(n) => writeln!(out, "dev_loss_tmo = {n}"),
+            other => writeln!(out, "dev_loss_tmo = {}", q(&other.to_string())),
+        };
     }
 }
 

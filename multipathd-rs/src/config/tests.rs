@@ -472,6 +472,7 @@ mod roundtrip {
                 checker: chk,
                 prio,
                 hardware_handler: hw.map(str::to_string),
+                ..Settings::default()
             })
     }
 
@@ -529,4 +530,62 @@ fn toml_syntax_errors_name_the_line() {
     assert!(!m.is_empty());
     let (line, key, _) = parse_err("[defualts]\ncheker = 1\n");
     assert_eq!((line, key.as_str()), (1, "defualts"));
+}
+
+mod scale {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Loading a file with thousands of `multipaths` entries finds every line number from
+    /// one pass over the text (it used to rescan from the start for every key: quadratic).
+    #[test]
+    fn line_numbers_come_from_one_pass_over_the_text() {
+        let mut text = String::new();
+        for i in 0..4000 {
+            text.push_str(&format!(
+                "[[multipaths]]\nwwid = \"36001405{i:024x}\"\nalias = \"lun{i}\"\nno_path_retry = 3\n\n"
+            ));
+        }
+        let before = raw::SCANNED.with(|s| s.get());
+        let cfg = parse(&text);
+        let scanned = raw::SCANNED.with(|s| s.get()) - before;
+        assert_eq!(cfg.multipaths.len(), 4000);
+        assert_eq!(
+            cfg.multipaths[3999].lines.get("alias"),
+            Some(&(3999 * 5 + 3))
+        );
+        assert!(
+            scanned <= 2 * text.len(),
+            "{scanned} bytes scanned for a {}-byte file",
+            text.len()
+        );
+    }
+
+    proptest! {
+        /// Plain-text patterns are matched without the regex crate, with its semantics.
+        #[test]
+        fn literal_patterns_match_like_the_regex_crate(
+            start in any::<bool>(),
+            end in any::<bool>(),
+            lit in "[a-zA-Z0-9_:/ -]{0,6}",
+            text in "[a-zA-Z0-9_:/ -]{0,10}",
+        ) {
+            let src = format!("{}{lit}{}", if start { "^" } else { "" }, if end { "$" } else { "" });
+            let p = Pattern::new(&src).unwrap();
+            let re = regex::Regex::new(&src).unwrap();
+            prop_assert_eq!(p.is_match(&text), re.is_match(&text), "{} on {}", src, text);
+            let embedded = format!("x{lit}y");
+            prop_assert_eq!(p.is_match(&embedded), re.is_match(&embedded));
+            prop_assert_eq!(p.is_match(&lit), re.is_match(&lit));
+        }
+    }
+
+    #[test]
+    fn regex_patterns_are_checked_at_once_and_still_match() {
+        assert!(Pattern::new("(").is_err());
+        assert!(Pattern::new("^sd[a-z]+$").unwrap().is_match("sdab"));
+        assert!(!Pattern::new("^sd[a-z]+$").unwrap().is_match("sda1"));
+        assert!(Pattern::new("a.c").unwrap().is_match("xabcx"));
+        assert!(!Pattern::new("a\\.c").unwrap().is_match("abc"));
+    }
 }
