@@ -11,7 +11,9 @@
 
 mod show;
 
-pub use show::{ConfigView, DeviceView, Explanation, RuleView, SettingView, render_toml};
+pub use show::{
+    ClusterView, ConfigView, DeviceView, Explanation, RuleView, SettingView, render_toml,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -714,6 +716,36 @@ pub struct Config {
     pub overrides: Option<Overrides>,
     /// `[[multipaths]]`, in file order (WWIDs are unique).
     pub multipaths: Vec<MultipathEntry>,
+    /// `[cluster]`: names decided cluster-wide through a hostsync registry.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// Built-in `[cluster] publish_interval`: seconds between this host's state publications
+/// (and lease renewals; the lease lives three intervals).
+pub const DEFAULT_PUBLISH_INTERVAL: u32 = 10;
+
+/// The `[cluster]` section: when present, a new map's name is decided by the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSection {
+    /// The registry: `local:DIR` or `etcd://HOST:PORT,...`.
+    pub registry: String,
+    /// The cluster's name (shown and published; one registry serves one cluster).
+    pub name: String,
+    /// This host's name in the registry; None: the hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Seconds between publications of this host's state and lease renewals.
+    pub publish_interval: u32,
+    /// Where the section starts.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+impl ClusterSection {
+    /// This host's name: the configured one, else the hostname.
+    pub fn host_name(&self) -> String {
+        self.host.clone().unwrap_or_else(aliases::names::host_name)
+    }
 }
 
 /// What the discovery layer knows about a path, as plain data.

@@ -536,6 +536,12 @@ impl EventLoop {
                 tracing::warn!("no_path_retry: {err}");
             }
         }
+        // [cluster]: follow the registry, publish this host's maps (each call bounded).
+        if let Some(r) = e.cluster_tick(now)
+            && r.changed() > 0
+        {
+            tracing::info!("cluster: {}", report_text(&r).trim_end());
+        }
         reconcile
     }
 

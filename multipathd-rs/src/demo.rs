@@ -22,6 +22,8 @@ use crate::error::Error;
 use crate::output;
 use crate::state::{MapView, PathDmState};
 
+pub mod cluster;
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -84,6 +86,8 @@ pub struct DemoReport {
     pub every_map_kept_a_path: bool,
     /// Computed at the end: every path of every map is active again.
     pub all_paths_active_at_end: bool,
+    /// The cluster story (steps 6-8): two dom0s, without and with the registry.
+    pub cluster: cluster::ClusterStory,
 }
 
 /// A scratch directory removed on drop unless kept.
@@ -169,6 +173,31 @@ pub fn demo_topology(luns: u32) -> Topology {
         }],
         path_overrides: Vec::new(),
     }
+}
+
+/// The cluster story's second dom0: the same array and LUNs as [`demo_topology`], exported
+/// to it one at a time in the reverse order: each LUN is its own group (last LUN first, LUN
+/// numbers 0, 10, 20, ...), empty until [`Sim::add_luns`] adds it. After that, adding one
+/// more LUN to group 0 exports the same WWID as adding one to the first host's group 0.
+pub fn demo_topology_reversed(luns: u32) -> Topology {
+    let mut topo = demo_topology(luns);
+    let g = topo.luns[0].clone();
+    let base = g.id_base.clone().unwrap_or_default();
+    let base = u128::from_str_radix(&base, 16).unwrap_or_default();
+    let n = luns.max(1);
+    topo.name = "demo-dual-hba-reversed".into();
+    topo.luns = (0..n)
+        .rev()
+        .enumerate()
+        .map(|(pos, k)| LunGroup {
+            count: 0,
+            first_lun: u64::try_from(pos).unwrap_or(0) * 10,
+            id_base: Some(format!("{:032x}", base + u128::from(k))),
+            serial_prefix: Some(format!("80Xk3$R{k}-")),
+            ..g.clone()
+        })
+        .collect();
+    topo
 }
 
 fn summarize(maps: &[MapView]) -> Vec<MapSummary> {
@@ -456,6 +485,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write, quiet: bool) -> Result<DemoR
         messages: messages_text(&sent),
         maps: summaries,
     });
+    let cluster = cluster::run(&scratch.path, opts.luns, 6, &mut story)?;
     if opts.keep {
         story.say(&format!(
             "\nKept {}. Try: multipathd-rs --sysfs-root {} --dm-backend sim:{} --aliases-table {} once --dry-run",
@@ -473,6 +503,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write, quiet: bool) -> Result<DemoR
         steps,
         every_map_kept_a_path,
         all_paths_active_at_end: all_active,
+        cluster,
     })
 }
 

@@ -183,6 +183,9 @@ pub struct Engine {
     forced_renames: BTreeSet<String>,
     started: Instant,
     busy: bool,
+    /// `[cluster]`: names decided by the hostsync registry (behind a lock so planning, which
+    /// borrows the engine, can ask it).
+    cluster: Option<std::sync::Mutex<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -193,6 +196,19 @@ impl std::fmt::Debug for Engine {
             .field("maps", &self.maps.len())
             .finish()
     }
+}
+
+/// The cluster view for the configuration's `[cluster]` section, if any.
+fn open_cluster(
+    config: &Config,
+    opts: &EngineOptions,
+) -> Option<std::sync::Mutex<crate::cluster::Cluster>> {
+    let section = config.cluster.as_ref()?;
+    let prefix = config.global().alias_prefix.value;
+    let cache = crate::cluster::cache_path(opts.store_paths.bindings.as_deref());
+    Some(std::sync::Mutex::new(crate::cluster::Cluster::open(
+        section, &prefix, cache,
+    )))
 }
 
 /// The alias policy the configuration asks for.
@@ -397,6 +413,7 @@ impl Engine {
             },
         )?;
         let scheduler = CheckScheduler::new(interval_policy(&config));
+        let cluster = open_cluster(&config, &opts);
         Ok(Engine {
             config,
             opts,
@@ -419,6 +436,7 @@ impl Engine {
             forced_renames: BTreeSet::new(),
             started: Instant::now(),
             busy: false,
+            cluster,
         })
     }
 
@@ -630,6 +648,12 @@ impl Engine {
                 None => batch.push(&d.wwid),
             }
         }
+        // With [cluster], the registry names them (by WWID while it cannot be reached).
+        let real = std::ptr::eq(store, &self.store);
+        if let Some(c) = self.cluster_names(&batch, real) {
+            names.extend(c);
+            batch.clear();
+        }
         if !batch.is_empty() {
             match store.allocate_batch(&batch, &ctx) {
                 Ok(v) => {
@@ -676,7 +700,10 @@ impl Engine {
                 (None, Some(n)) => n.clone(),
                 (None, None) => continue,
             };
-            let demanded = d.settings.alias.clone();
+            let demanded =
+                d.settings.alias.clone().or_else(|| {
+                    ex.and_then(|e| self.cluster_rename_target(&d.wwid, &e.name, real))
+                });
             let mut plan = discovery::plan_map(d, ex, &new_name, demanded.as_deref());
             if let Some((info, _)) = existing.get(&plan.desired.wwid) {
                 self.hold_back_open_rename(&mut plan, info, report);
@@ -1344,7 +1371,82 @@ impl Engine {
         })?;
         self.scheduler.set_policy(interval_policy(&self.config));
         self.removed_by_admin.clear();
+        let same_cluster = match (&self.cluster, &self.config.cluster) {
+            (Some(c), Some(s)) => c.lock().is_ok_and(|c| c.section() == s),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_cluster {
+            self.cluster = open_cluster(&self.config, &self.opts);
+        }
         self.sync()
+    }
+
+    /// Names for maps to create from the cluster registry: its alias, or the WWID while it
+    /// cannot be reached (or on a dry run, for a WWID it has no name for yet). None without
+    /// `[cluster]`.
+    fn cluster_names(&self, wwids: &[&str], allocate: bool) -> Option<Vec<(String, String)>> {
+        let mut c = self.cluster.as_ref()?.lock().ok()?;
+        Some(
+            wwids
+                .iter()
+                .map(|w| {
+                    let name = c.name(w, allocate).unwrap_or_else(|| w.to_string());
+                    (w.to_string(), name)
+                })
+                .collect(),
+        )
+    }
+
+    /// A map named by its WWID (made while the registry was unreachable) is renamed to its
+    /// registry alias; the held-back rename rule keeps an open map's name until it closes.
+    /// Any other existing name is never changed.
+    fn cluster_rename_target(&self, wwid: &str, current: &str, allocate: bool) -> Option<String> {
+        if current != wwid {
+            return None;
+        }
+        let mut c = self.cluster.as_ref()?.lock().ok()?;
+        c.name(wwid, allocate).filter(|n| n != current)
+    }
+
+    /// The cluster's periodic work (see [`crate::cluster::Cluster::tick`]), from the daemon's
+    /// loop: follows the registry, publishes this host's maps under its lease, and re-plans
+    /// maps still named by their WWID so they take their registry alias once closed.
+    pub fn cluster_tick(&mut self, now: Instant) -> Option<SyncReport> {
+        let maps = || {
+            self.maps_view()
+                .iter()
+                .map(|m| hostsync::MapState {
+                    name: m.name.clone(),
+                    wwid: m.wwid.clone(),
+                    active_paths: u32::try_from(m.usable_path_count()).unwrap_or(u32::MAX),
+                    total_paths: u32::try_from(m.path_count()).unwrap_or(u32::MAX),
+                })
+                .collect::<Vec<_>>()
+        };
+        let due = {
+            let mut c = self.cluster.as_ref()?.lock().ok()?;
+            c.tick(now, maps)
+        };
+        if !due {
+            return None;
+        }
+        let wwid_named: BTreeSet<String> = self
+            .maps
+            .values()
+            .filter(|m| m.name == m.wwid)
+            .map(|m| m.wwid.clone())
+            .collect();
+        if wwid_named.is_empty() {
+            return None;
+        }
+        match self.sync_wwids(&wwid_named) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("renaming WWID-named maps to their cluster alias failed: {e}");
+                None
+            }
+        }
     }
 
     /// `rescan`: asks every SCSI host to scan (lun-scan), then syncs.

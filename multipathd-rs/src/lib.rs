@@ -9,6 +9,7 @@ pub mod blacklist;
 pub mod checker;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -168,6 +168,72 @@ struct RawFile {
     overrides: Option<Spanned<RawOverrides>>,
     #[serde(default)]
     multipaths: Vec<Spanned<RawMultipath>>,
+    #[serde(default)]
+    cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    registry: Option<Spanned<String>>,
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    publish_interval: Option<Spanned<u32>>,
+}
+
+fn cluster(ctx: &Ctx<'_>, c: &Spanned<RawCluster>) -> Result<super::ClusterSection> {
+    let at = c.span().start;
+    let c = c.get_ref();
+    let Some(reg) = &c.registry else {
+        return Err(ctx.err(
+            at,
+            "cluster",
+            "the [cluster] section needs a registry (local:DIR or etcd://HOST:PORT,...)",
+        ));
+    };
+    let url = reg.get_ref().trim();
+    let ok = url.strip_prefix("local:").is_some_and(|d| !d.is_empty())
+        || url
+            .strip_prefix("etcd://")
+            .is_some_and(|e| e.split(',').any(|hp| !hp.trim().is_empty()));
+    if !ok {
+        return Err(ctx.err(
+            reg.span().start,
+            "registry",
+            format!("{url:?} is not a registry URL (local:DIR or etcd://HOST:PORT,...)"),
+        ));
+    }
+    let text = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>> {
+        match v {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                Err(ctx.err(s.span().start, key, "must not be empty"))
+            }
+            Some(s) => Ok(Some(s.get_ref().trim().to_string())),
+            None => Ok(None),
+        }
+    };
+    let publish_interval = match &c.publish_interval {
+        Some(p) if *p.get_ref() == 0 => {
+            return Err(ctx.err(
+                p.span().start,
+                "publish_interval",
+                "must be at least 1 second (the host's liveness lease is renewed at this pace)",
+            ));
+        }
+        Some(p) => *p.get_ref(),
+        None => super::DEFAULT_PUBLISH_INTERVAL,
+    };
+    Ok(super::ClusterSection {
+        registry: url.to_string(),
+        name: text(&c.name, "name")?.unwrap_or_else(|| "default".into()),
+        host: text(&c.host, "host")?,
+        publish_interval,
+        origin: Some(ctx.origin(at)),
+    })
 }
 
 /// Line numbers of byte offsets in one pass over the text: a lookup is a binary search, not
@@ -480,6 +546,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config> {
         };
     }
 
+    if let Some(c) = &raw.cluster {
+        cfg.cluster = Some(cluster(&ctx, c)?);
+    }
     cfg.blacklist = rules(&ctx, raw.blacklist, "blacklist")?;
     cfg.blacklist_exceptions = rules(&ctx, raw.blacklist_exceptions, "blacklist_exceptions")?;
 

@@ -72,6 +72,26 @@ pub struct ConfigView {
     pub overrides: Option<Settings>,
     /// `[[multipaths]]`.
     pub multipaths: Vec<MultipathEntry>,
+    /// `[cluster]`, with this host's name resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// The `[cluster]` section as `show config` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The registry URL.
+    pub registry: String,
+    /// The cluster's name.
+    pub name: String,
+    /// This host's name in the registry.
+    pub host: String,
+    /// Where the host name came from: the file or the hostname.
+    pub host_from: String,
+    /// Seconds between publications.
+    pub publish_interval: u32,
+    /// Where the section is.
+    pub from: String,
 }
 
 fn rule_views(set: &RuleSet) -> Vec<RuleView> {
@@ -212,6 +232,21 @@ impl Config {
             devices,
             overrides: self.overrides.as_ref().map(|o| o.settings.clone()),
             multipaths: self.multipaths.clone(),
+            cluster: self.cluster.as_ref().map(|c| ClusterView {
+                registry: c.registry.clone(),
+                name: c.name.clone(),
+                host: c.host_name(),
+                host_from: if c.host.is_some() {
+                    "file".into()
+                } else {
+                    "hostname".into()
+                },
+                publish_interval: c.publish_interval,
+                from: c
+                    .origin
+                    .as_ref()
+                    .map_or_else(|| "built-in".into(), ToString::to_string),
+            }),
         }
     }
 
@@ -370,6 +405,13 @@ impl fmt::Display for ConfigView {
         }
         for sv in &self.defaults {
             writeln!(f, "  {:<22} {:<22} from {}", sv.key, sv.value, sv.from)?;
+        }
+        if let Some(c) = &self.cluster {
+            writeln!(f, "cluster: (from {})", c.from)?;
+            writeln!(f, "  {:<22} {}", "registry", c.registry)?;
+            writeln!(f, "  {:<22} {}", "name", c.name)?;
+            writeln!(f, "  {:<22} {:<22} from {}", "host", c.host, c.host_from)?;
+            writeln!(f, "  {:<22} {}", "publish_interval", c.publish_interval)?;
         }
         for (title, rules) in [
             ("blacklist", &self.blacklist),
@@ -554,6 +596,15 @@ pub fn render_toml(cfg: &Config) -> String {
             let _ = writeln!(out, "alias = {}", q(a));
         }
         write_settings(&mut out, &m.settings);
+    }
+    if let Some(c) = &cfg.cluster {
+        let _ = writeln!(out, "\n[cluster]");
+        let _ = writeln!(out, "registry = {}", q(&c.registry));
+        let _ = writeln!(out, "name = {}", q(&c.name));
+        if let Some(h) = &c.host {
+            let _ = writeln!(out, "host = {}", q(h));
+        }
+        let _ = writeln!(out, "publish_interval = {}", c.publish_interval);
     }
     out.trim_start().to_string()
 }
