@@ -10,8 +10,13 @@
 #     down: the daemon reloads the map; the writes stay queued; a path comes back: they complete
 #     and read back intact.
 #  C. Control (LUN2): the same blocked writes, and the same reload done by hand with a flushing
-#     suspend (dmsetup load + suspend without --noflush + resume): the writes fail with EIO.
-#     This shows the oracle (dd exit status, kernel log) sees errors when they happen.
+#     suspend (dmsetup load + suspend without --noflush + resume). The kernel (dm-mpath.c,
+#     multipath_presuspend) turns queue_if_no_path off for a flushing suspend and resume turns it
+#     back on, so the writes the target dispatches in between fail and the ones waiting on the
+#     block layer's requeue list are queued again: how many fail is a race (CI saw 1 of 3, other
+#     runs 3 of 3), so it is recorded, not asserted. Then `dmsetup message MAP 0 fail_if_no_path`
+#     fails every write still queued, deterministically: this shows the oracle (dd exit status,
+#     kernel log) sees errors when they happen.
 # Oracles: dd exit status of each blocked write, data read back with O_DIRECT and compared, and
 # no "I/O error" on the map's dm device in the kernel log (A, B), errors in C.
 # lab-udevd: no
@@ -162,10 +167,16 @@ dmsetup table "$mapC" >"$W/c.table"
 lab_expect_ok "control: load the same table into $mapC by hand" dmsetup load "$mapC" "$W/c.table"
 lab_expect_ok "control: flushing suspend of $mapC (no --noflush)" timeout 60 dmsetup suspend "$mapC"
 lab_expect_ok "control: resume $mapC" dmsetup resume "$mapC"
-lab_poll 30 lab_is 0 pending c1 c2 c3 || lab_fail "control: the writes on $mapC neither failed nor completed within 30 s"
-lab_note "control: exit status of the writes on $mapC after a flushing reload: $(rcs c1 c2 c3)"
+sleep 5
+lost=0
+for x in c1 c2 c3; do [ -e "$W/$x.rc" ] && [ "$(cat "$W/$x.rc")" != 0 ] && lost=$((lost + 1)); done
+lab_timing C_flushing_reload_failed_writes "$lost"
+lab_note "control: a flushing reload of $mapC failed $lost of the 3 queued writes (rc: $(rcs c1 c2 c3))"
+lab_expect_ok "control: fail_if_no_path on $mapC" dmsetup message "$mapC" 0 fail_if_no_path
+lab_poll 30 lab_is 0 pending c1 c2 c3 || lab_fail "control: the writes on $mapC neither failed nor completed within 30 s of fail_if_no_path (rc: $(rcs c1 c2 c3))"
+lab_note "control: exit status of the writes on $mapC: $(rcs c1 c2 c3)"
 lab_run cat "$LAB_OUT/c1.err"
-lab_assert_eq "control: the flushing reload failed every blocked write (non-zero dd exit status)" yes \
+lab_assert_eq "control: every queued write failed (non-zero dd exit status)" yes \
   "$(for x in c1 c2 c3; do [ "$(cat "$W/$x.rc")" != 0 ] || echo no; done | grep -q no && echo no || echo yes)"
 lab_assert_match "control: the kernel logged I/O errors on $mapC ($dmC)" '^[1-9]' "$(kernel_io_errors "$dmC")"
 lab_path_running "$c0"
