@@ -59,6 +59,33 @@ pub enum Error {
         /// How many transactions were tried.
         attempts: usize,
     },
+    /// An outside program could not be started (or was not in a test's script).
+    #[error("cannot run `{command}`: {message}")]
+    CommandStart {
+        /// The command line.
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An outside program did not finish in time and was killed.
+    #[error("`{command}` did not finish within {seconds} s and was killed")]
+    CommandTimeout {
+        /// The command line.
+        command: String,
+        /// Its time limit.
+        seconds: f64,
+    },
+    /// An LVM command failed or printed what hostsync cannot read. `target` is the VG or VG/LV
+    /// (or PV) it was about.
+    #[error("LVM could not {action} {target}: {message}")]
+    Lvm {
+        /// The VG, VG/LV or PV.
+        target: String,
+        /// What we tried to do ("activate", "read the report of", ...).
+        action: String,
+        /// LVM's own words (its stderr) or what was wrong with its output.
+        message: String,
+    },
     /// A file given on the command line could not be read or parsed.
     #[error("cannot read {}: {message}", path.display())]
     File {

@@ -6,10 +6,12 @@ pub mod etcd;
 pub mod hosts;
 pub mod import;
 pub mod local;
+pub mod lvm;
 pub mod namer;
 pub mod names;
 pub mod registry;
 pub mod report;
+pub mod runner;
 #[doc(hidden)]
 pub mod testkit;
 
