@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod import;
 pub mod local;
 pub mod lvm;
+pub mod lvstate;
 pub mod namer;
 pub mod names;
 pub mod registry;

@@ -135,9 +135,13 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let url = registry_url(&cli)?;
     let host = cli.host.clone().unwrap_or_else(aliases::names::host_name);
-    let reg: Arc<dyn Registry> = hostsync::open(&url)?;
+    // The registry is opened by the commands that need it, so the ones that do not (or that
+    // must fail closed with their own message) work without one.
+    let open_registry = || -> Result<Arc<dyn Registry>> {
+        let url = registry_url(&cli)?;
+        Ok(hostsync::open(&url)?)
+    };
     match &cli.cmd {
         Cmd::Alias {
             cmd:
@@ -147,6 +151,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     prefix,
                 },
         } => {
+            let reg = open_registry()?;
             let (mut namer, rep) = ClusterNamer::open(
                 reg,
                 &host,
@@ -185,6 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Alias {
             cmd: AliasCmd::Set { wwid, name, reuse },
         } => {
+            let reg = open_registry()?;
             let out = hostsync::names::set_alias(&*reg, &host, wwid, name, *reuse, "admin")?;
             if cli.json {
                 print_json(&out)?;
@@ -199,6 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Alias {
             cmd: AliasCmd::List,
         } => {
+            let reg = open_registry()?;
             let b = Bindings::read(&*reg)?;
             if cli.json {
                 let v: Vec<_> = b
@@ -223,6 +230,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Cmd::Import { files, apply } => {
+            let reg = open_registry()?;
             let mut found = Vec::new();
             for arg in files {
                 let (h, path) = import::parse_host_file(arg)?;
@@ -269,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Check {
             cmd: CheckCmd::Aliases,
         } => {
+            let reg = open_registry()?;
             let b = Bindings::read(&*reg)?;
             let hosts = hostsync::cluster_state(&*reg)?;
             let rep = report::check_aliases(&b, &hosts);
@@ -323,6 +332,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Render {
             cmd: RenderCmd::MultipathConf,
         } => {
+            let reg = open_registry()?;
             let b = Bindings::read(&*reg)?;
             print!("{}", report::render_multipath_conf(&b));
         }
