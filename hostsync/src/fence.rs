@@ -834,6 +834,25 @@ other-domu1: 0 204800 linear 253:2 2048
             .expect(&["dmsetup", "table"], Output::ok(tables));
     }
 
+    /// The host of [`host`] where every command succeeds and every LV of `vg` ends on the
+    /// error target (the drop is the caller's to script).
+    fn every_lv_fences() -> ScriptedRunner {
+        let (info, tables) = host();
+        let r = ScriptedRunner::new();
+        script(&r, &info, &tables);
+        r.always(&["dmsetup", "message"], Output::ok(""))
+            .always(&["dmsetup", "load"], Output::ok(""))
+            .always(&["dmsetup", "resume"], Output::ok(""))
+            .expect(
+                &["dmsetup", "table"],
+                Output::ok(fenced_tables(
+                    &tables,
+                    &["vg-domu1", "vg-domu2", "vg-domu3"],
+                )),
+            );
+        r
+    }
+
     fn quiet(_: Severity, _: &str) {}
 
     fn opts(drop: DropLocks) -> FenceOptions {
@@ -874,20 +893,8 @@ other-domu1: 0 204800 linear 253:2 2048
 
     #[test]
     fn every_lv_of_the_vg_gets_the_error_target_then_the_drop() {
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(
-                    &tables,
-                    &["vg-domu1", "vg-domu2", "vg-domu3"],
-                )),
-            )
-            .expect(&["lvmlockctl", "--drop", "vg"], Output::ok(""));
+        let r = every_lv_fences();
+        r.expect(&["lvmlockctl", "--drop", "vg"], Output::ok(""));
         let msgs = Mutex::new(Vec::new());
         let log = |s: Severity, m: &str| msgs.lock().unwrap().push((s, m.to_string()));
         let rep = fence(&r, "vg", &opts(DropLocks::Yes), &log);
@@ -1062,19 +1069,7 @@ other-domu1: 0 204800 linear 253:2 2048
 
     #[test]
     fn under_lvmlockctl_the_drop_is_left_to_it() {
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(
-                    &tables,
-                    &["vg-domu1", "vg-domu2", "vg-domu3"],
-                )),
-            );
+        let r = every_lv_fences();
         let rep = fence(&r, "vg", &opts(DropLocks::No), &quiet);
         assert_eq!(rep.exit_status, EXIT_FENCED);
         assert_eq!(rep.drop, DropOutcome::LeftToLvmlockctl);
@@ -1144,23 +1139,11 @@ other-domu1: 0 204800 linear 253:2 2048
 
     #[test]
     fn a_failed_drop_has_its_own_exit_status() {
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(
-                    &tables,
-                    &["vg-domu1", "vg-domu2", "vg-domu3"],
-                )),
-            )
-            .expect(
-                &["lvmlockctl", "--drop", "vg"],
-                Output::fail(1, "Cannot connect to lvmlockd."),
-            );
+        let r = every_lv_fences();
+        r.expect(
+            &["lvmlockctl", "--drop", "vg"],
+            Output::fail(1, "Cannot connect to lvmlockd."),
+        );
         let rep = fence(&r, "vg", &opts(DropLocks::Yes), &quiet);
         assert_eq!(rep.exit_status, EXIT_DROP_FAILED);
         assert!(matches!(rep.drop, DropOutcome::Failed(ref e) if e.contains("lvmlockd")));
