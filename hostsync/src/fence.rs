@@ -986,6 +986,20 @@ other-domu1: 0 204800 linear 253:2 2048
             r.lines()
         );
         assert!(render(&rep).contains("NOT FENCED"));
+        // The JSON report names each LV with its outcome (and the reason when it failed).
+        let j = serde_json::to_value(&rep).unwrap();
+        assert_eq!(j["exit_status"], 1);
+        assert_eq!(j["drop"], "not_run");
+        assert_eq!(j["lvs"][0]["lv"], "vg/domu1");
+        assert_eq!(j["lvs"][0]["outcome"], "fenced");
+        assert_eq!(j["lvs"][1]["outcome"], "failed");
+        assert!(
+            j["lvs"][1]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("Interrupted")
+        );
+        assert_eq!(j["maps"][0]["map"], "mpatha");
     }
 
     #[test]
