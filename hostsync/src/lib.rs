@@ -3,6 +3,7 @@
 
 mod error;
 pub mod etcd;
+pub mod fence;
 pub mod hosts;
 pub mod import;
 pub mod local;

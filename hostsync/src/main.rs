@@ -62,6 +62,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RenderCmd,
     },
+    /// Put every active LV of a shared VG on the dm error target: lvm.conf's
+    /// lvmlockctl_kill_command (full path: "/usr/sbin/hostsync fence"), run when sanlock lost
+    /// the VG's lease storage. Exit 0: every LV fenced; 1: an LV could still write; 2: no
+    /// device list; 3: fenced but the drop failed.
+    Fence {
+        /// The VG (lvmlockctl appends it).
+        vg: String,
+        /// Run `lvmlockctl --drop VG` after every LV is fenced: auto = unless started by
+        /// lvmlockctl (which drops itself after our exit 0).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "yes", "no"])]
+        drop: String,
+        /// Time limit of each command, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        command_timeout: f64,
+        /// Deadline of the whole fence, seconds (sanlock's kill grace period is 40 s).
+        #[arg(long, default_value_t = 30.0)]
+        deadline: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,6 +161,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Ok(hostsync::open(&url)?)
     };
     match &cli.cmd {
+        Cmd::Fence {
+            vg,
+            drop,
+            command_timeout,
+            deadline,
+        } => {
+            let code = hostsync::fence::main(vg, drop, *command_timeout, *deadline, cli.json);
+            return Ok(ExitCode::from(code));
+        }
         Cmd::Alias {
             cmd:
                 AliasCmd::Allocate {
