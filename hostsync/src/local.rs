@@ -269,9 +269,10 @@ fn cache() -> &'static JournalCache {
     CACHE.get_or_init(Default::default)
 }
 
-/// The state this process has cached for `file`, if any.
-fn cached_state(file: &Path) -> Option<Arc<State>> {
-    cache().lock().ok()?.get(file).map(|c| c.state.clone())
+/// `f` of the state this process has cached for `file`, if any, run under the cache's lock:
+/// a watch that held the state while a writer takes it would make the writer copy it whole.
+fn with_cached<T>(file: &Path, f: impl FnOnce(&State) -> T) -> Option<T> {
+    cache().lock().ok()?.get(file).map(|c| f(&c.state))
 }
 
 /// What the watches of one journal in this process share.
@@ -772,10 +773,17 @@ struct LocalWatcher {
 }
 
 impl LocalWatcher {
-    /// The changes under the prefix from `self.next` in `st` (the log is in revision order).
-    fn events(&self, st: &State) -> Vec<Event> {
+    /// What `st` holds for this watch from `self.next` on: a resync, the changes under the
+    /// prefix (the log is in revision order), or None; moves `self.next` past `st`.
+    fn step(&mut self, st: &State) -> Option<WatchEvent> {
+        if self.next <= st.compacted {
+            return Some(WatchEvent::Resync);
+        }
+        if st.revision < self.next {
+            return None;
+        }
         let from = st.log.partition_point(|e| e.rev < self.next);
-        st.log[from..]
+        let events: Vec<Event> = st.log[from..]
             .iter()
             .filter(|e| e.key.starts_with(&self.prefix))
             .map(|e| match &e.value {
@@ -791,7 +799,12 @@ impl LocalWatcher {
                     revision: e.rev,
                 },
             })
-            .collect()
+            .collect();
+        self.next = st.revision + 1;
+        (!events.is_empty()).then_some(WatchEvent::Changes {
+            revision: st.revision,
+            events,
+        })
     }
 }
 
@@ -804,24 +817,22 @@ impl Watcher for LocalWatcher {
             // only when there is none (a failed write dropped it) or the reader failed, so
             // the error reaches the caller.
             let failed = self.feed.lock().failed;
-            let st = match cached_state(&self.reg.file) {
-                Some(st) if !failed => st,
-                _ => self.reg.load()?,
+            let file = self.reg.file.clone();
+            let got = if failed {
+                None
+            } else {
+                with_cached(&file, |st| self.step(st))
             };
-            if self.next <= st.compacted {
-                return Ok(WatchEvent::Resync);
-            }
-            if st.revision >= self.next {
-                let events = self.events(&st);
-                self.next = st.revision + 1;
-                if !events.is_empty() {
-                    return Ok(WatchEvent::Changes {
-                        revision: st.revision,
-                        events,
-                    });
+            let got = match got {
+                Some(g) => g,
+                None => {
+                    let st = self.reg.load()?;
+                    self.step(&st)
                 }
+            };
+            if let Some(ev) = got {
+                return Ok(ev);
             }
-            drop(st);
             // Sleep until the feed announces a change or the timeout ends.
             let mut g = self.feed.lock();
             loop {
