@@ -62,6 +62,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RenderCmd,
     },
+    /// domU configurations (xl/xm files, libvirt domain XML).
+    Domu {
+        #[command(subcommand)]
+        cmd: DomuCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DomuCmd {
+    /// Every disk of a domU with its identity on this host.
+    Disks {
+        /// The xl/xm configuration file or libvirt domain XML.
+        config_file: PathBuf,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -327,6 +344,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if rep.problems > 0 {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Domu {
+            cmd: DomuCmd::Disks { config_file, sysfs },
+        } => {
+            let cfg = hostsync::domu::load(config_file)?;
+            let runner = hostsync::runner::SystemRunner;
+            let res = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner));
+            let reps = res.resolve(&cfg);
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"config": cfg.file, "kind": cfg.kind, "name": cfg.name, "disks": reps}),
+                )?;
+            } else {
+                print!("{}", hostsync::domu::render_table(&cfg, &reps));
             }
         }
         Cmd::Render {
