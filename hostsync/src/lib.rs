@@ -9,6 +9,7 @@ pub mod import;
 pub mod local;
 pub mod lvm;
 pub mod lvstate;
+pub mod migrate;
 pub mod namer;
 pub mod names;
 pub mod registry;

@@ -67,6 +67,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DomuCmd,
     },
+    /// Live migration of a domU without two writers.
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCmd {
+    /// Whether the domU's disks are safe on HOST, from HOST's published state (exit 1 if not).
+    Check {
+        /// The xl/xm configuration file or libvirt domain XML.
+        config_file: PathBuf,
+        /// The target host.
+        #[arg(long)]
+        to: String,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +164,12 @@ fn registry_url(cli: &Cli) -> Result<String> {
             cli.config.display()
         ),
     }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -359,6 +385,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 )?;
             } else {
                 print!("{}", hostsync::domu::render_table(&cfg, &reps));
+            }
+        }
+        Cmd::Migrate {
+            cmd:
+                MigrateCmd::Check {
+                    config_file,
+                    to,
+                    sysfs,
+                },
+        } => {
+            let cfg = hostsync::domu::load(config_file)?;
+            let runner = hostsync::runner::SystemRunner;
+            let res = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner));
+            let disks = res.resolve(&cfg);
+            let reg = open_registry()?;
+            let view = hostsync::migrate::ClusterView::read(&*reg)?;
+            let domu = cfg.domu_name();
+            let rep = hostsync::migrate::check(&domu, &host, to, &disks, &view, now_unix());
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                print!("{}", hostsync::migrate::render_check(&rep));
+            }
+            if !rep.safe {
+                return Ok(ExitCode::from(1));
             }
         }
         Cmd::Render {

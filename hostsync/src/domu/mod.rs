@@ -108,6 +108,18 @@ pub struct DomuConfig {
     pub disks: Vec<DiskSpec>,
 }
 
+impl DomuConfig {
+    /// The domain's name, or the file's stem when the file gives none.
+    pub fn domu_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "domU".into())
+        })
+    }
+}
+
 /// Parses configuration text (libvirt XML when it starts with `<`, xl otherwise).
 pub fn parse(text: &str, file: &Path) -> Result<DomuConfig> {
     let (kind, parsed) = if text.trim_start().starts_with('<') {
