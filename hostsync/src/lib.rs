@@ -1,6 +1,7 @@
 //! hostsync: the cluster layer. One name per LUN on every host, decided cluster-wide through a
 //! [`Registry`] (`local:DIR` or `etcd://HOST:PORT,...`). See hostsync/README.md.
 
+pub mod block;
 pub mod domu;
 mod error;
 pub mod etcd;

@@ -72,6 +72,30 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MigrateCmd,
     },
+    /// The Xen block script's work (run by /etc/xen/scripts/block-hostsync with XENBUS_PATH).
+    Block {
+        /// add or remove.
+        action: String,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
+    /// libvirt's hook (run by /etc/libvirt/hooks/qemu with the domain XML on stdin).
+    Hook {
+        /// The hook's name (qemu, libxl).
+        driver: String,
+        /// The guest's name.
+        guest: String,
+        /// prepare, start, started, stopped, release, migrate, ...
+        op: String,
+        /// begin, end, -.
+        subop: String,
+        /// Extra argument.
+        extra: Option<String>,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +187,23 @@ fn registry_url(cli: &Cli) -> Result<String> {
             "no --registry given and {} has no [cluster] registry",
             cli.config.display()
         ),
+    }
+}
+
+fn hook_context<'a>(
+    cli: &Cli,
+    runner: &'a dyn hostsync::runner::Runner,
+    host: &str,
+    sysfs: &std::path::Path,
+) -> hostsync::block::Context<'a> {
+    hostsync::block::Context {
+        runner,
+        host: host.to_string(),
+        sysfs: sysfs.to_path_buf(),
+        registry_url: registry_url(cli).map_err(|e| format!("{e:#}")),
+        registry_limit: hostsync::block::REGISTRY_LIMIT,
+        start: std::time::Instant::now(),
+        budget: hostsync::block::HOTPLUG_BUDGET,
     }
 }
 
@@ -410,6 +451,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !rep.safe {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Block { action, sysfs } => {
+            let runner = hostsync::runner::SystemRunner;
+            let ctx = hook_context(&cli, &runner, &host, sysfs);
+            let bp = std::env::var("XENBUS_PATH").ok();
+            let code = hostsync::block::xen_block(&ctx, action, bp.as_deref());
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Cmd::Hook {
+            guest, op, sysfs, ..
+        } => {
+            let runner = hostsync::runner::SystemRunner;
+            let ctx = hook_context(&cli, &runner, &host, sysfs);
+            let mut xml = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut xml)
+                .context("cannot read the domain XML on stdin")?;
+            // Nothing on stdout: for `migrate` libvirt would take it as the new XML.
+            match hostsync::block::libvirt_hook(&ctx, guest, op, &xml) {
+                Ok(done) => {
+                    for d in done {
+                        eprintln!("hostsync hook {op} {guest}: {d}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hostsync hook {op} {guest} on {host}: {e}");
+                    return Ok(ExitCode::from(1));
+                }
             }
         }
         Cmd::Render {

@@ -267,6 +267,38 @@ pub struct DmDevice {
     pub name: String,
     /// Its dm UUID (`mpath-<wwid>`, `LVM-<vg uuid><lv uuid>`).
     pub uuid: String,
+    /// `major:minor` (decimal, from sysfs `dev`).
+    pub dev: String,
+}
+
+/// Every device-mapper device under the sysfs root `sysfs`, sorted by name.
+pub fn dm_devices(sysfs: &Path) -> Vec<DmDevice> {
+    let mut out = Vec::new();
+    let dir = sysfs.join("block");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let kernel = e.file_name().to_string_lossy().into_owned();
+        if !kernel.starts_with("dm-") {
+            continue;
+        }
+        let base = dir.join(&kernel);
+        if let (Some(name), Some(uuid)) = (
+            read_trim(&base.join("dm/name")),
+            read_trim(&base.join("dm/uuid")),
+        ) {
+            let dev = read_trim(&base.join("dev")).unwrap_or_default();
+            out.push(DmDevice {
+                kernel,
+                name,
+                uuid,
+                dev,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -289,25 +321,7 @@ impl<'a> Resolver<'a> {
 
     /// Every dm device of this host.
     pub fn dm_devices(&self) -> Vec<DmDevice> {
-        let mut out = Vec::new();
-        let dir = self.sysfs.join("block");
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let kernel = e.file_name().to_string_lossy().into_owned();
-            if !kernel.starts_with("dm-") {
-                continue;
-            }
-            let base = dir.join(&kernel).join("dm");
-            if let (Some(name), Some(uuid)) =
-                (read_trim(&base.join("name")), read_trim(&base.join("uuid")))
-            {
-                out.push(DmDevice { kernel, name, uuid });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+        dm_devices(&self.sysfs)
     }
 
     fn dm_named(&self, name: &str) -> Option<DmDevice> {
