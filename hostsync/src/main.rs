@@ -111,6 +111,32 @@ enum MigrateCmd {
         #[arg(long, default_value = "/sys", hide = true)]
         sysfs: PathBuf,
     },
+    /// Hand a running domU's disks over to HOST and migrate it there.
+    Run {
+        /// The domU.
+        domu: String,
+        /// The destination host.
+        #[arg(long)]
+        to: String,
+        /// Its configuration (default: `xl list -l DOMU`, or `virsh dumpxml DOMU` with --virsh).
+        #[arg(long = "domu-config")]
+        domu_config: Option<PathBuf>,
+        /// libvirt: `virsh migrate --live` instead of `xl migrate`.
+        #[arg(long)]
+        virsh: bool,
+        /// The migrate command ({domu} and {to} are replaced).
+        #[arg(long = "migrate-command")]
+        migrate_command: Option<String>,
+        /// The prefix that runs a command on the destination ({to} is replaced).
+        #[arg(long, default_value = hostsync::migrate::SSH_REMOTE)]
+        remote: String,
+        /// The migrate command's time limit in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -450,6 +476,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", hostsync::migrate::render_check(&rep));
             }
             if !rep.safe {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Migrate {
+            cmd:
+                MigrateCmd::Run {
+                    domu,
+                    to,
+                    domu_config,
+                    virsh,
+                    migrate_command,
+                    remote,
+                    timeout,
+                    sysfs,
+                },
+        } => {
+            let runner = hostsync::runner::SystemRunner;
+            let cfg = match domu_config {
+                Some(f) => hostsync::domu::load(f)?,
+                None => hostsync::migrate::running_config(&runner, domu, *virsh)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let lvm = hostsync::lvm::Lvm::new(&runner);
+            let disks = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner))
+                .resolve(&cfg);
+            let reg = open_registry()?;
+            let default = if *virsh {
+                hostsync::migrate::VIRSH_MIGRATE
+            } else {
+                hostsync::migrate::XL_MIGRATE
+            };
+            let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+            let opts = hostsync::migrate::RunOptions {
+                domu: domu.clone(),
+                from: host.clone(),
+                to: to.clone(),
+                migrate: words(migrate_command.as_deref().unwrap_or(default)),
+                remote: words(remote),
+                migrate_timeout: std::time::Duration::from_secs(*timeout),
+                recover_for: std::time::Duration::from_secs(30),
+            };
+            let res =
+                hostsync::migrate::run(&*reg, &runner, &lvm, &disks, &opts, now_unix(), &mut |s| {
+                    eprintln!("hostsync migrate: {s}")
+                });
+            if let Err(e) = res {
+                eprintln!("hostsync migrate: {e}");
                 return Ok(ExitCode::from(1));
             }
         }

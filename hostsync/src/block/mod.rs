@@ -121,7 +121,8 @@ pub struct LvRef {
 }
 
 impl LvRef {
-    fn full(&self) -> String {
+    /// `VG/LV`.
+    pub fn full(&self) -> String {
         format!("{}/{}", self.vg, self.lv)
     }
 

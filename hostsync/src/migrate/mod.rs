@@ -5,12 +5,22 @@
 //! active: the same path names the same LUN there, its map has an active path there (a warning
 //! below two), the VG is visible and its lockspace started there, and no host other than the
 //! source holds the LV.
+//!
+//! [`run`]: the handoff, as lvmlockd allows it: register the intent (so the destination's block
+//! script or hook activates shared), convert the source to shared, migrate, release the
+//! source, convert the destination to exclusive (which fails if anyone still shares), finish.
+
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::block::LvRef;
 use crate::domu::{DiskReport, Identity};
 use crate::hosts::{HostState, MapState};
-use crate::lvstate::{HostLvm, LvMode, Migration};
+use crate::lvm::{Activation, Lvm};
+use crate::lvstate::{HostLvm, LvMode, Migration, finish_migration, record_lv, register_migration};
+use crate::registry::Registry;
+use crate::runner::{Command, Runner};
 
 /// An LVM record older than this is called stale.
 pub const STALE_LVM_S: u64 = 300;
@@ -422,6 +432,313 @@ pub fn render_check(r: &CheckReport) -> String {
         r.warnings
     ));
     out
+}
+
+// --- migrate run ------------------------------------------------------------------------
+
+/// How `migrate run` moves the domU and reaches the destination.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The domU.
+    pub domu: String,
+    /// This host (the source).
+    pub from: String,
+    /// The destination.
+    pub to: String,
+    /// The migrate command, words with `{domu}` and `{to}` replaced (`xl migrate {domu} {to}`).
+    pub migrate: Vec<String>,
+    /// The prefix that runs a command on the destination, `{to}` replaced
+    /// (`ssh -o BatchMode=yes root@{to}`).
+    pub remote: Vec<String>,
+    /// The migrate command's time limit.
+    pub migrate_timeout: Duration,
+    /// How long to keep trying to get the source's lock back after a failed migration (the
+    /// destination's cleanup may still hold it shared).
+    pub recover_for: Duration,
+}
+
+/// The default migrate command for xl.
+pub const XL_MIGRATE: &str = "xl migrate {domu} {to}";
+/// The default migrate command for libvirt.
+pub const VIRSH_MIGRATE: &str = "virsh migrate --live {domu} qemu+ssh://{to}/system";
+/// The default way to run a command on the destination.
+pub const SSH_REMOTE: &str = "ssh -o BatchMode=yes root@{to}";
+
+fn fill(words: &[String], o: &RunOptions) -> Vec<String> {
+    words
+        .iter()
+        .map(|w| w.replace("{domu}", &o.domu).replace("{to}", &o.to))
+        .collect()
+}
+
+fn command_of(words: &[String]) -> Option<Command> {
+    let (p, rest) = words.split_first()?;
+    Some(Command::new(p.clone()).args(rest.iter().cloned()))
+}
+
+/// The disks of a running domU: `xl list -l DOMU` (its JSON `config.disks[].pdev_path`) or,
+/// for libvirt, `virsh dumpxml DOMU`.
+pub fn running_config(
+    runner: &dyn Runner,
+    domu: &str,
+    virsh: bool,
+) -> std::result::Result<crate::domu::DomuConfig, String> {
+    let cmd = if virsh {
+        Command::new("virsh").args(["dumpxml", domu])
+    } else {
+        Command::new("xl").args(["list", "-l", domu])
+    };
+    let out = runner.run(&cmd).map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!(
+            "`{}` failed ({}): is {domu} running here?",
+            cmd.line(),
+            out.stderr_text()
+        ));
+    }
+    let file = std::path::PathBuf::from(cmd.line());
+    if virsh {
+        return crate::domu::parse(&out.stdout_text(), &file).map_err(|e| e.to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("`{}` printed no JSON: {e}", cmd.line()))?;
+    let dom = v.get(0).unwrap_or(&v);
+    let mut disks = Vec::new();
+    for d in dom
+        .pointer("/config/disks")
+        .and_then(|d| d.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let s = |k: &str| d.get(k).and_then(|x| x.as_str()).map(str::to_string);
+        disks.push(crate::domu::DiskSpec {
+            spec: d.to_string(),
+            target: s("pdev_path"),
+            vdev: s("vdev"),
+            script: s("script"),
+            format: s("format"),
+            access: if d.get("readwrite").and_then(serde_json::Value::as_i64) == Some(0) {
+                crate::domu::Access::ReadOnly
+            } else {
+                crate::domu::Access::ReadWrite
+            },
+            ..Default::default()
+        });
+    }
+    Ok(crate::domu::DomuConfig {
+        file,
+        kind: crate::domu::ConfigKind::Xl,
+        name: Some(domu.to_string()),
+        disks,
+    })
+}
+
+/// The LVs of a domU's disks (other disks are not handed over).
+pub fn lvs_of(disks: &[DiskReport]) -> Vec<LvRef> {
+    disks
+        .iter()
+        .filter_map(|d| match &d.identity {
+            Identity::Lv {
+                vg, lv, lv_uuid, ..
+            } => Some(LvRef {
+                vg: vg.clone(),
+                lv: lv.clone(),
+                uuid: lv_uuid.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `migrate run`: check, register the intent, convert the source's LVs to shared, migrate,
+/// release the source, convert the destination to exclusive (which proves nobody else still
+/// shares), finish. On a failed migration the source is converted back to exclusive; if that
+/// cannot be done the error says so loudly. `say` receives each step.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    reg: &dyn Registry,
+    runner: &dyn Runner,
+    lvm: &Lvm<'_>,
+    disks: &[DiskReport],
+    o: &RunOptions,
+    now_unix: u64,
+    say: &mut dyn FnMut(&str),
+) -> std::result::Result<(), String> {
+    let view = ClusterView::read(reg).map_err(|e| e.to_string())?;
+    let rep = check(&o.domu, &o.from, &o.to, disks, &view, now_unix);
+    if !rep.safe {
+        return Err(format!(
+            "migrate check says moving {} to {} is unsafe; nothing was changed:\n{}",
+            o.domu,
+            o.to,
+            render_check(&rep)
+        ));
+    }
+    let lvs = lvs_of(disks);
+    let names: Vec<String> = lvs.iter().map(LvRef::full).collect();
+    register_migration(
+        reg,
+        &Migration {
+            domu: o.domu.clone(),
+            from: o.from.clone(),
+            to: o.to.clone(),
+            lv_uuids: lvs.iter().map(|l| l.uuid.clone()).collect(),
+            started_unix: now_unix,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    say(&format!(
+        "registered the migration of {} from {} to {} ({})",
+        o.domu,
+        o.from,
+        o.to,
+        if names.is_empty() {
+            "no LVs".into()
+        } else {
+            names.join(", ")
+        }
+    ));
+    let record = |host: &str, l: &LvRef, mode: Option<LvMode>| {
+        if let Err(e) = record_lv(reg, host, &l.vg, &l.lv, &l.uuid, mode, now_unix) {
+            tracing::warn!(error = %e, "could not record an LV change");
+        }
+    };
+    // 1. The source shares (ex -> sh): the destination may now take it shared.
+    let mut shared: Vec<&LvRef> = Vec::new();
+    for l in &lvs {
+        if let Err(e) = lvm.activate(&l.vg, &l.lv, Activation::Shared) {
+            let back = restore_source(lvm, &shared, o, say, &record);
+            let _ = finish_migration(reg, &o.domu);
+            return Err(format!(
+                "could not share {} on {} for the handoff: {e}; the migration was not started{back}",
+                l.full(),
+                o.from
+            ));
+        }
+        record(&o.from, l, Some(LvMode::Shared));
+        shared.push(l);
+        say(&format!(
+            "{} is shared on {} (lvchange -asy)",
+            l.full(),
+            o.from
+        ));
+    }
+    // 2. Migrate.
+    let words = fill(&o.migrate, o);
+    let cmd = command_of(&words)
+        .ok_or("the migrate command is empty")?
+        .timeout(o.migrate_timeout);
+    say(&format!("running {}", cmd.line()));
+    let result = match runner.run(&cmd) {
+        Ok(out) if out.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`{}` failed with exit status {}: {}",
+            cmd.line(),
+            out.status,
+            out.stderr_text()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        let back = restore_source(lvm, &shared, o, say, &record);
+        let _ = finish_migration(reg, &o.domu);
+        return Err(format!(
+            "the migration of {} to {} failed: {e}{back}",
+            o.domu, o.to
+        ));
+    }
+    say(&format!("{} runs on {}", o.domu, o.to));
+    // 3. The source lets go (xl's remove hook has normally done it already; -an is idempotent).
+    for l in &lvs {
+        match lvm.activate(&l.vg, &l.lv, Activation::Off) {
+            Ok(()) => record(&o.from, l, None),
+            Err(e) => say(&format!(
+                "WARNING: {} could not be deactivated on {}: {e}",
+                l.full(),
+                o.from
+            )),
+        }
+    }
+    // 4. The destination takes it exclusively: this fails if anyone still shares it.
+    let mut problems = Vec::new();
+    for l in &lvs {
+        let mut words = fill(&o.remote, o);
+        words.extend(["lvchange".to_string(), "-aey".into(), l.full()]);
+        let Some(cmd) = command_of(&words) else {
+            problems.push("the remote command is empty".to_string());
+            continue;
+        };
+        let cmd = cmd.timeout(Duration::from_secs(120));
+        match runner.run(&cmd) {
+            Ok(out) if out.success() => {
+                record(&o.to, l, Some(LvMode::Exclusive));
+                say(&format!("{} is exclusive on {}", l.full(), o.to));
+            }
+            Ok(out) => problems.push(format!(
+                "{} could not be made exclusive on {} (`{}`: {}): another host may still share it",
+                l.full(),
+                o.to,
+                cmd.line(),
+                out.stderr_text()
+            )),
+            Err(e) => problems.push(format!("{} on {}: {e}", l.full(), o.to)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "DANGER: {} runs on {} but its disks are still shared; the migration record stays registered until this is resolved:\n  {}",
+            o.domu,
+            o.to,
+            problems.join("\n  ")
+        ));
+    }
+    finish_migration(reg, &o.domu).map_err(|e| e.to_string())?;
+    say(&format!("migration of {} to {} finished", o.domu, o.to));
+    Ok(())
+}
+
+/// After a failed migration: the source (where the domU resumed) takes its LVs back
+/// exclusively, retrying while the destination's cleanup still holds them. Returns the text
+/// to append to the error.
+fn restore_source(
+    lvm: &Lvm<'_>,
+    shared: &[&LvRef],
+    o: &RunOptions,
+    say: &mut dyn FnMut(&str),
+    record: &dyn Fn(&str, &LvRef, Option<LvMode>),
+) -> String {
+    let mut failed = Vec::new();
+    for l in shared {
+        let start = Instant::now();
+        loop {
+            match lvm.activate(&l.vg, &l.lv, Activation::Exclusive) {
+                Ok(()) => {
+                    record(&o.from, l, Some(LvMode::Exclusive));
+                    say(&format!("{} is exclusive on {} again", l.full(), o.from));
+                    break;
+                }
+                Err(e) if start.elapsed() >= o.recover_for => {
+                    failed.push(format!("{}: {e}", l.full()));
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+    if failed.is_empty() {
+        format!("; {} keeps its disks exclusively on {}", o.domu, o.from)
+    } else {
+        let msg = format!(
+            "\n!!! DANGER: {} resumed on {} but could NOT take its LVs back exclusively; they are still SHARED and {} may hold them:\n!!!   {}\n!!! Deactivate them on {} (lvchange -an), then run lvchange -aey here.",
+            o.domu,
+            o.from,
+            o.to,
+            failed.join("\n!!!   "),
+            o.to
+        );
+        say(&msg);
+        msg
+    }
 }
 
 #[cfg(test)]

@@ -263,3 +263,250 @@ fn the_target_must_have_published_the_vg_shared_with_its_lockspace_started() {
     );
     assert!(!check("web1", "a", "a", &[], &view(), 1000).safe);
 }
+
+// --- migrate run ----------------------------------------------------------------------------
+
+use crate::runner::{Output, ScriptedRunner};
+
+fn reg_with(v: &ClusterView) -> (tempfile::TempDir, std::sync::Arc<dyn Registry>) {
+    let d = tempfile::tempdir().unwrap();
+    let r = crate::open(&format!("local:{}", d.path().display())).unwrap();
+    for s in &v.states {
+        crate::hosts::publish_host_state(&*r, &s.host, 0, &s.maps).unwrap();
+    }
+    for l in &v.lvm {
+        crate::lvstate::publish_lvm_state(&*r, l, 0).unwrap();
+    }
+    (d, r)
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        domu: "web1".into(),
+        from: "a".into(),
+        to: "b".into(),
+        migrate: XL_MIGRATE.split(' ').map(String::from).collect(),
+        remote: vec!["on".into(), "{to}".into()],
+        migrate_timeout: Duration::from_secs(5),
+        recover_for: Duration::from_millis(600),
+    }
+}
+
+fn go(r: &ScriptedRunner, reg: &dyn Registry) -> (std::result::Result<(), String>, Vec<String>) {
+    let mut said = Vec::new();
+    let res = super::run(
+        reg,
+        r,
+        &Lvm::new(r),
+        &[map_disk(), lv_disk()],
+        &opts(),
+        1010,
+        &mut |s| said.push(s.to_string()),
+    );
+    (res, said)
+}
+
+fn mode_on(reg: &dyn Registry, host: &str) -> Option<LvMode> {
+    crate::lvstate::cluster_lvm_state(reg)
+        .unwrap()
+        .into_iter()
+        .find(|h| h.host == host)
+        .and_then(|h| h.lvs.first().map(|l| l.mode))
+}
+
+#[test]
+fn a_migration_shares_the_source_migrates_releases_and_ends_exclusive_on_the_destination() {
+    let (_d, reg) = reg_with(&view());
+    let r = ScriptedRunner::new();
+    r.expect(&["lvchange", "-asy", "vgsan/web1"], Output::ok(""))
+        .expect(&["xl", "migrate", "web1", "b"], Output::ok(""))
+        .expect(&["lvchange", "-an", "vgsan/web1"], Output::ok(""))
+        .expect(
+            &["on", "b", "lvchange", "-aey", "vgsan/web1"],
+            Output::ok(""),
+        );
+    let (res, said) = go(&r, &*reg);
+    res.unwrap();
+    assert_eq!(
+        r.lines(),
+        [
+            "lvchange -asy vgsan/web1",
+            "xl migrate web1 b",
+            "lvchange -an vgsan/web1",
+            "on b lvchange -aey vgsan/web1"
+        ]
+    );
+    assert_eq!(mode_on(&*reg, "b"), Some(LvMode::Exclusive));
+    assert_eq!(mode_on(&*reg, "a"), None);
+    assert!(
+        crate::lvstate::migrations(&*reg).unwrap().is_empty(),
+        "finished"
+    );
+    assert!(said.last().unwrap().contains("finished"), "{said:?}");
+}
+
+#[test]
+fn the_migration_is_registered_while_the_migrate_command_runs() {
+    // The stand-in migrate command is where the destination's block script runs: it must see
+    // the registered migration and the source's shared lock.
+    let (_d, reg) = reg_with(&view());
+    struct Peek<'a>(
+        ScriptedRunner,
+        &'a dyn Registry,
+        std::sync::Mutex<Option<(usize, Option<LvMode>)>>,
+    );
+    impl Runner for Peek<'_> {
+        fn run(&self, c: &Command) -> crate::Result<crate::runner::Output> {
+            if c.program == "xl" {
+                *self.2.lock().unwrap() = Some((
+                    crate::lvstate::migrations(self.1).unwrap().len(),
+                    mode_on(self.1, "a"),
+                ));
+            }
+            self.0.run(c)
+        }
+    }
+    let p = Peek(ScriptedRunner::new(), &*reg, Default::default());
+    p.0.always(&["lvchange"], Output::ok(""))
+        .always(&["xl"], Output::ok(""))
+        .always(&["on"], Output::ok(""));
+    super::run(
+        &*reg,
+        &p,
+        &Lvm::new(&p.0),
+        &[lv_disk()],
+        &opts(),
+        1010,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(*p.2.lock().unwrap(), Some((1, Some(LvMode::Shared))));
+}
+
+#[test]
+fn a_failed_migration_takes_the_source_back_exclusive() {
+    let (_d, reg) = reg_with(&view());
+    let r = ScriptedRunner::new();
+    r.expect(&["lvchange", "-asy"], Output::ok(""))
+        .expect(
+            &["xl", "migrate"],
+            Output::fail(
+                1,
+                "migration target: Ready to receive domain.\nlibxl: error: receiving domain failed",
+            ),
+        )
+        // The destination's cleanup still holds it for a moment.
+        .expect(
+            &["lvchange", "-aey"],
+            Output::fail(5, "LV locked by other host: vgsan/web1"),
+        )
+        .expect(&["lvchange", "-aey"], Output::ok(""));
+    let (res, said) = go(&r, &*reg);
+    let e = res.unwrap_err();
+    assert!(
+        e.contains("the migration of web1 to b failed") && e.contains("receiving domain failed"),
+        "{e}"
+    );
+    assert!(e.contains("web1 keeps its disks exclusively on a"), "{e}");
+    assert_eq!(mode_on(&*reg, "a"), Some(LvMode::Exclusive));
+    assert!(
+        crate::lvstate::migrations(&*reg).unwrap().is_empty(),
+        "aborted"
+    );
+    assert!(
+        said.iter().any(|s| s.contains("exclusive on a again")),
+        "{said:?}"
+    );
+    assert!(
+        !r.lines().iter().any(|l| l.starts_with("on b")),
+        "the destination was not touched"
+    );
+}
+
+#[test]
+fn a_source_that_cannot_take_its_lvs_back_says_so_loudly() {
+    let (_d, reg) = reg_with(&view());
+    let r = ScriptedRunner::new();
+    r.expect(&["lvchange", "-asy"], Output::ok(""))
+        .expect(&["xl", "migrate"], Output::fail(1, "broken pipe"))
+        .always(
+            &["lvchange", "-aey"],
+            Output::fail(5, "LV locked by other host: vgsan/web1"),
+        );
+    let e = go(&r, &*reg).0.unwrap_err();
+    assert!(
+        e.contains("!!! DANGER: web1 resumed on a but could NOT take its LVs back exclusively"),
+        "{e}"
+    );
+    assert!(e.contains("LV locked by other host"), "{e}");
+    assert!(
+        crate::lvstate::migrations(&*reg).unwrap().is_empty(),
+        "no destination may take it shared now"
+    );
+}
+
+#[test]
+fn an_unsafe_target_stops_the_migration_before_anything_changes() {
+    let mut v = view();
+    v.lvm[1].vgs[0].lockspace_started = false;
+    let (_d, reg) = reg_with(&v);
+    let r = ScriptedRunner::new();
+    let e = go(&r, &*reg).0.unwrap_err();
+    assert!(
+        e.contains("unsafe; nothing was changed") && e.contains("lockspace"),
+        "{e}"
+    );
+    assert!(r.lines().is_empty(), "{:?}", r.lines());
+    assert!(crate::lvstate::migrations(&*reg).unwrap().is_empty());
+}
+
+#[test]
+fn a_destination_that_cannot_become_exclusive_keeps_the_record_and_says_danger() {
+    let (_d, reg) = reg_with(&view());
+    let r = ScriptedRunner::new();
+    r.always(&["lvchange"], Output::ok(""))
+        .always(&["xl"], Output::ok(""))
+        .always(
+            &["on"],
+            Output::fail(5, "LV locked by other host: vgsan/web1"),
+        );
+    let e = go(&r, &*reg).0.unwrap_err();
+    assert!(
+        e.starts_with("DANGER: web1 runs on b but its disks are still shared"),
+        "{e}"
+    );
+    assert_eq!(crate::lvstate::migrations(&*reg).unwrap().len(), 1);
+}
+
+#[test]
+fn a_running_domus_disks_come_from_xl_list_or_virsh_dumpxml() {
+    let r = ScriptedRunner::new();
+    r.expect(
+        &["xl", "list", "-l", "web1"],
+        Output::ok(r#"[{"domid": 3, "config": {"c_info": {"name": "web1"}, "disks": [
+            {"pdev_path": "/dev/vgsan/web1", "vdev": "xvda", "script": "block-hostsync", "readwrite": 1},
+            {"pdev_path": "/srv/seed.iso", "vdev": "xvdc", "readwrite": 0}]}}]"#),
+    );
+    let c = running_config(&r, "web1", false).unwrap();
+    assert_eq!(c.disks[0].path().as_deref(), Some("/dev/vgsan/web1"));
+    assert_eq!(c.disks[1].access, crate::domu::Access::ReadOnly);
+    r.expect(
+        &["virsh", "dumpxml"],
+        Output::ok("<domain><name>web1</name><devices><disk type='block'><source dev='/dev/vgsan/web1'/><target dev='vda'/></disk></devices></domain>"),
+    );
+    assert_eq!(
+        running_config(&r, "web1", true).unwrap().disks[0]
+            .vdev
+            .as_deref(),
+        Some("vda")
+    );
+    r.expect(
+        &["xl", "list"],
+        Output::fail(1, "Invalid domain identifier"),
+    );
+    let e = running_config(&r, "web9", false).unwrap_err();
+    assert!(
+        e.contains("is web9 running here?") && e.contains("Invalid domain identifier"),
+        "{e}"
+    );
+}
