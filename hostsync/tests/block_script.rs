@@ -318,3 +318,107 @@ fn a_missing_hostsync_binary_still_refuses_the_disk() {
     );
     assert_eq!(f.xs("hotplug-status").as_deref(), Some("error"));
 }
+
+// --- the libvirt hook -------------------------------------------------------------------------
+
+const XML: &str = "<domain type='kvm'><name>web1</name><devices>\
+<disk type='block' device='disk'><source dev='/dev/vgsan/web1'/><target dev='vda' bus='virtio'/></disk>\
+<disk type='file' device='cdrom'><source file='/srv/x.iso'/><target dev='hdc'/><readonly/></disk>\
+</devices></domain>";
+
+/// Runs contrib/libvirt/qemu as libvirtd does: `qemu GUEST OP SUBOP EXTRA`, the XML on stdin.
+fn hook(f: &Fake, host: &str, op: &str, subop: &str) -> (i32, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/libvirt/qemu");
+    let mut c = Command::new(&script);
+    c.args(["web1", op, subop, "-"])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                f.path().join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("FAKE", f.path())
+        .env("HOSTSYNC", env!("CARGO_BIN_EXE_hostsync"))
+        .env(
+            "HOSTSYNC_OPTS",
+            format!("--registry {} --host {host}", f.registry()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), XML.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_libvirt_hook_applies_the_same_rules() {
+    let f = Fake::new("web1");
+    let reg = hostsync::open(&f.registry()).unwrap();
+    // Another host holds it: prepare is refused, nothing activated.
+    hostsync::lvstate::publish_lvm_state(&*reg, &holding("a", LvMode::Exclusive), 0).unwrap();
+    let (code, out, err) = hook(&f, "b", "prepare", "begin");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("vgsan/web1 is active on a (exclusive)"),
+        "{err}"
+    );
+    assert!(out.is_empty() && lvchanges(&f).is_empty());
+    // An incoming migration nobody registered is refused at `migrate begin`.
+    let (code, _, err) = hook(&f, "b", "migrate", "begin");
+    assert_eq!(code, 1, "{err}");
+    // Registered: migrate passes (nothing on stdout: libvirt would take it as XML), prepare
+    // takes it shared.
+    hostsync::lvstate::publish_lvm_state(&*reg, &holding("a", LvMode::Shared), 0).unwrap();
+    hostsync::lvstate::register_migration(
+        &*reg,
+        &Migration {
+            domu: "web1".into(),
+            from: "a".into(),
+            to: "b".into(),
+            lv_uuids: vec!["LV1".into()],
+            started_unix: 1,
+        },
+    )
+    .unwrap();
+    let (code, out, err) = hook(&f, "b", "migrate", "begin");
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(lvchanges(&f).is_empty());
+    let (code, _, err) = hook(&f, "b", "prepare", "begin");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lvchanges(&f), ["lvchange -asy vgsan/web1"]);
+    // Operations the hook has no business in pass without running hostsync.
+    let (code, _, _) = hook(&f, "b", "started", "begin");
+    assert_eq!(code, 0);
+    // release deactivates.
+    let (code, _, err) = hook(&f, "b", "release", "end");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        lvchanges(&f).last().map(String::as_str),
+        Some("lvchange -an vgsan/web1")
+    );
+    // A normal start with nobody else holding it is exclusive.
+    hostsync::lvstate::finish_migration(&*reg, "web1").unwrap();
+    hostsync::lvstate::publish_lvm_state(
+        &*reg,
+        &HostLvm {
+            lvs: vec![],
+            ..holding("a", LvMode::Shared)
+        },
+        0,
+    )
+    .unwrap();
+    let (code, _, err) = hook(&f, "b", "prepare", "begin");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        lvchanges(&f).last().map(String::as_str),
+        Some("lvchange -aey vgsan/web1")
+    );
+}
