@@ -158,6 +158,22 @@ fn holding(host: &str, mode: LvMode) -> HostLvm {
     }
 }
 
+/// web1 is being migrated from a (holding its LV shared) to b.
+fn migrating_a_to_b(reg: &dyn hostsync::Registry) {
+    hostsync::lvstate::publish_lvm_state(reg, &holding("a", LvMode::Shared), 0).unwrap();
+    hostsync::lvstate::register_migration(
+        reg,
+        &Migration {
+            domu: "web1".into(),
+            from: "a".into(),
+            to: "b".into(),
+            lv_uuids: vec!["LV1".into()],
+            started_unix: 1,
+        },
+    )
+    .unwrap();
+}
+
 fn lvchanges(f: &Fake) -> Vec<String> {
     f.calls()
         .into_iter()
@@ -230,18 +246,7 @@ fn the_destination_of_a_registered_migration_activates_shared() {
     // xl migrate's receiving side names the domain <name>--incoming until it is done.
     let f = Fake::new("web1--incoming");
     let reg = hostsync::open(&f.registry()).unwrap();
-    hostsync::lvstate::publish_lvm_state(&*reg, &holding("a", LvMode::Shared), 0).unwrap();
-    hostsync::lvstate::register_migration(
-        &*reg,
-        &Migration {
-            domu: "web1".into(),
-            from: "a".into(),
-            to: "b".into(),
-            lv_uuids: vec!["LV1".into()],
-            started_unix: 1,
-        },
-    )
-    .unwrap();
+    migrating_a_to_b(&*reg);
     let (code, err, _) = f.run("add", &f.registry(), "b");
     assert_eq!(code, 0, "{err}");
     assert_eq!(lvchanges(&f), ["lvchange -asy vgsan/web1"]);
@@ -376,18 +381,7 @@ fn the_libvirt_hook_applies_the_same_rules() {
     assert_eq!(code, 1, "{err}");
     // Registered: migrate passes (nothing on stdout: libvirt would take it as XML), prepare
     // takes it shared.
-    hostsync::lvstate::publish_lvm_state(&*reg, &holding("a", LvMode::Shared), 0).unwrap();
-    hostsync::lvstate::register_migration(
-        &*reg,
-        &Migration {
-            domu: "web1".into(),
-            from: "a".into(),
-            to: "b".into(),
-            lv_uuids: vec!["LV1".into()],
-            started_unix: 1,
-        },
-    )
-    .unwrap();
+    migrating_a_to_b(&*reg);
     let (code, out, err) = hook(&f, "b", "migrate", "begin");
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     assert!(lvchanges(&f).is_empty());
