@@ -1,6 +1,8 @@
 //! hostsync: the cluster layer. One name per LUN on every host, decided cluster-wide through a
 //! [`Registry`] (`local:DIR` or `etcd://HOST:PORT,...`). See hostsync/README.md.
 
+pub mod block;
+pub mod domu;
 mod error;
 pub mod etcd;
 pub mod fence;
@@ -9,6 +11,7 @@ pub mod import;
 pub mod local;
 pub mod lvm;
 pub mod lvstate;
+pub mod migrate;
 pub mod namer;
 pub mod names;
 pub mod registry;

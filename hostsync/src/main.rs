@@ -80,6 +80,93 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         deadline: f64,
     },
+    /// domU configurations (xl/xm files, libvirt domain XML).
+    Domu {
+        #[command(subcommand)]
+        cmd: DomuCmd,
+    },
+    /// Live migration of a domU without two writers.
+    Migrate {
+        #[command(subcommand)]
+        cmd: MigrateCmd,
+    },
+    /// The Xen block script's work (run by /etc/xen/scripts/block-hostsync with XENBUS_PATH).
+    Block {
+        /// add or remove.
+        action: String,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
+    /// libvirt's hook (run by /etc/libvirt/hooks/qemu with the domain XML on stdin).
+    Hook {
+        /// The hook's name (qemu, libxl).
+        driver: String,
+        /// The guest's name.
+        guest: String,
+        /// prepare, start, started, stopped, release, migrate, ...
+        op: String,
+        /// begin, end, -.
+        subop: String,
+        /// Extra argument.
+        extra: Option<String>,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCmd {
+    /// Whether the domU's disks are safe on HOST, from HOST's published state (exit 1 if not).
+    Check {
+        /// The xl/xm configuration file or libvirt domain XML.
+        config_file: PathBuf,
+        /// The target host.
+        #[arg(long)]
+        to: String,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
+    /// Hand a running domU's disks over to HOST and migrate it there.
+    Run {
+        /// The domU.
+        domu: String,
+        /// The destination host.
+        #[arg(long)]
+        to: String,
+        /// Its configuration (default: `xl list -l DOMU`, or `virsh dumpxml DOMU` with --virsh).
+        #[arg(long = "domu-config")]
+        domu_config: Option<PathBuf>,
+        /// libvirt: `virsh migrate --live` instead of `xl migrate`.
+        #[arg(long)]
+        virsh: bool,
+        /// The migrate command ({domu} and {to} are replaced).
+        #[arg(long = "migrate-command")]
+        migrate_command: Option<String>,
+        /// The prefix that runs a command on the destination ({to} is replaced).
+        #[arg(long, default_value = hostsync::migrate::SSH_REMOTE)]
+        remote: String,
+        /// The migrate command's time limit in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DomuCmd {
+    /// Every disk of a domU with its identity on this host.
+    Disks {
+        /// The xl/xm configuration file or libvirt domain XML.
+        config_file: PathBuf,
+        /// The sysfs root (for tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +232,29 @@ fn registry_url(cli: &Cli) -> Result<String> {
             cli.config.display()
         ),
     }
+}
+
+fn hook_context<'a>(
+    cli: &Cli,
+    runner: &'a dyn hostsync::runner::Runner,
+    host: &str,
+    sysfs: &std::path::Path,
+) -> hostsync::block::Context<'a> {
+    hostsync::block::Context {
+        runner,
+        host: host.to_string(),
+        sysfs: sysfs.to_path_buf(),
+        registry_url: registry_url(cli).map_err(|e| format!("{e:#}")),
+        registry_limit: hostsync::block::REGISTRY_LIMIT,
+        start: std::time::Instant::now(),
+        budget: hostsync::block::HOTPLUG_BUDGET,
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -354,6 +464,121 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if rep.problems > 0 {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Domu {
+            cmd: DomuCmd::Disks { config_file, sysfs },
+        } => {
+            let cfg = hostsync::domu::load(config_file)?;
+            let runner = hostsync::runner::SystemRunner;
+            let res = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner));
+            let reps = res.resolve(&cfg);
+            if cli.json {
+                print_json(
+                    &serde_json::json!({"config": cfg.file, "kind": cfg.kind, "name": cfg.name, "disks": reps}),
+                )?;
+            } else {
+                print!("{}", hostsync::domu::render_table(&cfg, &reps));
+            }
+        }
+        Cmd::Migrate {
+            cmd:
+                MigrateCmd::Check {
+                    config_file,
+                    to,
+                    sysfs,
+                },
+        } => {
+            let cfg = hostsync::domu::load(config_file)?;
+            let runner = hostsync::runner::SystemRunner;
+            let res = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner));
+            let disks = res.resolve(&cfg);
+            let reg = open_registry()?;
+            let view = hostsync::migrate::ClusterView::read(&*reg)?;
+            let domu = cfg.domu_name();
+            let rep = hostsync::migrate::check(&domu, &host, to, &disks, &view, now_unix());
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                print!("{}", hostsync::migrate::render_check(&rep));
+            }
+            if !rep.safe {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Migrate {
+            cmd:
+                MigrateCmd::Run {
+                    domu,
+                    to,
+                    domu_config,
+                    virsh,
+                    migrate_command,
+                    remote,
+                    timeout,
+                    sysfs,
+                },
+        } => {
+            let runner = hostsync::runner::SystemRunner;
+            let cfg = match domu_config {
+                Some(f) => hostsync::domu::load(f)?,
+                None => hostsync::migrate::running_config(&runner, domu, *virsh)
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let lvm = hostsync::lvm::Lvm::new(&runner);
+            let disks = hostsync::domu::Resolver::new(sysfs, hostsync::lvm::Lvm::new(&runner))
+                .resolve(&cfg);
+            let reg = open_registry()?;
+            let default = if *virsh {
+                hostsync::migrate::VIRSH_MIGRATE
+            } else {
+                hostsync::migrate::XL_MIGRATE
+            };
+            let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+            let opts = hostsync::migrate::RunOptions {
+                domu: domu.clone(),
+                from: host.clone(),
+                to: to.clone(),
+                migrate: words(migrate_command.as_deref().unwrap_or(default)),
+                remote: words(remote),
+                migrate_timeout: std::time::Duration::from_secs(*timeout),
+                recover_for: std::time::Duration::from_secs(30),
+            };
+            let res =
+                hostsync::migrate::run(&*reg, &runner, &lvm, &disks, &opts, now_unix(), &mut |s| {
+                    eprintln!("hostsync migrate: {s}")
+                });
+            if let Err(e) = res {
+                eprintln!("hostsync migrate: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Cmd::Block { action, sysfs } => {
+            let runner = hostsync::runner::SystemRunner;
+            let ctx = hook_context(&cli, &runner, &host, sysfs);
+            let bp = std::env::var("XENBUS_PATH").ok();
+            let code = hostsync::block::xen_block(&ctx, action, bp.as_deref());
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Cmd::Hook {
+            guest, op, sysfs, ..
+        } => {
+            let runner = hostsync::runner::SystemRunner;
+            let ctx = hook_context(&cli, &runner, &host, sysfs);
+            let mut xml = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut xml)
+                .context("cannot read the domain XML on stdin")?;
+            // Nothing on stdout: for `migrate` libvirt would take it as the new XML.
+            match hostsync::block::libvirt_hook(&ctx, guest, op, &xml) {
+                Ok(done) => {
+                    for d in done {
+                        eprintln!("hostsync hook {op} {guest}: {d}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("hostsync hook {op} {guest} on {host}: {e}");
+                    return Ok(ExitCode::from(1));
+                }
             }
         }
         Cmd::Render {
