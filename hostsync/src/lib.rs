@@ -10,6 +10,8 @@ pub mod lvm;
 pub mod lvstate;
 pub mod namer;
 pub mod names;
+pub mod probe;
+pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod runner;
