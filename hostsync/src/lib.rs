@@ -1,11 +1,14 @@
 //! hostsync: the cluster layer. One name per LUN on every host, decided cluster-wide through a
 //! [`Registry`] (`local:DIR` or `etcd://HOST:PORT,...`). See hostsync/README.md.
 
+pub mod activate;
+pub mod doctor;
 mod error;
 pub mod etcd;
 pub mod hosts;
 pub mod import;
 pub mod local;
+pub mod lvcheck;
 pub mod lvm;
 pub mod lvstate;
 pub mod namer;
@@ -17,6 +20,7 @@ pub mod report;
 pub mod runner;
 #[doc(hidden)]
 pub mod testkit;
+pub mod vgshare;
 
 pub use error::{Error, Result};
 pub use hosts::{HostPresence, HostState, MapState, cluster_state, publish_host_state};

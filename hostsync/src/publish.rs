@@ -168,10 +168,10 @@ pub fn split_vg_lv(s: &str) -> Result<(&str, &str)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests_support {
     use crate::runner::{Output, ScriptedRunner};
 
+    /// Two VGs (vgsan shared, started, host_id 2, io_timeout 2; vglocal not shared) and their LVs.
     pub(crate) fn lvm_fixture(r: &ScriptedRunner) {
         r.always(
             &["sanlock", "client", "status"],
@@ -202,6 +202,13 @@ mod tests {
             )),
         );
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::lvm_fixture;
+    use super::*;
+    use crate::runner::ScriptedRunner;
 
     #[test]
     fn gather_reads_modes_host_id_and_lockspaces() {

@@ -1,0 +1,373 @@
+//! `hostsync lv activate VG/LV [--shared] [--unlocked]` and `hostsync lv deactivate VG/LV`:
+//! LVM activation through lvmlockd, with the holder named on a conflict and this host's state
+//! published after every change.
+//!
+//! - On a shared VG, `-aey` / `-asy` take the LV's sanlock lease; another host holding it makes
+//!   LVM fail at once ("LV locked by other host"). hostsync then reads the lease's leader record
+//!   from the VG's `lvmlock` LV (`sanlock direct read_leader`, at the offset in `lv_lock_args`)
+//!   and maps the owner's host_id to a host name through the hosts' published records. When the
+//!   owner cannot be told (a shared lease has no owner in its leader), the hosts that published
+//!   the LV active are named; failing that, LVM's own words stand alone.
+//! - On a VG that is not shared, nothing stops a second host: activation is refused unless
+//!   `--unlocked` says the admin knows (then it is plain `-aey`, a local exclusivity only).
+
+use std::sync::Arc;
+
+use crate::lvm::{Activation, Lv, Lvm};
+use crate::lvstate::{HostLvm, LvMode, cluster_lvm_state};
+use crate::probe::{Probe, lease_offset};
+use crate::publish::republish;
+use crate::registry::Registry;
+use crate::{Error, Result};
+
+/// Opens the registry on demand (the caller's configuration); `Err` says why there is none.
+pub type OpenRegistry<'a> = &'a dyn Fn() -> std::result::Result<Arc<dyn Registry>, String>;
+
+/// What a successful (de)activation did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// `VG/LV`.
+    pub lv: String,
+    /// The mode asked for.
+    pub mode: Activation,
+    /// Whether the VG is shared (the activation holds a lease).
+    pub locked: bool,
+    /// Set when this host's state could not be published (the change stands).
+    pub warning: Option<String>,
+}
+
+/// Activates (or, with [`Activation::Off`], deactivates) `vg/lv` on this host `host`.
+pub fn activate(
+    probe: &Probe<'_>,
+    open: OpenRegistry<'_>,
+    host: &str,
+    vg: &str,
+    lv: &str,
+    mode: Activation,
+    unlocked: bool,
+) -> Result<Outcome> {
+    let lvm = Lvm::new(probe.runner);
+    let full = format!("{vg}/{lv}");
+    let row = lvm.lv(vg, lv)?;
+    // A sanlock VG gives every LV lock arguments; only an LV without them needs the VG asked.
+    let locked = !row.lock_args.is_empty()
+        || lvm
+            .vgs(&[vg])?
+            .iter()
+            .any(|v| v.name == vg && v.is_shared());
+    if !locked && mode != Activation::Off && !unlocked {
+        return Err(Error::Refused {
+            target: full,
+            action: "activate".into(),
+            reason: format!(
+                "VG {vg} is not shared (it has no lvmlockd lock type), so no lease would stop another host from activating {vg}/{lv} at the same time and both would write it; share the VG with `hostsync vg share {vg}`, or pass --unlocked if no other host can see it"
+            ),
+        });
+    }
+    if let Err(e) = lvm.activate(vg, lv, mode) {
+        if !locked || mode == Activation::Off {
+            return Err(e);
+        }
+        let Error::Lvm {
+            target,
+            action,
+            message,
+        } = e
+        else {
+            return Err(e);
+        };
+        let records = open().ok().and_then(|r| cluster_lvm_state(&*r).ok());
+        let message = match holder(probe, &row, records.as_deref(), host) {
+            Some(h) => format!("it is held by {h}; LVM said: {message}"),
+            None => message,
+        };
+        return Err(Error::Lvm {
+            target,
+            action,
+            message,
+        });
+    }
+    let reg = open();
+    let warning = republish(
+        reg.as_ref()
+            .map(|r| &**r as &dyn Registry)
+            .map_err(String::as_str),
+        probe,
+        host,
+    );
+    Ok(Outcome {
+        lv: full,
+        mode,
+        locked,
+        warning,
+    })
+}
+
+/// Who holds `lv`'s lease, in words: "host A (sanlock host_id 1)", "sanlock host_id 3 (no host
+/// published that host_id)", or the other hosts that published it active; `None` when unknown.
+pub fn holder(probe: &Probe<'_>, lv: &Lv, records: Option<&[HostLvm]>, me: &str) -> Option<String> {
+    let owner = lease_offset(&lv.lock_args)
+        .and_then(|off| match probe.read_leader(&lv.vg, &lv.uuid, off) {
+            Ok(l) => l.holder(),
+            Err(e) => {
+                tracing::warn!(lv = %lv.full_name(), error = %e, "cannot read the lease's leader record");
+                None
+            }
+        });
+    if let Some(id) = owner {
+        let names: Vec<&str> = records
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.host_id == Some(id))
+            .map(|r| r.host.as_str())
+            .collect();
+        return Some(if names.is_empty() {
+            format!("sanlock host_id {id} (no host published that host_id)")
+        } else {
+            format!("host {} (sanlock host_id {id})", names.join(", host "))
+        });
+    }
+    let active: Vec<String> = records
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.host != me)
+        .filter_map(|r| {
+            r.lvs.iter().find(|s| s.uuid == lv.uuid).map(|s| {
+                let mode = match s.mode {
+                    LvMode::Exclusive => "exclusively",
+                    LvMode::Shared => "shared",
+                    LvMode::Unlocked => "without a lock",
+                };
+                format!("host {} (published it active {mode})", r.host)
+            })
+        })
+        .collect();
+    (!active.is_empty()).then(|| active.join(" and "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lvstate::{LvState, publish_lvm_state};
+    use crate::runner::{Output, ScriptedRunner};
+
+    fn lvs_row(lock_args: &str) -> Output {
+        Output::ok(format!(
+            r#"{{"report":[{{"lv":[{{"lv_name":"domu1","vg_name":"vgsan","lv_uuid":"U1","lv_attr":"-wi-------","lv_size":"1","lv_active_locally":"0","lv_active_exclusively":"0","lv_device_open":"0","lv_lock_args":"{lock_args}"}}]}}]}}"#
+        ))
+    }
+
+    fn reg_with_a() -> (tempfile::TempDir, Arc<dyn Registry>) {
+        let d = tempfile::tempdir().unwrap();
+        let reg = crate::open(&format!("local:{}", d.path().display())).unwrap();
+        publish_lvm_state(
+            &*reg,
+            &HostLvm {
+                host: "A".into(),
+                host_id: Some(1),
+                io_timeout: Some(2),
+                taken_unix: 1,
+                vgs: vec![],
+                lvs: vec![LvState {
+                    vg: "vgsan".into(),
+                    lv: "domu1".into(),
+                    uuid: "U1".into(),
+                    mode: LvMode::Exclusive,
+                    open: false,
+                }],
+            },
+            0,
+        )
+        .unwrap();
+        (d, reg)
+    }
+
+    const LOCKED: &str =
+        "  LV locked by other host: vgsan/domu1\n  Failed to lock logical volume vgsan/domu1.\n";
+
+    #[test]
+    fn a_conflict_names_the_host_owning_the_lease() {
+        let (_d, reg) = reg_with_a();
+        let r = ScriptedRunner::new();
+        r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
+        r.expect(
+            &["lvchange", "-aey", "vgsan/domu1"],
+            Output::fail(5, LOCKED),
+        );
+        r.expect(
+            &[
+                "sanlock",
+                "direct",
+                "read_leader",
+                "-r",
+                "lvm_vgsan:U1:/dev/mapper/vgsan-lvmlock:70254592",
+            ],
+            Output::ok("owner_id 1\nowner_generation 2\ntimestamp 77\n"),
+        );
+        let e = tempfile::tempdir().unwrap();
+        let open = || Ok(reg.clone());
+        let err = activate(
+            &Probe::new(&r, e.path()),
+            &open,
+            "B",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "LVM could not activate exclusively vgsan/domu1: it is held by host A (sanlock host_id 1); LVM said: LV locked by other host: vgsan/domu1; Failed to lock logical volume vgsan/domu1."
+        );
+    }
+
+    #[test]
+    fn an_unknown_owner_is_named_by_host_id_and_no_registry_leaves_lvms_words() {
+        let (_d, reg) = reg_with_a();
+        let r = ScriptedRunner::new();
+        r.always(&["lvs"], lvs_row("1.0.0:70254592"));
+        r.always(&["lvchange"], Output::fail(5, LOCKED));
+        r.always(
+            &["sanlock", "direct"],
+            Output::ok("owner_id 7\ntimestamp 77\n"),
+        );
+        let e = tempfile::tempdir().unwrap();
+        let p = Probe::new(&r, e.path());
+        let open = || Ok(reg.clone());
+        let err =
+            activate(&p, &open, "B", "vgsan", "domu1", Activation::Shared, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("held by sanlock host_id 7 (no host published that host_id)"),
+            "{err}"
+        );
+        // A lease held shared has no owner: the hosts that published it active are named.
+        let r2 = ScriptedRunner::new();
+        r2.always(&["lvs"], lvs_row("1.0.0:70254592"));
+        r2.always(&["lvchange"], Output::fail(5, LOCKED));
+        r2.always(
+            &["sanlock", "direct"],
+            Output::ok("owner_id 1\ntimestamp 0\n"),
+        );
+        let p2 = Probe::new(&r2, e.path());
+        let err = activate(
+            &p2,
+            &open,
+            "B",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("held by host A (published it active exclusively); LVM said"),
+            "{err}"
+        );
+        // No registry: LVM's words only.
+        let none = || Err("no registry configured".to_string());
+        let err = activate(
+            &p,
+            &none,
+            "B",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "LVM could not activate exclusively vgsan/domu1: it is held by sanlock host_id 7 (no host published that host_id); LVM said: LV locked by other host: vgsan/domu1; Failed to lock logical volume vgsan/domu1."
+        );
+    }
+
+    #[test]
+    fn an_lv_of_a_vg_that_is_not_shared_is_refused_unless_unlocked() {
+        let r = ScriptedRunner::new();
+        r.always(&["lvs"], lvs_row(""));
+        r.always(
+            &["vgs"],
+            Output::ok(r#"{"report":[{"vg":[{"vg_name":"vgsan","vg_uuid":"V","vg_attr":"wz--n-","vg_size":"1","vg_free":"0","vg_extent_size":"1","vg_lock_type":"","vg_lock_args":"","pv_count":"1","lv_count":"1"}]}]}"#),
+        );
+        let e = tempfile::tempdir().unwrap();
+        let p = Probe::new(&r, e.path());
+        let none = || Err("no registry configured".to_string());
+        let err = activate(
+            &p,
+            &none,
+            "A",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("refusing to activate vgsan/domu1: VG vgsan is not shared"),
+            "{err}"
+        );
+        assert!(
+            err.contains("hostsync vg share vgsan") && err.contains("--unlocked"),
+            "{err}"
+        );
+        assert!(
+            !r.lines().iter().any(|l| l.starts_with("lvchange")),
+            "nothing was activated"
+        );
+        // --unlocked activates; the failed publish is a warning, not an error.
+        r.expect(&["lvchange", "-aey", "vgsan/domu1"], Output::ok(""));
+        let out = activate(
+            &p,
+            &none,
+            "A",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            true,
+        )
+        .unwrap();
+        assert!(!out.locked);
+        assert!(
+            out.warning
+                .unwrap()
+                .contains("not published (no registry configured)")
+        );
+        // Deactivation needs no --unlocked.
+        r.expect(&["lvchange", "-an", "vgsan/domu1"], Output::ok(""));
+        activate(&p, &none, "A", "vgsan", "domu1", Activation::Off, false).unwrap();
+    }
+
+    #[test]
+    fn success_publishes_this_hosts_state() {
+        let (_d, reg) = reg_with_a();
+        let r = ScriptedRunner::new();
+        r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
+        r.expect(&["lvchange", "-an", "vgsan/domu1"], Output::ok(""));
+        crate::publish::tests_support::lvm_fixture(&r);
+        let e = tempfile::tempdir().unwrap();
+        let open = || Ok(reg.clone());
+        let out = activate(
+            &Probe::new(&r, e.path()),
+            &open,
+            "B",
+            "vgsan",
+            "domu1",
+            Activation::Off,
+            false,
+        )
+        .unwrap();
+        assert!(out.warning.is_none() && out.locked);
+        let hosts: Vec<_> = cluster_lvm_state(&*reg)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.host)
+            .collect();
+        assert_eq!(hosts, vec!["A", "B"]);
+    }
+}
