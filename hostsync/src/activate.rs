@@ -21,7 +21,7 @@ use crate::registry::Registry;
 use crate::{Error, Result};
 
 /// Opens the registry on demand (the caller's configuration); `Err` says why there is none.
-pub type OpenRegistry<'a> = &'a dyn Fn() -> std::result::Result<Arc<dyn Registry>, String>;
+pub type OpenRegistry<'a> = &'a (dyn Fn() -> std::result::Result<Arc<dyn Registry>, String> + Sync);
 
 /// What a successful (de)activation did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +37,10 @@ pub struct Outcome {
 }
 
 /// Activates (or, with [`Activation::Off`], deactivates) `vg/lv` on this host `host`.
+///
+/// When this host has joined the VG's lockspace (sanlock says so, a cheap query), the VG is
+/// shared: `lvchange` runs at once while the LV's row and the registry are read beside it, so a
+/// refusal names the holder without waiting for them in turn.
 pub fn activate(
     probe: &Probe<'_>,
     open: OpenRegistry<'_>,
@@ -48,23 +52,47 @@ pub fn activate(
 ) -> Result<Outcome> {
     let lvm = Lvm::new(probe.runner);
     let full = format!("{vg}/{lv}");
-    let row = lvm.lv(vg, lv)?;
-    // A sanlock VG gives every LV lock arguments; only an LV without them needs the VG asked.
-    let locked = !row.lock_args.is_empty()
-        || lvm
-            .vgs(&[vg])?
-            .iter()
-            .any(|v| v.name == vg && v.is_shared());
-    if !locked && mode != Activation::Off && !unlocked {
-        return Err(Error::Refused {
-            target: full,
-            action: "activate".into(),
-            reason: format!(
-                "VG {vg} is not shared (it has no lvmlockd lock type), so no lease would stop another host from activating {vg}/{lv} at the same time and both would write it; share the VG with `hostsync vg share {vg}`, or pass --unlocked if no other host can see it"
-            ),
-        });
-    }
-    if let Err(e) = lvm.activate(vg, lv, mode) {
+    let started = mode != Activation::Off
+        && probe
+            .sanlock_status()
+            .is_some_and(|s| s.vg_lockspace(vg).is_some());
+    let (result, row, reg, locked) = if started {
+        std::thread::scope(|sc| {
+            let row = sc.spawn(|| lvm.lv(vg, lv));
+            let reg = sc.spawn(open);
+            let result = lvm.activate(vg, lv, mode);
+            let row = row.join().unwrap_or_else(|_| {
+                Err(Error::Lvm {
+                    target: full.clone(),
+                    action: "read the report of".into(),
+                    message: "the reading thread panicked".into(),
+                })
+            });
+            let reg = reg
+                .join()
+                .unwrap_or_else(|_| Err("the registry thread panicked".into()));
+            (result, row, reg, true)
+        })
+    } else {
+        let row = lvm.lv(vg, lv)?;
+        // A sanlock VG gives every LV lock arguments; only an LV without them needs the VG asked.
+        let locked = !row.lock_args.is_empty()
+            || lvm
+                .vgs(&[vg])?
+                .iter()
+                .any(|v| v.name == vg && v.is_shared());
+        if !locked && mode != Activation::Off && !unlocked {
+            return Err(Error::Refused {
+                target: full,
+                action: "activate".into(),
+                reason: format!(
+                    "VG {vg} is not shared (it has no lvmlockd lock type), so no lease would stop another host from activating {vg}/{lv} at the same time and both would write it; share the VG with `hostsync vg share {vg}`, or pass --unlocked if no other host can see it"
+                ),
+            });
+        }
+        (lvm.activate(vg, lv, mode), Ok(row), open(), locked)
+    };
+    if let Err(e) = result {
         if !locked || mode == Activation::Off {
             return Err(e);
         }
@@ -76,8 +104,11 @@ pub fn activate(
         else {
             return Err(e);
         };
-        let records = open().ok().and_then(|r| cluster_lvm_state(&*r).ok());
-        let message = match holder(probe, &row, records.as_deref(), host) {
+        let records = reg.ok().and_then(|r| cluster_lvm_state(&*r).ok());
+        let message = match row
+            .ok()
+            .and_then(|row| holder(probe, &row, records.as_deref(), host))
+        {
             Some(h) => format!("it is held by {h}; LVM said: {message}"),
             None => message,
         };
@@ -87,7 +118,6 @@ pub fn activate(
             message,
         });
     }
-    let reg = open();
     let warning = republish(
         reg.as_ref()
             .map(|r| &**r as &dyn Registry)
@@ -106,9 +136,15 @@ pub fn activate(
 /// Who holds `lv`'s lease, in words: "host A (sanlock host_id 1)", "sanlock host_id 3 (no host
 /// published that host_id)", or the other hosts that published it active; `None` when unknown.
 pub fn holder(probe: &Probe<'_>, lv: &Lv, records: Option<&[HostLvm]>, me: &str) -> Option<String> {
+    if lease_offset(&lv.lock_args).is_none() {
+        tracing::warn!(lv = %lv.full_name(), lock_args = %lv.lock_args, "no lease offset in the LV's lock arguments");
+    }
     let owner = lease_offset(&lv.lock_args)
         .and_then(|off| match probe.read_leader(&lv.vg, &lv.uuid, off) {
-            Ok(l) => l.holder(),
+            Ok(l) => {
+                tracing::debug!(lv = %lv.full_name(), leader = ?l, "lease leader record");
+                l.holder()
+            }
             Err(e) => {
                 tracing::warn!(lv = %lv.full_name(), error = %e, "cannot read the lease's leader record");
                 None
@@ -341,6 +377,46 @@ mod tests {
         // Deactivation needs no --unlocked.
         r.expect(&["lvchange", "-an", "vgsan/domu1"], Output::ok(""));
         activate(&p, &none, "A", "vgsan", "domu1", Activation::Off, false).unwrap();
+    }
+
+    #[test]
+    fn with_the_lockspace_joined_lvchange_runs_at_once_and_the_holder_is_still_named() {
+        let (_d, reg) = reg_with_a();
+        let r = ScriptedRunner::new();
+        r.always(
+            &["sanlock", "client", "status"],
+            Output::ok("daemon x\ns lvm_vgsan:2:/dev/mapper/vgsan-lvmlock:0\n"),
+        );
+        r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
+        r.expect(
+            &["lvchange", "-aey", "vgsan/domu1"],
+            Output::fail(5, LOCKED),
+        );
+        r.expect(
+            &["sanlock", "direct", "read_leader"],
+            Output::ok("owner_id 1\ntimestamp 77\n"),
+        );
+        let e = tempfile::tempdir().unwrap();
+        let open = || Ok(reg.clone());
+        let err = activate(
+            &Probe::new(&r, e.path()),
+            &open,
+            "B",
+            "vgsan",
+            "domu1",
+            Activation::Exclusive,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("it is held by host A (sanlock host_id 1)"),
+            "{err}"
+        );
+        assert!(
+            !r.lines().iter().any(|l| l.starts_with("vgs")),
+            "no vgs on the fast path"
+        );
     }
 
     #[test]

@@ -152,12 +152,12 @@ fn opts_turn_watchdog_off(opts: &str) -> bool {
 /// The last uncommented `NAME=value` of a shell defaults file, quotes removed.
 fn shell_var(text: &str, name: &str) -> Option<String> {
     text.lines()
+        .rev()
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.trim() == name)
+        .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
-        .last()
 }
 
 fn sanlock_watchdog(p: &Probe<'_>) -> Finding {

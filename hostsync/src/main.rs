@@ -408,7 +408,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn run_lvm_command(
     cli: &Cli,
     host: &str,
-    open_registry: &dyn Fn() -> Result<Arc<dyn Registry>>,
+    open_registry: &(dyn Fn() -> Result<Arc<dyn Registry>> + Sync),
 ) -> Result<ExitCode> {
     use hostsync::lvm::Activation;
     let runner = hostsync::runner::SystemRunner;

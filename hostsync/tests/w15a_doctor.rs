@@ -1,6 +1,8 @@
 //! `hostsync doctor` on fixture hosts: a ready host is clean (exit 0), and every finding is
 //! produced by exactly its own fault, each with why and a fix, at its severity.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,7 +60,10 @@ impl World {
         w("proc/1/cmdline", b"/sbin/init\0");
         if self.lvmlockd {
             w("proc/10/comm", b"lvmlockd\n");
-            w("proc/10/cmdline", b"lvmlockd\0-f\0-g\0sanlock\0--host-id\x001\0-o\x002\0");
+            w(
+                "proc/10/cmdline",
+                b"lvmlockd\0-f\0-g\0sanlock\0--host-id\x001\0-o\x002\0",
+            );
         }
         if let Some(a) = self.sanlock_args {
             w("proc/11/comm", b"sanlock\n");
@@ -80,7 +85,10 @@ impl World {
         w("sys/block/dm-0/slaves/sda", b"");
         w("sys/block/dm-0/slaves/sdb", b"");
         let r = ScriptedRunner::new();
-        r.always(&["sanlock", "client", "status"], Output::ok(self.status.clone()));
+        r.always(
+            &["sanlock", "client", "status"],
+            Output::ok(self.status.clone()),
+        );
         r.always(&["lvmconfig"], Output::ok(self.lvmconfig.clone()));
         r.always(
             &["vgs"],
@@ -118,7 +126,8 @@ impl World {
         let probe = Probe::new(&r, d.path());
         doctor::run(
             &probe,
-            reg.as_deref().ok_or_else(|| "no registry configured".to_string()),
+            reg.as_deref()
+                .ok_or_else(|| "no registry configured".to_string()),
             "A",
         )
     }
@@ -159,15 +168,27 @@ fn a_ready_host_is_clean() {
             "kill-command"
         ]
     );
-    assert_eq!(finding(&r, "host-id").message, "host_id 1 (from sanlock lockspace)");
-    assert!(finding(&r, "io-timeout").message.starts_with("io_timeout 2 s"));
+    assert_eq!(
+        finding(&r, "host-id").message,
+        "host_id 1 (from sanlock lockspace)"
+    );
+    assert!(
+        finding(&r, "io-timeout")
+            .message
+            .starts_with("io_timeout 2 s")
+    );
     assert!(doctor::render(&r).ends_with("A: 0 error(s), 0 warning(s)\n"));
 }
 
 /// One fault: exactly its finding, at its severity, with why and fix; the exit status follows.
 fn one_fault(w: World, check: &str, sev: Severity, says: &str) {
     let r = w.run();
-    assert_eq!(problems(&r), vec![(finding(&r, check).check, sev)], "{}", doctor::render(&r));
+    assert_eq!(
+        problems(&r),
+        vec![(finding(&r, check).check, sev)],
+        "{}",
+        doctor::render(&r)
+    );
     let f = finding(&r, check);
     assert!(f.message.contains(says), "{check}: {}", f.message);
     assert!(!f.why.is_empty() && !f.fix.is_empty(), "{check}");
@@ -180,31 +201,60 @@ fn debians_watchdog_off_is_an_error_in_the_daemon_and_in_its_defaults() {
         sanlock_args: Some("sanlock\0daemon\0-U\0sanlock\0-w\x000\0"),
         ..World::ready()
     };
-    one_fault(w, "sanlock-watchdog", Severity::Error, "sanlock runs with -w 0");
+    one_fault(
+        w,
+        "sanlock-watchdog",
+        Severity::Error,
+        "sanlock runs with -w 0",
+    );
     // Running with the watchdog, but Debian's defaults file would start it without.
     let w = World {
         defaults: fixture("default-sanlock.debian"),
         ..World::ready()
     };
-    one_fault(w, "sanlock-watchdog", Severity::Error, "sanlock_opts=\"-w 0\"");
+    one_fault(
+        w,
+        "sanlock-watchdog",
+        Severity::Error,
+        "sanlock_opts=\"-w 0\"",
+    );
     let w = World {
         sanlock_args: None,
         ..World::ready()
     };
-    one_fault(w, "sanlock-watchdog", Severity::Error, "sanlock is not running");
+    one_fault(
+        w,
+        "sanlock-watchdog",
+        Severity::Error,
+        "sanlock is not running",
+    );
 }
 
 #[test]
 fn daemons_and_the_watchdog_device() {
     one_fault(
-        World { lvmlockd: false, ..World::ready() },
+        World {
+            lvmlockd: false,
+            ..World::ready()
+        },
         "lvmlockd",
         Severity::Error,
         "lvmlockd is not running",
     );
-    one_fault(World { wdmd: false, ..World::ready() }, "wdmd", Severity::Error, "wdmd is not running");
     one_fault(
-        World { watchdog: false, ..World::ready() },
+        World {
+            wdmd: false,
+            ..World::ready()
+        },
+        "wdmd",
+        Severity::Error,
+        "wdmd is not running",
+    );
+    one_fault(
+        World {
+            watchdog: false,
+            ..World::ready()
+        },
         "watchdog-device",
         Severity::Error,
         "/dev/watchdog is missing",
@@ -214,26 +264,42 @@ fn daemons_and_the_watchdog_device() {
 #[test]
 fn host_id_and_io_timeout_against_the_cluster() {
     one_fault(
-        World { other: Some((1, 2)), ..World::ready() },
+        World {
+            other: Some((1, 2)),
+            ..World::ready()
+        },
         "host-id-unique",
         Severity::Error,
         "host_id 1 is also used by B",
     );
     one_fault(
-        World { other: Some((2, 10)), ..World::ready() },
+        World {
+            other: Some((2, 10)),
+            ..World::ready()
+        },
         "io-timeout",
         Severity::Error,
         "io_timeout is 2 s here (from sanlock lockspace) but B has 10 s",
     );
     // No registry: both say they were skipped (warnings), never a silent pass.
-    let r = World { other: None, ..World::ready() }.run();
+    let r = World {
+        other: None,
+        ..World::ready()
+    }
+    .run();
     assert_eq!(
         problems(&r),
-        vec![("host-id-unique", Severity::Warning), ("io-timeout", Severity::Warning)]
+        vec![
+            ("host-id-unique", Severity::Warning),
+            ("io-timeout", Severity::Warning)
+        ]
     );
     for c in ["host-id-unique", "io-timeout"] {
         assert!(finding(&r, c).message.starts_with("skipped: "), "{c}");
-        assert!(finding(&r, c).message.contains("no registry configured"), "{c}");
+        assert!(
+            finding(&r, c).message.contains("no registry configured"),
+            "{c}"
+        );
     }
     assert_eq!(r.exit_code(), 1);
 }
@@ -248,13 +314,20 @@ fn a_missing_host_id_is_an_error() {
     }
     .run();
     assert_eq!(finding(&r, "host-id").severity, Severity::Error);
-    assert!(finding(&r, "host-id").message.starts_with("no sanlock host_id is set"));
+    assert!(
+        finding(&r, "host-id")
+            .message
+            .starts_with("no sanlock host_id is set")
+    );
 }
 
 #[test]
 fn a_shared_vg_without_its_lockspace_is_a_warning() {
     one_fault(
-        World { status: "daemon x\n".into(), ..World::ready() },
+        World {
+            status: "daemon x\n".into(),
+            ..World::ready()
+        },
         "lockspaces",
         Severity::Warning,
         "lockspace not started for shared VG(s) vgsan",
@@ -264,13 +337,24 @@ fn a_shared_vg_without_its_lockspace_is_a_warning() {
 #[test]
 fn lvm_seeing_member_paths_is_an_error_and_no_filter_a_warning() {
     one_fault(
-        World { pvs_all: "/dev/mapper/mpatha /dev/sda", ..World::ready() },
+        World {
+            pvs_all: "/dev/mapper/mpatha /dev/sda",
+            ..World::ready()
+        },
         "member-paths",
         Severity::Error,
         "/dev/sda (a path of mpatha)",
     );
     one_fault(
-        World { lvmconfig: fixture("lvmconfig-debian-default.txt").replace("use_lvmlockd=0", "use_lvmlockd=1").replace("lvmlockctl_kill_command=\"\"", "lvmlockctl_kill_command=\"hostsync fence\""), ..World::ready() },
+        World {
+            lvmconfig: fixture("lvmconfig-debian-default.txt")
+                .replace("use_lvmlockd=0", "use_lvmlockd=1")
+                .replace(
+                    "lvmlockctl_kill_command=\"\"",
+                    "lvmlockctl_kill_command=\"hostsync fence\"",
+                ),
+            ..World::ready()
+        },
         "member-paths",
         Severity::Warning,
         "neither a filter nor the devices file hides them",
@@ -280,7 +364,10 @@ fn lvm_seeing_member_paths_is_an_error_and_no_filter_a_warning() {
 #[test]
 fn udev_rule_and_kill_command() {
     one_fault(
-        World { udev_rule: false, ..World::ready() },
+        World {
+            udev_rule: false,
+            ..World::ready()
+        },
         "udev-rule",
         Severity::Warning,
         "56-hostsync-multipath-members.rules is not installed",
@@ -296,7 +383,8 @@ fn udev_rule_and_kill_command() {
     );
     one_fault(
         World {
-            lvmconfig: fixture("lvmconfig-ready.txt").replace("hostsync fence", "/usr/local/bin/kill-vg"),
+            lvmconfig: fixture("lvmconfig-ready.txt")
+                .replace("hostsync fence", "/usr/local/bin/kill-vg"),
             ..World::ready()
         },
         "kill-command",
