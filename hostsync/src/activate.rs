@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::lvm::{Activation, Lv, Lvm};
 use crate::lvstate::{HostLvm, LvMode, cluster_lvm_state};
-use crate::probe::{Probe, lease_offset};
+use crate::probe::{Probe, dm_name, lease_offset};
 use crate::publish::republish;
 use crate::registry::Registry;
 use crate::{Error, Result};
@@ -38,7 +38,7 @@ pub struct Outcome {
 
 /// Activates (or, with [`Activation::Off`], deactivates) `vg/lv` on this host `host`.
 ///
-/// When this host has joined the VG's lockspace (sanlock says so, a cheap query), the VG is
+/// When this host has joined the VG's lockspace (its `lvmlock` LV is active here), the VG is
 /// shared: `lvchange` runs at once while the LV's row and the registry are read beside it, so a
 /// refusal names the holder without waiting for them in turn.
 pub fn activate(
@@ -52,10 +52,9 @@ pub fn activate(
 ) -> Result<Outcome> {
     let lvm = Lvm::new(probe.runner);
     let full = format!("{vg}/{lv}");
-    let started = mode != Activation::Off
-        && probe
-            .sanlock_status()
-            .is_some_and(|s| s.vg_lockspace(vg).is_some());
+    // lvmlockd activates the VG's `lvmlock` LV when it starts the VG's lockspace here: its dm
+    // device is a free (sysfs) sign of a shared VG ready for locking.
+    let started = mode != Activation::Off && probe.dm_exists(&dm_name(vg, "lvmlock"));
     let (result, row, reg, locked) = if started {
         std::thread::scope(|sc| {
             let row = sc.spawn(|| lvm.lv(vg, lv));
@@ -218,6 +217,26 @@ mod tests {
         (d, reg)
     }
 
+    /// B's activation of vgsan/domu1 through `r`, which must fail: its message. vgsan's lockspace
+    /// is started on B (its lvmlock LV's dm device exists).
+    fn refusal(r: &ScriptedRunner, open: OpenRegistry<'_>, mode: Activation) -> String {
+        let e = tempfile::tempdir().unwrap();
+        let dm = e.path().join("sys/block/dm-4/dm");
+        std::fs::create_dir_all(&dm).unwrap();
+        std::fs::write(dm.join("name"), "vgsan-lvmlock\n").unwrap();
+        activate(
+            &Probe::new(r, e.path()),
+            open,
+            "B",
+            "vgsan",
+            "domu1",
+            mode,
+            false,
+        )
+        .unwrap_err()
+        .to_string()
+    }
+
     const LOCKED: &str =
         "  LV locked by other host: vgsan/domu1\n  Failed to lock logical volume vgsan/domu1.\n";
 
@@ -240,19 +259,7 @@ mod tests {
             ],
             Output::ok("owner_id 1\nowner_generation 2\ntimestamp 77\n"),
         );
-        let e = tempfile::tempdir().unwrap();
-        let open = || Ok(reg.clone());
-        let err = activate(
-            &Probe::new(&r, e.path()),
-            &open,
-            "B",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&r, &|| Ok(reg.clone()), Activation::Exclusive);
         assert_eq!(
             err,
             "LVM could not activate exclusively vgsan/domu1: it is held by host A (sanlock host_id 1); LVM said: LV locked by other host: vgsan/domu1; Failed to lock logical volume vgsan/domu1."
@@ -269,14 +276,10 @@ mod tests {
             &["sanlock", "direct"],
             Output::ok("owner_id 7\ntimestamp 77\n"),
         );
-        let e = tempfile::tempdir().unwrap();
-        let p = Probe::new(&r, e.path());
         let open = || Ok(reg.clone());
-        let err =
-            activate(&p, &open, "B", "vgsan", "domu1", Activation::Shared, false).unwrap_err();
+        let err = refusal(&r, &open, Activation::Shared);
         assert!(
-            err.to_string()
-                .contains("held by sanlock host_id 7 (no host published that host_id)"),
+            err.contains("held by sanlock host_id 7 (no host published that host_id)"),
             "{err}"
         );
         // A lease held shared has no owner: the hosts that published it active are named.
@@ -287,35 +290,14 @@ mod tests {
             &["sanlock", "direct"],
             Output::ok("owner_id 1\ntimestamp 0\n"),
         );
-        let p2 = Probe::new(&r2, e.path());
-        let err = activate(
-            &p2,
-            &open,
-            "B",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            false,
-        )
-        .unwrap_err();
+        let err = refusal(&r2, &open, Activation::Exclusive);
         assert!(
-            err.to_string()
-                .contains("held by host A (published it active exclusively); LVM said"),
+            err.contains("held by host A (published it active exclusively); LVM said"),
             "{err}"
         );
         // No registry: LVM's words only.
         let none = || Err("no registry configured".to_string());
-        let err = activate(
-            &p,
-            &none,
-            "B",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&r, &none, Activation::Exclusive);
         assert_eq!(
             err,
             "LVM could not activate exclusively vgsan/domu1: it is held by sanlock host_id 7 (no host published that host_id); LVM said: LV locked by other host: vgsan/domu1; Failed to lock logical volume vgsan/domu1."
@@ -383,10 +365,6 @@ mod tests {
     fn with_the_lockspace_joined_lvchange_runs_at_once_and_the_holder_is_still_named() {
         let (_d, reg) = reg_with_a();
         let r = ScriptedRunner::new();
-        r.always(
-            &["sanlock", "client", "status"],
-            Output::ok("daemon x\ns lvm_vgsan:2:/dev/mapper/vgsan-lvmlock:0\n"),
-        );
         r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
         r.expect(
             &["lvchange", "-aey", "vgsan/domu1"],
@@ -396,19 +374,7 @@ mod tests {
             &["sanlock", "direct", "read_leader"],
             Output::ok("owner_id 1\ntimestamp 77\n"),
         );
-        let e = tempfile::tempdir().unwrap();
-        let open = || Ok(reg.clone());
-        let err = activate(
-            &Probe::new(&r, e.path()),
-            &open,
-            "B",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&r, &|| Ok(reg.clone()), Activation::Exclusive);
         assert!(
             err.contains("it is held by host A (sanlock host_id 1)"),
             "{err}"

@@ -437,7 +437,12 @@ fn lv_of(r: &Row) -> std::result::Result<Lv, String> {
         active: flag(r, "lv_active_locally"),
         exclusive: flag(r, "lv_active_exclusively"),
         open: flag(r, "lv_device_open"),
-        lock_args: field(r, "lv_lock_args").into(),
+        // LVM names this field `lock_args` in its JSON report (`-o lv_lock_args` is accepted).
+        lock_args: match field(r, "lv_lock_args") {
+            "" => field(r, "lock_args"),
+            v => v,
+        }
+        .into(),
         path: field(r, "lv_path").into(),
         dm_path: field(r, "lv_dm_path").into(),
         name,
@@ -588,6 +593,18 @@ mod tests {
             let msg = lvm.lvs(&["v/x"]).unwrap_err().to_string();
             assert!(msg.contains("v/x") && msg.contains(want), "{want}: {msg}");
         }
+    }
+
+    #[test]
+    fn lock_args_are_read_under_either_json_key() {
+        let r = ScriptedRunner::new();
+        r.expect(
+            &["lvs"],
+            Output::ok(r#"{"report":[{"lv":[{"lv_name":"a","vg_name":"v","lock_args":"1.0.0:71303168"},{"lv_name":"b","vg_name":"v","lv_lock_args":"1.0.0:70254592"}]}]}"#),
+        );
+        let lvs = Lvm::new(&r).lvs(&["v"]).unwrap();
+        assert_eq!(lvs[0].lock_args, "1.0.0:71303168");
+        assert_eq!(lvs[1].lock_args, "1.0.0:70254592");
     }
 
     #[test]

@@ -341,6 +341,17 @@ impl<'r> Probe<'r> {
         maps
     }
 
+    /// Whether a device-mapper device called `name` exists (from `/sys/block/dm-*/dm/name`).
+    pub fn dm_exists(&self, name: &str) -> bool {
+        let block = self.path("/sys/block");
+        std::fs::read_dir(&block).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("dm-")
+                    && read_trim(&e.path().join("dm/name")) == name
+            })
+        })
+    }
+
     /// This host's sanlock host_id: from a joined lockspace, else lvmlockd's `--host-id`, else
     /// LVM's `local/host_id`. `None` when none is set.
     pub fn host_id(&self, status: Option<&SanlockStatus>) -> Option<(u32, &'static str)> {
