@@ -437,7 +437,14 @@ fn lv_of(r: &Row) -> std::result::Result<Lv, String> {
         active: flag(r, "lv_active_locally"),
         exclusive: flag(r, "lv_active_exclusively"),
         open: flag(r, "lv_device_open"),
-        lock_args: field(r, "lv_lock_args").into(),
+        // LVM 2.03.16's JSON report names this field `lv_lockargs` (seen in lab 43) although
+        // `-o lv_lock_args` asks for it; the other spellings are read too.
+        lock_args: ["lv_lockargs", "lv_lock_args", "lock_args"]
+            .iter()
+            .map(|k| field(r, k))
+            .find(|v| !v.is_empty())
+            .unwrap_or("")
+            .into(),
         path: field(r, "lv_path").into(),
         dm_path: field(r, "lv_dm_path").into(),
         name,
@@ -588,6 +595,27 @@ mod tests {
             let msg = lvm.lvs(&["v/x"]).unwrap_err().to_string();
             assert!(msg.contains("v/x") && msg.contains(want), "{want}: {msg}");
         }
+    }
+
+    #[test]
+    fn lock_args_are_read_under_either_json_key() {
+        let r = ScriptedRunner::new();
+        r.expect(
+            &["lvs"],
+            Output::ok(r#"{"report":[{"lv":[{"lv_name":"a","vg_name":"v","lv_lockargs":"1.0.0:71303168"},{"lv_name":"b","vg_name":"v","lv_lock_args":"1.0.0:70254592"}]}]}"#),
+        );
+        let lvs = Lvm::new(&r).lvs(&["v"]).unwrap();
+        assert_eq!(lvs[0].lock_args, "1.0.0:71303168");
+        assert_eq!(lvs[1].lock_args, "1.0.0:70254592");
+        // What LVM 2.03.16 printed in lab 43.
+        r.expect(
+            &["lvs"],
+            Output::ok(include_str!(
+                "../../fixtures/lvm/w15a/lvs-lockargs-2.03.16.json"
+            )),
+        );
+        let lvs = Lvm::new(&r).lvs(&["vgsan/domu1"]).unwrap();
+        assert_eq!(lvs[0].lock_args, "1.0.0:70254592");
     }
 
     #[test]

@@ -32,6 +32,9 @@ struct Cli {
     /// JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// Root directory files, /proc and /sys are read under (for tests; default /).
+    #[arg(long, global = true, default_value = "/", hide = true)]
+    root: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -114,6 +117,21 @@ enum Cmd {
         #[arg(long, default_value = "/sys", hide = true)]
         sysfs: PathBuf,
     },
+    /// Publish this host's LVM state (VGs, active LVs and their lock mode, sanlock host_id and
+    /// io_timeout) under hosts/<host>/lvm.
+    Publish,
+    /// Activate or deactivate an LV through lvmlockd (exclusive unless --shared).
+    Lv {
+        #[command(subcommand)]
+        cmd: LvCmd,
+    },
+    /// Shared VGs.
+    Vg {
+        #[command(subcommand)]
+        cmd: VgCmd,
+    },
+    /// This host's readiness for exclusive activation; exit 0 clean, 1 warnings, 2 errors.
+    Doctor,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +188,38 @@ enum DomuCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum LvCmd {
+    /// Activate VG/LV on this host (-aey; -asy with --shared).
+    Activate {
+        /// VG/LV.
+        lv: String,
+        /// Shared activation (a migration handoff), not exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// Allow activating an LV of a VG that is not shared (no lease protects it).
+        #[arg(long)]
+        unlocked: bool,
+    },
+    /// Deactivate VG/LV on this host (releases its lease).
+    Deactivate {
+        /// VG/LV.
+        lv: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VgCmd {
+    /// Convert a VG on multipath maps into a sanlock shared VG.
+    Share {
+        /// The VG.
+        vg: String,
+        /// Check and print the steps without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AliasCmd {
     /// Print `WWID NAME` for each WWID, allocating a friendly name where it has none.
     Allocate {
@@ -201,6 +251,13 @@ enum AliasCmd {
 enum CheckCmd {
     /// Every WWID with its name on every host; mismatches and duplicates are flagged.
     Aliases,
+    /// Every host's active LVs: on two hosts outside a migration, without a lock, or held by a
+    /// dead host.
+    Lvs {
+        /// A host's record older than this (seconds) no longer proves it alive.
+        #[arg(long, default_value_t = hostsync::publish::DEFAULT_STALE_AFTER)]
+        stale_after: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -581,6 +638,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Cmd::Publish
+        | Cmd::Lv { .. }
+        | Cmd::Vg { .. }
+        | Cmd::Doctor
+        | Cmd::Check {
+            cmd: CheckCmd::Lvs { .. },
+        } => return run_lvm_command(&cli, &host, &open_registry),
         Cmd::Render {
             cmd: RenderCmd::MultipathConf,
         } => {
@@ -588,6 +652,125 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let b = Bindings::read(&*reg)?;
             print!("{}", report::render_multipath_conf(&b));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exclusive-activation commands (issue 15): logic and output in the library's modules.
+fn run_lvm_command(
+    cli: &Cli,
+    host: &str,
+    open_registry: &(dyn Fn() -> Result<Arc<dyn Registry>> + Sync),
+) -> Result<ExitCode> {
+    use hostsync::lvm::Activation;
+    let runner = hostsync::runner::SystemRunner;
+    let probe = hostsync::probe::Probe::new(&runner, &cli.root);
+    let open = || open_registry().map_err(|e| format!("{e:#}"));
+    match &cli.cmd {
+        Cmd::Publish => {
+            let reg = open_registry()?;
+            let st = hostsync::publish::publish(&*reg, &probe, host)?;
+            if cli.json {
+                print_json(&st)?;
+            } else {
+                println!(
+                    "published {}: host_id {}, io_timeout {}, {} VG(s), {} active LV(s)",
+                    hostsync::lvstate::lvm_key(host),
+                    st.host_id
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    st.io_timeout
+                        .map(|i| format!("{i} s"))
+                        .unwrap_or_else(|| "unknown".into()),
+                    st.vgs.len(),
+                    st.lvs.len()
+                );
+            }
+        }
+        Cmd::Lv { cmd } => {
+            let (name, mode, unlocked) = match cmd {
+                LvCmd::Activate {
+                    lv,
+                    shared,
+                    unlocked,
+                } => (
+                    lv,
+                    if *shared {
+                        Activation::Shared
+                    } else {
+                        Activation::Exclusive
+                    },
+                    *unlocked,
+                ),
+                LvCmd::Deactivate { lv } => (lv, Activation::Off, false),
+            };
+            let (vg, lv) = hostsync::publish::split_vg_lv(name)?;
+            let out = hostsync::activate::activate(&probe, &open, host, vg, lv, mode, unlocked)?;
+            if let Some(w) = &out.warning {
+                eprintln!("hostsync: {w}");
+            }
+            if cli.json {
+                print_json(&out)?;
+            } else {
+                let what = match mode {
+                    Activation::Exclusive => "active exclusively on",
+                    Activation::Shared => "active shared on",
+                    Activation::Off => "inactive on",
+                };
+                println!("{} is {what} {host}", out.lv);
+            }
+        }
+        Cmd::Vg {
+            cmd: VgCmd::Share { vg, dry_run },
+        } => {
+            let plan = hostsync::vgshare::share(&probe, &open, host, vg, *dry_run)?;
+            if let Some(w) = &plan.warning {
+                eprintln!("hostsync: {w}");
+            }
+            if cli.json {
+                print_json(&plan)?;
+            } else {
+                print!("{}", hostsync::vgshare::render(&plan));
+            }
+        }
+        Cmd::Doctor => {
+            let reg = open_registry();
+            let rep = hostsync::doctor::run(
+                &probe,
+                reg.as_ref().map(|r| &**r).map_err(|e| format!("{e:#}")),
+                host,
+            );
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                print!("{}", hostsync::doctor::render(&rep));
+            }
+            return Ok(ExitCode::from(rep.exit_code()));
+        }
+        Cmd::Check {
+            cmd: CheckCmd::Lvs { stale_after },
+        } => {
+            let reg = open_registry()?;
+            let records = hostsync::lvstate::cluster_lvm_state(&*reg)?;
+            let migrations = hostsync::lvstate::migrations(&*reg)?;
+            let alive = hostsync::publish::hosts_with_state(&*reg)?;
+            let rep = hostsync::lvcheck::check(
+                &records,
+                &migrations,
+                &alive,
+                hostsync::publish::now_unix(),
+                *stale_after,
+            );
+            if cli.json {
+                print_json(&rep)?;
+            } else {
+                print!("{}", hostsync::lvcheck::render(&rep));
+            }
+            if !rep.problems.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        _ => bail!("not an LVM command"),
     }
     Ok(ExitCode::SUCCESS)
 }
