@@ -19,7 +19,7 @@ use crate::registry::Registry;
 pub const UDEV_RULE: &str = "/etc/udev/rules.d/56-hostsync-multipath-members.rules";
 
 /// The kill command lvmlockd should run when sanlock loses the lease storage.
-pub const KILL_COMMAND: &str = "hostsync fence";
+pub const KILL_COMMAND: &str = "/usr/sbin/hostsync fence";
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -497,12 +497,25 @@ fn kill_command(p: &Probe<'_>) -> Finding {
             return bad(CHECK, Severity::Warning, format!("skipped: {e}"), WHY, fix);
         }
     };
-    if v.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .starts_with(KILL_COMMAND)
-    {
+    // lvmlockctl splits the value at spaces and refuses one whose program is not a full path
+    // ("lvmlockctl_kill_command must be full path", Debian's 2.03.16), so a bare
+    // `hostsync fence` would never run: an error, not a pass.
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let is_fence = words.len() >= 2
+        && words[1] == "fence"
+        && std::path::Path::new(words[0]).file_name() == Some(std::ffi::OsStr::new("hostsync"));
+    if is_fence && words[0].starts_with('/') {
         ok(CHECK, format!("lvmlockctl_kill_command = \"{v}\""))
+    } else if is_fence {
+        bad(
+            CHECK,
+            Severity::Error,
+            format!(
+                "global/lvmlockctl_kill_command is \"{v}\": lvmlockctl refuses a command that is not a full path, so nothing would be fenced"
+            ),
+            WHY,
+            fix,
+        )
     } else if v.is_empty() {
         bad(
             CHECK,

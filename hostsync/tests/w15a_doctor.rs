@@ -351,7 +351,7 @@ fn lvm_seeing_member_paths_is_an_error_and_no_filter_a_warning() {
                 .replace("use_lvmlockd=0", "use_lvmlockd=1")
                 .replace(
                     "lvmlockctl_kill_command=\"\"",
-                    "lvmlockctl_kill_command=\"hostsync fence\"",
+                    "lvmlockctl_kill_command=\"/usr/sbin/hostsync fence\"",
                 ),
             ..World::ready()
         },
@@ -374,7 +374,7 @@ fn udev_rule_and_kill_command() {
     );
     one_fault(
         World {
-            lvmconfig: fixture("lvmconfig-ready.txt").replace("hostsync fence", ""),
+            lvmconfig: fixture("lvmconfig-ready.txt").replace("/usr/sbin/hostsync fence", ""),
             ..World::ready()
         },
         "kill-command",
@@ -384,11 +384,21 @@ fn udev_rule_and_kill_command() {
     one_fault(
         World {
             lvmconfig: fixture("lvmconfig-ready.txt")
-                .replace("hostsync fence", "/usr/local/bin/kill-vg"),
+                .replace("/usr/sbin/hostsync fence", "/usr/local/bin/kill-vg"),
             ..World::ready()
         },
         "kill-command",
         Severity::Warning,
-        "\"/usr/local/bin/kill-vg\", not hostsync fence",
+        "\"/usr/local/bin/kill-vg\", not /usr/sbin/hostsync fence",
+    );
+    one_fault(
+        World {
+            lvmconfig: fixture("lvmconfig-ready.txt")
+                .replace("/usr/sbin/hostsync fence", "hostsync fence"),
+            ..World::ready()
+        },
+        "kill-command",
+        Severity::Error,
+        "not a full path",
     );
 }

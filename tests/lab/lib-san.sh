@@ -307,7 +307,7 @@ LAB_SAN_LVM_DIR=/tmp/lab-san-lvm
 [ -e "$LAB_SAN_LVM_DIR/lvm.conf" ] && export LVM_SYSTEM_DIR="$LAB_SAN_LVM_DIR"
 
 # san_lvm_conf [LINE...]: write LAB_SAN_LVM_DIR/lvm.conf and export LVM_SYSTEM_DIR: lvmlockd in
-# use, lvmlockctl_kill_command "$LAB_SAN_KILL_COMMAND" (default "hostsync fence"), LVM sees
+# use, lvmlockctl_kill_command "$LAB_SAN_KILL_COMMAND" (default "$LAB_BIN/hostsync fence": lvmlockctl wants a full path), LVM sees
 # only /dev/mapper/ devices (global_filter; the SCSI paths of the maps stay hidden), no devices
 # file; each LINE is appended as is (more sections, e.g. 'activation { ... }').
 san_lvm_conf() {
@@ -317,7 +317,7 @@ san_lvm_conf() {
     echo "# written by san_lvm_conf on $LAB_HOST"
     echo 'global {'
     echo '  use_lvmlockd = 1'
-    printf '  lvmlockctl_kill_command = "%s"\n' "${LAB_SAN_KILL_COMMAND:-hostsync fence}"
+    printf '  lvmlockctl_kill_command = "%s"\n' "${LAB_SAN_KILL_COMMAND:-$LAB_BIN/hostsync fence}"
     echo '}'
     echo 'devices {'
     echo '  global_filter = [ "a|^/dev/mapper/|", "r|.*|" ]'
