@@ -5,6 +5,7 @@ mod error;
 pub mod etcd;
 pub mod hosts;
 pub mod import;
+mod kvstate;
 pub mod local;
 pub mod lvm;
 pub mod lvstate;
