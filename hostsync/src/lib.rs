@@ -14,6 +14,7 @@ pub mod names;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod san;
 #[doc(hidden)]
 pub mod testkit;
 

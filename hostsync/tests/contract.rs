@@ -1,5 +1,6 @@
-//! The registry contract, run against every backend: `local:DIR` and a real 3-member etcd
-//! cluster on loopback (skipped with a message only if /usr/bin/etcd is absent).
+//! The registry contract, run against every backend: `local:DIR`, `san:/FILE` (the san
+//! backend's on-disk format in a file, its mutex an OFD lock next to it) and a real 3-member
+//! etcd cluster on loopback (skipped with a message only if /usr/bin/etcd is absent).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -162,6 +163,17 @@ fn contract_local() {
     registry_contract(&*reg);
 }
 
+fn san_url(d: &tempfile::TempDir) -> String {
+    format!("san:{}", d.path().join("registry.san").display())
+}
+
+#[test]
+fn contract_san() {
+    let d = common::tempdir();
+    let reg = hostsync::open(&san_url(&d)).unwrap();
+    registry_contract(&*reg);
+}
+
 #[test]
 fn contract_etcd() {
     let Some(c) = common::etcd() else { return };
@@ -187,6 +199,12 @@ fn sixteen_hosts(url: &str) {
 fn sixteen_hosts_local() {
     let d = common::tempdir();
     sixteen_hosts(&format!("local:{}", d.path().join("reg").display()));
+}
+
+#[test]
+fn sixteen_hosts_san() {
+    let d = common::tempdir();
+    sixteen_hosts(&san_url(&d));
 }
 
 #[test]
@@ -225,6 +243,12 @@ fn tombstones(url: &str) {
 fn tombstones_local() {
     let d = common::tempdir();
     tombstones(&format!("local:{}", d.path().join("reg").display()));
+}
+
+#[test]
+fn tombstones_san() {
+    let d = common::tempdir();
+    tombstones(&san_url(&d));
 }
 
 #[test]
