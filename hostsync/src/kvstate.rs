@@ -289,6 +289,11 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
     fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T>;
     /// How often a watch looks for changes.
     fn poll(&self) -> Duration;
+    /// Whether a read is cheap enough to answer a doomed transaction before taking the write
+    /// mutex (true unless every read costs a cluster lock, as on a shared LV).
+    fn precheck(&self) -> bool {
+        true
+    }
     /// An error about this registry.
     fn err(&self, action: &str, message: impl ToString) -> Error {
         Error::Registry {
@@ -381,7 +386,9 @@ pub(crate) fn txn<S: Store>(s: &S, when: &[Compare], then: &[Op]) -> Result<TxnR
     }
     // A condition that already fails on the last committed state fails now: answer
     // without the lock, so losers of a race do not queue behind the writers.
-    if let Some(r) = check(&*s.load()?, when) {
+    if s.precheck()
+        && let Some(r) = check(&*s.load()?, when)
+    {
         return Ok(r);
     }
     s.write(|em| {

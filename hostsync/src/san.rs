@@ -853,6 +853,11 @@ impl Store for SanRegistry {
         self.mutex.poll()
     }
 
+    fn precheck(&self) -> bool {
+        // On an LV every read is an lvchange -asy / -an pair: let the writer check.
+        self.is_file
+    }
+
     fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T> {
         let hold = self.mutex.acquire(true)?;
         let (dev, len) = self.open_dev(true)?;
