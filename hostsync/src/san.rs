@@ -85,7 +85,7 @@ pub fn crc64(data: &[u8]) -> u64 {
             let mut c = i as u64;
             for _ in 0..8 {
                 c = if c & 1 == 1 {
-                    (c >> 1) ^ 0xC96C_5795_D70B_C52B
+                    (c >> 1) ^ 0xC96C_5795_D787_0F42
                 } else {
                     c >> 1
                 };
@@ -176,6 +176,8 @@ pub enum Slot {
     Invalid(String),
     /// Not a hostsync header at all.
     Foreign,
+    /// A header that checks out, of a format version this hostsync does not know.
+    OtherVersion(u32),
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -203,9 +205,7 @@ pub fn decode_slot(b: &[u8], slot: u32, dev_len: u64) -> Slot {
     }
     let version = u32_at(b, 8);
     if version != FORMAT_VERSION {
-        return Slot::Invalid(format!(
-            "format version {version} (this hostsync reads version {FORMAT_VERSION})"
-        ));
+        return Slot::OtherVersion(version);
     }
     let h = Header {
         slot: u32_at(b, 12),
@@ -244,6 +244,14 @@ pub fn committed(slots: &[Slot; 2]) -> std::result::Result<Option<Header>, Strin
             "it does not hold a hostsync registry (a header block without the HSYNCREG magic)"
                 .into(),
         );
+    }
+    for s in slots {
+        if let Slot::OtherVersion(v) = s {
+            return Err(format!(
+                "it was written in format version {v}; this hostsync reads version \
+                 {FORMAT_VERSION} (use the hostsync that wrote it)"
+            ));
+        }
     }
     if let Some(h) = best {
         return Ok(Some(h));
@@ -574,6 +582,12 @@ impl SanRegistry {
     /// Opens `san:VG/LV` or `san:/PATH` (the part after `san:` is `spec`).
     pub fn open(spec: &str) -> Result<Self> {
         let url = format!("san:{spec}");
+        if spec.ends_with('/') {
+            return Err(Error::BadUrl {
+                url: url.clone(),
+                reason: "san:/PATH needs a file, not a directory".into(),
+            });
+        }
         if spec.starts_with('/') {
             let path = PathBuf::from(spec);
             let mut r = Self::with_mutex(&url, &path, Arc::new(FileMutex::new(&path)));
@@ -895,3 +909,316 @@ impl Store for SanRegistry {
 }
 
 registry_via_store!(SanRegistry);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Compare, Op, Registry, WatchEvent};
+    use crate::runner::{Output, ScriptedRunner};
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::put(k, v.as_bytes().to_vec())
+    }
+
+    /// A registry file of `size` bytes in a fresh temporary directory.
+    fn reg(size: u64) -> (tempfile::TempDir, SanRegistry, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("reg.san");
+        let f = File::create(&p).unwrap();
+        f.set_len(size).unwrap();
+        let r = SanRegistry::open(p.to_str().unwrap()).unwrap();
+        (d, r, p)
+    }
+
+    /// Forgets what this process read of `p` (as a new process would start).
+    fn fresh(p: &Path) {
+        cache().lock().unwrap().remove(p);
+    }
+
+    fn raw(p: &Path, at: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        File::open(p).unwrap().read_exact_at(&mut b, at).unwrap();
+        b
+    }
+
+    fn poke(p: &Path, at: u64, data: &[u8]) {
+        let f = OpenOptions::new().write(true).open(p).unwrap();
+        f.write_all_at(data, at).unwrap();
+    }
+
+    #[test]
+    fn crc64_is_crc64_xz() {
+        assert_eq!(crc64(b"123456789"), 0x995D_C9BB_DF19_39FA);
+        assert_eq!(crc64(b""), 0);
+    }
+
+    #[test]
+    fn generations_alternate_slots_and_the_highest_valid_wins() {
+        let (_d, r, p) = reg(1 << 20);
+        assert_eq!(r.header().unwrap(), None, "a blank LV is an empty registry");
+        assert!(r.get("k").unwrap().is_none());
+        for i in 1..=5u64 {
+            r.txn(&[], &[put("k", &i.to_string())]).unwrap();
+            let h = r.header().unwrap().unwrap();
+            assert_eq!(h.generation, i);
+            assert_eq!(
+                h.slot as u64,
+                (i - 1) % 2,
+                "generation {i} went to the wrong slot"
+            );
+        }
+        // Both slots hold a header; the older one has generation 4.
+        let len = std::fs::metadata(&p).unwrap().len();
+        let s0 = decode_slot(&raw(&p, 0, BLOCK), 0, len);
+        let s1 = decode_slot(&raw(&p, BLOCK as u64, BLOCK), 1, len);
+        assert!(matches!(s0, Slot::Valid(h) if h.generation == 5));
+        assert!(matches!(s1, Slot::Valid(h) if h.generation == 4));
+        // The order of the slots does not matter, the generation does.
+        assert_eq!(
+            committed(&[s1.clone(), s0.clone()])
+                .unwrap()
+                .unwrap()
+                .generation,
+            5
+        );
+        // A header copied into the other slot's place does not count there.
+        let b0 = raw(&p, 0, BLOCK);
+        assert!(matches!(decode_slot(&b0, 1, len), Slot::Invalid(_)));
+        fresh(&p);
+        assert_eq!(r.get("k").unwrap().unwrap().value, b"5");
+    }
+
+    #[test]
+    fn a_torn_header_leaves_the_previous_generation() {
+        let (_d, r, p) = reg(1 << 20);
+        r.txn(&[], &[put("a", "1")]).unwrap(); // generation 1, slot 0
+        r.txn(&[], &[put("b", "2")]).unwrap(); // generation 2, slot 1
+        // Generation 2's header torn: half of its fields are from another write.
+        poke(&p, BLOCK as u64 + 16, &[0xAA; 16]);
+        fresh(&p);
+        assert_eq!(r.header().unwrap().unwrap().generation, 1);
+        assert_eq!(r.get("a").unwrap().unwrap().value, b"1");
+        assert!(
+            r.get("b").unwrap().is_none(),
+            "a write whose header is torn never happened"
+        );
+        // The next writer goes on from generation 1, into the torn slot.
+        let t = r
+            .txn(&[Compare::Absent("b".into())], &[put("b", "3")])
+            .unwrap();
+        assert!(t.succeeded);
+        let h = r.header().unwrap().unwrap();
+        assert_eq!((h.generation, h.slot), (2, 1));
+        fresh(&p);
+        assert_eq!(r.get("b").unwrap().unwrap().value, b"3");
+        assert_eq!(r.range("").unwrap().kvs.len(), 2);
+    }
+
+    #[test]
+    fn bytes_past_the_committed_end_are_never_read() {
+        let (_d, r, p) = reg(1 << 20);
+        r.txn(&[], &[put("a", "1")]).unwrap();
+        let end = r.header().unwrap().unwrap().end;
+        // A writer died after its frame and before its header: a complete, valid frame
+        // past the end, and garbage after it.
+        let rec = br#"{"txn":{"rev":2,"puts":[{"k":"ghost","v":"x"}]}}"#;
+        poke(&p, end, encode_frame(rec).bytes());
+        poke(&p, end + BLOCK as u64, &[0x5A; 100]);
+        fresh(&p);
+        assert!(r.get("ghost").unwrap().is_none());
+        r.txn(&[], &[put("b", "2")]).unwrap();
+        fresh(&p);
+        let keys: Vec<String> = r
+            .range("")
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|k| k.key)
+            .collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[test]
+    fn damage_is_an_error_naming_the_device() {
+        let (_d, r, p) = reg(1 << 20);
+        r.txn(&[], &[put("a", "1")]).unwrap();
+        r.txn(&[], &[put("b", "2")]).unwrap();
+        let h = r.header().unwrap().unwrap();
+        // A flipped byte inside the committed log.
+        let first = h.area_start() + 20;
+        let orig = raw(&p, first, 1);
+        poke(&p, first, &[orig[0] ^ 0xFF]);
+        fresh(&p);
+        let e = r.get("a").unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(e.contains("fails its checksum"), "{e}");
+        assert!(e.contains(&format!("byte {}", h.area_start())), "{e}");
+        // Writes refuse too (nothing is written over a log we cannot read).
+        assert!(r.txn(&[], &[put("c", "3")]).is_err());
+        poke(&p, first, &orig);
+        fresh(&p);
+        assert_eq!(r.get("b").unwrap().unwrap().value, b"2");
+        // Both headers damaged.
+        poke(&p, 20, &[1]);
+        poke(&p, BLOCK as u64 + 20, &[1]);
+        fresh(&p);
+        let e = r.get("a").unwrap_err().to_string();
+        assert!(e.contains("both header slots are damaged"), "{e}");
+        assert!(e.contains(&p.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn foreign_data_and_unknown_versions_are_refused() {
+        let (_d, r, p) = reg(1 << 20);
+        poke(&p, 0, b"\x7fELF something else entirely");
+        let e = r.get("a").unwrap_err().to_string();
+        assert!(e.contains("does not hold a hostsync registry"), "{e}");
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            r.txn(&[], &[put("a", "1")]).is_err(),
+            "a foreign LV was written"
+        );
+        assert_eq!(&raw(&p, 0, 4), b"\x7fELF");
+
+        let (_d2, r2, p2) = reg(1 << 20);
+        r2.txn(&[], &[put("a", "1")]).unwrap();
+        let mut h = raw(&p2, 0, BLOCK);
+        h[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let crc = crc64(&h[0..56]);
+        h[56..64].copy_from_slice(&crc.to_le_bytes());
+        poke(&p2, 0, &h);
+        fresh(&p2);
+        let e = r2.get("a").unwrap_err().to_string();
+        assert!(e.contains("format version 7"), "{e}");
+        assert!(r2.txn(&[], &[put("b", "2")]).is_err());
+    }
+
+    #[test]
+    fn a_full_area_moves_to_the_other_and_behind_watches_resync() {
+        // Two areas of 64 KiB: each commit takes a 4 KiB frame.
+        let (_d, r, p) = reg(AREAS_START + 2 * MIN_AREA);
+        let mut w = r.watch("k/", 1).unwrap();
+        for i in 0..40 {
+            r.txn(&[], &[put(&format!("k/{i:02}"), "v")]).unwrap();
+        }
+        let h = r.header().unwrap().unwrap();
+        assert!(h.epoch >= 2, "the log never moved to the other area: {h:?}");
+        fresh(&p);
+        assert_eq!(r.range("k/").unwrap().kvs.len(), 40);
+        assert!(matches!(
+            w.next(Duration::from_millis(200)).unwrap(),
+            WatchEvent::Resync
+        ));
+        // A registry bigger than an area is refused with a sentence, and nothing is lost.
+        let big = "x".repeat(70 * 1024);
+        let e = r.txn(&[], &[put("big", &big)]).unwrap_err().to_string();
+        assert!(e.contains("is full"), "{e}");
+        fresh(&p);
+        assert_eq!(r.range("k/").unwrap().kvs.len(), 40);
+        assert!(r.get("big").unwrap().is_none());
+    }
+
+    #[test]
+    fn leases_expire_on_the_readers_clock_from_the_last_advance() {
+        let (_d, r, p) = reg(1 << 20);
+        let lease = r.grant_lease(1).unwrap();
+        r.txn(
+            &[],
+            &[Op::Put {
+                key: "h/a".into(),
+                value: b"up".to_vec(),
+                lease,
+            }],
+        )
+        .unwrap();
+        // Renewed every 300 ms for 2 s (twice the TTL): alive throughout.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            assert!(r.keep_alive(lease).unwrap());
+            assert!(r.get("h/a").unwrap().is_some(), "a renewed lease expired");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // A new process sees a lease it never saw advance as alive for one TTL from now,
+        // whatever clock the writer had.
+        fresh(&p);
+        assert!(r.get("h/a").unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(
+            r.get("h/a").unwrap().is_none(),
+            "an unrenewed lease did not expire"
+        );
+        // The next writer deletes it; its holder learns so.
+        assert!(!r.keep_alive(lease).unwrap());
+        fresh(&p);
+        assert!(r.get("h/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(SanRegistry::open("vg0/reg").is_ok());
+        assert_eq!(
+            dm_path("my-vg", "reg-1"),
+            PathBuf::from("/dev/mapper/my--vg-reg--1")
+        );
+        for bad in ["", "vg0", "vg0/", "/", "vg 0/reg", "-vg/reg"] {
+            let e = crate::open(&format!("san:{bad}"));
+            assert!(e.is_err(), "san:{bad} was accepted");
+        }
+    }
+
+    fn lvm_mutex(r: &Arc<ScriptedRunner>, wait: Duration) -> (tempfile::TempDir, LvmMutex) {
+        let d = tempfile::tempdir().unwrap();
+        let m = LvmMutex::new(r.clone(), "vg0", "reg", d.path(), wait);
+        (d, m)
+    }
+
+    const CONFLICT: &str =
+        "  LV locked by other host: vg0/reg\n  Failed to lock logical volume vg0/reg.\n";
+
+    #[test]
+    fn lvm_mutex_retries_another_hosts_hold_and_gives_the_lv_back() {
+        let r = Arc::new(ScriptedRunner::new());
+        r.expect(&["lvchange", "-aey"], Output::fail(5, CONFLICT))
+            .expect(&["lvchange", "-aey"], Output::fail(5, CONFLICT))
+            .expect(&["lvchange", "-aey", "vg0/reg"], Output::ok(""))
+            .expect(&["lvchange", "-an", "vg0/reg"], Output::ok(""))
+            .expect(&["lvchange", "-asy", "vg0/reg"], Output::ok(""))
+            .expect(&["lvchange", "-an", "vg0/reg"], Output::ok(""));
+        let (_d, m) = lvm_mutex(&r, Duration::from_secs(30));
+        m.acquire(true).unwrap().release().unwrap();
+        drop(m.acquire(false).unwrap()); // dropping gives it back too
+        assert_eq!(
+            r.lines(),
+            [
+                "lvchange -aey vg0/reg",
+                "lvchange -aey vg0/reg",
+                "lvchange -aey vg0/reg",
+                "lvchange -an vg0/reg",
+                "lvchange -asy vg0/reg",
+                "lvchange -an vg0/reg"
+            ]
+        );
+    }
+
+    #[test]
+    fn lvm_mutex_gives_up_after_its_time_limit_and_does_not_retry_other_errors() {
+        let r = Arc::new(ScriptedRunner::new());
+        r.always(&["lvchange", "-aey"], Output::fail(5, CONFLICT));
+        let (_d, m) = lvm_mutex(&r, Duration::from_millis(400));
+        let e = m.acquire(true).unwrap_err().to_string();
+        assert!(e.contains("vg0/reg"), "{e}");
+        assert!(e.contains("LV locked by other host"), "{e}");
+        assert!(e.contains("still held by another host"), "{e}");
+        assert!(r.lines().len() >= 2, "no retry: {:?}", r.lines());
+
+        let r = Arc::new(ScriptedRunner::new());
+        r.expect(
+            &["lvchange", "-asy"],
+            Output::fail(5, "  Failed to find logical volume \"vg0/reg\"\n"),
+        );
+        let (_d, m) = lvm_mutex(&r, Duration::from_secs(30));
+        let e = m.acquire(false).unwrap_err().to_string();
+        assert!(e.contains("Failed to find logical volume"), "{e}");
+        assert_eq!(r.lines().len(), 1);
+    }
+}

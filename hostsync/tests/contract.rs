@@ -256,3 +256,78 @@ fn tombstones_etcd() {
     let Some(c) = common::etcd() else { return };
     tombstones(&c.url());
 }
+
+/// san: a writer killed while it holds the mutex, after its log frame and before its header,
+/// changes nothing: its allocation never happened, the others go on, nothing is corrupt.
+#[test]
+fn san_crashed_writer_does_not_corrupt() {
+    use std::os::unix::fs::FileExt as _;
+    let d = common::tempdir();
+    let url = san_url(&d);
+    let file = d.path().join("registry.san");
+    let reg = hostsync::open(&url).unwrap();
+    let san = hostsync::san::SanRegistry::open(file.to_str().unwrap()).unwrap();
+    let (mut n, _) = ClusterNamer::open(reg.clone(), "h0", NamerOptions::default()).unwrap();
+    assert_eq!(n.name("W1").unwrap().alias, "mpatha");
+    let before = san.header().unwrap().unwrap();
+
+    // A host that stops for good after its frame is on disk, holding the mutex.
+    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_hostsync"))
+        .args([
+            "--registry",
+            &url,
+            "--host",
+            "victim",
+            "alias",
+            "allocate",
+            "W2",
+        ])
+        .env(hostsync::san::STALL_ENV, "after-frame")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let start = Instant::now();
+    loop {
+        let mut magic = [0u8; 4];
+        f.read_exact_at(&mut magic, before.end).unwrap();
+        if &magic == b"HREC" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the victim never wrote its frame"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another host's allocation waits for the mutex meanwhile.
+    let mut waiting = common::spawn_host(&url, "h1", &["W3".to_string()], d.path());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "h1 wrote while the victim held the mutex"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let printed = common::finish_host("h1", waiting);
+    assert_eq!(printed.get("W3").map(String::as_str), Some("mpathb"));
+
+    let after = san.header().unwrap().unwrap();
+    assert_eq!(
+        after.generation,
+        before.generation + 1,
+        "only h1's commit counts"
+    );
+    let fresh = hostsync::open(&url).unwrap();
+    let t = common::registry_table(&*fresh);
+    assert_eq!(t.get("W1").map(String::as_str), Some("mpatha"));
+    assert_eq!(t.get("W3").map(String::as_str), Some("mpathb"));
+    assert!(
+        !t.contains_key("W2"),
+        "the killed writer's allocation is visible"
+    );
+    // W2 gets the next name from a healthy host.
+    assert_eq!(n.name("W2").unwrap().alias, "mpathc");
+    assert_eq!(common::registry_table(&*fresh).len(), 3);
+}
