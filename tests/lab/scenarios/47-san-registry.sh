@@ -86,7 +86,7 @@ on_ok "A: sanlock (no watchdog) and lvmlockd (io_timeout 5 s)" A --timeout 120 "
 on_ok "B: sanlock (no watchdog) and lvmlockd (io_timeout 5 s)" B --timeout 120 "$L s47_start" >/dev/null || lab_fail "services on B"
 t=$SECONDS
 on_ok "A: vgcreate --shared lab47 (sanlock)" A --timeout 300 \
-  "$L vgcreate --shared lab47 \$(san_lun_paths lun0 | head -n1) && vgchange --lock-start lab47" >/dev/null \
+  "$L vgcreate --shared lab47 /dev/\$(san_lun_paths lun0 | head -n1) && vgchange --lock-start lab47" >/dev/null \
   || lab_fail "cannot create the shared VG"
 on_ok "B: vgchange --lock-start lab47 (joins the VG's lockspace)" B --timeout 300 "$L vgchange --lock-start lab47" >/dev/null \
   || lab_fail "B cannot join the VG's lockspace"
