@@ -277,6 +277,26 @@ pub(crate) fn check(st: &State, when: &[Compare]) -> Option<TxnResult> {
     })
 }
 
+/// The writer's part of [`Store::write`]: takes the state out of `state` (without a copy when
+/// no reader shares it), revokes the leases it judges expired, lets `f` emit records, and
+/// returns the new state, the records' lines and `f`'s result.
+pub(crate) fn run_writer<T>(
+    state: Arc<State>,
+    f: impl FnOnce(&mut Emitter<'_>) -> Result<T>,
+) -> Result<(State, Vec<Vec<u8>>, T)> {
+    let mut state = Arc::try_unwrap(state).unwrap_or_else(|a| (*a).clone());
+    let mut em = Emitter {
+        state: &mut state,
+        lines: Vec::new(),
+    };
+    if let Some(r) = em.state.expiry(now_ms()) {
+        em.emit(r);
+    }
+    let out = f(&mut em)?;
+    let lines = em.lines;
+    Ok((state, lines, out))
+}
+
 /// A backend that keeps the whole registry itself.
 pub(crate) trait Store: Clone + Send + Sync + 'static {
     /// The registry's URL, for messages.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aliases::fsutil;
 
-use crate::kvstate::{Emitter, Rec, State, Store, now_ms, registry_via_store};
+use crate::kvstate::{Emitter, Rec, State, Store, registry_via_store, run_writer};
 use crate::{Error, Result};
 
 /// Journal lines after which the writer replaces the journal by a snapshot.
@@ -177,16 +177,7 @@ impl Store for LocalRegistry {
         if let Ok(mut c) = cache().lock() {
             c.remove(&self.file);
         }
-        let mut state = Arc::try_unwrap(cur.state).unwrap_or_else(|a| (*a).clone());
-        let mut em = Emitter {
-            state: &mut state,
-            lines: Vec::new(),
-        };
-        if let Some(r) = em.state.expiry(now_ms()) {
-            em.emit(r);
-        }
-        let out = f(&mut em)?;
-        let lines = em.lines;
+        let (state, lines, out) = run_writer(cur.state, f)?;
         if lines.is_empty() {
             if let Ok(mut c) = cache().lock() {
                 c.insert(

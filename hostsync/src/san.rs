@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use aliases::fsutil::{self, LockedFile};
 
-use crate::kvstate::{Emitter, Rec, State, Store, now_ms, registry_via_store};
+use crate::kvstate::{Emitter, Rec, State, Store, now_ms, registry_via_store, run_writer};
 use crate::lvm::{Activation, Lvm};
 use crate::runner::{Runner, SystemRunner};
 use crate::{Error, Result};
@@ -881,16 +881,7 @@ impl Store for SanRegistry {
         if let Ok(mut c) = cache().lock() {
             c.remove(&self.device);
         }
-        let mut state = Arc::try_unwrap(cur.state).unwrap_or_else(|a| (*a).clone());
-        let mut em = Emitter {
-            state: &mut state,
-            lines: Vec::new(),
-        };
-        if let Some(r) = em.state.expiry(now_ms()) {
-            em.emit(r);
-        }
-        let out = f(&mut em)?;
-        let lines = em.lines;
+        let (state, lines, out) = run_writer(cur.state, f)?;
         let next = if lines.is_empty() {
             Cached {
                 state: Arc::new(state),
