@@ -4,10 +4,10 @@
 # lun0, its registry LV lab47/hsreg; hostsync changes it only while holding the LV with
 # lvchange -aey and reads it under -asy. Mutex control: while A holds the LV exclusively by
 # hand, B's `hostsync alias allocate` waits (LVM says "locked by other host", hostsync retries)
-# and finishes once A lets go. Then 3 processes on A and 3 on B allocate at once, through
-# --registry san:lab47/hsreg, 4 WWIDs they all share (each process in its own order) plus one
+# and finishes once A lets go. Then 2 processes on A and 2 on B allocate at once, through
+# --registry san:lab47/hsreg, 2 WWIDs they all share (each process in its own order) plus one
 # WWID of their own: every WWID has one name, no name has two WWIDs, the names are exactly the
-# lowest 11 (mpatha..mpathk), every process printed what the registry holds, and A and B list
+# lowest 7 (mpatha..mpathg), every process printed what the registry holds, and A and B list
 # identical tables (`hostsync alias list --json`). Oracle controls: a doctored table with a
 # duplicate name and one with two names swapped are flagged by the same checks.
 # sanlock runs without its watchdog here (-w 0): fencing is scenario 44's subject, and a
@@ -88,7 +88,10 @@ t=$SECONDS
 on_ok "A: vgcreate --shared lab47 (sanlock)" A --timeout 300 \
   "$L vgcreate --shared lab47 /dev/\$(san_lun_paths lun0 | head -n1) && vgchange --lock-start lab47" >/dev/null \
   || lab_fail "cannot create the shared VG"
-on_ok "B: vgchange --lock-start lab47 (joins the VG's lockspace)" B --timeout 300 "$L vgchange --lock-start lab47" >/dev/null \
+# Once (of four runs) B's first lock-start failed with "invalid parameters for sanlock" right
+# after A created the VG: retried, each failure kept in the evidence.
+on_ok "B: vgchange --lock-start lab47 (joins the VG's lockspace)" B --timeout 300 \
+  "$L for i in 1 2 3; do vgchange --lock-start lab47 && exit 0; lvmlockctl --info; sleep 5; done; exit 1" >/dev/null \
   || lab_fail "B cannot join the VG's lockspace"
 lab_note "shared VG created and both lockspaces joined in $((SECONDS - t)) s"
 on_ok "A: the registry LV lab47/hsreg, its header blocks zeroed" A --timeout 120 \
@@ -113,17 +116,19 @@ wait "$pb" || lab_fail "B's allocation failed after A let go: $(cat "$LAB_OUT/B/
 lab_assert_eq "B got the first name once A let go" "$W0 mpatha" "$(cat "$LAB_OUT/B/ctl.out")"
 lab_note "B waited $((SECONDS - t)) s in all"
 
-# ------------------------------------------------------------------ 3 + 3 processes at once
-SHARED="36001405shr000001 36001405shr000002 36001405shr000003 36001405shr000004"
+# ------------------------------------------------------------------ 2 + 2 processes at once
+# (every registry operation is an lvchange pair, ~2 s each under emulation on a loaded machine:
+# 3 + 3 processes with 4 shared WWIDs passed too, in 501 s)
+SHARED="36001405shr000001 36001405shr000002"
 t=$SECONDS
-on A --timeout 600 "$L s47_alloc 3 $SHARED" >/dev/null 2>&1 &
+on A --timeout 600 "$L s47_alloc 2 $SHARED" >/dev/null 2>&1 &
 pa=$!
-on B --timeout 600 "$L s47_alloc 3 $SHARED" >/dev/null 2>&1 &
+on B --timeout 600 "$L s47_alloc 2 $SHARED" >/dev/null 2>&1 &
 pb=$!
 wait "$pa"; ra=$?
 wait "$pb"; rb=$?
 alloc_s=$((SECONDS - t))
-lab_note "6 processes (3 on A, 3 on B) allocated in ${alloc_s} s"
+lab_note "4 processes (2 on A, 2 on B) allocated in ${alloc_s} s"
 for h in A B; do on "$h" 'for f in alloc-*.err; do echo "== $f"; cat "$f"; done' >"$LAB_OUT/$h/alloc-errors.txt" 2>&1; done
 lab_assert_eq "every allocating process on A and B succeeded" "0 0" "$ra $rb"
 
@@ -145,20 +150,20 @@ printf 'ok: control: a swapped pair of names makes a different table\n' | tee -a
 table "$LAB_OUT/A/list.json" >"$LAB_OUT/table-A.txt"
 table "$LAB_OUT/B/list.json" >"$LAB_OUT/table-B.txt"
 lab_assert_eq "A and B list identical tables" "$(cat "$LAB_OUT/table-A.txt")" "$(cat "$LAB_OUT/table-B.txt")"
-lab_assert_eq "WWIDs in the registry (1 control + 4 shared + 3 own on A + 3 own on B)" 11 "$(lab_count <"$LAB_OUT/table-A.txt")"
+lab_assert_eq "WWIDs in the registry (1 control + 2 shared + 2 own on A + 2 own on B)" 7 "$(lab_count <"$LAB_OUT/table-A.txt")"
 lab_assert_eq "no name has two WWIDs" "" "$(dup_names "$LAB_OUT/A/list.json")"
 lab_assert_eq "no WWID has two names" "" "$(dup_wwids "$LAB_OUT/A/list.json")"
-lab_assert_eq "the names are the lowest 11, each once" \
-  "mpatha mpathb mpathc mpathd mpathe mpathf mpathg mpathh mpathi mpathj mpathk" \
+lab_assert_eq "the names are the lowest 7, each once" \
+  "mpatha mpathb mpathc mpathd mpathe mpathf mpathg" \
   "$(awk '{ print $2 }' "$LAB_OUT/table-A.txt" | sort | tr '\n' ' ' | sed 's/ $//')"
 for w in $SHARED; do
   lab_assert_eq "$w is in the registry" 1 "$(grep -c "^$w " "$LAB_OUT/table-A.txt")"
 done
 # Every process printed, for each of its WWIDs, the registry's name.
 for h in A B; do
-  for i in 1 2 3; do
+  for i in 1 2; do
     f="$LAB_OUT/$h/alloc-$i.out"
-    lab_assert_eq "$h process $i printed 5 WWIDs" 5 "$(lab_count <"$f")"
+    lab_assert_eq "$h process $i printed 3 WWIDs" 3 "$(lab_count <"$f")"
     lab_assert_eq "$h process $i printed what the registry holds" "" "$(sort "$f" | comm -23 - "$LAB_OUT/table-A.txt")"
   done
 done
@@ -172,4 +177,4 @@ lab_assert_match "the LV starts with the registry's magic" '^0000000 48 53 59 4e
 for h in A B; do
   on "$h" --timeout 120 "$L vgchange -an lab47; vgchange --lock-stop lab47" >/dev/null 2>&1
 done
-lab_note "scenario 47: allocation by 6 processes ${alloc_s} s; whole scenario $((SECONDS - T0)) s"
+lab_note "scenario 47: allocation by 4 processes ${alloc_s} s; whole scenario $((SECONDS - T0)) s"
