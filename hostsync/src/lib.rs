@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod fence;
 pub mod hosts;
 pub mod import;
+mod kvstate;
 pub mod local;
 pub mod lvcheck;
 pub mod lvm;
@@ -22,6 +23,7 @@ pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod san;
 #[doc(hidden)]
 pub mod testkit;
 pub mod vgshare;

@@ -19,7 +19,7 @@ const DEFAULT_CONFIG: &str = "/etc/multipathd-rs/config.toml";
     about = "One name per LUN on every host, decided cluster-wide"
 )]
 struct Cli {
-    /// Registry URL: local:DIR or etcd://HOST:PORT,... (default: [cluster] registry in the
+    /// Registry URL: local:DIR, san:VG/LV or etcd://HOST:PORT,... (default: [cluster] registry in the
     /// configuration file).
     #[arg(long, global = true)]
     registry: Option<String>,
