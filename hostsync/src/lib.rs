@@ -1,6 +1,7 @@
 //! hostsync: the cluster layer. One name per LUN on every host, decided cluster-wide through a
 //! [`Registry`] (`local:DIR` or `etcd://HOST:PORT,...`). See hostsync/README.md.
 
+pub mod domu_disk;
 mod error;
 pub mod etcd;
 pub mod hosts;
@@ -10,6 +11,7 @@ pub mod lvm;
 pub mod lvstate;
 pub mod namer;
 pub mod names;
+pub mod provision;
 pub mod registry;
 pub mod report;
 pub mod runner;
