@@ -56,7 +56,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let v: f64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size (e.g. 10g, 512m)"))?;
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         return Err(format!("{s:?} is not a positive size"));
     }
     Ok((v * mult as f64).ceil() as u64)
@@ -439,10 +439,10 @@ pub fn commit(lvm: &Lvm<'_>, name: &str, vg: Option<&str>) -> Result<DiskReport>
 /// A human rendering of a report.
 pub fn render(r: &DiskReport) -> String {
     let mut s = format!("{}: {}", r.lv, r.action);
-    if let Some(o) = &r.origin {
-        if *o != r.lv {
-            s.push_str(&format!(" (origin {o})"));
-        }
+    if let Some(o) = &r.origin
+        && *o != r.lv
+    {
+        s.push_str(&format!(" (origin {o})"));
     }
     s.push('\n');
     if let Some(l) = &r.lines {
@@ -558,7 +558,7 @@ mod tests {
     fn clone_is_cow_with_its_origin_tagged_or_thin_on_a_thin_golden() {
         let r = ScriptedRunner::new();
         let golden = lv_row("golden", "-wi-a-----", 64 << 20, "", "", false, "");
-        r.expect(&["lvs"], lvs(&[golden.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&golden)))
             .expect(&["lvs"], lvs(&[golden]))
             .expect(&["lvcreate"], Output::ok(""));
         let rep = clone(&Lvm::new(&r), "golden", "c1", Some(8 << 20), None, "xvda").unwrap();
@@ -569,7 +569,7 @@ mod tests {
         );
         let r = ScriptedRunner::new();
         let tg = lv_row("tgold", "Vwi-a-tz--", 64 << 20, "", "pool0", false, "");
-        r.expect(&["lvs"], lvs(&[tg.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&tg)))
             .expect(&["lvs"], lvs(&[tg]))
             .expect(&["lvcreate"], Output::ok(""));
         let rep = clone(&Lvm::new(&r), "vgsan/tgold", "t1", None, None, "xvda").unwrap();
@@ -627,7 +627,7 @@ mod tests {
         );
 
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk.clone(), snap.clone()]))
             .expect(&["lvconvert", "--merge"], Output::ok(""));
         let rep = undo(&Lvm::new(&r), "web01", None).unwrap();
@@ -638,7 +638,7 @@ mod tests {
         );
 
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk, snap]))
             .expect(&["lvremove"], Output::ok(""));
         commit(&Lvm::new(&r), "web01", None).unwrap();
@@ -658,7 +658,7 @@ mod tests {
         );
         let open_disk = lv_row("web01", "owi-aos---", 64 << 20, "", "", true, "");
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[open_disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&open_disk)))
             .expect(&["lvs"], lvs(&[open_disk, snap]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(
@@ -679,7 +679,7 @@ mod tests {
             "hostsync.snapshot-of=web01",
         );
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk, bad]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(e.contains("it is invalid"), "{e}");
@@ -699,7 +699,7 @@ mod tests {
             "hostsync.snapshot-of=web01",
         );
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk.clone(), snap]));
         let e = snapshot(&Lvm::new(&r), "web01", None, None)
             .unwrap_err()
@@ -709,7 +709,7 @@ mod tests {
             "{e}"
         );
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(&[disk.clone()]))
+        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(e.contains("it has no snapshot (web01-snap)"), "{e}");

@@ -17,6 +17,7 @@ pub mod report;
 pub mod runner;
 #[doc(hidden)]
 pub mod testkit;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use hosts::{HostPresence, HostState, MapState, cluster_state, publish_host_state};

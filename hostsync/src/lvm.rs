@@ -76,14 +76,16 @@ impl Lv {
             .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     }
 
-    /// A COW snapshot (`s`), valid or not (`S`).
+    /// A COW snapshot (`s`, or `S` while it merges).
     pub fn is_cow_snapshot(&self) -> bool {
         matches!(self.attr_char(0), 's' | 'S')
     }
 
-    /// An invalidated snapshot: its COW area filled up (`S` type or `I` state).
+    /// An invalidated snapshot: its COW area filled up. lvs(8): the 5th `lv_attr` character
+    /// is `I` (invalid snapshot) or `S` (invalid suspended snapshot); an `S` *type* (1st
+    /// character) is a merging snapshot, which is valid.
     pub fn is_invalid_snapshot(&self) -> bool {
-        self.attr_char(0) == 'S' || self.attr_char(4) == 'I'
+        self.is_cow_snapshot() && matches!(self.attr_char(4), 'I' | 'S')
     }
 
     /// A thin pool (`t`).
