@@ -474,6 +474,22 @@ mod tests {
         )
     }
 
+    fn web01(attr: &str, open: bool) -> String {
+        lv_row("web01", attr, 64 << 20, "", "", open, "")
+    }
+
+    fn web01_snap(attr: &str) -> String {
+        lv_row(
+            "web01-snap",
+            attr,
+            16 << 20,
+            "web01",
+            "",
+            false,
+            "hostsync.snapshot-of=web01",
+        )
+    }
+
     fn lvs(rows: &[String]) -> Output {
         Output::ok(format!(r#"{{"report":[{{"lv":[{}]}}]}}"#, rows.join(",")))
     }
@@ -599,26 +615,12 @@ mod tests {
 
     #[test]
     fn snapshot_then_undo_merges_and_commit_removes() {
-        let disk = lv_row("web01", "owi-a-s---", 64 << 20, "", "", false, "");
-        let snap = lv_row(
-            "web01-snap",
-            "swi-a-s---",
-            16 << 20,
-            "web01",
-            "",
-            false,
-            "hostsync.snapshot-of=web01",
-        );
+        let disk = web01("owi-a-s---", false);
+        let snap = web01_snap("swi-a-s---");
         let r = ScriptedRunner::new();
-        r.expect(
-            &["lvs"],
-            lvs(&[lv_row("web01", "-wi-a-----", 64 << 20, "", "", false, "")]),
-        )
-        .expect(
-            &["lvs"],
-            lvs(&[lv_row("web01", "-wi-a-----", 64 << 20, "", "", false, "")]),
-        )
-        .expect(&["lvcreate"], Output::ok(""));
+        r.expect(&["lvs"], lvs(&[web01("-wi-a-----", false)]))
+            .expect(&["lvs"], lvs(&[web01("-wi-a-----", false)]))
+            .expect(&["lvcreate"], Output::ok(""));
         let rep = snapshot(&Lvm::new(&r), "web01", None, Some("vgsan")).unwrap();
         assert_eq!(rep.lv, "vgsan/web01-snap");
         assert_eq!(
@@ -647,16 +649,8 @@ mod tests {
 
     #[test]
     fn undo_is_refused_while_the_disk_is_open_or_the_snapshot_invalid() {
-        let snap = lv_row(
-            "web01-snap",
-            "swi-a-s---",
-            16 << 20,
-            "web01",
-            "",
-            false,
-            "hostsync.snapshot-of=web01",
-        );
-        let open_disk = lv_row("web01", "owi-aos---", 64 << 20, "", "", true, "");
+        let snap = web01_snap("swi-a-s---");
+        let open_disk = web01("owi-aos---", true);
         let r = ScriptedRunner::new();
         r.expect(&["lvs"], lvs(std::slice::from_ref(&open_disk)))
             .expect(&["lvs"], lvs(&[open_disk, snap]));
@@ -668,16 +662,8 @@ mod tests {
         assert!(e.contains("stop the domU"), "{e}");
         assert!(!r.lines().iter().any(|l| l.starts_with("lvconvert")));
 
-        let disk = lv_row("web01", "owi-a-s---", 64 << 20, "", "", false, "");
-        let bad = lv_row(
-            "web01-snap",
-            "swi-I-s---",
-            16 << 20,
-            "web01",
-            "",
-            false,
-            "hostsync.snapshot-of=web01",
-        );
+        let disk = web01("owi-a-s---", false);
+        let bad = web01_snap("swi-I-s---");
         let r = ScriptedRunner::new();
         r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk, bad]));
@@ -688,16 +674,8 @@ mod tests {
 
     #[test]
     fn a_second_snapshot_and_undo_without_one_are_refused() {
-        let disk = lv_row("web01", "owi-a-s---", 64 << 20, "", "", false, "");
-        let snap = lv_row(
-            "web01-snap",
-            "swi-a-s---",
-            16 << 20,
-            "web01",
-            "",
-            false,
-            "hostsync.snapshot-of=web01",
-        );
+        let disk = web01("owi-a-s---", false);
+        let snap = web01_snap("swi-a-s---");
         let r = ScriptedRunner::new();
         r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
             .expect(&["lvs"], lvs(&[disk.clone(), snap]));
