@@ -117,39 +117,45 @@ pub fn pick_vg(lvm: &Lvm<'_>, vg: Option<&str>) -> Result<String> {
     }
 }
 
-/// Finds the LV `NAME` or `VG/NAME` (`vg` narrows the search); an error names it when it does
-/// not exist or is ambiguous.
-pub fn find_lv(lvm: &Lvm<'_>, name: &str, vg: Option<&str>) -> Result<Lv> {
+/// Finds the LV `NAME` or `VG/NAME` (`vg` narrows the search) with one `lvs`; returns it and
+/// every LV of its VG. An error names it when it does not exist or is ambiguous.
+pub fn find_lv(lvm: &Lvm<'_>, name: &str, vg: Option<&str>) -> Result<(Lv, Vec<Lv>)> {
     let (vg, name) = match name.split_once('/') {
         Some((v, n)) => (Some(v), n),
         None => (vg, name),
     };
-    if let Some(v) = vg {
-        return lvm.lv(v, name);
-    }
-    let all: Vec<Lv> = lvm
-        .lvs(&[])?
-        .into_iter()
-        .filter(|l| l.name == name)
+    let all = match vg {
+        Some(v) => lvm.lvs(&[v])?,
+        None => lvm.lvs(&[])?,
+    };
+    let found: Vec<&Lv> = all
+        .iter()
+        .filter(|l| l.name == name && vg.is_none_or(|v| l.vg == v))
         .collect();
-    match all.len() {
-        1 => Ok(all
-            .into_iter()
-            .next()
-            .ok_or_else(|| err(name, "find", "no such LV"))?),
-        0 => Err(err(name, "find", "no VG has an LV of that name")),
-        _ => Err(err(
-            name,
-            "find",
-            format!(
-                "several VGs have one ({}); say which with VG/{name} or --vg",
-                all.iter()
-                    .map(|l| l.vg.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-    }
+    let lv = match found.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(match vg {
+                Some(v) => err(&format!("{v}/{name}"), "find", "no such LV"),
+                None => err(name, "find", "no VG has an LV of that name"),
+            });
+        }
+        many => {
+            return Err(err(
+                name,
+                "find",
+                format!(
+                    "several VGs have one ({}); say which with VG/{name} or --vg",
+                    many.iter()
+                        .map(|l| l.vg.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    };
+    let siblings = all.into_iter().filter(|l| l.vg == lv.vg).collect();
+    Ok((lv, siblings))
 }
 
 /// The lines an admin pastes into a domU's configuration.
@@ -209,13 +215,7 @@ pub fn create(
     check_name("an LV", name)?;
     let vg = pick_vg(lvm, vg)?;
     let full = format!("{vg}/{name}");
-    if lvm.lvs(&[&vg])?.iter().any(|l| l.name == name) {
-        return Err(err(
-            &full,
-            "create",
-            "an LV of that name exists already; nothing was changed",
-        ));
-    }
+    // An existing name is refused by lvcreate itself ("already exists"), named in the error.
     // -Zy -Wy: a fresh disk starts zeroed at its head and without an old filesystem's
     // signature; -y answers LVM's wipe question (the LV is new, nothing of the admin's is on it).
     let cmd = lvm.command("lvcreate").args([
@@ -268,7 +268,7 @@ pub fn clone(
     vdev: &str,
 ) -> Result<DiskReport> {
     check_name("an LV", name)?;
-    let g = find_lv(lvm, golden, vg)?;
+    let (g, siblings) = find_lv(lvm, golden, vg)?;
     refuse_open(&g, "clone")?;
     if g.is_cow_snapshot() {
         return Err(err(
@@ -278,7 +278,7 @@ pub fn clone(
         ));
     }
     let full = format!("{}/{name}", g.vg);
-    if lvm.lvs(&[&g.vg])?.iter().any(|l| l.name == name) {
+    if siblings.iter().any(|l| l.name == name) {
         return Err(err(
             &full,
             "create",
@@ -326,12 +326,17 @@ pub fn clone(
     })
 }
 
-/// The safety snapshot of `disk` (tagged, or named `<disk>-snap` with `disk` as origin).
-fn safety_snapshot(lvm: &Lvm<'_>, disk: &Lv) -> Result<Option<Lv>> {
+/// The safety snapshot of `disk` among the LVs of its VG (tagged, or named `<disk>-snap` with
+/// `disk` as origin).
+fn safety_snapshot(disk: &Lv, siblings: &[Lv]) -> Option<Lv> {
     let snap = format!("{}{SNAPSHOT_SUFFIX}", disk.name);
-    Ok(lvm.lvs(&[&disk.vg])?.into_iter().find(|l| {
-        l.tag(SNAPSHOT_TAG) == Some(disk.name.as_str()) || (l.name == snap && l.origin == disk.name)
-    }))
+    siblings
+        .iter()
+        .find(|l| {
+            l.tag(SNAPSHOT_TAG) == Some(disk.name.as_str())
+                || (l.name == snap && l.origin == disk.name)
+        })
+        .cloned()
 }
 
 /// `domu snapshot NAME [--cow-size SIZE]`: `NAME-snap`, a snapshot to undo or commit later.
@@ -341,11 +346,11 @@ pub fn snapshot(
     cow_size: Option<u64>,
     vg: Option<&str>,
 ) -> Result<DiskReport> {
-    let d = find_lv(lvm, name, vg)?;
+    let (d, siblings) = find_lv(lvm, name, vg)?;
     if d.is_cow_snapshot() || d.tag(SNAPSHOT_TAG).is_some() {
         return Err(err(&d.full_name(), "snapshot", "it is a snapshot itself"));
     }
-    if let Some(s) = safety_snapshot(lvm, &d)? {
+    if let Some(s) = safety_snapshot(&d, &siblings) {
         return Err(err(
             &d.full_name(),
             "snapshot",
@@ -385,8 +390,8 @@ pub fn snapshot(
 }
 
 fn disk_and_snapshot(lvm: &Lvm<'_>, name: &str, vg: Option<&str>, what: &str) -> Result<(Lv, Lv)> {
-    let d = find_lv(lvm, name, vg)?;
-    let s = safety_snapshot(lvm, &d)?.ok_or_else(|| {
+    let (d, siblings) = find_lv(lvm, name, vg)?;
+    let s = safety_snapshot(&d, &siblings).ok_or_else(|| {
         err(&d.full_name(), what, format!("it has no snapshot ({}{SNAPSHOT_SUFFIX}); take one with `hostsync domu snapshot {}`", d.name, d.name))
     })?;
     Ok((d, s))
@@ -545,14 +550,17 @@ mod tests {
     fn create_refuses_an_existing_name_and_an_ambiguous_vg() {
         let r = ScriptedRunner::new();
         r.expect(
-            &["lvs"],
-            lvs(&[lv_row("web01", "-wi-a-----", 1, "", "", false, "")]),
+            &["lvcreate"],
+            Output::fail(
+                5,
+                "  Logical Volume \"web01\" already exists in volume group \"vgsan\"\n",
+            ),
         );
         let e = create(&Lvm::new(&r), "web01", 1 << 30, Some("vgsan"), "xvda")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("vgsan/web01") && e.contains("exists already"),
+            e.starts_with("LVM could not create vgsan/web01: ") && e.contains("already exists"),
             "{e}"
         );
         let r = ScriptedRunner::new();
@@ -574,8 +582,7 @@ mod tests {
     fn clone_is_cow_with_its_origin_tagged_or_thin_on_a_thin_golden() {
         let r = ScriptedRunner::new();
         let golden = lv_row("golden", "-wi-a-----", 64 << 20, "", "", false, "");
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&golden)))
-            .expect(&["lvs"], lvs(&[golden]))
+        r.expect(&["lvs"], lvs(&[golden]))
             .expect(&["lvcreate"], Output::ok(""));
         let rep = clone(&Lvm::new(&r), "golden", "c1", Some(8 << 20), None, "xvda").unwrap();
         assert_eq!(rep.action, "cloned (cow)");
@@ -585,8 +592,7 @@ mod tests {
         );
         let r = ScriptedRunner::new();
         let tg = lv_row("tgold", "Vwi-a-tz--", 64 << 20, "", "pool0", false, "");
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&tg)))
-            .expect(&["lvs"], lvs(&[tg]))
+        r.expect(&["lvs"], lvs(&[tg]))
             .expect(&["lvcreate"], Output::ok(""));
         let rep = clone(&Lvm::new(&r), "vgsan/tgold", "t1", None, None, "xvda").unwrap();
         assert_eq!(rep.action, "cloned (thin)");
@@ -619,7 +625,6 @@ mod tests {
         let snap = web01_snap("swi-a-s---");
         let r = ScriptedRunner::new();
         r.expect(&["lvs"], lvs(&[web01("-wi-a-----", false)]))
-            .expect(&["lvs"], lvs(&[web01("-wi-a-----", false)]))
             .expect(&["lvcreate"], Output::ok(""));
         let rep = snapshot(&Lvm::new(&r), "web01", None, Some("vgsan")).unwrap();
         assert_eq!(rep.lv, "vgsan/web01-snap");
@@ -629,8 +634,7 @@ mod tests {
         );
 
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
-            .expect(&["lvs"], lvs(&[disk.clone(), snap.clone()]))
+        r.expect(&["lvs"], lvs(&[disk.clone(), snap.clone()]))
             .expect(&["lvconvert", "--merge"], Output::ok(""));
         let rep = undo(&Lvm::new(&r), "web01", None).unwrap();
         assert_eq!(rep.action, "undone");
@@ -640,8 +644,7 @@ mod tests {
         );
 
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
-            .expect(&["lvs"], lvs(&[disk, snap]))
+        r.expect(&["lvs"], lvs(&[disk, snap]))
             .expect(&["lvremove"], Output::ok(""));
         commit(&Lvm::new(&r), "web01", None).unwrap();
         assert_eq!(r.lines().last().unwrap(), "lvremove -y vgsan/web01-snap");
@@ -652,8 +655,7 @@ mod tests {
         let snap = web01_snap("swi-a-s---");
         let open_disk = web01("owi-aos---", true);
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&open_disk)))
-            .expect(&["lvs"], lvs(&[open_disk, snap]));
+        r.expect(&["lvs"], lvs(&[open_disk, snap]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(
             e.contains("could not undo the changes of vgsan/web01: it is open"),
@@ -665,8 +667,7 @@ mod tests {
         let disk = web01("owi-a-s---", false);
         let bad = web01_snap("swi-I-s---");
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
-            .expect(&["lvs"], lvs(&[disk, bad]));
+        r.expect(&["lvs"], lvs(&[disk, bad]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(e.contains("it is invalid"), "{e}");
         assert!(!r.lines().iter().any(|l| l.starts_with("lvconvert")));
@@ -677,8 +678,7 @@ mod tests {
         let disk = web01("owi-a-s---", false);
         let snap = web01_snap("swi-a-s---");
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
-            .expect(&["lvs"], lvs(&[disk.clone(), snap]));
+        r.expect(&["lvs"], lvs(&[disk.clone(), snap]));
         let e = snapshot(&Lvm::new(&r), "web01", None, None)
             .unwrap_err()
             .to_string();
@@ -687,8 +687,7 @@ mod tests {
             "{e}"
         );
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs(std::slice::from_ref(&disk)))
-            .expect(&["lvs"], lvs(&[disk]));
+        r.expect(&["lvs"], lvs(&[disk]));
         let e = undo(&Lvm::new(&r), "web01", None).unwrap_err().to_string();
         assert!(e.contains("it has no snapshot (web01-snap)"), "{e}");
     }
