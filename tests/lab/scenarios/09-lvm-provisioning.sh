@@ -13,10 +13,10 @@
 # /run/udev/rules.d (multipath-tools' 60-multipath.rules, installed on the host, is masked there
 # so only our rule marks member paths).
 #  4. pvs (and pvs -a) list only /dev/mapper devices and print no duplicate-PV warning with the
-#     filter and rule, `pvs /dev/sdX` is refused; positive control: shown only a member path
-#     (`--devices /dev/sdX`), LVM without the filter uses the PV on it, with the filter it does
-#     not (LVM 2.03.16 drops same-WWID duplicates by itself, see below, so duplicate warnings
-#     cannot be provoked for a multipath LUN); the member paths carry DM_MULTIPATH_DEVICE_PATH=1
+#     filter and rule, `pvs /dev/sdX` is refused by the filter; positive control: without the
+#     filter it is not (LVM 2.03.16 drops same-WWID duplicates by itself, see below, so
+#     duplicate warnings cannot be provoked for a multipath LUN); the member paths carry
+#     DM_MULTIPATH_DEVICE_PATH=1
 #     only once the rule is installed (control: before it, they do not). `lun provision` of a
 #     member path is refused.
 #  1. lun provision; a 24 MiB golden LV with ext4 and a file (debugfs, no mount); 3 clones; a
@@ -138,21 +138,26 @@ lab_expect_fail "pvs /dev/$p0 (project filter): LVM refuses the member path" pvs
 # Positive control of the filter. LVM 2.03.16 itself drops PVs it finds on several devices with
 # one WWID (its multipath component check by WWID, lvm2 issue #86, even with component
 # detection off), so duplicates of a multipath LUN never show up in pvs, filter or not, and
-# cannot prove this oracle. What can: `--devices /dev/sdX` shows LVM only that member path (no
-# duplicate to compare); without the filter LVM then uses the PV on it, with the project's
-# filter it does not.
+# cannot prove this oracle; `--devices /dev/sdX` bypasses global_filter (seen here: LVM then
+# uses the PV on the member path with either configuration; recorded, not asserted). What does
+# discriminate: asked for /dev/sdX by name, LVM says "rejected by filter config" with the
+# project's filter and not without it (there it finds the label and drops the path as a
+# same-WWID duplicate).
 LVM_SYSTEM_DIR=/run/lab-lvm-control
 lvm_conf '' 0 none
 LVM_SYSTEM_DIR=/run/lab-lvm
 ctl() { LVM_SYSTEM_DIR=/run/lab-lvm-control "$@"; }
 lab_capture pvs-control-all.txt ctl pvs -a --noheadings -o pv_name,vg_name 2>"$LAB_OUT/pvs-control.err"
-lab_capture pvs-control.txt ctl pvs --devices "/dev/$p0" --noheadings -o pv_name,vg_name 2>>"$LAB_OUT/pvs-control.err"
+lab_capture pvs-control-devices.txt ctl pvs --devices "/dev/$p0" --noheadings -o pv_name,vg_name 2>>"$LAB_OUT/pvs-control.err"
+lab_capture pvs-filter-devices.txt pvs --devices "/dev/$p0" --noheadings -o pv_name,vg_name 2>>"$LAB_OUT/pvs-control.err"
 lab_run cat "$LAB_OUT/pvs-control.err"
 lab_timing control_duplicate_warnings "$(grep -ciE 'duplicate|not using device|prefers device' "$LAB_OUT/pvs-control.err")"
-lab_assert_match "control: without the filter LVM uses the PV on member path $p0" "^ */dev/$p0 +$VG" "$(cat "$LAB_OUT/pvs-control.txt")"
-lab_capture pvs-filter-p0.txt pvs --devices "/dev/$p0" --noheadings -o pv_name,vg_name 2>"$LAB_OUT/pvs-filter-p0.err"
-lab_run cat "$LAB_OUT/pvs-filter-p0.err"
-lab_assert_eq "project filter: PVs LVM finds when shown only $p0" 0 "$(lab_count <"$LAB_OUT/pvs-filter-p0.txt")"
+ctl pvs "/dev/$p0" >"$LAB_OUT/pvs-p0-control.txt" 2>&1
+pvs "/dev/$p0" >"$LAB_OUT/pvs-p0-filter.txt" 2>&1
+lab_run cat "$LAB_OUT/pvs-p0-control.txt" "$LAB_OUT/pvs-p0-filter.txt"
+lab_assert_match "project filter: pvs /dev/$p0 is refused by the filter" "rejected by filter" "$(cat "$LAB_OUT/pvs-p0-filter.txt")"
+lab_assert_eq "control: without the filter, pvs /dev/$p0 is not refused by a filter" 0 "$(grep -c 'rejected by filter' "$LAB_OUT/pvs-p0-control.txt")"
+lab_assert_match "control: without the filter LVM reads the PV label on $p0 (--devices)" "^ */dev/$p0 +$VG" "$(cat "$LAB_OUT/pvs-control-devices.txt")"
 
 # ------------------------------------------------------------------ 1. golden, clones
 lab_capture disk-golden.txt "$HS" domu disk create golden --size 24m --vg "$VG" || lab_fail "disk create golden failed"
