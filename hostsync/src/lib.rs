@@ -5,6 +5,7 @@ pub mod activate;
 pub mod block;
 pub mod doctor;
 pub mod domu;
+pub mod domu_disk;
 mod error;
 pub mod etcd;
 pub mod fence;
@@ -19,6 +20,7 @@ pub mod migrate;
 pub mod namer;
 pub mod names;
 pub mod probe;
+pub mod provision;
 pub mod publish;
 pub mod registry;
 pub mod report;
@@ -27,6 +29,7 @@ pub mod san;
 #[doc(hidden)]
 pub mod testkit;
 pub mod vgshare;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use hosts::{HostPresence, HostState, MapState, cluster_state, publish_host_state};

@@ -14,7 +14,7 @@ use crate::runner::{Command, Output, Runner};
 use crate::{Error, Result};
 
 /// Fields asked for by [`Lvm::lvs`].
-pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_attr,lv_size,origin,pool_lv,snap_percent,data_percent,metadata_percent,lv_active_locally,lv_active_exclusively,lv_device_open,lv_lock_args,lv_path,lv_dm_path";
+pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_attr,lv_size,origin,pool_lv,snap_percent,data_percent,metadata_percent,lv_active_locally,lv_active_exclusively,lv_device_open,lv_lock_args,lv_path,lv_dm_path,lv_tags";
 /// Fields asked for by [`Lvm::vgs`].
 pub const VG_FIELDS: &str = "vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,pv_count,lv_count";
 /// Fields asked for by [`Lvm::pvs`].
@@ -55,6 +55,8 @@ pub struct Lv {
     pub path: String,
     /// `/dev/mapper/VG-LV`.
     pub dm_path: String,
+    /// LV tags (`lv_tags`; hostsync records a clone's origin in one).
+    pub tags: Vec<String>,
 }
 
 impl Lv {
@@ -67,14 +69,23 @@ impl Lv {
         self.attr.chars().nth(i).unwrap_or('-')
     }
 
-    /// A COW snapshot (`s`), valid or not (`S`).
+    /// The value of the tag `KEY=VALUE` with this key, if the LV has one.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+
+    /// A COW snapshot (`s`, or `S` while it merges).
     pub fn is_cow_snapshot(&self) -> bool {
         matches!(self.attr_char(0), 's' | 'S')
     }
 
-    /// An invalidated snapshot: its COW area filled up (`S` type or `I` state).
+    /// An invalidated snapshot: its COW area filled up. lvs(8): the 5th `lv_attr` character
+    /// is `I` (invalid snapshot) or `S` (invalid suspended snapshot); an `S` *type* (1st
+    /// character) is a merging snapshot, which is valid.
     pub fn is_invalid_snapshot(&self) -> bool {
-        self.attr_char(0) == 'S' || self.attr_char(4) == 'I'
+        self.is_cow_snapshot() && matches!(self.attr_char(4), 'I' | 'S')
     }
 
     /// A thin pool (`t`).
@@ -447,6 +458,12 @@ fn lv_of(r: &Row) -> std::result::Result<Lv, String> {
             .into(),
         path: field(r, "lv_path").into(),
         dm_path: field(r, "lv_dm_path").into(),
+        tags: field(r, "lv_tags")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
         name,
     })
 }

@@ -83,7 +83,12 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         deadline: f64,
     },
-    /// domU configurations (xl/xm files, libvirt domain XML).
+    /// LUNs for LVM (issue 17).
+    Lun {
+        #[command(subcommand)]
+        cmd: LunCmd,
+    },
+    /// domU configurations (xl/xm files, libvirt domain XML) and their disks on LVM.
     Domu {
         #[command(subcommand)]
         cmd: DomuCmd,
@@ -132,6 +137,11 @@ enum Cmd {
     },
     /// This host's readiness for exclusive activation; exit 0 clean, 1 warnings, 2 errors.
     Doctor,
+    /// Watch storage (issue 17).
+    Watch {
+        #[command(subcommand)]
+        cmd: WatchCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +186,28 @@ enum MigrateCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum LunCmd {
+    /// A PV on /dev/mapper/ALIAS (never a member path), then the VG created (shared when the
+    /// cluster uses lvmlockd) or extended.
+    Provision {
+        /// The multipath map's alias.
+        alias: String,
+        /// The VG to create or extend.
+        #[arg(long)]
+        vg: String,
+        /// Create the VG shared (lvmlockd) even when lvmlockd was not detected.
+        #[arg(long)]
+        shared: bool,
+        /// Extent size of a new VG (vgcreate -s).
+        #[arg(long)]
+        extent_size: Option<String>,
+        /// sysfs root (tests).
+        #[arg(long, default_value = "/sys", hide = true)]
+        sysfs_root: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum DomuCmd {
     /// Every disk of a domU with its identity on this host.
     Disks {
@@ -184,6 +216,54 @@ enum DomuCmd {
         /// The sysfs root (for tests).
         #[arg(long, default_value = "/sys", hide = true)]
         sysfs: PathBuf,
+    },
+    /// A domU's disk LVs.
+    Disk {
+        #[command(subcommand)]
+        cmd: DomuDiskCmd,
+    },
+    /// A snapshot clone of a golden image (thin when the golden image is thin, COW otherwise).
+    Clone {
+        /// The golden image (LV or VG/LV).
+        golden: String,
+        /// The clone's name.
+        name: String,
+        /// COW area of a classic snapshot (default: a quarter of the golden image).
+        #[arg(long)]
+        cow_size: Option<String>,
+        /// The VG (default: the golden image's).
+        #[arg(long)]
+        vg: Option<String>,
+        /// The guest's device in the printed lines.
+        #[arg(long, default_value = "xvda")]
+        vdev: String,
+    },
+    /// A snapshot (NAME-snap) to undo or commit later.
+    Snapshot {
+        /// The disk (LV or VG/LV).
+        name: String,
+        /// COW area (default: a quarter of the disk).
+        #[arg(long)]
+        cow_size: Option<String>,
+        /// The VG.
+        #[arg(long)]
+        vg: Option<String>,
+    },
+    /// Merge the snapshot back: the disk returns to its state at the snapshot (domU stopped).
+    Undo {
+        /// The disk (LV or VG/LV).
+        name: String,
+        /// The VG.
+        #[arg(long)]
+        vg: Option<String>,
+    },
+    /// Drop the snapshot, keep the changes.
+    Commit {
+        /// The disk (LV or VG/LV).
+        name: String,
+        /// The VG.
+        #[arg(long)]
+        vg: Option<String>,
     },
 }
 
@@ -216,6 +296,46 @@ enum VgCmd {
         /// Check and print the steps without changing anything.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DomuDiskCmd {
+    /// The LV, and the lines to paste into xl and libvirt configurations.
+    Create {
+        /// The LV's name.
+        name: String,
+        /// Its size (e.g. 10g, 512m).
+        #[arg(long)]
+        size: String,
+        /// The VG (default: the only one).
+        #[arg(long)]
+        vg: Option<String>,
+        /// The guest's device in the printed lines.
+        #[arg(long, default_value = "xvda")]
+        vdev: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WatchCmd {
+    /// Fill of every COW snapshot and thin pool; extends them from the VG's free space.
+    Snapshots {
+        /// One pass (for a timer); exit 1 when something needs the admin.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 10.0)]
+        interval: f64,
+        /// Fill level (percent) at which to extend.
+        #[arg(long, default_value_t = 70.0)]
+        threshold: f64,
+        /// Grow by this percentage of the current size.
+        #[arg(long, default_value_t = 20.0)]
+        extend_by: f64,
+        /// Report only; never extend.
+        #[arg(long)]
+        no_extend: bool,
     },
 }
 
@@ -652,6 +772,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let b = Bindings::read(&*reg)?;
             print!("{}", report::render_multipath_conf(&b));
         }
+        Cmd::Lun { cmd } => return storage_cmd::lun(cmd, cli.json),
+        Cmd::Domu { cmd } => return storage_cmd::domu(cmd, cli.json),
+        Cmd::Watch { cmd } => return storage_cmd::watch(cmd, cli.json),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -773,6 +896,155 @@ fn run_lvm_command(
         _ => bail!("not an LVM command"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Issue 17's commands: wiring only, the logic is in hostsync::{provision, domu_disk, watch}.
+mod storage_cmd {
+    use super::*;
+    use hostsync::lvm::Lvm;
+    use hostsync::runner::SystemRunner;
+    use hostsync::{domu_disk, provision, watch};
+
+    fn size(s: &Option<String>) -> Result<Option<u64>> {
+        s.as_deref()
+            .map(domu_disk::parse_size)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    fn print_disk(r: &domu_disk::DiskReport, json: bool) -> Result<ExitCode> {
+        if json {
+            print_json(r)?;
+        } else {
+            print!("{}", domu_disk::render(r));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(super) fn lun(cmd: &LunCmd, json: bool) -> Result<ExitCode> {
+        let LunCmd::Provision {
+            alias,
+            vg,
+            shared,
+            extent_size,
+            sysfs_root,
+        } = cmd;
+        let runner = SystemRunner;
+        let roots = provision::Roots {
+            sys: sysfs_root.clone(),
+            ..Default::default()
+        };
+        let req = provision::ProvisionRequest {
+            alias: alias.clone(),
+            vg: vg.clone(),
+            shared: *shared,
+            extent_size: extent_size.clone(),
+        };
+        let rep = provision::provision(&Lvm::new(&runner), &roots, &req)?;
+        if json {
+            print_json(&rep)?;
+        } else {
+            println!(
+                "{} (WWID {}, paths {}): PV {}; VG {} {}{}",
+                rep.map.device,
+                rep.map.wwid,
+                rep.map.paths.join(","),
+                if rep.pv_created {
+                    "created"
+                } else {
+                    "already there"
+                },
+                rep.vg,
+                rep.vg_action,
+                if rep.shared {
+                    " (shared, lvmlockd)"
+                } else {
+                    " (local)"
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(super) fn domu(cmd: &DomuCmd, json: bool) -> Result<ExitCode> {
+        let runner = SystemRunner;
+        let lvm = Lvm::new(&runner);
+        let rep = match cmd {
+            DomuCmd::Disk {
+                cmd:
+                    DomuDiskCmd::Create {
+                        name,
+                        size: sz,
+                        vg,
+                        vdev,
+                    },
+            } => {
+                let bytes = domu_disk::parse_size(sz).map_err(|e| anyhow::anyhow!(e))?;
+                domu_disk::create(&lvm, name, bytes, vg.as_deref(), vdev)?
+            }
+            DomuCmd::Clone {
+                golden,
+                name,
+                cow_size,
+                vg,
+                vdev,
+            } => domu_disk::clone(&lvm, golden, name, size(cow_size)?, vg.as_deref(), vdev)?,
+            DomuCmd::Snapshot { name, cow_size, vg } => {
+                domu_disk::snapshot(&lvm, name, size(cow_size)?, vg.as_deref())?
+            }
+            DomuCmd::Undo { name, vg } => domu_disk::undo(&lvm, name, vg.as_deref())?,
+            DomuCmd::Commit { name, vg } => domu_disk::commit(&lvm, name, vg.as_deref())?,
+            DomuCmd::Disks { .. } => bail!("`domu disks` is answered before the storage commands"),
+        };
+        print_disk(&rep, json)
+    }
+
+    pub(super) fn watch(cmd: &WatchCmd, json: bool) -> Result<ExitCode> {
+        let WatchCmd::Snapshots {
+            once,
+            interval,
+            threshold,
+            extend_by,
+            no_extend,
+        } = cmd;
+        if !(*interval > 0.0 && (0.0..=100.0).contains(threshold) && *extend_by > 0.0) {
+            bail!("--interval and --extend-by must be positive and --threshold within 0..100");
+        }
+        let opts = watch::WatchOptions {
+            threshold: *threshold,
+            extend_by: *extend_by,
+            extend: !no_extend,
+        };
+        let runner = SystemRunner;
+        let lvm = Lvm::new(&runner);
+        loop {
+            match watch::pass(&lvm, &opts) {
+                Ok(rep) => {
+                    if json {
+                        // One JSON document per pass, one per line in a loop.
+                        println!("{}", serde_json::to_string(&rep)?);
+                    } else {
+                        print!("{}", watch::render(&rep));
+                    }
+                    for i in rep
+                        .items
+                        .iter()
+                        .filter(|i| i.state == watch::State::Invalid)
+                    {
+                        eprintln!("hostsync: {}", i.message);
+                    }
+                    if *once {
+                        return Ok(ExitCode::from(u8::from(rep.problems > 0)));
+                    }
+                }
+                Err(e) if !*once => eprintln!("hostsync: watch pass failed: {e}"),
+                Err(e) => return Err(e.into()),
+            }
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_secs_f64(*interval));
+        }
+    }
 }
 
 fn main() -> ExitCode {
