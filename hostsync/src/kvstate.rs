@@ -3,10 +3,17 @@
 //! etcd-style revisions, leases, the change log that feeds watches, the records that change
 //! them ([`Rec`]), and the [`Registry`] operations written once against a [`Store`] (a way to
 //! read the newest committed state and to apply records under the backend's write mutex).
-//! Moved out of local.rs when the san backend arrived.
+//!
+//! Watches do not read the backend each: each process keeps one [`Feed`] per registry, which
+//! wakes every watch of it when the state moved. Where a read is cheap (a journal, a file) one
+//! reader thread per feed (started with the first watch, ended after the last) looks for
+//! changes every [`Store::poll`], so a hundred watches in one process cost one read per
+//! change, not a hundred polls; a write made by this process wakes them at once. Where a read
+//! takes a cluster lock (the san backend on an LV) no thread reads behind the caller's back:
+//! each waiting watch reads for itself, and writes of this process still wake them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -309,6 +316,15 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
     fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T>;
     /// How often a watch looks for changes.
     fn poll(&self) -> Duration;
+    /// `f` of the state this process has cached for this registry, if any, run under the
+    /// cache's lock: a watch that held the state while a writer takes it would make the
+    /// writer copy it whole.
+    fn with_cached<T>(&self, f: impl FnOnce(&State) -> T) -> Option<T>;
+    /// Whether one reader thread per process may read for every watch (true when a read is
+    /// cheap); false when each read takes a cluster lock: then only a waiting watch reads.
+    fn background_reads(&self) -> bool {
+        true
+    }
     /// Whether a read is cheap enough to answer a doomed transaction before taking the write
     /// mutex (true unless every read costs a cluster lock, as on a shared LV).
     fn precheck(&self) -> bool {
@@ -411,7 +427,7 @@ pub(crate) fn txn<S: Store>(s: &S, when: &[Compare], then: &[Op]) -> Result<TxnR
     {
         return Ok(r);
     }
-    s.write(|em| {
+    write(s, |em| {
         if let Some(r) = check(em.state, when) {
             return Ok(r);
         }
@@ -449,15 +465,34 @@ pub(crate) fn txn<S: Store>(s: &S, when: &[Compare], then: &[Op]) -> Result<TxnR
 }
 
 pub(crate) fn watch<S: Store>(s: &S, prefix: &str, from_revision: i64) -> Result<Box<dyn Watcher>> {
+    if s.background_reads() {
+        // Read once now, so the watch starts from this process's latest view.
+        s.load()?;
+    }
     Ok(Box::new(StoreWatcher {
+        feed: join_feed(s)?,
         store: s.clone(),
-        prefix: prefix.to_string(),
-        next: from_revision.max(1),
+        cursor: Cursor {
+            prefix: prefix.to_string(),
+            next: from_revision.max(1),
+        },
     }))
 }
 
+/// [`Store::write`], then wakes this process's watches of the registry.
+fn write<S: Store, T>(s: &S, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T> {
+    let out = s.write(f)?;
+    if let Some(key) = s.with_cached(|st| (st.revision, st.compacted)) {
+        let feed = feeds().lock().ok().and_then(|f| f.get(&s.url()).cloned());
+        if let Some(feed) = feed {
+            feed.announce(key);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn grant_lease<S: Store>(s: &S, ttl_s: i64) -> Result<i64> {
-    s.write(|em| {
+    write(s, |em| {
         let id = em.state.next_lease + 1;
         em.emit(Rec::Lease {
             id,
@@ -470,7 +505,7 @@ pub(crate) fn grant_lease<S: Store>(s: &S, ttl_s: i64) -> Result<i64> {
 }
 
 pub(crate) fn keep_alive<S: Store>(s: &S, lease: i64) -> Result<bool> {
-    s.write(|em| match em.state.leases.get(&lease) {
+    write(s, |em| match em.state.leases.get(&lease) {
         Some(l) => {
             let (ttl_s, beat) = (l.ttl_s, l.beat + 1);
             em.emit(Rec::Lease {
@@ -486,7 +521,7 @@ pub(crate) fn keep_alive<S: Store>(s: &S, lease: i64) -> Result<bool> {
 }
 
 pub(crate) fn revoke_lease<S: Store>(s: &S, lease: i64) -> Result<()> {
-    s.write(|em| {
+    write(s, |em| {
         if em.state.leases.contains_key(&lease) {
             let r = em.state.revoke_rec(vec![lease]);
             em.emit(r);
@@ -496,61 +531,226 @@ pub(crate) fn revoke_lease<S: Store>(s: &S, lease: i64) -> Result<()> {
 }
 
 pub(crate) fn compact<S: Store>(s: &S, revision: i64) -> Result<()> {
-    s.write(|em| {
+    write(s, |em| {
         em.emit(Rec::Compact { rev: revision });
         Ok(())
     })
 }
 
-pub(crate) struct StoreWatcher<S> {
-    store: S,
+/// What the watches of one registry in this process share.
+#[derive(Debug, Default)]
+struct FeedInner {
+    /// Live watches; the reader thread ends when this drops to zero.
+    watchers: usize,
+    /// A reader thread is running.
+    reader: bool,
+    /// Bumped whenever the cached state may have moved (or a read failed).
+    seq: u64,
+    /// (revision, compacted) last announced, so an unchanged poll wakes nobody.
+    seen: (i64, i64),
+    /// The reader's last read failed: watches read themselves to report the error.
+    failed: bool,
+}
+
+/// One per process and registry: wakes every watch of it when the state moved.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    inner: Mutex<FeedInner>,
+    changed: Condvar,
+}
+
+type Feeds = Mutex<HashMap<String, Arc<Feed>>>;
+
+/// The feeds of this process, by registry URL.
+fn feeds() -> &'static Feeds {
+    static FEEDS: OnceLock<Feeds> = OnceLock::new();
+    FEEDS.get_or_init(Default::default)
+}
+
+impl Feed {
+    fn lock(&self) -> MutexGuard<'_, FeedInner> {
+        // The guarded fields are plain counters, consistent after any panic.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces the state at `key` (revision, compacted) if it differs from the last one.
+    fn announce(&self, key: (i64, i64)) {
+        let mut g = self.lock();
+        if g.seen != key || g.failed {
+            g.seen = key;
+            g.failed = false;
+            g.seq += 1;
+            self.changed.notify_all();
+        }
+    }
+
+    fn announce_failure(&self) {
+        let mut g = self.lock();
+        g.failed = true;
+        g.seq += 1;
+        self.changed.notify_all();
+    }
+
+    /// The reader thread: reads the registry every poll while any watch is alive.
+    fn read_loop<S: Store>(self: Arc<Self>, store: S) {
+        loop {
+            std::thread::sleep(store.poll());
+            {
+                let mut g = self.lock();
+                if g.watchers == 0 {
+                    g.reader = false;
+                    return;
+                }
+            }
+            match store.load() {
+                Ok(st) => {
+                    let key = (st.revision, st.compacted);
+                    drop(st);
+                    self.announce(key);
+                }
+                Err(e) => {
+                    tracing::debug!(registry = %store.url(), error = %e, "the watch feed could not read the registry");
+                    self.announce_failure();
+                }
+            }
+        }
+    }
+}
+
+/// This process's feed of `s`, with one more watch counted on it (and, where reads are cheap,
+/// its reader thread started if none runs).
+fn join_feed<S: Store>(s: &S) -> Result<Arc<Feed>> {
+    let feed = feeds()
+        .lock()
+        .map_err(|_| s.err("watch", "the watch feeds were poisoned"))?
+        .entry(s.url())
+        .or_default()
+        .clone();
+    let mut g = feed.lock();
+    g.watchers += 1;
+    if !g.reader && s.background_reads() {
+        let (f, store) = (feed.clone(), s.clone());
+        std::thread::Builder::new()
+            .name("hostsync-watch-feed".into())
+            .spawn(move || f.read_loop(store))
+            .map_err(|e| {
+                g.watchers -= 1;
+                s.err("start its watch reader", e)
+            })?;
+        g.reader = true;
+    }
+    drop(g);
+    Ok(feed)
+}
+
+/// Where a watch is: its prefix and the first revision it has not reported.
+struct Cursor {
     prefix: String,
     next: i64,
+}
+
+impl Cursor {
+    /// What `st` holds for this watch from `self.next` on: a resync, the changes under the
+    /// prefix (the log is in revision order), or None; moves `self.next` past `st`.
+    fn step(&mut self, st: &State) -> Option<WatchEvent> {
+        if self.next <= st.compacted {
+            return Some(WatchEvent::Resync);
+        }
+        if st.revision < self.next {
+            return None;
+        }
+        let from = st.log.partition_point(|e| e.rev < self.next);
+        let events: Vec<Event> = st.log[from..]
+            .iter()
+            .filter(|e| e.key.starts_with(&self.prefix))
+            .map(|e| match &e.value {
+                Some(v) => Event::Put(Kv {
+                    key: e.key.clone(),
+                    value: v.clone().into_bytes(),
+                    create_revision: e.create,
+                    mod_revision: e.rev,
+                    lease: e.lease,
+                }),
+                None => Event::Delete {
+                    key: e.key.clone(),
+                    revision: e.rev,
+                },
+            })
+            .collect();
+        self.next = st.revision + 1;
+        (!events.is_empty()).then_some(WatchEvent::Changes {
+            revision: st.revision,
+            events,
+        })
+    }
+}
+
+pub(crate) struct StoreWatcher<S: Store> {
+    feed: Arc<Feed>,
+    store: S,
+    cursor: Cursor,
 }
 
 impl<S: Store> Watcher for StoreWatcher<S> {
     fn next(&mut self, timeout: Duration) -> Result<WatchEvent> {
         let start = Instant::now();
+        let background = self.store.background_reads();
+        let mut seq = self.feed.lock().seq;
         loop {
-            let st = self.store.load()?;
-            if self.next <= st.compacted {
-                return Ok(WatchEvent::Resync);
-            }
-            if st.revision >= self.next {
-                let events: Vec<Event> = st
-                    .log
-                    .iter()
-                    .filter(|e| e.rev >= self.next && e.key.starts_with(&self.prefix))
-                    .map(|e| match &e.value {
-                        Some(v) => Event::Put(Kv {
-                            key: e.key.clone(),
-                            value: v.clone().into_bytes(),
-                            create_revision: e.create,
-                            mod_revision: e.rev,
-                            lease: e.lease,
-                        }),
-                        None => Event::Delete {
-                            key: e.key.clone(),
-                            revision: e.rev,
-                        },
-                    })
-                    .collect();
-                self.next = st.revision + 1;
-                if !events.is_empty() {
-                    return Ok(WatchEvent::Changes {
-                        revision: st.revision,
-                        events,
-                    });
+            // Where the feed's reader keeps the process's cached state current, use it; read
+            // ourselves when there is none (a failed write dropped it), when the reader failed
+            // (so the error reaches the caller) or when no reader runs.
+            let failed = self.feed.lock().failed;
+            let (store, cursor) = (&self.store, &mut self.cursor);
+            let got = if background && !failed {
+                store.with_cached(|st| cursor.step(st))
+            } else {
+                None
+            };
+            let got = match got {
+                Some(g) => g,
+                None => {
+                    let st = store.load()?;
+                    cursor.step(&st)
                 }
+            };
+            if let Some(ev) = got {
+                return Ok(ev);
             }
-            if start.elapsed() >= timeout {
-                return Ok(WatchEvent::Idle);
+            // Sleep until the feed announces a change, the timeout ends or (without a reader)
+            // it is time to read again.
+            let read_at = start.elapsed() + self.store.poll();
+            let mut g = self.feed.lock();
+            loop {
+                if g.seq != seq {
+                    seq = g.seq;
+                    break;
+                }
+                let left = timeout.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return Ok(WatchEvent::Idle);
+                }
+                let until_read = read_at.saturating_sub(start.elapsed());
+                if !background && until_read.is_zero() {
+                    break;
+                }
+                let nap = if background {
+                    left
+                } else {
+                    left.min(until_read)
+                };
+                g = self
+                    .feed
+                    .changed
+                    .wait_timeout(g, nap)
+                    .map_or_else(|p| p.into_inner().0, |(g, _)| g);
             }
-            std::thread::sleep(
-                self.store
-                    .poll()
-                    .min(timeout.saturating_sub(start.elapsed())),
-            );
         }
+    }
+}
+
+impl<S: Store> Drop for StoreWatcher<S> {
+    fn drop(&mut self) {
+        self.feed.lock().watchers -= 1;
     }
 }

@@ -872,6 +872,16 @@ impl Store for SanRegistry {
         self.is_file
     }
 
+    fn background_reads(&self) -> bool {
+        // On an LV no thread may run lvchange behind the caller's back (nor leave the LV
+        // active if the process exits during it): only a waiting watch reads.
+        self.is_file
+    }
+
+    fn with_cached<T>(&self, f: impl FnOnce(&State) -> T) -> Option<T> {
+        cache().lock().ok()?.get(&self.device).map(|c| f(&c.state))
+    }
+
     fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T> {
         let hold = self.mutex.acquire(true)?;
         let (dev, len) = self.open_dev(true)?;
