@@ -325,6 +325,11 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
     fn background_reads(&self) -> bool {
         true
     }
+    /// [`crate::registry::Registry::hold`]: nothing, unless the backend's mutex is costly.
+    fn batch(&self, write: bool) -> Result<crate::registry::Held> {
+        let _ = write;
+        Ok(crate::registry::Held::none())
+    }
     /// Whether a read is cheap enough to answer a doomed transaction before taking the write
     /// mutex (true unless every read costs a cluster lock, as on a shared LV).
     fn precheck(&self) -> bool {
@@ -378,6 +383,9 @@ macro_rules! registry_via_store {
             }
             fn compact(&self, revision: i64) -> $crate::Result<()> {
                 $crate::kvstate::compact(self, revision)
+            }
+            fn hold(&self, write: bool) -> $crate::Result<$crate::registry::Held> {
+                $crate::kvstate::Store::batch(self, write)
             }
         }
     };

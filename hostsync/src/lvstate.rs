@@ -127,6 +127,8 @@ pub fn record_lv(
     mode: Option<LvMode>,
     now_unix: u64,
 ) -> Result<()> {
+    // Read and write back under one hold (san: one lvchange pair, no writer in between).
+    let held = reg.hold(true)?;
     let kv = reg.get(&lvm_key(host))?;
     let lease = kv.as_ref().map_or(0, |kv| kv.lease);
     let mut st = match &kv {
@@ -152,7 +154,8 @@ pub fn record_lv(
         });
     }
     st.taken_unix = now_unix;
-    publish_lvm_state(reg, &st, lease)
+    publish_lvm_state(reg, &st, lease)?;
+    held.release()
 }
 
 /// `domu`'s migration record, if one is registered.

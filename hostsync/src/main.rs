@@ -466,6 +466,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let reg = open_registry()?;
+            // One hold of the registry for the whole allocation (san: one lvchange pair).
+            let held = reg.hold(true)?;
             let (mut namer, rep) = ClusterNamer::open(
                 reg,
                 &host,
@@ -488,6 +490,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 out.push(namer.name(w)?);
             }
             namer.catch_up()?;
+            held.release()?;
             namer.save_cache()?;
             if cli.json {
                 let v: Vec<_> = out
@@ -505,7 +508,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cmd: AliasCmd::Set { wwid, name, reuse },
         } => {
             let reg = open_registry()?;
+            let held = reg.hold(true)?;
             let out = hostsync::names::set_alias(&*reg, &host, wwid, name, *reuse, "admin")?;
+            held.release()?;
             if cli.json {
                 print_json(&out)?;
             } else if !out.changed {
@@ -550,11 +555,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let (h, path) = import::parse_host_file(arg)?;
                 found.extend(import::read_host_file(&h, &path)?);
             }
+            let held = reg.hold(*apply)?;
             let b = Bindings::read(&*reg)?;
             let mut plan = import::plan(&found, &b);
             if *apply {
                 import::apply(&*reg, &host, &mut plan)?;
             }
+            held.release()?;
             if cli.json {
                 print_json(&plan)?;
             } else {
@@ -592,8 +599,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cmd: CheckCmd::Aliases,
         } => {
             let reg = open_registry()?;
+            let held = reg.hold(false)?;
             let b = Bindings::read(&*reg)?;
             let hosts = hostsync::cluster_state(&*reg)?;
+            held.release()?;
             let rep = report::check_aliases(&b, &hosts);
             if cli.json {
                 print_json(&rep)?;
@@ -874,9 +883,11 @@ fn run_lvm_command(
             cmd: CheckCmd::Lvs { stale_after },
         } => {
             let reg = open_registry()?;
+            let held = reg.hold(false)?;
             let records = hostsync::lvstate::cluster_lvm_state(&*reg)?;
             let migrations = hostsync::lvstate::migrations(&*reg)?;
             let alive = hostsync::publish::hosts_with_state(&*reg)?;
+            held.release()?;
             let rep = hostsync::lvcheck::check(
                 &records,
                 &migrations,

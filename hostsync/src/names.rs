@@ -69,8 +69,11 @@ pub struct Bindings {
 impl Bindings {
     /// Reads every binding: WWIDs first, then names (so every name of a WWID read is seen).
     pub fn read(reg: &dyn Registry) -> Result<Self> {
+        // Both prefixes under one hold (san: one lvchange pair, and one revision).
+        let held = reg.hold(false)?;
         let w = reg.range(WWID_PREFIX)?;
         let a = reg.range(ALIAS_PREFIX)?;
+        held.release()?;
         let mut b = Bindings {
             revision: w.revision,
             ..Default::default()

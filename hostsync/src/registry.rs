@@ -131,6 +131,50 @@ pub trait Watcher: Send {
     fn next(&mut self, timeout: Duration) -> Result<WatchEvent>;
 }
 
+/// The registry's mutex held across several operations by [`Registry::hold`]; given back by
+/// [`Held::release`] (which reports a failure) or, logging any failure, when dropped.
+#[must_use = "the hold ends when this is dropped"]
+pub struct Held {
+    end: Option<Box<dyn FnOnce() -> Result<()> + Send>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("holding", &self.end.is_some())
+            .finish()
+    }
+}
+
+impl Held {
+    /// Nothing held (backends whose operations take no costly mutex).
+    pub fn none() -> Self {
+        Self { end: None }
+    }
+
+    /// A hold that `end` gives back.
+    pub fn new(end: impl FnOnce() -> Result<()> + Send + 'static) -> Self {
+        Self {
+            end: Some(Box::new(end)),
+        }
+    }
+
+    /// Gives the hold back.
+    pub fn release(mut self) -> Result<()> {
+        self.end.take().map_or(Ok(()), |f| f())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(f) = self.end.take()
+            && let Err(e) = f()
+        {
+            tracing::warn!(error = %e, "could not give back the registry's hold");
+        }
+    }
+}
+
 /// The registry contract. Every implementation is linearizable: a transaction that returned
 /// is seen by every later read from any host.
 pub trait Registry: Send + Sync {
@@ -152,6 +196,14 @@ pub trait Registry: Send + Sync {
     fn revoke_lease(&self, lease: i64) -> Result<()>;
     /// Drops history older than `revision` (watches behind it get [`WatchEvent::Resync`]).
     fn compact(&self, revision: i64) -> Result<()>;
+    /// Holds the registry's mutex (exclusively when `write`) for the operations this thread
+    /// makes until the returned [`Held`] ends, where each would otherwise take it alone: the
+    /// san backend's is an `lvchange` pair. For a command's registry work only: never across a
+    /// wait for another host. Backends without a costly mutex hold nothing.
+    fn hold(&self, write: bool) -> Result<Held> {
+        let _ = write;
+        Ok(Held::none())
+    }
 }
 
 /// Opens a registry from its URL: `local:DIR`, `san:VG/LV` (or `san:/FILE`, the same format

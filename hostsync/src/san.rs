@@ -5,11 +5,29 @@
 //! # The mutex
 //! The registry is changed only while holding the LV with `lvchange -aey` (lvmlockd's sanlock
 //! lease on the shared storage is the cluster-wide mutex) and read while holding it with
-//! `-asy`; each operation gives the LV back with `-an`, so another host can take it. A conflict
-//! ("LV locked by other host") is retried with backoff for up to [`LOCK_WAIT`]. lvmlockd's
-//! locks belong to the host, not the process, so the processes of one host also take an OFD
-//! lock on `/run/lock/hostsync/san-VG-LV.lock` around the whole operation. For `san:/PATH` the
+//! `-asy`; the hold ends with `-an`, so another host can take it. A conflict ("LV locked by
+//! other host") is retried with backoff for up to [`LOCK_WAIT`]. lvmlockd's locks belong to the
+//! host, not the process, so the processes of one host also take an OFD lock on
+//! `/run/lock/hostsync/san-VG-LV.lock` for as long as they hold the LV. For `san:/PATH` the
 //! mutex is an OFD lock on `PATH.lock` (exclusive to write, shared to read). See [`SanMutex`].
+//!
+//! What the lock spans: one operation (a read, a transaction, a lease grant or renewal), unless
+//! the calling thread holds the registry ([`crate::Registry::hold`]): then the operations of
+//! that thread until the hold ends share one hold of the mutex. A write inside a shared hold
+//! first gives it back and takes it exclusively; a hold older than [`MAX_HOLD`] is given back
+//! and taken again before the next operation, so no host waits behind a long command for more
+//! than about that (its lease renewals included: a lease is judged expired only TTL seconds
+//! after its last renewal was seen, and TTLs are seconds). hostsync's commands hold it for
+//! their registry work only: `alias allocate W1 W2 W3`, `alias set`, `alias list`, `import`,
+//! `check aliases`, `check lvs`, `render` and `migrate check` take one `lvchange` pair instead
+//! of one per operation; the block script's and libvirt hook's reads before an activation,
+//! and the activation record after it (also `migrate run`'s), one pair each. Never across a
+//! wait for another host (an activation of a domU's LV, `xl migrate`), never beyond the
+//! command. Other threads and processes wait for it as for any
+//! hold. Nothing else changes: every write still commits (frame, then header) before it
+//! returns, each writer still judges and expires leases, and a process that dies holding the
+//! LV leaves it active on its host until the host's lvmlockd lease ends or the host's next
+//! hostsync operation gives it back, as a process dying between `-aey` and `-an` always did.
 //!
 //! # On-disk format (version 1; integers little-endian, every I/O 4 KiB-aligned)
 //! - Bytes 0 and 4096: two header slots. A header holds the magic `HSYNCREG`, the format
@@ -53,6 +71,7 @@ use aliases::fsutil::{self, LockedFile};
 
 use crate::kvstate::{Emitter, Rec, State, Store, now_ms, registry_via_store, run_writer};
 use crate::lvm::{Activation, Lvm};
+use crate::registry::Held;
 use crate::runner::{Runner, SystemRunner};
 use crate::{Error, Result};
 
@@ -72,9 +91,16 @@ const MIN_AREA: u64 = 64 * 1024;
 pub const FILE_SIZE: u64 = 64 * 1024 * 1024;
 /// How long a conflict on the LV's lock is retried.
 pub const LOCK_WAIT: Duration = Duration::from_secs(60);
+/// The longest one hold of a batch ([`crate::Registry::hold`]) is kept: an older one is given
+/// back and taken again before the next operation.
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
 /// Environment variable for the crash tests only: `after-frame` makes a writer stop (forever)
 /// after its frame is synced and before its header is written, so the test can kill it there.
 pub const STALL_ENV: &str = "HOSTSYNC_SAN_TEST_STALL";
+/// Environment variable for tests only: `san:VG/LV` finds its device and its local lock under
+/// this directory (`DIR/dev/mapper/VG-LV`, `DIR/run/lock/hostsync/`) instead of `/`, so a test
+/// can run the commands with a stand-in for `lvchange` and count its calls.
+pub const TEST_ROOT_ENV: &str = "HOSTSYNC_SAN_TEST_ROOT";
 
 /// CRC-64/XZ (ECMA-182 polynomial, reflected).
 pub fn crc64(data: &[u8]) -> u64 {
@@ -328,6 +354,14 @@ impl std::fmt::Debug for Hold {
 }
 
 impl Hold {
+    /// A hold with nothing to give back.
+    fn none() -> Self {
+        Self {
+            release: None,
+            _local: None,
+        }
+    }
+
     /// Gives the hold back.
     pub fn release(mut self) -> Result<()> {
         match self.release.take() {
@@ -551,6 +585,36 @@ fn apply_read(state: &mut State, recs: &[Rec]) {
     }
 }
 
+/// A thread's hold of one registry across operations ([`Registry::hold`](crate::Registry::hold)).
+struct Batch {
+    exclusive: bool,
+    hold: Hold,
+    /// When `hold` was taken.
+    since: Instant,
+}
+
+type BatchKey = (PathBuf, std::thread::ThreadId);
+
+fn batches() -> &'static Mutex<HashMap<BatchKey, Batch>> {
+    static BATCHES: OnceLock<Mutex<HashMap<BatchKey, Batch>>> = OnceLock::new();
+    BATCHES.get_or_init(Default::default)
+}
+
+/// Takes this thread's batch of `device` out of the table (its owner puts it back).
+fn take_batch(key: &BatchKey) -> Option<Batch> {
+    batches()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(key)
+}
+
+fn put_batch(key: BatchKey, b: Batch) {
+    batches()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, b);
+}
+
 /// The registry on a shared LV (or a file).
 #[derive(Clone)]
 pub struct SanRegistry {
@@ -610,14 +674,18 @@ impl SanRegistry {
         if !ok(vg) || !ok(lv) {
             return Err(bad("VG and LV names are letters, digits and + _ . -"));
         }
+        let root =
+            std::env::var_os(TEST_ROOT_ENV).map_or_else(|| PathBuf::from("/"), PathBuf::from);
         let mutex = LvmMutex::new(
             Arc::new(SystemRunner),
             vg,
             lv,
-            Path::new("/run/lock/hostsync"),
+            &root.join("run/lock/hostsync"),
             LOCK_WAIT,
         );
-        Ok(Self::with_mutex(&url, &dm_path(vg, lv), Arc::new(mutex)))
+        let dev = dm_path(vg, lv);
+        let dev = root.join(dev.strip_prefix("/").unwrap_or(&dev));
+        Ok(Self::with_mutex(&url, &dev, Arc::new(mutex)))
     }
 
     /// The registry at `device` held through `mutex`; `url` names it in messages.
@@ -628,6 +696,56 @@ impl SanRegistry {
             is_file: false,
             mutex,
         }
+    }
+
+    fn batch_key(&self) -> BatchKey {
+        (self.device.clone(), std::thread::current().id())
+    }
+
+    /// The mutex for one operation: nothing more while this thread holds the registry (a
+    /// shared hold given back and taken exclusively first when a write needs it), else the
+    /// mutex's own hold.
+    fn acquire(&self, exclusive: bool) -> Result<Hold> {
+        let key = self.batch_key();
+        let Some(mut b) = take_batch(&key) else {
+            return self.mutex.acquire(exclusive);
+        };
+        if (exclusive && !b.exclusive) || b.since.elapsed() > MAX_HOLD {
+            // A shared hold does not become exclusive in place, and an old one lets the
+            // others in: give it back first. If either step fails the batch is over and the
+            // error says why.
+            std::mem::replace(&mut b.hold, Hold::none()).release()?;
+            b.exclusive |= exclusive;
+            b.hold = self.mutex.acquire(b.exclusive)?;
+            b.since = Instant::now();
+        }
+        put_batch(key, b);
+        Ok(Hold::none())
+    }
+
+    /// [`Registry::hold`](crate::Registry::hold): takes the mutex now and keeps it for this thread's operations until
+    /// the returned [`Held`] ends; inside another hold of this thread, that one goes on.
+    fn hold_batch(&self, write: bool) -> Result<Held> {
+        let key = self.batch_key();
+        if batches()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
+        {
+            return Ok(Held::none());
+        }
+        let hold = self.mutex.acquire(write)?;
+        put_batch(
+            key.clone(),
+            Batch {
+                exclusive: write,
+                hold,
+                since: Instant::now(),
+            },
+        );
+        Ok(Held::new(move || {
+            take_batch(&key).map_or(Ok(()), |b| b.hold.release())
+        }))
     }
 
     fn open_dev(&self, write: bool) -> Result<(File, u64)> {
@@ -837,7 +955,7 @@ impl SanRegistry {
 
     /// The committed header, for tests and `doctor`-style checks.
     pub fn header(&self) -> Result<Option<Header>> {
-        let hold = self.mutex.acquire(false)?;
+        let hold = self.acquire(false)?;
         let (f, len) = self.open_dev(false)?;
         let slots = self.slots(&f, len)?;
         drop(f);
@@ -852,7 +970,7 @@ impl Store for SanRegistry {
     }
 
     fn load(&self) -> Result<Arc<State>> {
-        let hold = self.mutex.acquire(false)?;
+        let hold = self.acquire(false)?;
         let state = match self.open_dev(false) {
             Ok((f, len)) => self.read_state(&f, len).map(|(_, c)| c.state),
             // san:/PATH not created yet: an empty registry.
@@ -882,8 +1000,12 @@ impl Store for SanRegistry {
         cache().lock().ok()?.get(&self.device).map(|c| f(&c.state))
     }
 
+    fn batch(&self, write: bool) -> Result<Held> {
+        self.hold_batch(write)
+    }
+
     fn write<T>(&self, f: impl FnOnce(&mut Emitter<'_>) -> Result<T>) -> Result<T> {
-        let hold = self.mutex.acquire(true)?;
+        let hold = self.acquire(true)?;
         let (dev, len) = self.open_dev(true)?;
         let (head, cur) = self.read_state(&dev, len)?;
         // Own the state while writing (the cache is refilled after the commit, or from the
@@ -1221,5 +1343,77 @@ mod tests {
         let e = m.acquire(false).unwrap_err().to_string();
         assert!(e.contains("Failed to find logical volume"), "{e}");
         assert_eq!(r.lines().len(), 1);
+    }
+
+    /// A registry file held through the LVM mutex, every lvchange answered and recorded.
+    fn lvm_reg() -> (tempfile::TempDir, SanRegistry, Arc<ScriptedRunner>) {
+        let (d, _, p) = reg(1 << 20);
+        let r = Arc::new(ScriptedRunner::new());
+        r.always(&["lvchange"], Output::ok(""));
+        let m = LvmMutex::new(r.clone(), "vg0", "reg", d.path(), Duration::from_secs(5));
+        let reg = SanRegistry::with_mutex("san:vg0/reg", &p, Arc::new(m));
+        (d, reg, r)
+    }
+
+    const EX: &str = "lvchange -aey vg0/reg";
+    const SH: &str = "lvchange -asy vg0/reg";
+    const OFF: &str = "lvchange -an vg0/reg";
+
+    #[test]
+    fn a_hold_spans_the_operations_of_its_thread_and_a_write_takes_it_exclusively() {
+        let (_d, reg, r) = lvm_reg();
+        // Without a hold: a pair per operation.
+        reg.txn(&[], &[put("a", "1")]).unwrap();
+        assert!(reg.get("a").unwrap().is_some());
+        assert_eq!(r.lines(), [EX, OFF, SH, OFF]);
+        // A read hold: one pair for any number of reads, nested holds included.
+        let held = reg.hold(false).unwrap();
+        let inner = reg.hold(true).unwrap();
+        assert_eq!(reg.range("").unwrap().kvs.len(), 1);
+        assert!(reg.get("b").unwrap().is_none());
+        inner.release().unwrap();
+        assert_eq!(reg.get("a").unwrap().unwrap().value, b"1");
+        assert_eq!(r.lines()[4..], [SH]);
+        // The first write gives the shared hold back and takes it exclusively, to the end.
+        reg.txn(&[Compare::Absent("b".into())], &[put("b", "2")])
+            .unwrap();
+        reg.txn(&[], &[put("c", "3")]).unwrap();
+        assert!(reg.get("c").unwrap().is_some());
+        held.release().unwrap();
+        assert_eq!(r.lines()[4..], [SH, OFF, EX, OFF]);
+        // Everything was committed as it went: a new process sees it.
+        fresh(&reg.device);
+        assert_eq!(reg.range("").unwrap().kvs.len(), 3);
+    }
+
+    #[test]
+    fn a_hold_older_than_max_hold_is_given_back_before_the_next_operation() {
+        let (_d, reg, r) = lvm_reg();
+        let held = reg.hold(true).unwrap();
+        reg.txn(&[], &[put("a", "1")]).unwrap();
+        std::thread::sleep(MAX_HOLD + Duration::from_millis(100));
+        reg.txn(&[], &[put("b", "2")]).unwrap();
+        reg.txn(&[], &[put("c", "3")]).unwrap();
+        drop(held); // dropping ends it too
+        assert_eq!(r.lines(), [EX, OFF, EX, OFF]);
+    }
+
+    #[test]
+    fn other_threads_wait_for_a_hold_and_write_after_it() {
+        let (_d, r, _p) = reg(1 << 20);
+        let held = r.hold(true).unwrap();
+        r.txn(&[], &[put("a", "1")]).unwrap();
+        let r2 = r.clone();
+        let other = std::thread::spawn(move || {
+            r2.txn(&[Compare::Absent("a".into())], &[put("a", "other")])
+                .unwrap()
+                .succeeded
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!other.is_finished(), "another thread wrote inside the hold");
+        r.txn(&[], &[put("b", "2")]).unwrap();
+        held.release().unwrap();
+        assert!(!other.join().unwrap(), "the waiting writer did not see a");
+        assert_eq!(r.get("a").unwrap().unwrap().value, b"1");
     }
 }

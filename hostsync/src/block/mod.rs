@@ -230,10 +230,13 @@ pub fn attach(
     let r = LvRef::of(&lv);
     let d = domu.to_string();
     let (migration, lvm) = ctx.registry("read the migrations and the hosts' LVM", move |reg| {
-        Ok((
+        let held = reg.hold(false)?;
+        let read = (
             crate::lvstate::migration(reg, &d)?,
             crate::lvstate::cluster_lvm_state(reg)?,
-        ))
+        );
+        held.release()?;
+        Ok(read)
     })?;
     let (mode, why) = decide(&ctx.host, domu, &r, migration.as_ref(), &lvm)?;
     tracing::info!(lv = %r.full(), domu, mode = mode.flag(), why, "activating");

@@ -106,11 +106,15 @@ pub struct ClusterView {
 impl ClusterView {
     /// Reads it from the registry.
     pub fn read(reg: &dyn crate::Registry) -> crate::Result<Self> {
-        Ok(ClusterView {
+        // Three reads under one hold (san: one lvchange pair).
+        let held = reg.hold(false)?;
+        let view = ClusterView {
             states: crate::hosts::cluster_state(reg)?,
             lvm: crate::lvstate::cluster_lvm_state(reg)?,
             migrations: crate::lvstate::migrations(reg)?,
-        })
+        };
+        held.release()?;
+        Ok(view)
     }
 
     fn state(&self, host: &str) -> Option<&HostState> {
