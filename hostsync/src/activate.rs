@@ -240,16 +240,13 @@ mod tests {
     const LOCKED: &str =
         "  LV locked by other host: vgsan/domu1\n  Failed to lock logical volume vgsan/domu1.\n";
 
-    #[test]
-    fn a_conflict_names_the_host_owning_the_lease() {
-        let (_d, reg) = reg_with_a();
+    /// `lvs` shows vgsan/domu1's lease at offset 70254592 of the lvmlock LV, `lvchange` is
+    /// refused because another host holds it, and the lease's leader record reads `leader`.
+    fn locked_elsewhere(leader: &str) -> ScriptedRunner {
         let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
-        r.expect(
-            &["lvchange", "-aey", "vgsan/domu1"],
-            Output::fail(5, LOCKED),
-        );
-        r.expect(
+        r.always(&["lvs"], lvs_row("1.0.0:70254592"));
+        r.always(&["lvchange"], Output::fail(5, LOCKED));
+        r.always(
             &[
                 "sanlock",
                 "direct",
@@ -257,9 +254,17 @@ mod tests {
                 "-r",
                 "lvm_vgsan:U1:/dev/mapper/vgsan-lvmlock:70254592",
             ],
-            Output::ok("owner_id 1\nowner_generation 2\ntimestamp 77\n"),
+            Output::ok(leader),
         );
+        r
+    }
+
+    #[test]
+    fn a_conflict_names_the_host_owning_the_lease() {
+        let (_d, reg) = reg_with_a();
+        let r = locked_elsewhere("owner_id 1\nowner_generation 2\ntimestamp 77\n");
         let err = refusal(&r, &|| Ok(reg.clone()), Activation::Exclusive);
+        assert!(r.lines().contains(&"lvchange -aey vgsan/domu1".to_string()));
         assert_eq!(
             err,
             "LVM could not activate exclusively vgsan/domu1: it is held by host A (sanlock host_id 1); LVM said: LV locked by other host: vgsan/domu1; Failed to lock logical volume vgsan/domu1."
@@ -269,13 +274,7 @@ mod tests {
     #[test]
     fn an_unknown_owner_is_named_by_host_id_and_no_registry_leaves_lvms_words() {
         let (_d, reg) = reg_with_a();
-        let r = ScriptedRunner::new();
-        r.always(&["lvs"], lvs_row("1.0.0:70254592"));
-        r.always(&["lvchange"], Output::fail(5, LOCKED));
-        r.always(
-            &["sanlock", "direct"],
-            Output::ok("owner_id 7\ntimestamp 77\n"),
-        );
+        let r = locked_elsewhere("owner_id 7\ntimestamp 77\n");
         let open = || Ok(reg.clone());
         let err = refusal(&r, &open, Activation::Shared);
         assert!(
@@ -283,13 +282,7 @@ mod tests {
             "{err}"
         );
         // A lease held shared has no owner: the hosts that published it active are named.
-        let r2 = ScriptedRunner::new();
-        r2.always(&["lvs"], lvs_row("1.0.0:70254592"));
-        r2.always(&["lvchange"], Output::fail(5, LOCKED));
-        r2.always(
-            &["sanlock", "direct"],
-            Output::ok("owner_id 1\ntimestamp 0\n"),
-        );
+        let r2 = locked_elsewhere("owner_id 1\ntimestamp 0\n");
         let err = refusal(&r2, &open, Activation::Exclusive);
         assert!(
             err.contains("held by host A (published it active exclusively); LVM said"),
@@ -315,17 +308,18 @@ mod tests {
         let e = tempfile::tempdir().unwrap();
         let p = Probe::new(&r, e.path());
         let none = || Err("no registry configured".to_string());
-        let err = activate(
-            &p,
-            &none,
-            "A",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let exclusive = |unlocked| {
+            activate(
+                &p,
+                &none,
+                "A",
+                "vgsan",
+                "domu1",
+                Activation::Exclusive,
+                unlocked,
+            )
+        };
+        let err = exclusive(false).unwrap_err().to_string();
         assert!(
             err.starts_with("refusing to activate vgsan/domu1: VG vgsan is not shared"),
             "{err}"
@@ -340,16 +334,7 @@ mod tests {
         );
         // --unlocked activates; the failed publish is a warning, not an error.
         r.expect(&["lvchange", "-aey", "vgsan/domu1"], Output::ok(""));
-        let out = activate(
-            &p,
-            &none,
-            "A",
-            "vgsan",
-            "domu1",
-            Activation::Exclusive,
-            true,
-        )
-        .unwrap();
+        let out = exclusive(true).unwrap();
         assert!(!out.locked);
         assert!(
             out.warning
@@ -364,16 +349,7 @@ mod tests {
     #[test]
     fn with_the_lockspace_joined_lvchange_runs_at_once_and_the_holder_is_still_named() {
         let (_d, reg) = reg_with_a();
-        let r = ScriptedRunner::new();
-        r.expect(&["lvs"], lvs_row("1.0.0:70254592"));
-        r.expect(
-            &["lvchange", "-aey", "vgsan/domu1"],
-            Output::fail(5, LOCKED),
-        );
-        r.expect(
-            &["sanlock", "direct", "read_leader"],
-            Output::ok("owner_id 1\ntimestamp 77\n"),
-        );
+        let r = locked_elsewhere("owner_id 1\ntimestamp 77\n");
         let err = refusal(&r, &|| Ok(reg.clone()), Activation::Exclusive);
         assert!(
             err.contains("it is held by host A (sanlock host_id 1)"),

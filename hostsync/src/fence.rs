@@ -834,23 +834,38 @@ other-domu1: 0 204800 linear 253:2 2048
             .expect(&["dmsetup", "table"], Output::ok(tables));
     }
 
-    /// The host of [`host`] where every command succeeds and every LV of `vg` ends on the
-    /// error target (the drop is the caller's to script).
-    fn every_lv_fences() -> ScriptedRunner {
+    /// The host of [`host`] where `dmsetup message`, `load` and `resume` succeed unless
+    /// `first` scripts a command otherwise, and the live tables read back at the end have the
+    /// error target on `fenced` (the drop is the caller's to script).
+    fn fencing(first: impl FnOnce(&ScriptedRunner), fenced: &[&str]) -> ScriptedRunner {
         let (info, tables) = host();
         let r = ScriptedRunner::new();
         script(&r, &info, &tables);
         r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(
-                    &tables,
-                    &["vg-domu1", "vg-domu2", "vg-domu3"],
-                )),
-            );
+            .always(&["dmsetup", "load"], Output::ok(""));
+        first(&r);
+        r.always(&["dmsetup", "resume"], Output::ok("")).expect(
+            &["dmsetup", "table"],
+            Output::ok(fenced_tables(&tables, fenced)),
+        );
         r
+    }
+
+    /// [`fencing`] where every LV of `vg` ends on the error target.
+    fn every_lv_fences() -> ScriptedRunner {
+        fencing(|_| {}, &["vg-domu1", "vg-domu2", "vg-domu3"])
+    }
+
+    /// The resume that swaps `lv`'s table.
+    fn resume(lv: &str) -> [&str; 6] {
+        [
+            "dmsetup",
+            "resume",
+            "--noflush",
+            "--nolockfs",
+            "--noudevsync",
+            lv,
+        ]
     }
 
     fn quiet(_: Severity, _: &str) {}
@@ -945,30 +960,13 @@ other-domu1: 0 204800 linear 253:2 2048
 
     #[test]
     fn one_failing_lv_does_not_stop_the_others_and_nothing_is_dropped() {
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .expect(
-                &[
-                    "dmsetup",
-                    "resume",
-                    "--noflush",
-                    "--nolockfs",
-                    "--noudevsync",
-                    "vg-domu2",
-                ],
-                Output::fail(
-                    1,
-                    "device-mapper: resume ioctl on vg-domu2 failed: Interrupted system call",
-                ),
-            )
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(&tables, &["vg-domu1", "vg-domu3"])),
-            );
+        let interrupted = "device-mapper: resume ioctl on vg-domu2 failed: Interrupted system call";
+        let r = fencing(
+            |r| {
+                r.expect(&resume("vg-domu2"), Output::fail(1, interrupted));
+            },
+            &["vg-domu1", "vg-domu3"],
+        );
         let rep = fence(&r, "vg", &opts(DropLocks::Yes), &quiet);
         assert_eq!(rep.exit_status, EXIT_NOT_FENCED, "{}", render(&rep));
         let by: BTreeMap<_, _> = rep
@@ -1006,16 +1004,7 @@ other-domu1: 0 204800 linear 253:2 2048
     fn an_lv_whose_live_table_did_not_change_is_not_fenced() {
         // dmsetup exits 0 but the kernel still has the linear table (e.g. an interrupted
         // suspend rolled back): the verification catches it.
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(&tables, &["vg-domu1", "vg-domu2"])),
-            );
+        let r = fencing(|_| {}, &["vg-domu1", "vg-domu2"]);
         let rep = fence(&r, "vg", &opts(DropLocks::Yes), &quiet);
         assert_eq!(rep.exit_status, EXIT_NOT_FENCED);
         let d3 = rep.lvs.iter().find(|l| l.lv == "vg/domu3").unwrap();
@@ -1027,24 +1016,12 @@ other-domu1: 0 204800 linear 253:2 2048
 
     #[test]
     fn every_command_has_a_time_limit_and_a_timed_out_lv_is_reported() {
-        let (info, tables) = host();
-        let r = ScriptedRunner::new();
-        script(&r, &info, &tables);
-        r.always(&["dmsetup", "message"], Output::ok(""))
-            .always(&["dmsetup", "load"], Output::ok(""))
-            .expect_timeout(&[
-                "dmsetup",
-                "resume",
-                "--noflush",
-                "--nolockfs",
-                "--noudevsync",
-                "vg-domu1",
-            ])
-            .always(&["dmsetup", "resume"], Output::ok(""))
-            .expect(
-                &["dmsetup", "table"],
-                Output::ok(fenced_tables(&tables, &["vg-domu2", "vg-domu3"])),
-            );
+        let r = fencing(
+            |r| {
+                r.expect_timeout(&resume("vg-domu1"));
+            },
+            &["vg-domu2", "vg-domu3"],
+        );
         let o = FenceOptions {
             command_timeout: Duration::from_secs(4),
             deadline: Duration::from_secs(20),

@@ -1,6 +1,6 @@
 //! Test and benchmark support: a real etcd cluster of N members on loopback ports, started
-//! with Debian's `/usr/bin/etcd`, data in a private directory, every member killed on drop.
-//! Not part of the API.
+//! with Debian's `/usr/bin/etcd`, data in a private directory, every member killed on drop;
+//! and the records the block script's tests (unit and integration) share. Not part of the API.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -206,5 +206,35 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Block-script fixture: `host`'s LVM record, holding vgsan/web1 (LV UUID `LV1`, open) in
+/// `mode`.
+pub fn holding(host: &str, mode: crate::lvstate::LvMode) -> crate::lvstate::HostLvm {
+    crate::lvstate::HostLvm {
+        host: host.into(),
+        host_id: Some(1),
+        io_timeout: Some(10),
+        taken_unix: 1,
+        vgs: vec![],
+        lvs: vec![crate::lvstate::LvState {
+            vg: "vgsan".into(),
+            lv: "web1".into(),
+            uuid: "LV1".into(),
+            mode,
+            open: true,
+        }],
+    }
+}
+
+/// Block-script fixture: domU web1's migration from `from` to `to`, handing over LV1.
+pub fn web1_migration(from: &str, to: &str) -> crate::lvstate::Migration {
+    crate::lvstate::Migration {
+        domu: "web1".into(),
+        from: from.into(),
+        to: to.into(),
+        lv_uuids: vec!["LV1".into()],
+        started_unix: 1,
     }
 }

@@ -307,12 +307,17 @@ mod tests {
         (d, reg)
     }
 
-    fn runner(pv: &str, active_here: u8, free: u64) -> ScriptedRunner {
+    /// LVM of host A: vg1 (not shared, `free` bytes free) on `pv`, `active_here` of its LVs
+    /// active, and `use_lvmlockd` in lvm.conf.
+    fn runner(pv: &str, active_here: u8, free: u64, use_lvmlockd: bool) -> ScriptedRunner {
         let r = ScriptedRunner::new();
         r.always(&["vgs"], vgs("", free));
         r.always(&["pvs"], pvs(pv));
         r.always(&["lvs"], lvs(active_here));
-        r.always(&["lvmconfig"], Output::ok("use_lvmlockd=1\n"));
+        r.always(
+            &["lvmconfig"],
+            Output::ok(format!("use_lvmlockd={}\n", u8::from(use_lvmlockd))),
+        );
         r
     }
 
@@ -320,7 +325,7 @@ mod tests {
     fn dry_run_checks_and_plans_the_two_vgchanges_without_running_them() {
         let d = root(true);
         let (_g, reg) = registry(false);
-        let r = runner("/dev/mapper/mpatha", 0, 1 << 30);
+        let r = runner("/dev/mapper/mpatha", 0, 1 << 30, true);
         let open = || Ok(reg.clone());
         let plan = share(&Probe::new(&r, d.path()), &open, "A", "vg1", true).unwrap();
         assert_eq!(
@@ -355,51 +360,30 @@ mod tests {
         let none = || Err("no registry configured".to_string());
         let d = root(true);
         let no_lockd = root(false);
-        let cases: Vec<(ScriptedRunner, &tempfile::TempDir, OpenRegistry<'_>, &str)> = vec![
-            (
-                runner("/dev/sdb", 0, 1 << 30),
-                &d,
-                &open,
-                "is sdb, one path of multipath map mpatha",
-            ),
-            (
-                runner("/dev/vdb", 0, 1 << 30),
-                &d,
-                &open,
-                "PV /dev/vdb is not a multipath map",
-            ),
-            (
-                runner("/dev/mapper/mpatha", 0, 1 << 30),
-                &d,
-                &open_busy,
-                "host B published vg1/domu1 active there",
-            ),
-            (
-                runner("/dev/mapper/mpatha", 0, 1 << 30),
-                &d,
-                &none,
-                "without the registry",
-            ),
-            (
-                runner("/dev/mapper/mpatha", 1, 1 << 30),
-                &d,
-                &open,
-                "vg1/domu1 active on this host",
-            ),
-            (
-                runner("/dev/mapper/mpatha", 0, 1 << 30),
-                &no_lockd,
-                &open,
-                "lvmlockd is not running",
-            ),
-            (
-                runner("/dev/mapper/mpatha", 0, 100 << 20),
-                &d,
-                &open,
-                "has 100 MiB free",
-            ),
+        let (mpatha, gib) = ("/dev/mapper/mpatha", 1 << 30);
+        // (PV, LVs active here, bytes free, use_lvmlockd, root, registry, the reason given)
+        type Case<'a> = (
+            &'a str,
+            u8,
+            u64,
+            bool,
+            &'a tempfile::TempDir,
+            OpenRegistry<'a>,
+            &'a str,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case<'_>> = vec![
+            ("/dev/sdb", 0, gib, true, &d, &open, "is sdb, one path of multipath map mpatha"),
+            ("/dev/vdb", 0, gib, true, &d, &open, "PV /dev/vdb is not a multipath map"),
+            (mpatha, 0, gib, true, &d, &open_busy, "host B published vg1/domu1 active there"),
+            (mpatha, 0, gib, true, &d, &none, "without the registry"),
+            (mpatha, 1, gib, true, &d, &open, "vg1/domu1 active on this host"),
+            (mpatha, 0, gib, true, &no_lockd, &open, "lvmlockd is not running"),
+            (mpatha, 0, 100 << 20, true, &d, &open, "has 100 MiB free"),
+            (mpatha, 0, gib, false, &d, &open, "use_lvmlockd is not 1"),
         ];
-        for (r, root, open, want) in cases {
+        for (pv, active_here, free, use_lvmlockd, root, open, want) in cases {
+            let r = runner(pv, active_here, free, use_lvmlockd);
             let err = share(&Probe::new(&r, root.path()), open, "A", "vg1", false)
                 .unwrap_err()
                 .to_string();
@@ -410,14 +394,6 @@ mod tests {
                 "{want}"
             );
         }
-        // use_lvmlockd off.
-        let r2 = ScriptedRunner::new();
-        r2.always(&["lvmconfig"], Output::ok("use_lvmlockd=0\n"));
-        r2.always(&["vgs"], vgs("", 1 << 30));
-        r2.always(&["pvs"], pvs("/dev/mapper/mpatha"));
-        r2.always(&["lvs"], lvs(0));
-        let err = share(&Probe::new(&r2, d.path()), &open, "A", "vg1", false).unwrap_err();
-        assert!(err.to_string().contains("use_lvmlockd is not 1"), "{err}");
     }
 
     #[test]

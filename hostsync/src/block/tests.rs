@@ -1,38 +1,11 @@
 use super::*;
-use crate::lvstate::{LvState, Migration};
+use crate::testkit::{holding, web1_migration as mig};
 
 fn lv() -> LvRef {
     LvRef {
         vg: "vgsan".into(),
         lv: "web1".into(),
         uuid: "LV1".into(),
-    }
-}
-
-fn holding(host: &str, mode: LvMode) -> HostLvm {
-    HostLvm {
-        host: host.into(),
-        host_id: None,
-        io_timeout: None,
-        taken_unix: 0,
-        vgs: vec![],
-        lvs: vec![LvState {
-            vg: "vgsan".into(),
-            lv: "web1".into(),
-            uuid: "LV1".into(),
-            mode,
-            open: true,
-        }],
-    }
-}
-
-fn mig(from: &str, to: &str) -> Migration {
-    Migration {
-        domu: "web1".into(),
-        from: from.into(),
-        to: to.into(),
-        lv_uuids: vec!["LV1".into()],
-        started_unix: 0,
     }
 }
 
