@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hostsync::lvstate::{HostLvm, LvMode, LvState, Migration};
+use hostsync::lvstate::{HostLvm, LvMode};
+use hostsync::testkit::{holding, web1_migration};
 
 const BP: &str = "backend/vbd/5/51712";
 
@@ -141,37 +142,10 @@ impl Fake {
     }
 }
 
-fn holding(host: &str, mode: LvMode) -> HostLvm {
-    HostLvm {
-        host: host.into(),
-        host_id: Some(1),
-        io_timeout: Some(10),
-        taken_unix: 1,
-        vgs: vec![],
-        lvs: vec![LvState {
-            vg: "vgsan".into(),
-            lv: "web1".into(),
-            uuid: "LV1".into(),
-            mode,
-            open: true,
-        }],
-    }
-}
-
 /// web1 is being migrated from a (holding its LV shared) to b.
 fn migrating_a_to_b(reg: &dyn hostsync::Registry) {
     hostsync::lvstate::publish_lvm_state(reg, &holding("a", LvMode::Shared), 0).unwrap();
-    hostsync::lvstate::register_migration(
-        reg,
-        &Migration {
-            domu: "web1".into(),
-            from: "a".into(),
-            to: "b".into(),
-            lv_uuids: vec!["LV1".into()],
-            started_unix: 1,
-        },
-    )
-    .unwrap();
+    hostsync::lvstate::register_migration(reg, &web1_migration("a", "b")).unwrap();
 }
 
 fn lvchanges(f: &Fake) -> Vec<String> {
