@@ -23,11 +23,11 @@
 //! of one per operation; the block script's and libvirt hook's reads before an activation,
 //! and the activation record after it (also `migrate run`'s), one pair each. Never across a
 //! wait for another host (an activation of a domU's LV, `xl migrate`), never beyond the
-//! command. Other threads and processes wait for it as for any
-//! hold. Nothing else changes: every write still commits (frame, then header) before it
-//! returns, each writer still judges and expires leases, and a process that dies holding the
-//! LV leaves it active on its host until the host's lvmlockd lease ends or the host's next
-//! hostsync operation gives it back, as a process dying between `-aey` and `-an` always did.
+//! command. Other threads and processes wait for it as for any hold. Nothing else changes:
+//! every write still commits (frame, then header) before it returns, each writer still judges
+//! and expires leases, and a process that dies holding the LV leaves it active on its host
+//! until the host's lvmlockd lease ends or the host's next hostsync operation gives it back,
+//! as a process dying between `-aey` and `-an` always did.
 //!
 //! # On-disk format (version 1; integers little-endian, every I/O 4 KiB-aligned)
 //! - Bytes 0 and 4096: two header slots. A header holds the magic `HSYNCREG`, the format
@@ -585,7 +585,7 @@ fn apply_read(state: &mut State, recs: &[Rec]) {
     }
 }
 
-/// A thread's hold of one registry across operations ([`Registry::hold`](crate::Registry::hold)).
+/// A thread's hold of one registry across operations ([`crate::Registry::hold`]).
 struct Batch {
     exclusive: bool,
     hold: Hold,
@@ -723,8 +723,9 @@ impl SanRegistry {
         Ok(Hold::none())
     }
 
-    /// [`Registry::hold`](crate::Registry::hold): takes the mutex now and keeps it for this thread's operations until
-    /// the returned [`Held`] ends; inside another hold of this thread, that one goes on.
+    /// [`crate::Registry::hold`]: takes the mutex now and keeps it for this thread's
+    /// operations until the returned [`Held`] ends; inside another hold of this thread, that
+    /// one goes on.
     fn hold_batch(&self, write: bool) -> Result<Held> {
         let key = self.batch_key();
         if batches()

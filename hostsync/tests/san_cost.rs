@@ -1,9 +1,10 @@
 //! What a `san:VG/LV` registry costs per command: every hostsync command that reads or writes
 //! the registry several times holds the LV once (one `lvchange -aey|-asy` and one `-an`), not
-//! once per operation (before: `alias allocate` of 3 WWIDs 18 runs, `alias set` 8, `alias list`
-//! 4, `check aliases` 6, `render` 4, `check lvs` 6, `import` 4, `migrate check` 6). The commands run as the admin runs them, with a stand-in `lvchange` on
-//! PATH that records its arguments and the registry in a file where `/dev/mapper/VG-LV` would
-//! be (`HOSTSYNC_SAN_TEST_ROOT`).
+//! once per operation (before: `alias allocate` of 3 WWIDs ran lvchange 18 times, `alias set`
+//! 8, `alias list` 4, `check aliases` 6, `render` 4, `check lvs` 6, `import` 4, `migrate check`
+//! 6). The commands run as the admin runs them, with a stand-in `lvchange` on PATH that records
+//! its arguments, and the registry in a file where `/dev/mapper/VG-LV` would be
+//! (`HOSTSYNC_SAN_TEST_ROOT`).
 
 #![allow(clippy::unwrap_used)]
 
