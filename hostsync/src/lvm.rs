@@ -628,7 +628,7 @@ mod tests {
         r.expect(
             &["lvs"],
             Output::ok(include_str!(
-                "../../fixtures/lvm/w15a/lvs-lockargs-2.03.16.json"
+                "../../fixtures/lvm/lockd/lvs-lockargs-2.03.16.json"
             )),
         );
         let lvs = Lvm::new(&r).lvs(&["vgsan/domu1"]).unwrap();

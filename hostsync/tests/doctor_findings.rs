@@ -12,7 +12,7 @@ use hostsync::lvstate::{HostLvm, publish_lvm_state};
 use hostsync::probe::Probe;
 use hostsync::runner::{Output, ScriptedRunner};
 
-const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/lvm/w15a");
+const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/lvm/lockd");
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(FIX).join(name)).unwrap()
