@@ -65,6 +65,7 @@ on() {
   } >"$jobs/$id.tmp"
   mv "$jobs/$id.tmp" "$jobs/$id.job"
   deadline=$((SECONDS + tmo + 30))
+  local t0=$EPOCHREALTIME
   rc=""
   while [ ! -e "$jobs/$id.rc" ]; do
     if ! lab_host_alive "$host"; then
@@ -85,7 +86,7 @@ on() {
     printf '%s$ %s\n' "$host" "$cmd"
     [ -s "$jobs/$id.out" ] && cat "$jobs/$id.out"
     [ -s "$jobs/$id.err" ] && { echo '(stderr)'; cat "$jobs/$id.err"; }
-    printf '[%s exit %s]\n' "$host" "$rc"
+    printf '[%s exit %s, %s s]\n' "$host" "$rc" "$(lab_since "$t0")"
   } 9>>"$LAB_EVIDENCE" >&9
   [ -e "$jobs/$id.out" ] && cat "$jobs/$id.out"
   [ -e "$jobs/$id.err" ] && cat "$jobs/$id.err" >&2
@@ -114,12 +115,12 @@ on_both() {
 
 # on_ok DESC H CMD...: the job must succeed (ok/FAIL line like lab_expect_ok); prints its stdout.
 on_ok() {
-  local desc="$1" out rc
+  local desc="$1" out rc t0=$EPOCHREALTIME
   shift
   out="$(on "$@")"
   rc=$?
   if [ "$rc" = 0 ]; then
-    printf 'ok: %s\n' "$desc" | tee -a "$LAB_EVIDENCE" >&2
+    printf 'ok: %s (%s s)\n' "$desc" "$(lab_since "$t0")" | tee -a "$LAB_EVIDENCE" >&2
     [ -n "$out" ] && printf '%s\n' "$out"
     return 0
   fi
