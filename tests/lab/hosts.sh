@@ -60,7 +60,9 @@ on() {
     local v
     for v in ${LAB_ON_ENV:-}; do printf 'export %s=%q\n' "$v" "${!v:-}"; done
     # shellcheck disable=SC2016
-    printf '%s\n' 'cd "$LAB_OUT" || exit 125' '. "$LAB_LIB" || exit 125' '. "$LAB_SAN_LIB" || exit 125' \
+    # The agent has lib.sh and lib-san.sh loaded (guest/agent): lab_job_init, not a new parse.
+    printf '%s\n' 'cd "$LAB_OUT" || exit 125' \
+      'if declare -F lab_job_init >/dev/null; then lab_job_init || exit 125; else . "$LAB_LIB" && . "$LAB_SAN_LIB" || exit 125; fi' \
       'export PATH="$LAB_BIN:$PATH"' "$cmd"
   } >"$jobs/$id.tmp"
   mv "$jobs/$id.tmp" "$jobs/$id.job"

@@ -17,6 +17,19 @@
 LAB_SAN_RUN=/run/lab
 [ -d "$LAB_SAN_RUN" ] || mkdir -p "$LAB_SAN_RUN"
 
+# lab_job_init: for a job the two-host agent runs in a subshell of its own (guest/agent sourced
+# lib.sh and this file once), what sourcing them does at the top level, again for the job's own
+# LAB_OUT (exported by the job's header): evidence file, no daemon or I/O loop of its own yet,
+# LVM_SYSTEM_DIR when a scenario configured LVM. Keep it in step with the top-level assignments
+# of lib.sh and this file.
+lab_job_init() {
+  [ -d "$LAB_OUT" ] || mkdir -p "$LAB_OUT"
+  LAB_EVIDENCE="$LAB_OUT/evidence.log"
+  LAB_MPD_PID="" LAB_MPD_RC="" LAB_BG_PIDS="" LAB_IO_PID="" LAB_IO_DEV=""
+  [ -d "$LAB_SAN_RUN" ] || mkdir -p "$LAB_SAN_RUN"
+  if [ -e "$LAB_SAN_LVM_DIR/lvm.conf" ]; then export LVM_SYSTEM_DIR="$LAB_SAN_LVM_DIR"; else unset LVM_SYSTEM_DIR; fi
+}
+
 # ------------------------------------------------------------------ the SAN's disks
 # Under emulation every process costs tens of milliseconds (more on a loaded machine): these
 # helpers read sysfs with bash builtins (read, globs) and fork nothing.
@@ -368,6 +381,24 @@ san_mpath_create() {
     --table "0 $sz multipath 0 0 1 1 round-robin 0 $n 1$paths" || lab_fail "san_mpath_create: dmsetup create $name failed on $LAB_HOST"
   lab_wait "/dev/mapper/$name on $LAB_HOST" 30 test -b "/dev/mapper/$name"
   lab_note "$LAB_HOST: map $name over $n path(s) of $lun: $(dmsetup table "$name")"
+}
+
+# san_lock_start VG: `vgchange --lock-start VG`, again (up to 3 tries, 2 s apart) while it fails
+# with "invalid parameters for sanlock": lvmlockd (2.03.16) gives the VG's lvmlock LV 1 s to
+# appear under /dev/mapper before it gives up with that error, which a loaded TCG guest's udevd
+# can miss (seen in 43 and 47). Any other failure is final.
+san_lock_start() {
+  local i out rc
+  for i in 1 2 3; do
+    out="$(vgchange --lock-start "$1" 2>&1)"
+    rc=$?
+    printf '%s\n' "$out"
+    ((rc == 0)) && return 0
+    case "$out" in *"invalid parameters for sanlock"*) ;; *) return "$rc" ;; esac
+    lab_note "$LAB_HOST: vgchange --lock-start $1 try $i: lvmlockd did not find the lvmlock LV in time; again"
+    sleep 2
+  done
+  return "$rc"
 }
 
 # san_sanlock_daemon W: (re)start only the sanlock daemon (service "sanlock"), watchdog -w W

@@ -439,6 +439,17 @@ lab_dm_path_state() {
 # lab_map_devnos MAP: the paths' major:minor of a map's table, sorted, space-separated.
 lab_map_devnos() { dmsetup table "$1" 2>/dev/null | grep -oE '[0-9]+:[0-9]+' | sort | tr '\n' ' ' | sed 's/ $//'; }
 
+# lab_alive PID: "alive" while PID runs, "gone" once it exited (a zombie counts as gone).
+lab_alive() {
+  local l
+  {
+    while read -r l; do
+      case "$l" in State:*Z*) break ;; State:*) echo alive; return 0 ;; esac
+    done <"/proc/$1/status"
+  } 2>/dev/null
+  echo gone
+}
+
 # Timing: lab_now (seconds, microseconds, no fork), lab_since T0 (seconds since T0, 3 decimals),
 # lab_timing KEY VALUE (VALUE is JSON: a number, or a quoted string) into $LAB_OUT/timings.json.
 lab_now() { printf '%s' "${EPOCHREALTIME:-$(date +%s.%N)}"; }

@@ -19,6 +19,18 @@ lab_assert_eq "on: stdout comes back" to-stdout "$(cat "$LAB_OUT/contract.out")"
 lab_assert_eq "on: stderr comes back apart" to-stderr "$(cat "$LAB_OUT/contract.err")"
 lab_assert_eq "on: argv words keep their spaces" "a b|c" "$(on B printf '%s|%s' 'a b' c)"
 lab_assert_eq "on: jobs run on the host they are sent to" "A B" "$(on A hostname) $(on B hostname)"
+# A job past its time limit ends with status 124, with what it started in its foreground (the
+# agent runs jobs in subshells and ends them itself); a daemon started with setsid lives on.
+rc=0
+t0=$SECONDS
+on A --timeout 3 'setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! >$LAB_SHARED/daemon.pid; sleep 301 & echo $! >$LAB_SHARED/child.pid; wait' >/dev/null 2>&1 || rc=$?
+lab_assert_eq "on: a job past its --timeout ends with status 124" 124 "$rc"
+(( SECONDS - t0 < 30 )) || lab_fail "on: the timed-out job took $((SECONDS - t0)) s to end (limit 3 s)"
+lab_assert_eq "on: the timed-out job's own child was ended" gone \
+  "$(on A 'lab_alive $(cat $LAB_SHARED/child.pid)')"
+lab_assert_eq "control: the daemon it started with setsid lives on" alive \
+  "$(on A 'lab_alive $(cat $LAB_SHARED/daemon.pid)')"
+on A 'kill $(cat $LAB_SHARED/daemon.pid)'
 # Rendezvous: each job creates its file and waits for the other's; only concurrent jobs finish.
 rdv() { echo "touch \$LAB_SHARED/rdv-$1; lab_poll 60 test -e \$LAB_SHARED/rdv-$2 || exit 1"; }
 on A "$(rdv a b)" & pa=$!
@@ -79,11 +91,13 @@ on_ok "A: lvmlockd (sanlock) started" A --timeout 120 san_lvmlockd_start >/dev/n
 on_ok "B: lvmlockd (sanlock) started" B --timeout 120 san_lvmlockd_start >/dev/null
 on A 'lvmlockctl --info' >"$LAB_OUT/A/lvmlockctl-info.txt" 2>&1
 
-# One lockspace on the shared lock LUN (through one path on each host; the same disk).
+# One lockspace on the shared lock LUN (through one path on each host; the same disk), io_timeout
+# 2 s (add_lockspace -o 2, written in each host_id lease): sanlock's 10 s default made each join
+# take about 25 s.
 la=$(on A 'san_lun_paths lock | head -n1')
 lb=$(on B 'san_lun_paths lock | head -n1')
 on_ok "A: lockspace 'lab' written on the lock LUN ($la)" A "sanlock direct init -s lab:0:/dev/$la:0" >/dev/null
-on_ok "A joins lockspace lab as host 1" A --timeout 300 "sanlock client add_lockspace -s lab:1:/dev/$la:0" >/dev/null
+on_ok "A joins lockspace lab as host 1" A --timeout 300 "sanlock client add_lockspace -o 2 -s lab:1:/dev/$la:0" >/dev/null
 seen() { # HOST ID: host_status of lockspace lab on HOST lists ID with a timestamp
   on "$1" "sanlock client host_status -s lab" | awk -v i="$2" '$1 == i && $2 == "timestamp" && $3 != 0 { f = 1 } END { exit !f }'
 }
@@ -91,8 +105,8 @@ on A 'sanlock client host_status -s lab' >"$LAB_OUT/A/host-status-before-b.txt" 
 seen A 2 && lab_fail "control: A sees host 2 in lockspace lab before B joined"
 printf 'ok: control: A does not see host 2 before B joins\n' | tee -a "$LAB_EVIDENCE"
 on_ok "B joins lockspace lab as host 2 (its own path $lb to the same LUN)" B --timeout 300 \
-  "sanlock client add_lockspace -s lab:2:/dev/$lb:0" >/dev/null
-for i in $(seq 60); do seen A 2 && seen B 1 && break; sleep 2; done
+  "sanlock client add_lockspace -o 2 -s lab:2:/dev/$lb:0" >/dev/null
+for i in $(seq 120); do seen A 2 && seen B 1 && break; sleep 1; done
 on A 'sanlock client host_status -s lab' >"$LAB_OUT/A/host-status.txt" 2>&1
 on B 'sanlock client host_status -s lab' >"$LAB_OUT/B/host-status.txt" 2>&1
 seen A 2 || lab_fail "A does not see host 2 in lockspace lab (see A/host-status.txt)"

@@ -68,7 +68,7 @@ on_ok "A: vgcreate --shared vgsan on mpatha (the first sanlock VG: global lock; 
   'vgcreate --shared vgsan /dev/mapper/mpatha && lvcreate -an -Zn -L 64M -n domu1 vgsan' >/dev/null
 on_ok "A: VG vglocal (not shared) on mpathb" A --timeout 120 \
   'vgcreate vglocal /dev/mapper/mpathb && lvcreate -an -Zn -L 64M -n domu2 vglocal' >/dev/null
-on_ok "B: vgchange --lock-start vgsan (joins as host_id 2)" B --timeout 240 'vgchange --lock-start vgsan' >/dev/null
+on_ok "B: vgchange --lock-start vgsan (joins as host_id 2)" B --timeout 240 'san_lock_start vgsan' >/dev/null
 lab_note "VGs created and both lockspaces joined in $((SECONDS - t0)) s"
 for h in A B; do
   on "$h" 'sanlock client status -D; lvmlockctl --info; vgs -o+locktype,lockargs; pvs -a' >"$LAB_OUT/$h/lock-state.txt" 2>&1

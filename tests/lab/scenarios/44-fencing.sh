@@ -166,10 +166,10 @@ clock() { # H -> "offset error"
 on_ok "A: maps, syslogd, wdmd+sanlock (watchdog on), lvmlockd -o $T" A --timeout 180 "$g l44_start 1 $T" >/dev/null
 on_ok "B: maps, syslogd, wdmd+sanlock (watchdog on), lvmlockd -o $T" B --timeout 180 "$g l44_start 2 $T" >/dev/null
 on_ok "A: vgcreate --shared vg44 (lvmlock on lun1), lock-start" A --timeout 300 \
-  "$g vgcreate --shared vg44 /dev/mapper/lab44-lun1 /dev/mapper/lab44-lun0 && vgchange --lock-start vg44" >/dev/null
+  "$g vgcreate --shared vg44 /dev/mapper/lab44-lun1 /dev/mapper/lab44-lun0 && san_lock_start vg44" >/dev/null
 on_ok "A: lvcreate vg44/domu1 on lun0 (active exclusively on A)" A --timeout 120 \
   "$g lvcreate -n domu1 -L 16M vg44 /dev/mapper/lab44-lun0" >/dev/null
-on_ok "B: lock-start vg44 (joins the lockspace as host 2)" B --timeout 300 "$g vgchange --lock-start vg44" >/dev/null
+on_ok "B: lock-start vg44 (joins the lockspace as host 2)" B --timeout 300 "$g san_lock_start vg44" >/dev/null
 on A "$g lvs -a -o lv_name,lv_attr,devices,lv_lock_args vg44; lvmlockctl --info; sanlock client status" >"$LAB_OUT/A/setup.txt" 2>&1
 lab_assert_match "lvmlock is on lun1 (the lease storage A will lose)" 'lvmlock.*/dev/mapper/lab44-lun1' "$(grep lvmlock "$LAB_OUT/A/setup.txt")"
 lab_assert_match "domu1 is on lun0 (A keeps its paths to it)" 'domu1.*/dev/mapper/lab44-lun0' "$(grep domu1 "$LAB_OUT/A/setup.txt")"
