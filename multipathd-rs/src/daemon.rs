@@ -367,6 +367,16 @@ pub fn sd_notify_to(target: &str, message: &str) {
 /// even when its regular check is 20 s away.
 pub const STATE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The checker pool's bound on queued + running checks: enough for every path of a lost HBA
+/// at 32k paths to be queued within two passes of the loop.
+pub const CHECK_QUEUE: usize = 16_384;
+
+/// While check results stream in, how long the loop gathers them before applying a batch.
+pub const CHECK_BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// How often the loop compares the maps' dm event numbers at most.
+pub const DM_EVENT_POLL: Duration = Duration::from_millis(200);
+
 /// Daemon settings besides the engine.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -443,7 +453,12 @@ pub struct EventLoop {
     last_queue_tick: std::time::Instant,
     last_state_sweep: std::time::Instant,
     last_reconcile: std::time::Instant,
+    last_dm_poll: Option<std::time::Instant>,
     overrun: bool,
+    /// Results collected by [`EventLoop::wait_checks`] outside the engine lock.
+    waited: Vec<crate::checker::runner::CheckReport>,
+    /// Paths to check again as soon as their running check returns.
+    recheck_after: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -463,11 +478,14 @@ impl EventLoop {
         EventLoop {
             feed,
             collector: BurstCollector::default(),
-            runner: CheckRunner::new(clock, 256),
+            runner: CheckRunner::new(clock, CHECK_QUEUE),
             last_queue_tick: now,
             last_state_sweep: now,
             last_reconcile: now,
+            last_dm_poll: None,
             overrun: false,
+            waited: Vec::new(),
+            recheck_after: std::collections::HashSet::new(),
         }
     }
 
@@ -502,22 +520,27 @@ impl EventLoop {
         if let Some(why) = reconcile {
             self.reconcile(e, now, why);
         }
-        if let Err(err) = e.poll_dm_events() {
-            tracing::warn!("dm events: {err}");
+        if self
+            .last_dm_poll
+            .is_none_or(|t| now.duration_since(t) >= DM_EVENT_POLL)
+        {
+            self.last_dm_poll = Some(now);
+            if let Err(err) = e.poll_dm_events() {
+                tracing::warn!("dm events: {err}");
+            }
         }
         if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
             self.last_state_sweep = now;
             e.state_sweep();
         }
-        for (checker, target) in e.due_checks() {
-            if let Err(err) =
-                self.runner
-                    .submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
-            {
-                tracing::warn!("{err}");
+        self.submit_due(e);
+        let mut reports = std::mem::take(&mut self.waited);
+        reports.extend(self.runner.poll());
+        for report in reports {
+            if self.recheck_after.remove(&report.dev) {
+                // Its state moved while this check ran: check it again at once.
+                e.recheck_path(&report.dev);
             }
-        }
-        for report in self.runner.poll() {
             if report.late {
                 continue;
             }
@@ -530,6 +553,7 @@ impl EventLoop {
                 Err(err) => tracing::warn!("{}", about(&report.dev, &err.to_string())),
             }
         }
+        e.set_runner_stats(self.runner.stats());
         if now.duration_since(self.last_queue_tick) >= Duration::from_secs(1) {
             self.last_queue_tick = now;
             if let Err(err) = e.tick_queueing() {
@@ -543,6 +567,53 @@ impl EventLoop {
             tracing::info!("cluster: {}", report_text(&r).trim_end());
         }
         reconcile
+    }
+
+    /// Hands the due checks to the pool, as many as it has room for; the rest stay due and
+    /// are counted as refused. No sysfs is read for a check that is not submitted.
+    fn submit_due(&mut self, e: &mut Engine) {
+        let (due, left) = e.due_checks_up_to(self.runner.free_slots());
+        self.runner.count_refused(left);
+        for (checker, target) in due {
+            let dev = target.dev.clone();
+            match self
+                .runner
+                .submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
+            {
+                Ok(crate::checker::runner::Submit::AlreadyInFlight) => {
+                    self.recheck_after.insert(dev);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+    }
+
+    /// Whether check results are awaited or checks wait for room in the pool: the loop
+    /// should then wait on the pool (see [`EventLoop::wait_checks`]), not sleep a whole tick.
+    pub fn checks_pending(&self) -> bool {
+        self.runner.stats().in_flight > 0
+    }
+
+    /// Waits up to `max` (real time) for check results, without the engine: they are kept
+    /// for the next [`EventLoop::step`]. Returns whether any arrived.
+    pub fn wait_checks(&mut self, max: Duration) -> bool {
+        let got = self.runner.wait(max);
+        if got.is_empty() {
+            return false;
+        }
+        self.waited.extend(got);
+        // Gather what else arrives within a short window, so a burst is applied in a few
+        // passes rather than one pass (and one scan of the schedule) per result.
+        let until = std::time::Instant::now() + CHECK_BATCH_WINDOW.min(max);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let more = self.runner.wait(left);
+            if more.is_empty() {
+                break;
+            }
+            self.waited.extend(more);
+        }
+        true
     }
 
     fn reconcile_due(&self, e: &Engine, now: std::time::Instant) -> Option<Reconcile> {
@@ -619,7 +690,21 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     };
     let mut events = EventLoop::new(clock.clone(), feed);
     loop {
-        match rx.recv_timeout(opts.tick) {
+        // While checks are out, wait on their results (without the engine lock) rather than
+        // sleeping a whole tick: a lost HBA's thousands of checks flow through at once.
+        let signal = if events.checks_pending() {
+            match rx.try_recv() {
+                Ok(s) => Ok(s),
+                Err(mpsc::TryRecvError::Empty) => {
+                    events.wait_checks(opts.tick);
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                }
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            }
+        } else {
+            rx.recv_timeout(opts.tick)
+        };
+        match signal {
             Ok(Signal::Stop) => break,
             Ok(Signal::Reconfigure) => {
                 let r = daemon.engine().reconfigure();

@@ -36,6 +36,9 @@ use crate::uevent::{self, DeviceChange, Uevent};
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// A check ready for the runner: the path's checker and its target.
+pub type DueCheck = (Arc<dyn PathChecker>, CheckTarget);
+
 /// Existing multipath maps by WWID.
 type ExistingByWwid = BTreeMap<String, (MapInfo, ExistingMap)>;
 
@@ -183,6 +186,8 @@ pub struct Engine {
     forced_renames: BTreeSet<String>,
     started: Instant,
     busy: bool,
+    /// The daemon's checker pool as last reported by its loop (`show status`).
+    runner_stats: crate::checker::runner::RunnerStats,
     /// `[cluster]`: names decided by the hostsync registry (behind a lock so planning, which
     /// borrows the engine, can ask it).
     cluster: Option<std::sync::Mutex<crate::cluster::Cluster>>,
@@ -436,6 +441,7 @@ impl Engine {
             forced_renames: BTreeSet::new(),
             started: Instant::now(),
             busy: false,
+            runner_stats: Default::default(),
             cluster,
         })
     }
@@ -1487,16 +1493,29 @@ impl Engine {
         Ok(c)
     }
 
-    /// The checks due now, ready for the runner: (checker, target).
-    pub fn due_checks(&mut self) -> Vec<(Arc<dyn PathChecker>, CheckTarget)> {
+    /// The checks due now, ready for the runner: (checker, target). See
+    /// [`Engine::due_checks_up_to`].
+    pub fn due_checks(&mut self) -> Vec<DueCheck> {
+        self.due_checks_up_to(usize::MAX).0
+    }
+
+    /// At most `capacity` of the checks due now (earliest first), and how many more are due
+    /// but left for later (the runner is full; they stay due). No sysfs is read here: the
+    /// targets are [deferred](CheckTarget::deferred), completed by the runner's worker. A
+    /// path handed out is not due again until its result (or its timeout) is in.
+    pub fn due_checks_up_to(&mut self, capacity: usize) -> (Vec<DueCheck>, usize) {
         let now = self.clock.now();
+        let due = self.scheduler.due(now);
+        let left = due.len().saturating_sub(capacity);
         let mut out = Vec::new();
-        for dev in self.scheduler.due(now) {
+        for dev in due.into_iter().take(capacity) {
             if let Ok(c) = self.checker_for(&dev) {
-                out.push((c, CheckTarget::with_sysfs(&dev, &self.opts.sysfs_root)));
+                self.scheduler
+                    .postpone(&dev, now + checker::DEFAULT_CHECK_TIMEOUT);
+                out.push((c, CheckTarget::deferred(&dev, &self.opts.sysfs_root)));
             }
         }
-        out
+        (out, left)
     }
 
     /// The fast path to failover: one read of `device/state` per member path. A path whose
@@ -1532,6 +1551,16 @@ impl Engine {
             }
         }
         moved
+    }
+
+    /// The checker pool's counters, for `show status` (the daemon loop reports them).
+    pub fn set_runner_stats(&mut self, stats: crate::checker::runner::RunnerStats) {
+        self.runner_stats = stats;
+    }
+
+    /// Makes `dev` due for a check at once (its state moved while a check of it was running).
+    pub fn recheck_path(&mut self, dev: &str) -> bool {
+        self.scheduler.recheck_path(dev, self.clock.now())
     }
 
     /// When the next check falls due.
@@ -2080,6 +2109,7 @@ impl Engine {
             map_count: u32::try_from(self.maps.len()).unwrap_or(u32::MAX),
             checker: state::CheckerStats::from_paths(&paths),
             busy: self.busy,
+            checks: self.runner_stats,
         }
     }
 }

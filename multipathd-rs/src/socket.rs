@@ -814,6 +814,7 @@ pub fn answer_read(command: &Command, snapshot: &crate::state::Snapshot) -> Opti
                 map_count: snapshot.maps.len() as u32,
                 checker: crate::state::CheckerStats::from_paths(&snapshot.paths),
                 busy: false,
+                checks: Default::default(),
             })
     };
     Some(match command {

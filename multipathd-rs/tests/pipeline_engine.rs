@@ -1081,3 +1081,31 @@ fn a_path_held_by_a_map_is_never_put_in_a_second_one() {
         }
     }
 }
+
+#[test]
+fn due_checks_hand_out_only_what_the_pool_takes_and_never_twice() {
+    let lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let members = e.scheduler().len();
+    assert!(members >= 4, "{members}");
+    // Every member is due after the sync; the pool has room for 3.
+    let (first, left) = e.due_checks_up_to(3);
+    assert_eq!((first.len(), left), (3, members - 3));
+    assert!(
+        first
+            .iter()
+            .all(|(_, t)| t.sg_node.is_none() && t.sysfs_root.is_some()),
+        "targets are completed by the worker, not here"
+    );
+    // Handed-out paths are not due again while their check runs; the rest still are.
+    let (rest, left) = e.due_checks_up_to(usize::MAX);
+    assert_eq!((rest.len(), left), (members - 3, 0));
+    let handed: Vec<&str> = first.iter().map(|(_, t)| t.dev.as_str()).collect();
+    assert!(rest.iter().all(|(_, t)| !handed.contains(&t.dev.as_str())));
+    assert!(e.due_checks_up_to(usize::MAX).0.is_empty());
+    // A result reschedules the path normally.
+    let devs: Vec<String> = first.iter().map(|(_, t)| t.dev.clone()).collect();
+    e.check_paths_now(&devs).unwrap();
+    assert!(e.due_checks().is_empty());
+}
