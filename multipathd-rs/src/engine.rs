@@ -36,6 +36,10 @@ use crate::uevent::{self, DeviceChange, Uevent};
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// How long single-path scans reuse the hosts, ports and sessions they read (a new remote
+/// port or host is also found by the full scan of every rescan and reconcile).
+pub const PATH_CONTEXT_TTL: Duration = Duration::from_secs(1);
+
 /// A check ready for the runner: the path's checker and its target.
 pub type DueCheck = (Arc<dyn PathChecker>, CheckTarget);
 
@@ -149,6 +153,59 @@ impl SyncReport {
     }
 }
 
+/// The slow half of a rescan (see [`Engine::begin_rescan`]).
+pub struct RescanJob {
+    root: PathBuf,
+    settle: Settle,
+    writer: Box<dyn SysfsWriter + Send>,
+}
+
+impl std::fmt::Debug for RescanJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RescanJob")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+/// What a [`RescanJob`] found.
+pub struct RescanDone {
+    writer: Box<dyn SysfsWriter + Send>,
+    scan: lun_scan::Scan,
+    errors: Vec<String>,
+}
+
+impl std::fmt::Debug for RescanDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RescanDone")
+            .field("paths", &self.scan.paths.len())
+            .field("errors", &self.errors)
+            .finish()
+    }
+}
+
+impl RescanJob {
+    /// Asks every SCSI host to scan, waits for the SCSI layer to settle, reads sysfs.
+    pub fn run(mut self) -> RescanDone {
+        let diff =
+            Rescanner::new(&self.root, self.writer.as_mut(), self.settle).scan_hosts(&[], None);
+        let scan = lun_scan::scan(&self.root);
+        RescanDone {
+            writer: self.writer,
+            scan,
+            errors: diff.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// What a batch of check results did: the messages sent, and the paths whose map could not
+/// be handled (each with the error).
+#[derive(Debug, Default)]
+pub struct CheckOutcome {
+    pub sent: Vec<Sent>,
+    pub errors: Vec<(String, Error)>,
+}
+
 /// One message the engine sent to a map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sent {
@@ -186,6 +243,8 @@ pub struct Engine {
     forced_renames: BTreeSet<String>,
     started: Instant,
     busy: bool,
+    /// Hosts, ports and sessions for single-path scans, with when they were read.
+    path_ctx: Option<(Instant, Arc<lun_scan::PathContext>)>,
     /// The daemon's checker pool as last reported by its loop (`show status`).
     runner_stats: crate::checker::runner::RunnerStats,
     /// `[cluster]`: names decided by the hostsync registry (behind a lock so planning, which
@@ -441,6 +500,7 @@ impl Engine {
             forced_renames: BTreeSet::new(),
             started: Instant::now(),
             busy: false,
+            path_ctx: None,
             runner_stats: Default::default(),
             cluster,
         })
@@ -494,7 +554,30 @@ impl Engine {
     /// Re-reads every path from sysfs. Returns the scan's errors as sentences.
     pub fn scan(&mut self) -> Vec<String> {
         let scan = lun_scan::scan(&self.opts.sysfs_root);
+        self.install_scan(scan)
+    }
+
+    /// Takes a scan made elsewhere (without the engine, e.g. outside the daemon's lock) as
+    /// the current paths. Returns the scan's errors as sentences.
+    pub fn install_scan(&mut self, scan: lun_scan::Scan) -> Vec<String> {
         let errors = scan.all_errors().iter().map(ToString::to_string).collect();
+        self.path_ctx = None;
+        // A member whose SCSI state moved since the engine last looked is checked at once:
+        // the new scan would otherwise hide the move from the state sweep.
+        let now = self.clock.now();
+        let moved: Vec<(&str, String)> = scan
+            .paths
+            .iter()
+            .filter_map(|p| {
+                let old = self.path(&p.dev)?;
+                (old.state != p.state).then(|| (p.dev.as_str(), old.state.clone()))
+            })
+            .collect();
+        for (dev, from) in moved {
+            if self.scheduler.recheck_path(dev, now) {
+                tracing::info!(dev, from = %from, "SCSI device state changed; checking the path now");
+            }
+        }
         self.paths = scan.paths;
         self.reindex();
         errors
@@ -881,8 +964,14 @@ impl Engine {
 
     /// Scans, plans every map and applies the plan.
     pub fn sync(&mut self) -> Result<SyncReport> {
+        let scan = lun_scan::scan(&self.opts.sysfs_root);
+        self.sync_scanned(scan)
+    }
+
+    /// [`Engine::sync`] with a scan made elsewhere (the daemon scans without its lock).
+    pub fn sync_scanned(&mut self, scan: lun_scan::Scan) -> Result<SyncReport> {
         let mut report = SyncReport::default();
-        report.errors.extend(self.scan());
+        report.errors.extend(self.install_scan(scan));
         self.sync_planned(None, &BTreeSet::new(), report)
     }
 
@@ -1186,6 +1275,13 @@ impl Engine {
     }
 
     fn send(&mut self, wwid: &str, msg: &Message) -> Result<Sent> {
+        let sent = self.send_only(wwid, msg)?;
+        self.refresh_map(wwid)?;
+        Ok(sent)
+    }
+
+    /// Sends a message without re-reading the map (the caller reads it once afterwards).
+    fn send_only(&mut self, wwid: &str, msg: &Message) -> Result<Sent> {
         let name = self
             .maps
             .get(wwid)
@@ -1201,7 +1297,6 @@ impl Engine {
                 _ => {}
             }
         }
-        self.refresh_map(wwid)?;
         tracing::info!(map = %name, "{msg}");
         Ok(Sent {
             map: name,
@@ -1232,15 +1327,53 @@ impl Engine {
     }
 
     /// Re-reads one path from sysfs (after a rescan or an event).
+    /// The hosts, ports and sessions single-path scans consult, read at most once per
+    /// [`PATH_CONTEXT_TTL`] (a burst of uevents or state changes re-reads them once, not once
+    /// per path).
+    fn path_context(&mut self) -> Arc<lun_scan::PathContext> {
+        let now = self.clock.now();
+        if let Some((at, ctx)) = &self.path_ctx
+            && now.saturating_duration_since(*at) < PATH_CONTEXT_TTL
+        {
+            return Arc::clone(ctx);
+        }
+        let ctx = Arc::new(lun_scan::PathContext::read(&self.opts.sysfs_root));
+        self.path_ctx = Some((now, Arc::clone(&ctx)));
+        ctx
+    }
+
+    /// Re-reads one path from sysfs (after a rescan or an event). The indexes are updated
+    /// for this path only.
     fn rescan_path(&mut self, dev: &str) -> Result<Option<String>> {
-        match lun_scan::scan_path(&self.opts.sysfs_root, dev) {
+        let ctx = self.path_context();
+        match lun_scan::scan_path_in(&self.opts.sysfs_root, dev, &ctx) {
             Ok(p) => {
                 let wwid = p.wwid.clone();
-                match self.by_dev.get(dev) {
-                    Some(&i) => self.paths[i] = p,
-                    None => self.paths.push(p),
+                let new_devno = p.devno.map(discovery::dm_devno);
+                match self.by_dev.get(dev).copied() {
+                    Some(i) => {
+                        let old = self.paths[i].devno.map(discovery::dm_devno);
+                        if old != new_devno {
+                            if let Some(d) = old
+                                && self.by_devno.get(&d) == Some(&i)
+                            {
+                                self.by_devno.remove(&d);
+                            }
+                            if let Some(d) = new_devno {
+                                self.by_devno.insert(d, i);
+                            }
+                        }
+                        self.paths[i] = p;
+                    }
+                    None => {
+                        let i = self.paths.len();
+                        self.paths.push(p);
+                        self.by_dev.insert(dev.to_string(), i);
+                        if let Some(d) = new_devno {
+                            self.by_devno.insert(d, i);
+                        }
+                    }
                 }
-                self.reindex();
                 Ok(wwid)
             }
             Err(lun_scan::Error::NoSuchDevice { .. }) => Err(Error::NoSuchPath {
@@ -1251,9 +1384,19 @@ impl Engine {
     }
 
     fn forget_path(&mut self, dev: &str) -> Option<String> {
-        let i = *self.by_dev.get(dev)?;
+        let i = self.by_dev.remove(dev)?;
         let p = self.paths.remove(i);
-        self.reindex();
+        if let Some(d) = p.devno.map(discovery::dm_devno)
+            && self.by_devno.get(&d) == Some(&i)
+        {
+            self.by_devno.remove(&d);
+        }
+        // The paths after it moved down by one (the display order is the scan's).
+        for idx in self.by_dev.values_mut().chain(self.by_devno.values_mut()) {
+            if *idx > i {
+                *idx -= 1;
+            }
+        }
         self.checks.remove(dev);
         self.scheduler.remove_path(dev);
         p.wwid
@@ -1457,6 +1600,15 @@ impl Engine {
 
     /// `rescan`: asks every SCSI host to scan (lun-scan), then syncs.
     pub fn rescan(&mut self) -> Result<SyncReport> {
+        let done = self.begin_rescan().run();
+        self.finish_rescan(done)
+    }
+
+    /// The part of a rescan that needs no engine state, to run without the daemon's lock:
+    /// the writes to every host's `scan`, the settle wait (up to 10 s on the kernel) and the
+    /// full sysfs scan. The engine's sysfs writer goes with it and comes back in
+    /// [`Engine::finish_rescan`] (meanwhile the engine writes with the kernel writer).
+    pub fn begin_rescan(&mut self) -> RescanJob {
         self.busy = true;
         let settle = if self.opts.sysfs_root == Path::new("/sys") {
             Settle {
@@ -1468,12 +1620,21 @@ impl Engine {
         } else {
             Settle::none()
         };
-        let root = self.opts.sysfs_root.clone();
-        let diff = Rescanner::new(&root, self.writer.as_mut(), settle).scan_hosts(&[], None);
-        let mut r = self.sync();
+        RescanJob {
+            root: self.opts.sysfs_root.clone(),
+            settle,
+            writer: std::mem::replace(&mut self.writer, Box::new(lun_scan::rescan::KernelWriter)),
+        }
+    }
+
+    /// Applies a finished [`RescanJob`]: its scan becomes the paths, every map is planned and
+    /// applied.
+    pub fn finish_rescan(&mut self, done: RescanDone) -> Result<SyncReport> {
+        self.writer = done.writer;
+        let mut r = self.sync_scanned(done.scan);
         self.busy = false;
         if let Ok(r) = &mut r {
-            r.errors.extend(diff.errors.iter().map(ToString::to_string));
+            r.errors.extend(done.errors);
         }
         r
     }
@@ -1595,60 +1756,132 @@ impl Engine {
 
     /// Applies a path check result: records it, reschedules the path, and turns the
     /// scheduler's decisions into dm messages (fail_path / reinstate_path, then the map's
-    /// queueing and failback). Returns the messages sent.
+    /// queueing and failback). Returns the messages sent. See
+    /// [`Engine::apply_check_results`].
     pub fn apply_check_result(&mut self, dev: &str, result: CheckResult) -> Result<Vec<Sent>> {
+        let mut out = self.apply_check_results(vec![(dev.to_string(), result)]);
+        match out.errors.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(out.sent),
+        }
+    }
+
+    /// Applies a batch of check results (the daemon's loop hands over what arrived since its
+    /// last pass): each is recorded and rescheduled, then per map the kernel status is read
+    /// once, the fail_path / reinstate_path messages are sent, the status is read once more
+    /// and the map's queueing and failback decided. A lost HBA's thousands of results cost
+    /// two status reads per map, not two per path.
+    pub fn apply_check_results(&mut self, results: Vec<(String, CheckResult)>) -> CheckOutcome {
         let now = self.clock.now();
-        let changed = self.scheduler.record(dev, result.state, now);
-        let state = result.state;
-        if state != CheckState::Pending {
-            self.checks.insert(dev.to_string(), result);
-        }
-        let Ok((wwid, devno)) = self.map_of_path(dev) else {
-            return Ok(Vec::new());
-        };
-        self.refresh_map(&wwid)?;
-        let mut sent = Vec::new();
-        let dm = self.maps[&wwid]
-            .status
-            .as_ref()
-            .and_then(|s| s.path(devno))
-            .map_or(DmPathState::Active, |p| match p.state {
-                PathState::Active => DmPathState::Active,
-                PathState::Failed => DmPathState::Failed,
-            });
-        let mut reinstated = false;
-        match failover::path_action(dm, state) {
-            PathAction::FailPath => sent.push(self.send(&wwid, &Message::FailPath(devno))?),
-            PathAction::ReinstatePath => {
-                sent.push(self.send(&wwid, &Message::ReinstatePath(devno))?);
-                reinstated = true;
+        let mut out = CheckOutcome::default();
+        // Per map: (devno, state) of its paths in this batch, in arrival order.
+        let mut by_map: BTreeMap<String, Vec<(String, dm_tables::DevNo, CheckState)>> =
+            BTreeMap::new();
+        let mut alua_moved: BTreeSet<String> = BTreeSet::new();
+        for (dev, result) in results {
+            let changed = self.scheduler.record(&dev, result.state, now);
+            let state = result.state;
+            if state != CheckState::Pending {
+                self.checks.insert(dev.clone(), result);
             }
-            PathAction::Keep => {}
-        }
-        // The ALUA state can move without the checker's verdict changing (optimized ->
-        // non-optimized is "ready" both times): compare it on every check, one sysfs read.
-        let known_access = self.path(dev).and_then(|p| p.access_state.clone());
-        if changed || self.access_state_now(dev) != known_access {
-            let _ = self.rescan_path(dev);
-            let now_access = self.path(dev).and_then(|p| p.access_state.clone());
+            let Ok((wwid, devno)) = self.map_of_path(&dev) else {
+                continue;
+            };
+            // The ALUA state can move without the checker's verdict changing (optimized ->
+            // non-optimized is "ready" both times): compare it on every check, one sysfs
+            // read; a changed verdict also re-reads the SCSI state (one more read).
+            let known_access = self.path(&dev).and_then(|p| p.access_state.clone());
+            let now_access = self.access_state_now(&dev);
             if now_access != known_access {
-                // Priorities follow the ALUA state: re-plan the map so its groups are
-                // re-ordered (a reload only when the grouping really changed).
-                tracing::info!(
-                    dev,
-                    map = %wwid,
-                    from = ?known_access,
-                    to = ?now_access,
-                    "ALUA access state changed; re-planning the map's path groups"
-                );
-                let report = self.sync_wwids(&BTreeSet::from([wwid.clone()]))?;
-                for e in &report.errors {
-                    tracing::warn!(map = %wwid, "re-planning after an ALUA change: {e}");
+                let _ = self.rescan_path(&dev);
+                let reread = self.path(&dev).and_then(|p| p.access_state.clone());
+                if reread != known_access {
+                    // Priorities follow the ALUA state: re-plan the map so its groups are
+                    // re-ordered (a reload only when the grouping really changed).
+                    tracing::info!(
+                        dev,
+                        map = %wwid,
+                        from = ?known_access,
+                        to = ?reread,
+                        "ALUA access state changed; re-planning the map's path groups"
+                    );
+                    alua_moved.insert(wwid.clone());
+                }
+            } else if changed {
+                self.reread_scsi_state(&dev);
+            }
+            by_map.entry(wwid).or_default().push((dev, devno, state));
+        }
+        for (wwid, paths) in by_map {
+            if let Err(e) = self.decide_map_paths(&wwid, &paths, &alua_moved, &mut out.sent) {
+                // Reported once, under the batch's first path of the map.
+                if let Some((dev, _, _)) = paths.first() {
+                    out.errors.push((dev.clone(), e));
                 }
             }
         }
-        sent.extend(self.map_decisions(&wwid, reinstated.then_some(devno))?);
-        Ok(sent)
+        out
+    }
+
+    /// One map's share of [`Engine::apply_check_results`].
+    fn decide_map_paths(
+        &mut self,
+        wwid: &str,
+        paths: &[(String, dm_tables::DevNo, CheckState)],
+        alua_moved: &BTreeSet<String>,
+        sent: &mut Vec<Sent>,
+    ) -> Result<()> {
+        self.refresh_map(wwid)?;
+        let mut reinstated = None;
+        let mut any = false;
+        for (_, devno, state) in paths {
+            let dm = self.maps[wwid]
+                .status
+                .as_ref()
+                .and_then(|s| s.path(*devno))
+                .map_or(DmPathState::Active, |p| match p.state {
+                    PathState::Active => DmPathState::Active,
+                    PathState::Failed => DmPathState::Failed,
+                });
+            match failover::path_action(dm, *state) {
+                PathAction::FailPath => {
+                    sent.push(self.send_only(wwid, &Message::FailPath(*devno))?);
+                    any = true;
+                }
+                PathAction::ReinstatePath => {
+                    sent.push(self.send_only(wwid, &Message::ReinstatePath(*devno))?);
+                    reinstated.get_or_insert(*devno);
+                    any = true;
+                }
+                PathAction::Keep => {}
+            }
+        }
+        if any {
+            self.refresh_map(wwid)?;
+        }
+        if alua_moved.contains(wwid) {
+            let report = self.sync_wwids(&BTreeSet::from([wwid.to_string()]))?;
+            for e in &report.errors {
+                tracing::warn!(map = %wwid, "re-planning after an ALUA change: {e}");
+            }
+        }
+        sent.extend(self.map_decisions(wwid, reinstated)?);
+        Ok(())
+    }
+
+    /// Re-reads a path's SCSI `device/state` (a check verdict changed).
+    fn reread_scsi_state(&mut self, dev: &str) {
+        let f = self
+            .opts
+            .sysfs_root
+            .join("block")
+            .join(dev)
+            .join("device/state");
+        let state = std::fs::read_to_string(f)
+            .map_or_else(|_| "deleted".to_string(), |s| s.trim().to_string());
+        if let Some(&i) = self.by_dev.get(dev) {
+            self.paths[i].state = state;
+        }
     }
 
     /// The path's ALUA access state as sysfs shows it now (None when the device has none).
@@ -2081,7 +2314,23 @@ impl Engine {
 
     /// Every scanned path, with its state in the map holding it.
     pub fn paths_view(&self) -> Vec<PathView> {
-        let views = self.maps_view();
+        self.paths_view_with(&self.maps_view())
+    }
+
+    /// Everything the read commands show, at this moment (the daemon publishes it so reads
+    /// never wait for the engine).
+    pub fn snapshot(&self) -> state::Snapshot {
+        let maps = self.maps_view();
+        let paths = self.paths_view_with(&maps);
+        let status = self.status_with(&paths);
+        state::Snapshot {
+            maps,
+            paths,
+            status: Some(status),
+        }
+    }
+
+    fn paths_view_with(&self, views: &[MapView]) -> Vec<PathView> {
         let in_maps: HashMap<String, PathView> = views
             .iter()
             .flat_map(|m| m.paths())
@@ -2101,13 +2350,16 @@ impl Engine {
 
     /// What `show status` reports.
     pub fn status(&self) -> state::DaemonStatus {
-        let paths = self.paths_view();
+        self.status_with(&self.paths_view())
+    }
+
+    fn status_with(&self, paths: &[PathView]) -> state::DaemonStatus {
         state::DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             path_count: u32::try_from(paths.len()).unwrap_or(u32::MAX),
             map_count: u32::try_from(self.maps.len()).unwrap_or(u32::MAX),
-            checker: state::CheckerStats::from_paths(&paths),
+            checker: state::CheckerStats::from_paths(paths),
             busy: self.busy,
             checks: self.runner_stats,
         }

@@ -1109,3 +1109,100 @@ fn due_checks_hand_out_only_what_the_pool_takes_and_never_twice() {
     e.check_paths_now(&devs).unwrap();
     assert!(e.due_checks().is_empty());
 }
+
+#[test]
+fn a_full_scan_does_not_hide_a_state_move_from_the_checker() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    assert!(e.due_checks().is_empty());
+    let dev = e.paths()[1].dev.clone();
+    lab.sim.set_state(&dev, "offline").unwrap();
+    // A reconcile (or rescan) reads the new state before the sweep does.
+    e.sync().unwrap();
+    assert!(e.state_sweep().is_empty(), "the sweep sees nothing new");
+    let due: Vec<String> = e.due_checks().into_iter().map(|(_, t)| t.dev).collect();
+    assert_eq!(due, std::slice::from_ref(&dev), "the scan made it due");
+}
+
+#[test]
+fn a_lost_hba_is_failed_in_one_batch_with_one_message_per_path() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    lab.sim.host_down("host1").unwrap();
+    let moved = e.state_sweep();
+    assert!(!moved.is_empty());
+    let results: Vec<_> = e
+        .due_checks()
+        .into_iter()
+        .map(|(c, t)| {
+            let r = c.check(&t);
+            (t.dev, r)
+        })
+        .collect();
+    assert_eq!(results.len(), moved.len());
+    let out = e.apply_check_results(results);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let fails: Vec<&str> = out
+        .sent
+        .iter()
+        .filter(|s| s.message.starts_with("fail_path"))
+        .map(|s| s.message.as_str())
+        .collect();
+    assert_eq!(fails.len(), moved.len(), "{:?}", out.sent);
+    // The kernel (sim) agrees: exactly the moved paths are failed, every map keeps a path.
+    let b = lab.backend();
+    let mut failed = 0;
+    for m in b.list().unwrap() {
+        let s = b.status(&m.name).unwrap();
+        let paths: Vec<_> = s.groups.iter().flat_map(|g| g.paths.iter()).collect();
+        failed += paths
+            .iter()
+            .filter(|p| p.state == dm_tables::PathState::Failed)
+            .count();
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.state == dm_tables::PathState::Active),
+            "{} lost every path",
+            m.name
+        );
+    }
+    assert_eq!(failed, moved.len());
+    // A second batch of the same verdicts sends nothing.
+    let again: Vec<_> = moved
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                multipathd_rs::checker::CheckResult::new(
+                    multipathd_rs::checker::CheckState::Down,
+                    "still down",
+                ),
+            )
+        })
+        .collect();
+    assert!(e.apply_check_results(again).sent.is_empty());
+}
+
+#[test]
+fn forgetting_a_path_keeps_the_other_paths_reachable() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let devs: Vec<String> = e.paths().iter().map(|p| p.dev.clone()).collect();
+    let gone = devs[0].clone();
+    lab.sim.remove_device(&gone).unwrap();
+    let ev = uevent("remove", &gone);
+    let _ = e.on_uevents(vec![ev]);
+    assert!(e.paths().iter().all(|p| p.dev != gone));
+    // Every other path is still found by name (its index moved down by one).
+    for d in &devs[1..] {
+        let sent = e.fail_path(d);
+        assert!(sent.is_ok(), "{d}: {sent:?}");
+        e.reinstate_path(d).unwrap();
+    }
+}
