@@ -101,15 +101,7 @@ impl Published {
 
 /// Whether a command only reads (answered from the snapshot, for any user).
 pub fn is_read(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::ShowPaths { .. }
-            | Command::ShowMaps { .. }
-            | Command::ShowMap { .. }
-            | Command::ShowTopology { .. }
-            | Command::ShowConfig
-            | Command::ShowStatus { .. }
-    )
+    !command.is_change()
 }
 
 /// A published snapshot older than this is refreshed at the loop's next pass once a reader
