@@ -94,6 +94,16 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// hostsync refused to act (fail closed): what it would have done, to what, and why.
+    #[error("refusing to {action} {target}: {reason}")]
+    Refused {
+        /// The VG, VG/LV or host.
+        target: String,
+        /// What was asked ("activate", "share", ...).
+        action: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }
 
 /// Result with the crate's error.

@@ -8,13 +8,19 @@
 //! truncates it away. Every few thousand lines the writer replaces the journal by one snapshot
 //! line with the aliases crate's crash-safe writer (temporary file, fsync, rename, fsync of
 //! the directory); watches behind the snapshot resynchronise in full.
+//!
+//! Watches do not read the journal themselves: each process keeps one feed per journal, whose
+//! reader thread (started with the first watch, ended after the last) looks for new lines
+//! every few milliseconds and wakes the watches when the state moved; a write made by this
+//! process wakes them at once. A hundred watches in one process thus cost one read per change,
+//! not a hundred polls of the journal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aliases::fsutil;
@@ -27,7 +33,7 @@ use crate::{Error, Result};
 const LOG_KEEP: usize = 4096;
 /// Journal lines after which the writer replaces the journal by a snapshot.
 const SNAPSHOT_AFTER: u64 = 8192;
-/// How often a watch looks for new lines.
+/// How often a feed's reader looks for lines another process appended.
 const POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -263,6 +269,96 @@ fn cache() -> &'static JournalCache {
     CACHE.get_or_init(Default::default)
 }
 
+/// `f` of the state this process has cached for `file`, if any, run under the cache's lock:
+/// a watch that held the state while a writer takes it would make the writer copy it whole.
+fn with_cached<T>(file: &Path, f: impl FnOnce(&State) -> T) -> Option<T> {
+    cache().lock().ok()?.get(file).map(|c| f(&c.state))
+}
+
+/// What the watches of one journal in this process share.
+#[derive(Debug, Default)]
+struct FeedInner {
+    /// Live watches; the reader thread ends when this drops to zero.
+    watchers: usize,
+    /// A reader thread is running.
+    reader: bool,
+    /// Bumped whenever the cached state may have moved (or a read failed).
+    seq: u64,
+    /// (journal file, revision, compacted) last announced, so an unchanged poll wakes nobody.
+    seen: ((u64, u64), i64, i64),
+    /// The reader's last read failed: watches read themselves to report the error.
+    failed: bool,
+}
+
+/// One per process and journal: the reader that fans changes out to every watch.
+#[derive(Debug, Default)]
+struct Feed {
+    inner: Mutex<FeedInner>,
+    changed: Condvar,
+}
+
+type Feeds = Mutex<HashMap<PathBuf, Arc<Feed>>>;
+
+fn feeds() -> &'static Feeds {
+    static FEEDS: OnceLock<Feeds> = OnceLock::new();
+    FEEDS.get_or_init(Default::default)
+}
+
+impl Feed {
+    fn lock(&self) -> MutexGuard<'_, FeedInner> {
+        // The guarded fields are plain counters, consistent after any panic.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces `cur` to the watches if it differs from what was last announced.
+    fn announce(&self, cur: &Cached) {
+        let key = (cur.file, cur.state.revision, cur.state.compacted);
+        let mut g = self.lock();
+        if g.seen != key || g.failed {
+            g.seen = key;
+            g.failed = false;
+            g.seq += 1;
+            self.changed.notify_all();
+        }
+    }
+
+    fn announce_failure(&self) {
+        let mut g = self.lock();
+        g.failed = true;
+        g.seq += 1;
+        self.changed.notify_all();
+    }
+
+    /// The reader thread: polls the journal while any watch is alive.
+    fn read_loop(self: Arc<Self>, reg: LocalRegistry) {
+        loop {
+            std::thread::sleep(POLL);
+            {
+                let mut g = self.lock();
+                if g.watchers == 0 {
+                    g.reader = false;
+                    return;
+                }
+            }
+            match reg.refresh() {
+                Ok(cur) => self.announce(&cur),
+                Err(e) => {
+                    tracing::debug!(registry = %reg.url(), error = %e, "the watch feed could not read the journal");
+                    self.announce_failure();
+                }
+            }
+        }
+    }
+}
+
+/// Wakes this process's watches of `file` (after a write that moved the state).
+fn announce(file: &Path, cur: &Cached) {
+    let feed = feeds().lock().ok().and_then(|f| f.get(file).cloned());
+    if let Some(feed) = feed {
+        feed.announce(cur);
+    }
+}
+
 /// The registry kept in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalRegistry {
@@ -461,9 +557,36 @@ impl LocalRegistry {
             };
         }
         if let Ok(mut c) = cache().lock() {
-            c.insert(self.file.clone(), cur);
+            c.insert(self.file.clone(), cur.clone());
         }
+        announce(&self.file, &cur);
         Ok(out)
+    }
+
+    /// This process's feed of the journal, with one more watch counted on it (its reader
+    /// thread started if none runs).
+    fn join_feed(&self) -> Result<Arc<Feed>> {
+        let feed = feeds()
+            .lock()
+            .map_err(|_| self.err("watch", "the watch feeds were poisoned"))?
+            .entry(self.file.clone())
+            .or_default()
+            .clone();
+        let mut g = feed.lock();
+        g.watchers += 1;
+        if !g.reader {
+            let (f, reg) = (feed.clone(), self.clone());
+            std::thread::Builder::new()
+                .name("hostsync-local-feed".into())
+                .spawn(move || f.read_loop(reg))
+                .map_err(|e| {
+                    g.watchers -= 1;
+                    self.err("start its watch reader", e)
+                })?;
+            g.reader = true;
+        }
+        drop(g);
+        Ok(feed)
     }
 }
 
@@ -587,7 +710,10 @@ impl Registry for LocalRegistry {
     }
 
     fn watch(&self, prefix: &str, from_revision: i64) -> Result<Box<dyn Watcher>> {
+        // Read once now, so the watch starts from this process's latest view.
+        self.refresh()?;
         Ok(Box::new(LocalWatcher {
+            feed: self.join_feed()?,
             reg: self.clone(),
             prefix: prefix.to_string(),
             next: from_revision.max(1),
@@ -640,51 +766,97 @@ impl Registry for LocalRegistry {
 }
 
 struct LocalWatcher {
+    feed: Arc<Feed>,
     reg: LocalRegistry,
     prefix: String,
     next: i64,
 }
 
+impl LocalWatcher {
+    /// What `st` holds for this watch from `self.next` on: a resync, the changes under the
+    /// prefix (the log is in revision order), or None; moves `self.next` past `st`.
+    fn step(&mut self, st: &State) -> Option<WatchEvent> {
+        if self.next <= st.compacted {
+            return Some(WatchEvent::Resync);
+        }
+        if st.revision < self.next {
+            return None;
+        }
+        let from = st.log.partition_point(|e| e.rev < self.next);
+        let events: Vec<Event> = st.log[from..]
+            .iter()
+            .filter(|e| e.key.starts_with(&self.prefix))
+            .map(|e| match &e.value {
+                Some(v) => Event::Put(Kv {
+                    key: e.key.clone(),
+                    value: v.clone().into_bytes(),
+                    create_revision: e.create,
+                    mod_revision: e.rev,
+                    lease: e.lease,
+                }),
+                None => Event::Delete {
+                    key: e.key.clone(),
+                    revision: e.rev,
+                },
+            })
+            .collect();
+        self.next = st.revision + 1;
+        (!events.is_empty()).then_some(WatchEvent::Changes {
+            revision: st.revision,
+            events,
+        })
+    }
+}
+
 impl Watcher for LocalWatcher {
     fn next(&mut self, timeout: Duration) -> Result<WatchEvent> {
         let start = Instant::now();
+        let mut seq = self.feed.lock().seq;
         loop {
-            let st = self.reg.load()?;
-            if self.next <= st.compacted {
-                return Ok(WatchEvent::Resync);
-            }
-            if st.revision >= self.next {
-                let events: Vec<Event> = st
-                    .log
-                    .iter()
-                    .filter(|e| e.rev >= self.next && e.key.starts_with(&self.prefix))
-                    .map(|e| match &e.value {
-                        Some(v) => Event::Put(Kv {
-                            key: e.key.clone(),
-                            value: v.clone().into_bytes(),
-                            create_revision: e.create,
-                            mod_revision: e.rev,
-                            lease: e.lease,
-                        }),
-                        None => Event::Delete {
-                            key: e.key.clone(),
-                            revision: e.rev,
-                        },
-                    })
-                    .collect();
-                self.next = st.revision + 1;
-                if !events.is_empty() {
-                    return Ok(WatchEvent::Changes {
-                        revision: st.revision,
-                        events,
-                    });
+            // The feed's reader keeps the process's cached state current; read it ourselves
+            // only when there is none (a failed write dropped it) or the reader failed, so
+            // the error reaches the caller.
+            let failed = self.feed.lock().failed;
+            let file = self.reg.file.clone();
+            let got = if failed {
+                None
+            } else {
+                with_cached(&file, |st| self.step(st))
+            };
+            let got = match got {
+                Some(g) => g,
+                None => {
+                    let st = self.reg.load()?;
+                    self.step(&st)
                 }
+            };
+            if let Some(ev) = got {
+                return Ok(ev);
             }
-            if start.elapsed() >= timeout {
-                return Ok(WatchEvent::Idle);
+            // Sleep until the feed announces a change or the timeout ends.
+            let mut g = self.feed.lock();
+            loop {
+                let left = timeout.saturating_sub(start.elapsed());
+                if g.seq != seq {
+                    seq = g.seq;
+                    break;
+                }
+                if left.is_zero() {
+                    return Ok(WatchEvent::Idle);
+                }
+                g = self
+                    .feed
+                    .changed
+                    .wait_timeout(g, left)
+                    .map_or_else(|p| p.into_inner().0, |(g, _)| g);
             }
-            std::thread::sleep(POLL.min(timeout.saturating_sub(start.elapsed())));
         }
+    }
+}
+
+impl Drop for LocalWatcher {
+    fn drop(&mut self) {
+        self.feed.lock().watchers -= 1;
     }
 }
 

@@ -14,7 +14,7 @@ use crate::runner::{Command, Output, Runner};
 use crate::{Error, Result};
 
 /// Fields asked for by [`Lvm::lvs`].
-pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_attr,lv_size,origin,pool_lv,snap_percent,data_percent,metadata_percent,lv_active_locally,lv_active_exclusively,lv_device_open,lv_lock_args,lv_path,lv_dm_path";
+pub const LV_FIELDS: &str = "lv_name,vg_name,lv_uuid,lv_attr,lv_size,origin,pool_lv,snap_percent,data_percent,metadata_percent,lv_active_locally,lv_active_exclusively,lv_device_open,lv_lock_args,lv_path,lv_dm_path,lv_tags";
 /// Fields asked for by [`Lvm::vgs`].
 pub const VG_FIELDS: &str = "vg_name,vg_uuid,vg_attr,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,pv_count,lv_count";
 /// Fields asked for by [`Lvm::pvs`].
@@ -55,6 +55,8 @@ pub struct Lv {
     pub path: String,
     /// `/dev/mapper/VG-LV`.
     pub dm_path: String,
+    /// LV tags (`lv_tags`; hostsync records a clone's origin in one).
+    pub tags: Vec<String>,
 }
 
 impl Lv {
@@ -67,14 +69,23 @@ impl Lv {
         self.attr.chars().nth(i).unwrap_or('-')
     }
 
-    /// A COW snapshot (`s`), valid or not (`S`).
+    /// The value of the tag `KEY=VALUE` with this key, if the LV has one.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+
+    /// A COW snapshot (`s`, or `S` while it merges).
     pub fn is_cow_snapshot(&self) -> bool {
         matches!(self.attr_char(0), 's' | 'S')
     }
 
-    /// An invalidated snapshot: its COW area filled up (`S` type or `I` state).
+    /// An invalidated snapshot: its COW area filled up. lvs(8): the 5th `lv_attr` character
+    /// is `I` (invalid snapshot) or `S` (invalid suspended snapshot); an `S` *type* (1st
+    /// character) is a merging snapshot, which is valid.
     pub fn is_invalid_snapshot(&self) -> bool {
-        self.attr_char(0) == 'S' || self.attr_char(4) == 'I'
+        self.is_cow_snapshot() && matches!(self.attr_char(4), 'I' | 'S')
     }
 
     /// A thin pool (`t`).
@@ -437,9 +448,22 @@ fn lv_of(r: &Row) -> std::result::Result<Lv, String> {
         active: flag(r, "lv_active_locally"),
         exclusive: flag(r, "lv_active_exclusively"),
         open: flag(r, "lv_device_open"),
-        lock_args: field(r, "lv_lock_args").into(),
+        // LVM 2.03.16's JSON report names this field `lv_lockargs` (seen in lab 43) although
+        // `-o lv_lock_args` asks for it; the other spellings are read too.
+        lock_args: ["lv_lockargs", "lv_lock_args", "lock_args"]
+            .iter()
+            .map(|k| field(r, k))
+            .find(|v| !v.is_empty())
+            .unwrap_or("")
+            .into(),
         path: field(r, "lv_path").into(),
         dm_path: field(r, "lv_dm_path").into(),
+        tags: field(r, "lv_tags")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
         name,
     })
 }
@@ -588,6 +612,27 @@ mod tests {
             let msg = lvm.lvs(&["v/x"]).unwrap_err().to_string();
             assert!(msg.contains("v/x") && msg.contains(want), "{want}: {msg}");
         }
+    }
+
+    #[test]
+    fn lock_args_are_read_under_either_json_key() {
+        let r = ScriptedRunner::new();
+        r.expect(
+            &["lvs"],
+            Output::ok(r#"{"report":[{"lv":[{"lv_name":"a","vg_name":"v","lv_lockargs":"1.0.0:71303168"},{"lv_name":"b","vg_name":"v","lv_lock_args":"1.0.0:70254592"}]}]}"#),
+        );
+        let lvs = Lvm::new(&r).lvs(&["v"]).unwrap();
+        assert_eq!(lvs[0].lock_args, "1.0.0:71303168");
+        assert_eq!(lvs[1].lock_args, "1.0.0:70254592");
+        // What LVM 2.03.16 printed in lab 43.
+        r.expect(
+            &["lvs"],
+            Output::ok(include_str!(
+                "../../fixtures/lvm/w15a/lvs-lockargs-2.03.16.json"
+            )),
+        );
+        let lvs = Lvm::new(&r).lvs(&["vgsan/domu1"]).unwrap();
+        assert_eq!(lvs[0].lock_args, "1.0.0:70254592");
     }
 
     #[test]

@@ -115,6 +115,53 @@ pub fn cluster_lvm_state(reg: &dyn Registry) -> Result<Vec<HostLvm>> {
     Ok(out)
 }
 
+/// Records in `host`'s LVM record that `vg/lv` (UUID `uuid`) is now active in `mode`, or no
+/// longer active (`None`), keeping the rest of the record and its lease; creates the record
+/// when there is none. For the block script and `migrate run`, between the publisher's rounds.
+pub fn record_lv(
+    reg: &dyn Registry,
+    host: &str,
+    vg: &str,
+    lv: &str,
+    uuid: &str,
+    mode: Option<LvMode>,
+    now_unix: u64,
+) -> Result<()> {
+    let kv = reg.get(&lvm_key(host))?;
+    let lease = kv.as_ref().map_or(0, |kv| kv.lease);
+    let mut st = match &kv {
+        Some(kv) => decode::<HostLvm>(reg, kv)?,
+        None => HostLvm {
+            host: host.into(),
+            host_id: None,
+            io_timeout: None,
+            taken_unix: now_unix,
+            vgs: Vec::new(),
+            lvs: Vec::new(),
+        },
+    };
+    st.lvs
+        .retain(|l| !(l.uuid == uuid || (l.vg == vg && l.lv == lv)));
+    if let Some(mode) = mode {
+        st.lvs.push(LvState {
+            vg: vg.into(),
+            lv: lv.into(),
+            uuid: uuid.into(),
+            mode,
+            open: false,
+        });
+    }
+    st.taken_unix = now_unix;
+    publish_lvm_state(reg, &st, lease)
+}
+
+/// `domu`'s migration record, if one is registered.
+pub fn migration(reg: &dyn Registry, domu: &str) -> Result<Option<Migration>> {
+    reg.get(&migration_key(domu))?
+        .map(|kv| decode::<Migration>(reg, &kv))
+        .transpose()
+}
+
 /// A migration in flight: the source and destination may both hold the domU's LVs (shared)
 /// until it is finished or aborted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The registry: a small linearizable key-value store with compare-and-set transactions,
-//! prefix reads, change notification and host liveness (leases). Two backends implement it:
-//! [`crate::local::LocalRegistry`] (`local:DIR`) and [`crate::etcd::EtcdRegistry`]
-//! (`etcd://HOST:PORT,...`). Everything else in hostsync is written against the trait.
+//! prefix reads, change notification and host liveness (leases). Three backends implement it:
+//! [`crate::local::LocalRegistry`] (`local:DIR`), [`crate::san::SanRegistry`] (`san:VG/LV`)
+//! and [`crate::etcd::EtcdRegistry`] (`etcd://HOST:PORT,...`). Everything else in hostsync is written against the trait.
 //!
 //! A lease only says "this host is alive"; it is never used as a lock on storage (etcd's own
 //! documentation says lease-based locks cannot protect external resources).
@@ -154,7 +154,8 @@ pub trait Registry: Send + Sync {
     fn compact(&self, revision: i64) -> Result<()>;
 }
 
-/// Opens a registry from its URL: `local:DIR` or `etcd://HOST:PORT[,HOST:PORT...]`.
+/// Opens a registry from its URL: `local:DIR`, `san:VG/LV` (or `san:/FILE`, the same format
+/// in a file) or `etcd://HOST:PORT[,HOST:PORT...]`.
 pub fn open(url: &str) -> Result<Arc<dyn Registry>> {
     if let Some(dir) = url.strip_prefix("local:") {
         if dir.is_empty() {
@@ -164,6 +165,9 @@ pub fn open(url: &str) -> Result<Arc<dyn Registry>> {
             });
         }
         return Ok(Arc::new(crate::local::LocalRegistry::open(dir)?));
+    }
+    if let Some(spec) = url.strip_prefix("san:") {
+        return Ok(Arc::new(crate::san::SanRegistry::open(spec)?));
     }
     if let Some(rest) = url.strip_prefix("etcd://") {
         let endpoints: Vec<String> = rest
@@ -184,6 +188,6 @@ pub fn open(url: &str) -> Result<Arc<dyn Registry>> {
     }
     Err(Error::BadUrl {
         url: url.into(),
-        reason: "expected local:DIR or etcd://HOST:PORT,...".into(),
+        reason: "expected local:DIR, san:VG/LV, san:/FILE or etcd://HOST:PORT,...".into(),
     })
 }

@@ -1,5 +1,6 @@
-//! The registry contract, run against every backend: `local:DIR` and a real 3-member etcd
-//! cluster on loopback (skipped with a message only if /usr/bin/etcd is absent).
+//! The registry contract, run against every backend: `local:DIR`, `san:/FILE` (the san
+//! backend's on-disk format in a file, its mutex an OFD lock next to it) and a real 3-member
+//! etcd cluster on loopback (skipped with a message only if /usr/bin/etcd is absent).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -162,6 +163,17 @@ fn contract_local() {
     registry_contract(&*reg);
 }
 
+fn san_url(d: &tempfile::TempDir) -> String {
+    format!("san:{}", d.path().join("registry.san").display())
+}
+
+#[test]
+fn contract_san() {
+    let d = common::tempdir();
+    let reg = hostsync::open(&san_url(&d)).unwrap();
+    registry_contract(&*reg);
+}
+
 #[test]
 fn contract_etcd() {
     let Some(c) = common::etcd() else { return };
@@ -187,6 +199,12 @@ fn sixteen_hosts(url: &str) {
 fn sixteen_hosts_local() {
     let d = common::tempdir();
     sixteen_hosts(&format!("local:{}", d.path().join("reg").display()));
+}
+
+#[test]
+fn sixteen_hosts_san() {
+    let d = common::tempdir();
+    sixteen_hosts(&san_url(&d));
 }
 
 #[test]
@@ -228,7 +246,88 @@ fn tombstones_local() {
 }
 
 #[test]
+fn tombstones_san() {
+    let d = common::tempdir();
+    tombstones(&san_url(&d));
+}
+
+#[test]
 fn tombstones_etcd() {
     let Some(c) = common::etcd() else { return };
     tombstones(&c.url());
+}
+
+/// san: a writer killed while it holds the mutex, after its log frame and before its header,
+/// changes nothing: its allocation never happened, the others go on, nothing is corrupt.
+#[test]
+fn san_crashed_writer_does_not_corrupt() {
+    use std::os::unix::fs::FileExt as _;
+    let d = common::tempdir();
+    let url = san_url(&d);
+    let file = d.path().join("registry.san");
+    let reg = hostsync::open(&url).unwrap();
+    let san = hostsync::san::SanRegistry::open(file.to_str().unwrap()).unwrap();
+    let (mut n, _) = ClusterNamer::open(reg.clone(), "h0", NamerOptions::default()).unwrap();
+    assert_eq!(n.name("W1").unwrap().alias, "mpatha");
+    let before = san.header().unwrap().unwrap();
+
+    // A host that stops for good after its frame is on disk, holding the mutex.
+    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_hostsync"))
+        .args([
+            "--registry",
+            &url,
+            "--host",
+            "victim",
+            "alias",
+            "allocate",
+            "W2",
+        ])
+        .env(hostsync::san::STALL_ENV, "after-frame")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let f = std::fs::File::open(&file).unwrap();
+    let start = Instant::now();
+    loop {
+        let mut magic = [0u8; 4];
+        f.read_exact_at(&mut magic, before.end).unwrap();
+        if &magic == b"HREC" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the victim never wrote its frame"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another host's allocation waits for the mutex meanwhile.
+    let mut waiting = common::spawn_host(&url, "h1", &["W3".to_string()], d.path());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "h1 wrote while the victim held the mutex"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let printed = common::finish_host("h1", waiting);
+    assert_eq!(printed.get("W3").map(String::as_str), Some("mpathb"));
+
+    let after = san.header().unwrap().unwrap();
+    assert_eq!(
+        after.generation,
+        before.generation + 1,
+        "only h1's commit counts"
+    );
+    let fresh = hostsync::open(&url).unwrap();
+    let t = common::registry_table(&*fresh);
+    assert_eq!(t.get("W1").map(String::as_str), Some("mpatha"));
+    assert_eq!(t.get("W3").map(String::as_str), Some("mpathb"));
+    assert!(
+        !t.contains_key("W2"),
+        "the killed writer's allocation is visible"
+    );
+    // W2 gets the next name from a healthy host.
+    assert_eq!(n.name("W2").unwrap().alias, "mpathc");
+    assert_eq!(common::registry_table(&*fresh).len(), 3);
 }

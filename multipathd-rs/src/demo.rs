@@ -23,6 +23,7 @@ use crate::output;
 use crate::state::{MapView, PathDmState};
 
 pub mod cluster;
+pub mod migration;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -88,6 +89,8 @@ pub struct DemoReport {
     pub all_paths_active_at_end: bool,
     /// The cluster story (steps 6-8): two dom0s, without and with the registry.
     pub cluster: cluster::ClusterStory,
+    /// The migration story (steps 9-11): migrate check, the handoff, a refused second start.
+    pub migration: migration::MigrationStory,
 }
 
 /// A scratch directory removed on drop unless kept.
@@ -486,6 +489,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write, quiet: bool) -> Result<DemoR
         maps: summaries,
     });
     let cluster = cluster::run(&scratch.path, opts.luns, 6, &mut story)?;
+    let migration = migration::run(&scratch.path.join("migration"), 9, &mut story)?;
     if opts.keep {
         story.say(&format!(
             "\nKept {}. Try: multipathd-rs --sysfs-root {} --dm-backend sim:{} --aliases-table {} once --dry-run",
@@ -504,6 +508,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write, quiet: bool) -> Result<DemoR
         every_map_kept_a_path,
         all_paths_active_at_end: all_active,
         cluster,
+        migration,
     })
 }
 

@@ -284,14 +284,99 @@ san_sanlock_stop() {
   fi
 }
 
-# lvmlockd (sanlock lock type) with host id N (1 for A, 2 for B by default).
+# lvmlockd (sanlock lock type) with host id N (1 for A, 2 for B by default); sanlock io_timeout
+# LAB_SAN_IO_TIMEOUT seconds when set (lvmlockd -o; pass it with LAB_ON_ENV), sanlock's 10 s
+# otherwise.
 san_lvmlockd_start() {
   local id="${1:-}"
   [ -n "$id" ] || case "$LAB_HOST" in A) id=1 ;; B) id=2 ;; *) id=9 ;; esac
   mkdir -p /run/lvm
-  san_service_start lvmlockd lvmlockd -f -g sanlock --host-id "$id"
+  san_service_start lvmlockd lvmlockd -f -g sanlock --host-id "$id" ${LAB_SAN_IO_TIMEOUT:+-o "$LAB_SAN_IO_TIMEOUT"}
   lab_wait "lvmlockd on $LAB_HOST answers" 30 lvmlockctl --info
   san_service_alive lvmlockd
+}
+
+# ------------------------------------------------------------------ LVM in the guests
+# The guests run this machine's root: LVM must not use (or write) the machine's /etc/lvm. An LVM
+# set up by a scenario lives in its own configuration directory, LAB_SAN_LVM_DIR, named by
+# LVM_SYSTEM_DIR (lvm.conf there; archive/ and backup/ beside it), exported in every job sourced
+# after san_lvm_conf ran (and in the processes those jobs start: sanlock's kill path, lvmlockctl).
+# san_teardown removes it (/tmp/lab-san-*). Files other programs read from /etc (e.g.
+# /etc/default/sanlock, a udev rule) are replaced with san_etc_put, undone by san_etc_restore.
+LAB_SAN_LVM_DIR=/tmp/lab-san-lvm
+[ -e "$LAB_SAN_LVM_DIR/lvm.conf" ] && export LVM_SYSTEM_DIR="$LAB_SAN_LVM_DIR"
+
+# san_lvm_conf [LINE...]: write LAB_SAN_LVM_DIR/lvm.conf and export LVM_SYSTEM_DIR: lvmlockd in
+# use, lvmlockctl_kill_command "$LAB_SAN_KILL_COMMAND" (default "$LAB_BIN/hostsync fence": lvmlockctl wants a full path), LVM sees
+# only /dev/mapper/ devices (global_filter; the SCSI paths of the maps stay hidden), no devices
+# file; each LINE is appended as is (more sections, e.g. 'activation { ... }').
+san_lvm_conf() {
+  local l
+  mkdir -p "$LAB_SAN_LVM_DIR/archive" "$LAB_SAN_LVM_DIR/backup" /run/lvm /run/lock/lvm
+  {
+    echo "# written by san_lvm_conf on $LAB_HOST"
+    echo 'global {'
+    echo '  use_lvmlockd = 1'
+    printf '  lvmlockctl_kill_command = "%s"\n' "${LAB_SAN_KILL_COMMAND:-$LAB_BIN/hostsync fence}"
+    echo '}'
+    echo 'devices {'
+    echo '  global_filter = [ "a|^/dev/mapper/|", "r|.*|" ]'
+    echo '  use_devicesfile = 0'
+    echo '}'
+    for l in "$@"; do printf '%s\n' "$l"; done
+  } >"$LAB_SAN_LVM_DIR/lvm.conf"
+  export LVM_SYSTEM_DIR="$LAB_SAN_LVM_DIR"
+  lab_note "$LAB_HOST: LVM configuration in $LAB_SAN_LVM_DIR (LVM_SYSTEM_DIR): $(tr '\n' ' ' <"$LAB_SAN_LVM_DIR/lvm.conf")"
+}
+
+# san_etc_put PATH: replace (or create) PATH under /etc with stdin, on this guest only: its
+# directory is copied to /run/lab/etc-copy/ and bind-mounted over the original (works whether
+# the guest's /etc is read-only or an overlay); san_etc_restore unmounts every such copy.
+san_etc_put() {
+  local path="$1" dir copy
+  dir="$(dirname "$path")"
+  copy="$LAB_SAN_RUN/etc-copy$dir"
+  if ! grep -qxF "$dir" "$LAB_SAN_RUN/etc-mounts" 2>/dev/null; then
+    mkdir -p "$copy"
+    [ -d "$dir" ] || lab_fail "san_etc_put: $dir does not exist on $LAB_HOST"
+    cp -a "$dir/." "$copy/"
+    mount --bind "$copy" "$dir" || lab_fail "san_etc_put: cannot bind-mount a copy over $dir on $LAB_HOST"
+    echo "$dir" >>"$LAB_SAN_RUN/etc-mounts"
+  fi
+  cat >"$path" || lab_fail "san_etc_put: cannot write $path on $LAB_HOST"
+  lab_note "$LAB_HOST: $path replaced (a copy of $dir bind-mounted over it)"
+}
+san_etc_restore() {
+  local d
+  [ -e "$LAB_SAN_RUN/etc-mounts" ] || return 0
+  tac "$LAB_SAN_RUN/etc-mounts" | while read -r d; do umount "$d" 2>/dev/null || umount -l "$d"; done
+  rm -rf "$LAB_SAN_RUN/etc-mounts" "$LAB_SAN_RUN/etc-copy"
+}
+
+# san_mpath_create NAME LUN: a dm multipath map NAME (uuid mpath-<WWID>, as multipath-tools and
+# multipathd-rs name them) over this host's paths to LUN, round-robin, made with dmsetup
+# (fast: no daemon); waits for /dev/mapper/NAME.
+san_mpath_create() {
+  local name="$1" lun="$2" d paths="" n=0 sz=""
+  for d in $(san_lun_paths "$lun"); do
+    paths="$paths $(san_devno "$d") 1"
+    n=$((n + 1))
+    [ -n "$sz" ] || sz="$(blockdev --getsz "/dev/$d")"
+  done
+  ((n > 0)) || lab_fail "san_mpath_create: $LAB_HOST has no path to $lun"
+  dmsetup create "$name" --uuid "mpath-$(san_udev_wwid "$lun")" \
+    --table "0 $sz multipath 0 0 1 1 round-robin 0 $n 1$paths" || lab_fail "san_mpath_create: dmsetup create $name failed on $LAB_HOST"
+  lab_wait "/dev/mapper/$name on $LAB_HOST" 30 test -b "/dev/mapper/$name"
+  lab_note "$LAB_HOST: map $name over $n path(s) of $lun: $(dmsetup table "$name")"
+}
+
+# san_sanlock_daemon W: (re)start only the sanlock daemon (service "sanlock"), watchdog -w W
+# (0: off, Debian's default; 1: through wdmd, which must run: san_service_start wdmd wdmd -D).
+san_sanlock_daemon() {
+  san_service_running sanlock && { sanlock client shutdown -f 1 >/dev/null 2>&1; san_service_stop sanlock; }
+  san_service_start sanlock sanlock daemon -D -U root -G root -w "$1"
+  lab_wait "sanlock (-w $1) on $LAB_HOST answers" 30 sanlock client status
+  san_service_alive sanlock
 }
 
 # ------------------------------------------------------------------ boot and teardown
@@ -322,6 +407,7 @@ san_teardown() {
   local s
   for s in mpd lvmlockd; do san_service_stop "$s"; done
   san_sanlock_stop
+  san_etc_restore
   for s in "$LAB_SAN_RUN"/*.pid; do
     [ -e "$s" ] || continue
     san_service_stop "$(basename "$s" .pid)"

@@ -74,7 +74,9 @@ boot_host() {
   # Follow the guest's progress lines.
   tail -n +1 -F --pid="$!" "$OUT/console-$h.log" 2>/dev/null \
     | grep --line-buffered -E '^lab(-guest)?: ' | sed -u "s/^lab-guest: /lab-guest $h: /" >&2 &
+  HOST_BG_PIDS+=("$(host_pid "$h")" "$!")
 }
+HOST_BG_PIDS=()
 
 host_pid() { cat "$OUT/.hosts/$1/qemu.pid" 2>/dev/null; }
 host_running() { local p; p="$(host_pid "$1")"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
@@ -182,6 +184,7 @@ run_two_hosts() {
     fi
     [ -e "$OUT/.hosts/$h/guest-done" ] || ok=0
   done
-  wait 2>/dev/null
+  # Only our own children: the one-host guest may still be running alongside (LAB_PARALLEL).
+  for p in "${HOST_BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
   ((ok))
 }

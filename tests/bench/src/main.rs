@@ -55,6 +55,10 @@ struct Cli {
     /// Do not rerun the micro-benchmarks: read the JSON their last `cargo bench` left.
     #[arg(long)]
     reuse_micro: bool,
+    /// Micro: run only these benchmarks (`converge` or `hostsync/converge`, comma-separated);
+    /// the others show the results their last run left.
+    #[arg(long, value_delimiter = ',')]
+    micro: Vec<String>,
     /// Scale curve: skip the larger sizes of a paths-per-LUN series once a point's median
     /// cold start exceeds this many seconds.
     #[arg(long, default_value_t = 20.0)]
@@ -218,7 +222,14 @@ fn main() -> Result<()> {
     let wanted = |s: Section| !render_only && (cli.only.is_empty() || cli.only.contains(&s));
 
     if wanted(Section::Micro) && !cli.quick {
-        let m = micro::run_all(&ws, !cli.reuse_micro);
+        if let Some(n) = cli
+            .micro
+            .iter()
+            .find(|n| !micro::SPECS.iter().any(|s| s.is(n)))
+        {
+            anyhow::bail!("--micro {n}: no such micro-benchmark");
+        }
+        let m = micro::run_all(&ws, !cli.reuse_micro, &cli.micro);
         save(&results_dir, "bench-micro.json", &m)?;
     }
     if wanted(Section::Scale) {

@@ -16,7 +16,7 @@ pub struct Spec {
     pub json: &'static str,
 }
 
-pub const SPECS: [Spec; 6] = [
+pub const SPECS: [Spec; 7] = [
     Spec {
         package: "lun-scan",
         bench: "enumerate",
@@ -47,7 +47,19 @@ pub const SPECS: [Spec; 6] = [
         bench: "failover_latency",
         json: "multipathd-rs-failover-latency.json",
     },
+    Spec {
+        package: "hostsync",
+        bench: "converge",
+        json: "hostsync-converge.json",
+    },
 ];
+
+impl Spec {
+    /// Whether `name` (`bench` or `package/bench`) names this benchmark.
+    pub fn is(&self, name: &str) -> bool {
+        name == self.bench || name == format!("{}/{}", self.package, self.bench)
+    }
+}
 
 /// What one micro-benchmark gave.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,11 +88,13 @@ fn mtime_utc(p: &Path) -> Option<(SystemTime, String)> {
     Some((t, crate::report::format_utc(secs)))
 }
 
-/// Runs every micro-benchmark (or, with `run` false, only reads what earlier runs left).
-pub fn run_all(ws: &Path, run: bool) -> MicroResults {
+/// Runs every micro-benchmark (or, with `run` false, only reads what earlier runs left; with
+/// `only` not empty, runs only the benchmarks it names and reads the others' last results).
+pub fn run_all(ws: &Path, run: bool, only: &[String]) -> MicroResults {
     let date = crate::report::now_utc();
     let mut results = Vec::new();
     for spec in SPECS {
+        let run = run && (only.is_empty() || only.iter().any(|n| spec.is(n)));
         let bench_src = ws
             .join(spec.package)
             .join("benches")
@@ -181,6 +195,15 @@ pub fn num(v: &serde_json::Value, path: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specs_are_named_by_bench_or_package_and_bench() {
+        let converge = SPECS.iter().find(|s| s.is("converge")).unwrap();
+        assert_eq!(converge.package, "hostsync");
+        assert!(converge.is("hostsync/converge"));
+        assert!(!converge.is("lun-scan/converge"));
+        assert_eq!(SPECS.iter().filter(|s| s.is("cold_start")).count(), 1);
+    }
 
     #[test]
     fn dotted_lookup() {

@@ -295,6 +295,11 @@ fn slopes(
 pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(docs_dir)
         .with_context(|| format!("cannot create {}", docs_dir.display()))?;
+    let previous = std::fs::read_to_string(md).ok();
+    let micro = inputs
+        .micro
+        .clone()
+        .map(|m| fill_micro_from(m, previous.as_deref()));
     let mut o = String::new();
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
@@ -608,7 +613,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
         o,
         "## Micro-benchmarks (`cargo bench`, each crate's `benches/`)\n"
     );
-    match &inputs.micro {
+    match &micro {
         None => {
             let _ = writeln!(o, "Not run yet.\n");
         }
@@ -659,8 +664,130 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
         o,
         "## Reproduce\n\n```sh\ncargo run --release -p bench            # everything (~1 h on 2 shared cores)\ncargo run --release -p bench -- --no-lab  # without the VM\ncargo run --release -p bench -- --quick   # smoke mode, writes target/bench/quick/\n```\n\nSee tests/bench/README.md for the options."
     );
+    if let Some(prev) = &previous {
+        o = keep_previous(&o, prev, inputs.scale.is_some(), inputs.lab.is_some());
+    }
     std::fs::write(md, o).with_context(|| format!("cannot write {}", md.display()))?;
     Ok(())
+}
+
+/// What a section without results says (scale, lab and micro sections all start so).
+const NOT_RUN: &str = "Not run yet";
+
+/// The report cut at its `## ` headings: (heading line, or "" before the first; body).
+fn sections(text: &str) -> Vec<(String, String)> {
+    let mut out = vec![(String::new(), String::new())];
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("## ") {
+            out.push((line.to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push_str(line);
+        }
+    }
+    out
+}
+
+/// A headline line the scale curve writes (the others come from the lab).
+fn headline_from_scale(line: &str) -> bool {
+    line.starts_with("- Cold start, ") || line.starts_with("- Largest point")
+}
+
+/// Keeps from the report being replaced what this run has no results for, so a run of one
+/// section on a checkout without saved results (target/bench is not in git) never erases the
+/// committed figures of the others: a section that would say "Not run yet" keeps its previous
+/// text (which carries its own date), and the headline lines and machine row that came from a
+/// section without results are kept too.
+fn keep_previous(new: &str, old: &str, have_scale: bool, have_lab: bool) -> String {
+    let old_secs = sections(old);
+    let old_body = |h: &str| {
+        old_secs
+            .iter()
+            .find(|(oh, _)| oh == h)
+            .map(|(_, b)| b.as_str())
+    };
+    let mut out = String::new();
+    for (h, body) in sections(new) {
+        out.push_str(&h);
+        let prev = old_body(&h);
+        match (h.trim_end(), prev) {
+            (_, Some(p))
+                if body.trim_start().starts_with(NOT_RUN)
+                    && !p.trim_start().starts_with(NOT_RUN) =>
+            {
+                out.push_str(p);
+            }
+            ("## Headline", Some(p)) if !have_scale || !have_lab => {
+                let fresh = body
+                    .lines()
+                    .filter(|l| l.starts_with("- ") && *l != "- No section has results yet.");
+                let kept = p.lines().filter(|l| {
+                    l.starts_with("- ")
+                        && if headline_from_scale(l) {
+                            !have_scale
+                        } else {
+                            !have_lab
+                        }
+                });
+                let mut lines: Vec<&str> = kept.chain(fresh).collect();
+                // Scale lines first, as the writer orders them.
+                lines.sort_by_key(|l| !headline_from_scale(l));
+                if lines.is_empty() {
+                    out.push_str(&body);
+                } else {
+                    out.push_str(&format!("\n{}\n\n", lines.join("\n")));
+                }
+            }
+            ("## Machine", Some(p)) if !have_lab => {
+                let guest = p.lines().find(|l| l.starts_with("| lab guest kernel |"));
+                for line in body.split_inclusive('\n') {
+                    out.push_str(line);
+                    if let Some(g) = guest
+                        && line.starts_with("| host kernel |")
+                    {
+                        out.push_str(g);
+                        out.push('\n');
+                    }
+                }
+            }
+            _ => out.push_str(&body),
+        }
+    }
+    out
+}
+
+/// The results of a micro-benchmark that neither ran now nor left JSON under target/bench,
+/// taken from the raw results and the date of its row in the report being replaced (shown as
+/// an earlier run).
+fn fill_micro_from(mut m: MicroResults, old: Option<&str>) -> MicroResults {
+    let Some(old) = old else {
+        return m;
+    };
+    for r in m.results.iter_mut().filter(|r| r.json.is_none() && !r.ran) {
+        let marker = format!("`{} {}`:\n\n```json\n", r.package, r.bench);
+        let json = old.find(&marker).and_then(|i| {
+            let rest = &old[i + marker.len()..];
+            let end = rest.find("\n```")?;
+            serde_json::from_str::<serde_json::Value>(&rest[..end]).ok()
+        });
+        let row = format!("| {} `{}` |", r.package, r.bench);
+        let written = old
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .and_then(|l| l.trim_end().trim_end_matches('|').rsplit('|').next())
+            .map(|d| {
+                d.trim()
+                    .trim_end_matches("(earlier run)")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|d| !d.is_empty());
+        if let (Some(json), Some(written)) = (json, written) {
+            r.json = Some(json);
+            r.written = Some(written);
+            r.error = None;
+        }
+    }
+    m
 }
 
 /// The headline figure and target of a micro-benchmark's JSON.
@@ -722,6 +849,46 @@ fn micro_figure(
                 "< 2 s".into(),
             )
         }
+        "converge" => {
+            let per: Vec<String> = j
+                .get("results")
+                .and_then(|r| r.as_array())
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| {
+                            let t = |k: &str| num(r, k).map_or("?".into(), fmt_s);
+                            let checks = r.get("one_name_per_wwid") == Some(&true.into())
+                                && r.get("every_table_agrees") == Some(&true.into());
+                            format!(
+                                "{}: {:.0} allocations/s, to every host p50 {} / p99 {} / max {}{}",
+                                r.get("registry").and_then(|v| v.as_str()).unwrap_or("?"),
+                                num(r, "allocations_per_s").unwrap_or(f64::NAN),
+                                t("to_every_host_p50_s"),
+                                t("to_every_host_p99_s"),
+                                t("to_every_host_max_s"),
+                                if checks { "" } else { " (TABLES DISAGREE)" }
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let skipped = j
+                .get("etcd_skipped")
+                .and_then(|v| v.as_str())
+                .map(|w| format!("; etcd not measured: {w}"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "{} hosts, {} LUNs named by {} hosts at once: {}{skipped}; load {:.1}",
+                    num(j, "hosts").unwrap_or(0.0),
+                    num(j, "luns").unwrap_or(0.0),
+                    num(j, "allocating_hosts").unwrap_or(1.0),
+                    per.join("; "),
+                    num(j, "load_avg_1m").unwrap_or(f64::NAN)
+                ),
+                "< 1 s from an allocation to every host (p99)".into(),
+            )
+        }
         _ => {
             // Unknown shape: list its top-level numbers.
             let mut parts = Vec::new();
@@ -753,6 +920,106 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(format_utc(1_795_305_600 + 3661), "2026-11-22 01:01:01 UTC");
+    }
+
+    const OLD: &str = "# Benchmarks\n\nintro\n\n## Machine\n\n| | |\n|---|---|\n\
+        | report written | old |\n| host kernel | 6.1 |\n| lab guest kernel | 6.1 TCG |\n\n\
+        ## Headline\n\n- Cold start, 4096 LUNs x 8 paths: **1.05 s**\n\
+        - cold start: multipathd-rs 1 s vs multipath-tools 2 s (ratio 0.50)\n\n\
+        ## Scale curve (generated sysfs, simulated device-mapper)\n\nRun 2026-11-22; curve\n\n\
+        ## Real kernel, side by side with multipath-tools (lab VM)\n\nRun 2026-11-22; lab\n\n\
+        ## Micro-benchmarks (`cargo bench`, each crate's `benches/`)\n\n\
+        | benchmark | figure | target | results written |\n|---|---|---|---|\n\
+        | aliases `allocate` | 10 allocations | | 2026-11-22 01:55:12 UTC |\n\n\
+        <details><summary>Raw</summary>\n\n`aliases allocate`:\n\n```json\n{\n  \"count\": 10\n}\n```\n\n\
+        </details>\n\n## Reproduce\n\nold\n";
+
+    #[test]
+    fn a_section_without_results_keeps_its_previous_text_and_headline() {
+        let new = "# Benchmarks\n\nintro\n\n## Machine\n\n| | |\n|---|---|\n\
+            | report written | new |\n| host kernel | 6.18 |\n\n## Headline\n\n\
+            - No section has results yet.\n\n\
+            ## Scale curve (generated sysfs, simulated device-mapper)\n\nNot run yet.\n\n\
+            ## Real kernel, side by side with multipath-tools (lab VM)\n\nNot run yet (`--no-lab`).\n\n\
+            ## Micro-benchmarks (`cargo bench`, each crate's `benches/`)\n\nnew micro\n\n\
+            ## Reproduce\n\nnew\n";
+        let out = keep_previous(new, OLD, false, false);
+        assert!(
+            out.contains(
+                "| report written | new |\n| host kernel | 6.18 |\n| lab guest kernel | 6.1 TCG |\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("Run 2026-11-22; curve"), "{out}");
+        assert!(out.contains("Run 2026-11-22; lab"), "{out}");
+        assert!(
+            out.contains("new micro") && !out.contains("10 allocations"),
+            "{out}"
+        );
+        assert!(out.contains("## Headline\n\n- Cold start, 4096 LUNs x 8 paths: **1.05 s**\n- cold start: multipathd-rs 1 s"), "{out}");
+        assert!(!out.contains("No section has results yet"), "{out}");
+        assert!(!out.contains(NOT_RUN), "{out}");
+        // With every section's results, nothing of the old report survives.
+        let fresh = "# Benchmarks\n\n## Headline\n\n- Largest point, new\n\n## Reproduce\n\nnew\n";
+        assert_eq!(keep_previous(fresh, OLD, true, true), fresh);
+        // Fresh lab lines replace the old ones; the scale line is kept, first.
+        let lab_only = "## Headline\n\n- fail idle: new\n\n";
+        assert_eq!(
+            keep_previous(lab_only, OLD, false, true),
+            "## Headline\n\n- Cold start, 4096 LUNs x 8 paths: **1.05 s**\n- fail idle: new\n\n"
+        );
+    }
+
+    #[test]
+    fn a_micro_benchmark_without_json_keeps_its_previous_figures() {
+        let mut m = MicroResults {
+            date: "now".into(),
+            results: ["allocate", "converge"]
+                .iter()
+                .map(|b| crate::micro::MicroResult {
+                    package: if *b == "allocate" {
+                        "aliases"
+                    } else {
+                        "hostsync"
+                    }
+                    .into(),
+                    bench: (*b).into(),
+                    ran: false,
+                    written: None,
+                    json: None,
+                    error: Some("not written".into()),
+                })
+                .collect(),
+        };
+        m = fill_micro_from(m, Some(OLD));
+        let a = &m.results[0];
+        assert_eq!(a.json, Some(serde_json::json!({"count": 10})));
+        assert_eq!(a.written.as_deref(), Some("2026-11-22 01:55:12 UTC"));
+        assert!(a.error.is_none() && !a.ran);
+        // Nothing to keep for a benchmark the old report did not have.
+        assert!(m.results[1].json.is_none());
+        assert!(m.results[1].error.is_some());
+    }
+
+    #[test]
+    fn converge_figure_names_every_backend_and_the_target() {
+        let j = serde_json::json!({
+            "hosts": 100, "luns": 1000, "allocating_hosts": 4, "load_avg_1m": 2.0,
+            "etcd_skipped": null,
+            "results": [
+                {"registry": "local", "allocations_per_s": 990.0, "to_every_host_p50_s": 0.04,
+                 "to_every_host_p99_s": 0.086, "to_every_host_max_s": 0.09,
+                 "one_name_per_wwid": true, "every_table_agrees": true},
+                {"registry": "etcd, 1 member", "allocations_per_s": 156.0, "to_every_host_p50_s": 0.0037,
+                 "to_every_host_p99_s": 0.035, "to_every_host_max_s": 0.068,
+                 "one_name_per_wwid": true, "every_table_agrees": false}
+            ]
+        });
+        let (fig, target) = micro_figure("converge", &j, &None);
+        assert!(fig.starts_with("100 hosts, 1000 LUNs named by 4 hosts at once: local: 990 allocations/s, to every host p50 40.0 ms / p99 86.0 ms / max 90.0 ms; etcd, 1 member: 156"), "{fig}");
+        assert!(fig.contains("(TABLES DISAGREE)"), "{fig}");
+        assert_eq!(fig.matches("(TABLES DISAGREE)").count(), 1, "{fig}");
+        assert!(target.contains("< 1 s"));
     }
 
     #[test]
