@@ -53,7 +53,7 @@ pub struct Published {
     pub config: String,
     /// When it was taken (real time).
     pub taken: std::time::Instant,
-    answers: Mutex<std::collections::HashMap<String, Response>>,
+    answers: Mutex<std::collections::HashMap<String, Arc<Response>>>,
 }
 
 impl std::fmt::Debug for Published {
@@ -77,7 +77,8 @@ impl Published {
 
     /// The answer to a read command, rendered at most once per snapshot; None for a
     /// command that changes something.
-    pub fn answer(&self, command: &Command) -> Option<Response> {
+    /// The answer is shared: every client of this snapshot is sent the same text.
+    pub fn answer(&self, command: &Command) -> Option<Arc<Response>> {
         if !is_read(command) {
             return None;
         }
@@ -88,13 +89,13 @@ impl Published {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&key)
         {
-            return Some(r.clone());
+            return Some(Arc::clone(r));
         }
-        let r = read_response(&self.snapshot, &self.config, command)?;
+        let r = Arc::new(read_response(&self.snapshot, &self.config, command)?);
         self.answers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, r.clone());
+            .insert(key, Arc::clone(&r));
         Some(r)
     }
 }
@@ -201,10 +202,16 @@ impl Daemon {
 }
 
 impl CommandHandler for Daemon {
-    fn handle(&self, command: &Command, _peer: &Peer) -> Response {
+    fn handle(&self, command: &Command, peer: &Peer) -> Response {
+        Arc::unwrap_or_clone(self.handle_shared(command, peer))
+    }
+
+    /// A read command gets the snapshot's rendered answer itself (64 clients of one
+    /// snapshot share one text), a change runs on the engine.
+    fn handle_shared(&self, command: &Command, _peer: &Peer) -> Arc<Response> {
         if *command == Command::Shutdown {
             self.stop.store(true, Ordering::SeqCst);
-            return Response::ok("shutting down; every map stays in place\n");
+            return Arc::new(Response::ok("shutting down; every map stays in place\n"));
         }
         let p = self.published();
         if let Some(r) = p.answer(command) {
@@ -214,12 +221,12 @@ impl CommandHandler for Daemon {
             return r;
         }
         if *command == Command::Rescan {
-            return self.rescan();
+            return Arc::new(self.rescan());
         }
         let mut e = self.engine();
         let r = handle_command(&mut e, command);
         self.publish(&e);
-        r
+        Arc::new(r)
     }
 }
 

@@ -186,3 +186,40 @@ fn rescan_does_not_hold_the_engine_while_the_hosts_scan() {
     assert_eq!(r.status, Status::Ok, "{}", r.body);
     h.stop().unwrap();
 }
+
+/// Clients of one snapshot are sent one shared text, not a copy each (64 clients looping on a
+/// 32k-path `show paths --json` held a copy per connection: gigabytes). Positive control: a
+/// new snapshot gives a new text.
+#[test]
+fn clients_of_one_snapshot_share_one_answer() {
+    use multipathd_rs::socket::{CommandHandler, Peer};
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _sock) = start(dir.path(), None);
+    let d = h.daemon().clone();
+    let peer = Peer {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+    };
+    let c = Command::ShowPaths {
+        format: Format::Json,
+    };
+    // The loop may publish between the two asks: retry until both came from one snapshot.
+    let (a, b) = (0..50)
+        .find_map(|_| {
+            let before = d.published();
+            let a = d.handle_shared(&c, &peer);
+            let b = d.handle_shared(&c, &peer);
+            Arc::ptr_eq(&before, &d.published()).then_some((a, b))
+        })
+        .expect("a snapshot that stayed for two asks");
+    assert_eq!(a.status, Status::Ok);
+    assert!(Arc::ptr_eq(&a, &b), "each client got its own copy");
+    d.publish(&d.engine());
+    let fresh = d.handle_shared(&c, &peer);
+    assert!(
+        !Arc::ptr_eq(&a, &fresh),
+        "a new snapshot reused the old text"
+    );
+    h.stop().unwrap();
+}
