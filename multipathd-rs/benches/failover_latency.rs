@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,7 +178,47 @@ impl Bench {
     }
 }
 
+/// Set (to the socket) in the child process that runs the 64 `show paths --json` clients.
+const CLIENTS_ENV: &str = "MULTIPATHD_BENCH_SHOW_CLIENTS_OF";
+
+/// Client mode: 64 threads loop on `show paths --json` until stdin closes, then the number of
+/// answers received is printed.
+fn show_clients(socket: PathBuf) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let s = socket.clone();
+            let stop = stop.clone();
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let c = Command::ShowPaths {
+                        format: Format::Json,
+                    };
+                    if let Ok(r) = socket::request_with_timeout(&s, &c, Duration::from_secs(60))
+                        && r.status == socket::Status::Ok
+                    {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    println!("{}", answered.load(Ordering::Relaxed));
+}
+
 fn main() {
+    if let Some(s) = std::env::var_os(CLIENTS_ENV) {
+        show_clients(PathBuf::from(s));
+        return;
+    }
     let luns: u32 = std::env::var("MULTIPATHD_BENCH_LUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -353,31 +393,17 @@ fn main() {
         );
     }
 
-    // ---- One idle path offline while 64 clients loop on `show paths --json`.
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let clients: Vec<_> = (0..64)
-        .map(|_| {
-            let s = b.socket.clone();
-            let stop = stop.clone();
-            let answered = answered.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let c = Command::ShowPaths {
-                        format: Format::Json,
-                    };
-                    if let Ok(r) = socket::request_with_timeout(&s, &c, Duration::from_secs(60))
-                        && r.status == socket::Status::Ok
-                    {
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    // ---- One idle path offline while 64 clients loop on `show paths --json`. The clients
+    // are another process (this benchmark's binary in client mode), as real clients are: the
+    // answers they hold do not count in the daemon's RSS.
+    let mut clients = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CLIENTS_ENV, &b.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let mut during_show = Vec::new();
-    let a0 = answered.load(Ordering::Relaxed);
     let ts = Instant::now();
     for dev in &idle {
         if let Some(x) = b.fail_one(dev) {
@@ -388,11 +414,15 @@ fn main() {
             during_show.last()
         );
     }
-    let shows_per_s = (answered.load(Ordering::Relaxed) - a0) as f64 / ts.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let show_s = ts.elapsed().as_secs_f64();
+    // Closing their stdin stops the clients; they print how many answers they got.
+    drop(clients.stdin.take());
+    let out = clients.wait_with_output().unwrap();
+    let answered: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    let shows_per_s = answered / show_s;
 
     // ---- Idle: CPU per second once the check intervals have grown to their ceiling.
     std::thread::sleep(Duration::from_secs(25));
