@@ -2062,7 +2062,19 @@ impl Engine {
     pub fn on_dm_event(&mut self, map: &str) -> Result<Vec<String>> {
         let wwid = self.wwid_of_map(map)?;
         self.refresh_map(&wwid)?;
-        Ok(self.scheduler.recheck_map(&wwid, self.clock.now()))
+        // The map's own paths from its table (not a search of every path's schedule: a
+        // lost HBA moves every map's event number at once).
+        let now = self.clock.now();
+        let mut due: Vec<String> = self.maps[&wwid]
+            .table
+            .paths()
+            .filter_map(|tp| self.path_at(tp.devno))
+            .map(|p| p.dev.clone())
+            .filter(|dev| self.member.get(dev) == Some(&wwid))
+            .collect();
+        due.sort();
+        due.retain(|dev| self.scheduler.recheck_path(dev, now));
+        Ok(due)
     }
 
     /// Compares every map's event number with the last one seen; calls
@@ -2222,10 +2234,18 @@ impl Engine {
             });
         }
         let first = m.desired.as_ref();
-        let fallback_path = self
-            .paths
-            .iter()
-            .find(|p| p.wwid.as_deref() == Some(&m.wwid));
+        // Only a map without a plan (adopted, never re-planned) looks for one of its paths;
+        // from the table, not by a search of every path (that was O(maps x paths) per view).
+        let fallback_path = || {
+            m.table
+                .paths()
+                .find_map(|tp| self.path_at(tp.devno))
+                .or_else(|| {
+                    self.paths
+                        .iter()
+                        .find(|p| p.wwid.as_deref() == Some(&m.wwid))
+                })
+        };
         let queueing = match first.map(|d| d.settings.no_path_retry) {
             Some(CfgNoPathRetry::Fail) => state::Queueing::Off,
             Some(CfgNoPathRetry::Queue) => state::Queueing::On,
@@ -2251,15 +2271,15 @@ impl Engine {
             size_sectors: m.table.length,
             vendor: first
                 .map(|d| d.vendor.clone())
-                .or_else(|| fallback_path.map(|p| p.vendor.clone()))
+                .or_else(|| fallback_path().map(|p| p.vendor.clone()))
                 .unwrap_or_default(),
             product: first
                 .map(|d| d.product.clone())
-                .or_else(|| fallback_path.map(|p| p.model.clone()))
+                .or_else(|| fallback_path().map(|p| p.model.clone()))
                 .unwrap_or_default(),
             revision: first
                 .map(|d| d.revision.clone())
-                .or_else(|| fallback_path.map(|p| p.rev.clone()))
+                .or_else(|| fallback_path().map(|p| p.rev.clone()))
                 .unwrap_or_default(),
             features: features_text(&m.table),
             hwhandler: hwhandler_text(&m.table),
@@ -2331,15 +2351,15 @@ impl Engine {
     }
 
     fn paths_view_with(&self, views: &[MapView]) -> Vec<PathView> {
-        let in_maps: HashMap<String, PathView> = views
+        let in_maps: HashMap<&str, &PathView> = views
             .iter()
             .flat_map(|m| m.paths())
-            .map(|p| (p.dev.clone(), p.clone()))
+            .map(|p| (p.dev.as_str(), p))
             .collect();
         self.paths
             .iter()
-            .map(|p| match in_maps.get(&p.dev) {
-                Some(v) => v.clone(),
+            .map(|p| match in_maps.get(p.dev.as_str()) {
+                Some(v) => (*v).clone(),
                 None => {
                     let prio = -1;
                     self.path_view(p, state::PathDmState::Undef, prio, 0)
