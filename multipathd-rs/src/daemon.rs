@@ -83,19 +83,14 @@ impl Published {
             return None;
         }
         let key = format!("{command:?}");
-        if let Some(r) = self
-            .answers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
+        // Rendered while the lock is held: 64 clients arriving at a fresh snapshot wait for
+        // one rendering instead of each rendering the same 20 MB text at once.
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = answers.get(&key) {
             return Some(Arc::clone(r));
         }
         let r = Arc::new(read_response(&self.snapshot, &self.config, command)?);
-        self.answers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, Arc::clone(&r));
+        answers.insert(key, Arc::clone(&r));
         Some(r)
     }
 }
