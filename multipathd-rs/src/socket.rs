@@ -329,6 +329,59 @@ impl Status {
 /// A body up to this size goes out in one write with its header line.
 const SMALL_BODY: usize = 64 * 1024;
 
+/// Larger bodies sent at once, over every connection of the process.
+const LARGE_SENDS_AT_ONCE: usize = 2;
+
+static LARGE_SENDS: Turns = Turns::new(LARGE_SENDS_AT_ONCE);
+
+/// A counting semaphore: at most `limit` holders of a [`Turn`] at a time.
+struct Turns {
+    taken: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    const fn new(limit: usize) -> Turns {
+        Turns {
+            taken: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits for a turn (a send is bounded by the connection's write timeout, so turns
+    /// come back).
+    fn take(&self) -> Turn<'_> {
+        let mut n = self
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= self.limit {
+            n = self
+                .freed
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut n = self
+            .0
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
+}
+
 /// A response: status and text body (a table, JSON, or a sentence saying what went wrong).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
@@ -368,6 +421,9 @@ impl Response {
             buf.extend_from_slice(self.body.as_bytes());
             w.write_all(&buf)?;
         } else {
+            // A few large answers go out at a time; the other clients wait (asleep, costing no
+            // CPU) instead of 64 senders and 64 readers taking the CPU from the failover loop.
+            let _turn = LARGE_SENDS.take();
             w.write_all(head.as_bytes())?;
             w.write_all(self.body.as_bytes())?;
         }
