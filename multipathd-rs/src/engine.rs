@@ -1692,12 +1692,17 @@ impl Engine {
             if self.scheduler.get(&dev).is_none() {
                 continue; // not a member of any map
             }
-            let f = self
-                .opts
-                .sysfs_root
-                .join("block")
-                .join(&dev)
-                .join("device/state");
+            // The SCSI device's own directory when the scan found it (no symlinks to walk:
+            // half the path lookups of block/<dev>/device/state).
+            let f = if self.paths[i].syspath.as_os_str().is_empty() {
+                self.opts
+                    .sysfs_root
+                    .join("block")
+                    .join(&dev)
+                    .join("device/state")
+            } else {
+                self.paths[i].syspath.join("state")
+            };
             let now_state = match std::fs::read_to_string(&f) {
                 Ok(s) => s.trim().to_string(),
                 // The device is going away: its remove uevent (or the next rescan) handles it;
