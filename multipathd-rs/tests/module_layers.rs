@@ -68,3 +68,28 @@ fn the_configuration_modules_form_no_circle() {
         );
     }
 }
+
+/// The engine's planner talks to no backend and applies nothing: only the applier
+/// (`engine/apply.rs`) and event intake reach the kernel. Positive control: the applier does.
+#[test]
+fn the_engine_planner_talks_to_no_backend() {
+    let code = |file: &str| -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        text.lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for word in ["self.backend", "apply_to_backend", "run_concurrently"] {
+        assert!(
+            !code("engine/plan.rs").contains(word),
+            "engine/plan.rs uses {word}"
+        );
+        assert!(
+            !code("engine/views.rs").contains(word),
+            "engine/views.rs uses {word}"
+        );
+    }
+    assert!(code("engine/apply.rs").contains("self.backend"));
+}

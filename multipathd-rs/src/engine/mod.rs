@@ -3,6 +3,17 @@
 //! ([`crate::discovery`]) and applies the result; the operations behind the control socket's
 //! commands and the failover hooks (check results, uevents, dm events) live here too.
 //!
+//! One state ([`Engine`], this module: its types and lookups), four jobs, one module each:
+//! - `plan`: the planner. Paths and configuration -> desired maps and per-map plans; talks
+//!   to no backend.
+//! - `apply`: the applier. Reads the live maps and carries plans and messages out on the
+//!   [`DmBackend`] (sync, reconfigure, resize, add/del map, cluster names).
+//! - `paths`: the path state machine. Due checks, the SCSI state sweep, check results ->
+//!   fail_path / reinstate_path, queueing and failback.
+//! - `events`: event intake. Scans and single-path rescans (incremental indexes), `rescan`,
+//!   uevents, dm events.
+//! - `views`: what the read commands show (the snapshot the daemon publishes).
+//!
 //! Rules kept here: an existing map whose table already matches is adopted with no reload;
 //! it keeps its name unless the configuration demands another; a reload that would drop every
 //! working path is refused for that map only; an open map is never removed; a map whose paths
