@@ -1206,3 +1206,111 @@ fn forgetting_a_path_keeps_the_other_paths_reachable() {
         e.reinstate_path(d).unwrap();
     }
 }
+
+/// A backend on the lab's sim state whose map `odd` shows a table that is not a multipath
+/// one (as a map whose table was wiped to `error` does on the kernel).
+struct OddTable {
+    inner: SimBackend,
+    odd: String,
+}
+
+impl DmBackend for OddTable {
+    fn list(&self) -> dm_tables::Result<Vec<dm_tables::MapInfo>> {
+        self.inner.list()
+    }
+    fn info(&self, name: &str) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.inner.info(name)
+    }
+    fn create(
+        &self,
+        name: &str,
+        uuid: &str,
+        t: &dm_tables::MultipathTable,
+    ) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.inner.create(name, uuid, t)
+    }
+    fn reload(&self, name: &str, t: &dm_tables::MultipathTable) -> dm_tables::Result<()> {
+        self.inner.reload(name, t)
+    }
+    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
+        if name == self.odd {
+            return Ok("0 16384 error".into());
+        }
+        self.inner.table_line(name)
+    }
+    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.inner.status_line(name)
+    }
+    fn message(&self, name: &str, msg: &dm_tables::Message) -> dm_tables::Result<()> {
+        self.inner.message(name, msg)
+    }
+    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
+        self.inner.rename(old, new)
+    }
+    fn remove(
+        &self,
+        name: &str,
+        mode: dm_tables::RemoveMode,
+    ) -> dm_tables::Result<dm_tables::Removed> {
+        self.inner.remove(name, mode)
+    }
+    fn wait_event(
+        &self,
+        name: &str,
+        nr: u32,
+        timeout: std::time::Duration,
+    ) -> dm_tables::Result<Option<u32>> {
+        self.inner.wait_event(name, nr, timeout)
+    }
+}
+
+/// A map whose table is not multipath (lab scenario 22 met one left by a timed-out
+/// scenario) is named and left alone; the daemon's start no longer fails as a whole. Positive
+/// control: the same engine with a plain backend keeps every map.
+#[test]
+fn a_map_with_a_foreign_table_is_left_alone_and_the_others_go_on() {
+    let lab = Lab::new();
+    let first = lab.engine().sync().unwrap();
+    let maps: Vec<String> = first.maps.iter().map(|m| m.plan.name.clone()).collect();
+    assert!(maps.len() >= 2, "{maps:?}");
+    let odd = maps[1].clone();
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: lab.sim.root.clone(),
+        store_paths: StorePaths {
+            table: Some(lab.dir.path().join("aliases.toml")),
+            ..StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let backend = OddTable {
+        inner: lab.backend(),
+        odd: odd.clone(),
+    };
+    let mut e = Engine::new(
+        Config::builtin(),
+        opts,
+        Box::new(backend),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let r = e.sync().expect("one odd map must not fail the whole sync");
+    assert!(
+        r.errors
+            .iter()
+            .any(|x| x.contains(&odd) && x.contains("not a multipath table")),
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        !r.maps
+            .iter()
+            .any(|m| m.plan.desired.wwid.is_empty() || m.plan.name == odd)
+    );
+    let kept: Vec<_> = r.maps.iter().map(|m| m.plan.name.clone()).collect();
+    assert_eq!(kept.len(), maps.len() - 1, "{kept:?}");
+    assert!(r.maps.iter().all(|m| m.plan.error.is_none()));
+    // Positive control: with the plain backend every map is planned again (kept).
+    let again = lab.engine().sync().unwrap();
+    assert_eq!(again.maps.len(), maps.len());
+}

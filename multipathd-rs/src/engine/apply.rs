@@ -101,7 +101,15 @@ impl Engine {
             if only.is_some_and(|o| !o.contains(wwid)) {
                 continue;
             }
-            let table = self.backend.table(&info.name).map_err(dm_err(&info.name))?;
+            // A map with our uuid whose table is not a multipath one (a wiped table, `error`)
+            // is left alone and named; the other maps go on (the planner skips its WWID).
+            let table = match self.backend.table(&info.name) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(map = %info.name, "{}", dm_err(&info.name)(e));
+                    continue;
+                }
+            };
             let status = self.backend.status(&info.name).ok();
             out.insert(
                 wwid.to_string(),

@@ -110,6 +110,16 @@ impl Engine {
             if self.removed_by_admin.contains(wwid) && !force.contains(wwid) {
                 continue;
             }
+            if !existing.contains_key(wwid)
+                && let Some(m) = all.iter().find(|m| m.wwid() == Some(wwid.as_str()))
+            {
+                // Its table could not be read as multipath: never planned over.
+                report.errors.push(format!(
+                    "map {} ({wwid}) has a table that is not a multipath table; it is left as it is",
+                    m.name
+                ));
+                continue;
+            }
             let live = existing
                 .get(wwid)
                 .map(|(i, e)| (i.name.as_str(), e.table.length));
