@@ -113,7 +113,7 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
     let rss = num(j, "peak_rss_per_path_kb");
     let _ = writeln!(
         o,
-        "| peak RSS per path (whole benchmark process at its end: the sim backend, the tree model and the 64 in-process clients' 32k-path answers, so not the daemon's alone; over the pre-daemon base: {:.2} KiB) | {:.2} KiB | 4 KiB | {} |",
+        "| peak RSS per path (whole benchmark process at its end: the sim backend and the tree model included; the 64 clients run in another process; over the pre-daemon base: {:.2} KiB) | {:.2} KiB | 4 KiB | {} |",
         num(j, "peak_rss_per_path_over_base_kb").unwrap_or(f64::NAN),
         rss.unwrap_or(f64::NAN),
         match rss {
@@ -122,6 +122,25 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
             None => "not measured",
         }
     );
+    if let Some(phases) = j.get("peak_rss_kb_by_phase").and_then(|v| v.as_array()) {
+        let parts: Vec<String> = phases
+            .iter()
+            .filter_map(|p| {
+                Some(format!(
+                    "{} {:.1} KiB/path",
+                    p.get("phase")?.as_str()?,
+                    p.get("per_path_kb")?.as_f64()?
+                ))
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nPeak RSS by phase (whole process): {}.",
+                parts.join("; ")
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "\nAlso: {} `show paths --json` answered per second to the 64 clients; the lost HBA's paths \
@@ -146,7 +165,8 @@ mod tests {
             "idle_path_during_rescan": {"fail": {"median_s": 0.5, "max_s": 1.2, "runs": 5}},
             "idle_path_during_64_show_clients": {"fail": {"median_s": 0.4, "max_s": 0.9, "runs": 5}, "shows_answered_per_s": 30.0},
             "idle_cpu_s_per_s": 0.05, "sweep_s_median": 0.04,
-            "peak_rss_per_path_kb": 4.5, "peak_rss_per_path_over_base_kb": 3.9
+            "peak_rss_per_path_kb": 4.5, "peak_rss_per_path_over_base_kb": 3.9,
+            "peak_rss_kb_by_phase": [{"phase": "64 show clients", "kb": 100, "per_path_kb": 3.3}]
         });
         let micro = Some(MicroResults {
             date: "d".into(),
@@ -165,6 +185,7 @@ mod tests {
         assert!(o.contains("0.500 s (1.200 s) | < 1 s | NOT met"), "{o}");
         assert!(o.contains("0.400 s (0.900 s) | < 1 s | met"), "{o}");
         assert!(o.contains("4.50 KiB | 4 KiB | NOT met"), "{o}");
+        assert!(o.contains("64 show clients 3.3 KiB/path"), "{o}");
         let mut none = String::new();
         section(&mut none, &None);
         assert!(none.is_empty());
