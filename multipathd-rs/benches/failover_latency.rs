@@ -106,6 +106,19 @@ fn cpu_ticks() -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// Resets this process's peak RSS (VmHWM) so the next phase's own peak can be read.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The peak RSS since the last [`reset_peak`], in KiB, under `phase` in `peaks`.
+fn note_peak(peaks: &mut Vec<(&'static str, u64)>, phase: &'static str) {
+    let kb = status_kb("VmHWM:").unwrap_or(0);
+    eprintln!("peak RSS during {phase}: {} MiB", kb / 1024);
+    peaks.push((phase, kb));
+    reset_peak();
+}
+
 fn load_avg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
@@ -249,6 +262,8 @@ fn main() {
     );
 
     let rss_base_kb = status_kb("VmRSS:").unwrap_or(0);
+    // The process's peak over the whole run, then each phase's own peak.
+    let mut peaks: Vec<(&'static str, u64)> = Vec::new();
     let rec = Arc::new(Recording {
         inner: SimBackend::new(),
         failed: Mutex::new(HashMap::new()),
@@ -295,6 +310,11 @@ fn main() {
     let first_checks_s = t.elapsed().as_secs_f64();
     eprintln!(
         "daemon ready in {ready_s:.2} s, every path checked after {first_checks_s:.2} s ({all_checked})"
+    );
+    let whole_peak_so_far = status_kb("VmHWM:").unwrap_or(0);
+    note_peak(
+        &mut peaks,
+        "start (initial sync, first check of every path)",
     );
     let mut b = Bench {
         sim,
@@ -359,6 +379,7 @@ fn main() {
     });
     let hba_return_s = t1.elapsed().as_secs_f64();
     eprintln!("HBA back: reinstated in {hba_return_s:.2} s ({all_back})");
+    note_peak(&mut peaks, "HBA loss and return");
 
     // Idle paths to fail: one per map, spread over the maps, on the other host.
     let idle: Vec<String> = b
@@ -393,6 +414,7 @@ fn main() {
         );
     }
 
+    note_peak(&mut peaks, "rescans of every host");
     // ---- One idle path offline while 64 clients loop on `show paths --json`. The clients
     // are another process (this benchmark's binary in client mode), as real clients are: the
     // answers they hold do not count in the daemon's RSS.
@@ -423,6 +445,7 @@ fn main() {
         .parse()
         .unwrap_or(f64::NAN);
     let shows_per_s = answered / show_s;
+    note_peak(&mut peaks, "64 show clients");
 
     // ---- Idle: CPU per second once the check intervals have grown to their ceiling.
     std::thread::sleep(Duration::from_secs(25));
@@ -438,7 +461,13 @@ fn main() {
         e.state_sweep();
         sweeps.push(t.elapsed().as_secs_f64());
     }
-    let peak_rss_kb = status_kb("VmHWM:").unwrap_or(0);
+    note_peak(&mut peaks, "idle and sweeps");
+    let peak_rss_kb = peaks
+        .iter()
+        .map(|(_, kb)| *kb)
+        .max()
+        .unwrap_or(0)
+        .max(whole_peak_so_far);
     handle.stop().unwrap();
 
     let single = |v: &mut Vec<f64>| {
@@ -479,6 +508,7 @@ fn main() {
         "peak_rss_per_path_over_base_kb": peak_rss_kb.saturating_sub(rss_base_kb) as f64 / paths as f64,
         "rss_target_per_path_kb": 4.0,
         "load_avg_1m": load_avg(),
+        "peak_rss_kb_by_phase": peaks.iter().map(|(p, kb)| serde_json::json!({"phase": p, "kb": kb, "per_path_kb": *kb as f64 / paths as f64})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&json).unwrap();
     println!("{text}");
