@@ -104,6 +104,10 @@ enum Cmd {
     Events {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
+        /// Return at the first wake of the poll, even when no map's event number changed
+        /// (a table swap, a create: the kernel's global event).
+        #[arg(long)]
+        any: bool,
     },
     /// Every map's event number from one listing.
     EventNumbers,
@@ -306,14 +310,31 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Cmd::Events { timeout } => {
+        Cmd::Events { timeout, any } => {
             if !(timeout.is_finite() && timeout >= 0.0) {
                 bail!("--timeout must be a non-negative number of seconds");
             }
-            let mut w = dm_tables::EventWatcher::new(dm.event_source()?)?;
-            // the baseline is taken: tell a script it may cause the event now
-            eprintln!("waiting for a device-mapper event");
-            match w.next(Duration::from_secs_f64(timeout))? {
+            let timeout_d = Duration::from_secs_f64(timeout);
+            let got = if any {
+                let mut source = dm.event_source()?;
+                source.arm()?;
+                let before = source.event_numbers()?;
+                // the baseline is taken: tell a script it may cause the event now
+                eprintln!("waiting for a device-mapper event");
+                if source.wait(timeout_d)? {
+                    Some(dm_tables::EventChanges::between(
+                        &before,
+                        source.event_numbers()?,
+                    ))
+                } else {
+                    None
+                }
+            } else {
+                let mut w = dm_tables::EventWatcher::new(dm.event_source()?)?;
+                eprintln!("waiting for a device-mapper event");
+                w.next(timeout_d)?
+            };
+            match got {
                 Some(c) => {
                     if json {
                         return print_json(&serde_json::json!({
@@ -330,6 +351,9 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     for n in &c.removed {
                         println!("removed {n}");
+                    }
+                    if c.is_empty() {
+                        println!("woken, no map's event number changed");
                     }
                     Ok(())
                 }

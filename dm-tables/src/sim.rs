@@ -146,6 +146,11 @@ struct SimMap {
     /// resume of the same table puts it back.
     #[serde(default)]
     saved_queue_if_no_path: Option<bool>,
+    /// `change` uevents the kernel sent for the map: one per resume of a suspended map
+    /// (do_resume in drivers/md/dm-ioctl.c, so every reload) and per rename (dm_hash_rename).
+    /// A reload leaves the event number alone, so this is what shows it.
+    #[serde(default)]
+    change_uevents: u64,
 }
 
 impl SimMap {
@@ -233,6 +238,9 @@ impl SimMap {
                     self.queue_if_no_path = q;
                 }
             }
+        }
+        if self.suspended {
+            self.change_uevents += 1;
         }
         self.suspended = false;
         self.dispatch(failing);
@@ -801,6 +809,13 @@ impl SimBackend {
         })
     }
 
+    /// How many `change` uevents the kernel sent for the map: one per resume of a suspended
+    /// map (so one per reload) and per rename. The way to see a reload, which leaves the
+    /// event number alone (lab scenario 06 watches the same uevents on the real kernel).
+    pub fn change_uevents(&self, name: &str) -> Result<u64> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.change_uevents))
+    }
+
     /// The map's I/O counts (see [`SimIo`]).
     pub fn io(&self, name: &str) -> Result<SimIo> {
         self.with_state(false, |s| Ok(map_ref(s, name)?.io))
@@ -1000,6 +1015,8 @@ impl DmBackend for SimBackend {
                 io: SimIo::default(),
                 suspended: false,
                 saved_queue_if_no_path: None,
+                // the first resume's
+                change_uevents: 1,
             };
             m.load(table.clone());
             let info = m.info(name);
@@ -1108,6 +1125,7 @@ impl DmBackend for SimBackend {
             // dm_hash_rename raises the map's event ("wake up any dm event waiters"), and the
             // rename ioctl a global one
             m.event_nr += 1;
+            m.change_uevents += 1;
             s.maps.insert(new.to_string(), m);
             s.uuid_index = None;
             s.global_event_nr += 2;
