@@ -8,7 +8,7 @@
 # plain waiter is not told (what the simulated kernel copies); `queue_if_no_path` raises no
 # event at all; rename and remove are reported; the one-listing numbers equal dmsetup's.
 # lab-udevd: no
-# lab-timeout: 150
+# lab-timeout: 240
 set -u
 . "$LAB_LIB"
 
