@@ -354,7 +354,15 @@ fn hook(f: &Fake, host: &str, op: &str, subop: &str) -> (i32, String, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), XML.as_bytes()).unwrap();
+    // The hook exits at once, without reading stdin, for operations it has no business in;
+    // when it is gone before the XML is written the write fails with EPIPE. libvirtd ignores
+    // that ("child closed stdin early", vircommand.c) and so does this helper: the exit
+    // status decides. (Unwrapping it failed the test whenever a loaded machine let the hook
+    // finish first.)
+    match std::io::Write::write_all(&mut child.stdin.take().unwrap(), XML.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.unwrap(),
+    }
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
