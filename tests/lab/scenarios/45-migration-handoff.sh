@@ -60,22 +60,25 @@ mkdir -p "$LAB_OUT/bin"
 cat >"$LAB_OUT/bin/xenstore-read" <<'EOF'
 #!/bin/sh
 # xenstore-read stand-in (lab 45): the store is files under /tmp/lab45/xs on this guest;
-# relative paths are under dom0's home (/local/domain/0). Every call is recorded.
+# relative paths are under dom0's home (/local/domain/0). Every call is recorded. No forks:
+# hostsync gives a xenstore call 5 s, and a fork costs a lot on a loaded emulated guest.
 echo "xenstore-read $*" >>/tmp/lab45/xs-calls
 for p in "$@"; do
   case "$p" in /*) k="${p#/}" ;; *) k="local/domain/0/$p" ;; esac
   [ -f "/tmp/lab45/xs/$k" ] || { echo "could not read path $p" >&2; exit 1; }
-  cat "/tmp/lab45/xs/$k"
-  echo
+  v=""
+  { IFS= read -r v || [ -n "$v" ]; } <"/tmp/lab45/xs/$k"
+  printf '%s\n' "$v"
 done
 EOF
 cat >"$LAB_OUT/bin/xenstore-write" <<'EOF'
 #!/bin/sh
 # xenstore-write stand-in (lab 45): KEY VALUE pairs into /tmp/lab45/xs; every call recorded.
+# Forks only to make a new directory (see xenstore-read).
 while [ $# -ge 2 ]; do
   echo "xenstore-write $1 $2" >>/tmp/lab45/xs-calls
   case "$1" in /*) k="${1#/}" ;; *) k="local/domain/0/$1" ;; esac
-  mkdir -p "$(dirname "/tmp/lab45/xs/$k")"
+  [ -d "/tmp/lab45/xs/${k%/*}" ] || mkdir -p "/tmp/lab45/xs/${k%/*}"
   printf %s "$2" >"/tmp/lab45/xs/$k"
   shift 2
 done
