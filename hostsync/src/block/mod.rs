@@ -385,20 +385,26 @@ fn xen_add(ctx: &Context<'_>, xs: &Xenstore<'_, '_>, bp: &str) -> std::result::R
         .split_once(':')
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .map(|(a, b)| format!("{a:x}:{b:x}"));
-    let Some(hex) = hex else {
-        // Activated but the kernel device is not there: undo, so no lock is left behind.
+    // Activated but not usable by libxl: undo, so the disk's failed start leaves no lock behind
+    // (a shared one left on a migration's destination would keep the source from taking its LV
+    // back when the migration fails).
+    let undo = |why: String| {
         let _ = ctx.lvm().activate(&lv.vg, &lv.name, Activation::Off);
         record(ctx, &LvRef::of(&lv), None);
-        return Err(format!(
-            "{} was activated but device-mapper shows no device {dm_name}",
+        format!(
+            "{} was activated but {why}; deactivated again",
             lv.full_name()
-        ));
+        )
+    };
+    let Some(hex) = hex else {
+        return Err(undo(format!("device-mapper shows no device {dm_name}")));
     };
     xs.write(&[
         (format!("{bp}/physical-device"), hex),
         (format!("{bp}/physical-device-path"), lv.dm_path.clone()),
         (format!("{bp}/hotplug-status"), "connected".into()),
-    ])?;
+    ])
+    .map_err(|e| undo(format!("its device could not be reported in xenstore: {e}")))?;
     eprintln!(
         "block-hostsync: {} attached to {domu} on {} ({})",
         lv.full_name(),
