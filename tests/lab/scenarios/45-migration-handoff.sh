@@ -436,7 +436,7 @@ on_ok "A: map mpatha (lun0), vgcreate --shared vg45 (starts its lockspace), lvcr
   'san_mpath_create mpatha lun0 && vgcreate --shared vg45 /dev/mapper/mpatha && lvcreate -an -Zn -L 16M -n web1 vg45' >/dev/null
 wait "$p_mpd" || lab_fail "B: multipathd-rs made no map of lun0 (see B/mpd-start.err, B/mpd.log)"
 on_ok "B: vgchange --lock-start vg45 (host_id 2), hostsync publish" B --timeout 240 \
-  "vgchange --lock-start vg45 && hostsync --registry $REG --host B publish" >/dev/null
+  "san_lock_start vg45 && hostsync --registry $REG --host B publish" >/dev/null
 uuid=$(on A 'lvs --noheadings -o lv_uuid vg45/web1 | tr -d " "')
 [ -n "$uuid" ] || lab_fail "A: no UUID for vg45/web1"
 lab_note "setup took $((SECONDS - t_start)) s; web1's LV UUID $uuid"
