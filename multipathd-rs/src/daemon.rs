@@ -561,7 +561,8 @@ pub const CHECK_QUEUE: usize = 16_384;
 /// While check results stream in, how long the loop gathers them before applying a batch.
 pub const CHECK_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
-pub use crate::dmevents::DM_EVENT_POLL;
+/// How often the loop compares the maps' dm event numbers at most.
+pub const DM_EVENT_POLL: Duration = Duration::from_millis(200);
 
 /// Daemon settings besides the engine.
 #[derive(Debug, Clone)]
@@ -577,8 +578,6 @@ pub struct DaemonOptions {
 pub enum Signal {
     Reconfigure,
     Stop,
-    /// dm events arrived ([`crate::dmevents`]): run a pass now.
-    DmEvents,
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
@@ -642,7 +641,7 @@ pub struct EventLoop {
     last_queue_tick: std::time::Instant,
     last_state_sweep: std::time::Instant,
     last_reconcile: std::time::Instant,
-    dm_events: crate::dmevents::DmEvents,
+    last_dm_poll: Option<std::time::Instant>,
     overrun: bool,
     /// Results collected by [`EventLoop::wait_checks`] outside the engine lock.
     waited: Vec<crate::checker::runner::CheckReport>,
@@ -675,7 +674,7 @@ impl EventLoop {
             last_queue_tick: now,
             last_state_sweep: now,
             last_reconcile: now,
-            dm_events: crate::dmevents::DmEvents::polling(),
+            last_dm_poll: None,
             overrun: false,
             waited: Vec::new(),
             dirty: false,
@@ -724,8 +723,16 @@ impl EventLoop {
                 self.reconcile(e, now, why);
             }
         }
-        if self.dm_events.step(e, now) {
-            self.dirty = true;
+        if self
+            .last_dm_poll
+            .is_none_or(|t| now.duration_since(t) >= DM_EVENT_POLL)
+        {
+            self.last_dm_poll = Some(now);
+            match e.poll_dm_events() {
+                Ok(due) if !due.is_empty() => self.dirty = true,
+                Ok(_) => {}
+                Err(err) => tracing::warn!("dm events: {err}"),
+            }
         }
         if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
             self.last_state_sweep = now;
@@ -792,12 +799,6 @@ impl EventLoop {
     /// [`step`]: EventLoop::step
     pub fn scan_outside_the_lock(&mut self) {
         self.scan_outside = true;
-    }
-
-    /// Takes dm events from `d` (a waiting thread, see [`crate::dmevents`]) instead of
-    /// comparing every map's event number every [`DM_EVENT_POLL`].
-    pub fn take_dm_events_from(&mut self, d: crate::dmevents::DmEvents) {
-        self.dm_events = d;
     }
 
     /// A reconcile noted by [`EventLoop::step`], for the caller to scan and then apply with
@@ -898,8 +899,8 @@ fn log_reconcile(r: Result<SyncReport, Error>, why: Reconcile) {
 /// place on the way out.
 pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel();
-    spawn_signal_thread(tx.clone())?;
-    serve(engine, clock, opts, (&rx, tx), None)
+    spawn_signal_thread(tx)?;
+    serve(engine, clock, opts, &rx, None)
 }
 
 /// A daemon running on a thread of this process (benchmarks, tests): the socket, the loop
@@ -956,10 +957,7 @@ pub fn start(
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("daemon".into())
-        .spawn({
-            let tx = tx.clone();
-            move || serve(engine, clock, opts, (&rx, tx), Some(ready_tx))
-        })
+        .spawn(move || serve(engine, clock, opts, &rx, Some(ready_tx)))
         .map_err(|source| Error::Io {
             path: PathBuf::from("(daemon thread)"),
             source,
@@ -984,7 +982,7 @@ fn serve(
     engine: Engine,
     clock: Arc<dyn Clock>,
     opts: DaemonOptions,
-    (rx, wake): (&mpsc::Receiver<Signal>, mpsc::Sender<Signal>),
+    rx: &mpsc::Receiver<Signal>,
     ready: Option<mpsc::Sender<Arc<Daemon>>>,
 ) -> Result<(), Error> {
     // Bound before the first sync: a socket another daemon answers on stops us before we
@@ -1030,12 +1028,6 @@ fn serve(
     };
     let mut events = EventLoop::new(clock.clone(), feed);
     events.scan_outside_the_lock();
-    events.take_dm_events_from(crate::dmevents::DmEvents::start(
-        daemon.engine().backend(),
-        Box::new(move || {
-            let _ = wake.send(Signal::DmEvents);
-        }),
-    ));
     let mut last_publish = std::time::Instant::now();
     let mut stale = false;
     loop {
@@ -1068,7 +1060,7 @@ fn serve(
                 last_publish = std::time::Instant::now();
                 sd_notify("STATUS=reconfigured");
             }
-            Ok(Signal::DmEvents) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if daemon.stopping() {
