@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use crate::settings::{
+use crate::config::{
     Checker, DeviceEntry, Failback, GroupingPolicy, KeyLines, NoPathRetry, Origin, Pattern, Prio,
     Settings,
 };

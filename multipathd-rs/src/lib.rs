@@ -21,7 +21,6 @@ pub mod hwtable;
 pub mod import;
 pub mod output;
 pub mod scheduler;
-pub mod settings;
 pub mod socket;
 pub mod state;
 pub mod uevent;
