@@ -16,4 +16,4 @@ pub use model::{
     DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
     ScsiPath, Transport, WwidSource,
 };
-pub use sysfs::{scan, scan_path};
+pub use sysfs::{PathContext, scan, scan_path, scan_path_in};

@@ -253,14 +253,48 @@ pub fn scan_path(root: &Path, dev: &str) -> Result<ScsiPath, Error> {
             reason: "it must be a plain name such as sdb".into(),
         });
     }
-    let (hosts, _) = scan_hosts(root);
-    let (rports, _) = scan_rports(root);
-    let (sessions, _) = scan_sessions(root);
-    let ctx = Context::build(&hosts, &rports, &sessions);
+    scan_path_in(root, dev, &PathContext::read(root))
+}
+
+/// The hosts, FC remote ports and iSCSI sessions a path's scan consults (WWPNs, adapters,
+/// target names), read once so that scanning many single paths (a burst of uevents) does
+/// not re-read every host, port and session for each of them.
+#[derive(Default)]
+pub struct PathContext(Context);
+
+impl std::fmt::Debug for PathContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PathContext")
+            .field("hosts", &self.0.host_transport.len())
+            .field("rports", &self.0.rport.len())
+            .field("sessions", &self.0.session_target.len())
+            .finish()
+    }
+}
+
+impl PathContext {
+    /// Reads every host, remote port and session under `root`.
+    pub fn read(root: &Path) -> Self {
+        let (hosts, _) = scan_hosts(root);
+        let (rports, _) = scan_rports(root);
+        let (sessions, _) = scan_sessions(root);
+        PathContext(Context::build(&hosts, &rports, &sessions))
+    }
+}
+
+/// [`scan_path`] with the hosts, ports and sessions already read.
+pub fn scan_path_in(root: &Path, dev: &str, ctx: &PathContext) -> Result<ScsiPath, Error> {
+    if dev.is_empty() || dev.contains('/') || dev == "." || dev == ".." {
+        return Err(Error::InvalidArgument {
+            what: "block device name",
+            value: dev.to_string(),
+            reason: "it must be a plain name such as sdb".into(),
+        });
+    }
     for class in ["class/block", "block"] {
         let link = root.join(class).join(dev);
         if let Ok(target) = resolve(&link)
-            && let Some(p) = scan_block(&target, dev, &ctx, None, None)
+            && let Some(p) = scan_block(&target, dev, &ctx.0, None, None)
         {
             return Ok(p);
         }

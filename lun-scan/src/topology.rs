@@ -1116,6 +1116,11 @@ impl Sim {
     /// Sets a path's SCSI device state ("running", "offline", "transport-offline", ...).
     pub fn set_state(&mut self, dev: &str, state: &str) -> Result<(), Error> {
         let i = self.index_of(dev)?;
+        self.set_state_at(i, state)
+    }
+
+    /// [`Sim::set_state`] by index (a whole host's devices without a search per device).
+    fn set_state_at(&mut self, i: usize, state: &str) -> Result<(), Error> {
         let f = self.root.join(self.paths[i].dev_dir()).join("state");
         put_line(&f, state)?;
         self.paths[i].state = state.to_string();
@@ -1196,8 +1201,7 @@ impl Sim {
                 } else {
                     "transport-offline".to_string()
                 };
-                let dev = self.paths[i].dev.clone();
-                self.set_state(&dev, &state)?;
+                self.set_state_at(i, &state)?;
             }
         }
         Ok(())

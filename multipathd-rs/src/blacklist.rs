@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::{Origin, PathIdentity, Pattern};
+use crate::settings::{Origin, PathIdentity, Pattern};
 
 /// One `devnode`, `wwid` or `protocol` rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -96,6 +96,9 @@ pub struct CheckTarget {
     pub devnode: PathBuf,
     /// The SCSI generic node (`/dev/sg1`) if the device has one; `tur` prefers it.
     pub sg_node: Option<PathBuf>,
+    /// Where to look the sg node up when the target is [resolved](CheckTarget::resolve)
+    /// (on the checker's worker, see [`CheckTarget::deferred`]).
+    pub sysfs_root: Option<PathBuf>,
 }
 
 impl CheckTarget {
@@ -107,6 +110,26 @@ impl CheckTarget {
             dev,
             devnode,
             sg_node: None,
+            sysfs_root: None,
+        }
+    }
+
+    /// A target for `dev` whose sg node is looked up under `sysfs_root` only when
+    /// [`CheckTarget::resolve`] runs: the runner resolves on its worker, so a check that is
+    /// never submitted costs no sysfs read, and the read happens off the caller's thread.
+    pub fn deferred(dev: impl Into<String>, sysfs_root: &Path) -> Self {
+        let mut target = CheckTarget::new(dev);
+        target.sysfs_root = Some(sysfs_root.to_path_buf());
+        target
+    }
+
+    /// Looks the sg node up if the target was made [deferred](CheckTarget::deferred) and has
+    /// none yet (a no-op otherwise).
+    pub fn resolve(&mut self) {
+        if self.sg_node.is_none()
+            && let Some(root) = self.sysfs_root.take()
+        {
+            self.sg_node = sg_node_of(&root, &self.dev);
         }
     }
 

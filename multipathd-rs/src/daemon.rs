@@ -24,12 +24,89 @@ use crate::uevent::{BurstCollector, UeventFeed};
 mod pidfile;
 pub use pidfile::{DEFAULT_PIDFILE, PidFile};
 
-/// The engine shared between the socket threads and the daemon loop.
+/// The engine shared between the socket threads and the daemon loop, and the snapshot the
+/// read commands are answered from.
+///
+/// The lock on the engine is held by the loop for one pass of its work and by a command
+/// that changes something; `show ...` never takes it: it reads the last published
+/// [`Published`] snapshot (the loop publishes after a pass that changed a path or map, at
+/// most every [`PUBLISH_INTERVAL`]; a command that changes something publishes before it
+/// answers). A `rescan` holds the lock only to plan and apply, not while the SCSI layer
+/// scans and settles.
 pub struct Daemon {
     engine: Mutex<Engine>,
     stop: AtomicBool,
     stopper: Mutex<Option<Stopper>>,
+    published: Mutex<Arc<Published>>,
+    /// A reader found the snapshot older than [`SNAPSHOT_MAX_AGE`]: the loop publishes a
+    /// fresh one at its next pass even if nothing changed.
+    wanted: AtomicBool,
+    /// One rescan at a time (its slow part runs without the engine lock).
+    rescanning: Mutex<()>,
 }
+
+/// What the read commands see: a snapshot of the engine and the configuration text, with
+/// each answer rendered once (64 clients looping on `show paths --json` cost one rendering
+/// per snapshot, not one each).
+pub struct Published {
+    pub snapshot: state::Snapshot,
+    pub config: String,
+    /// When it was taken (real time).
+    pub taken: std::time::Instant,
+    answers: Mutex<std::collections::HashMap<String, Arc<Response>>>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("maps", &self.snapshot.maps.len())
+            .field("paths", &self.snapshot.paths.len())
+            .finish()
+    }
+}
+
+impl Published {
+    fn of(e: &Engine) -> Published {
+        Published {
+            snapshot: e.snapshot(),
+            config: e.config().view().to_string(),
+            taken: std::time::Instant::now(),
+            answers: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The answer to a read command, rendered at most once per snapshot; None for a
+    /// command that changes something.
+    /// The answer is shared: every client of this snapshot is sent the same text.
+    pub fn answer(&self, command: &Command) -> Option<Arc<Response>> {
+        if !is_read(command) {
+            return None;
+        }
+        let key = format!("{command:?}");
+        // Rendered while the lock is held: 64 clients arriving at a fresh snapshot wait for
+        // one rendering instead of each rendering the same 20 MB text at once.
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = answers.get(&key) {
+            return Some(Arc::clone(r));
+        }
+        let r = Arc::new(read_response(&self.snapshot, &self.config, command)?);
+        answers.insert(key, Arc::clone(&r));
+        Some(r)
+    }
+}
+
+/// Whether a command only reads (answered from the snapshot, for any user).
+pub fn is_read(command: &Command) -> bool {
+    !command.is_change()
+}
+
+/// A published snapshot older than this is refreshed at the loop's next pass once a reader
+/// asks (uptime, next-check bars), even when nothing changed.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// While paths and maps keep changing, the loop publishes a snapshot at most this often
+/// (building one costs O(paths) under the lock).
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,11 +118,55 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     pub fn new(engine: Engine) -> Daemon {
+        let published = Arc::new(Published::of(&engine));
         Daemon {
             engine: Mutex::new(engine),
             stop: AtomicBool::new(false),
             stopper: Mutex::new(None),
+            published: Mutex::new(published),
+            wanted: AtomicBool::new(false),
+            rescanning: Mutex::new(()),
         }
+    }
+
+    /// The snapshot the read commands see now.
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(
+            &self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Publishes the engine's state for the read commands (call with the engine locked).
+    pub fn publish(&self, e: &Engine) {
+        let p = Arc::new(Published::of(e));
+        self.wanted.store(false, Ordering::SeqCst);
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = p;
+    }
+
+    /// Whether a reader asked for a fresher snapshot.
+    pub fn snapshot_wanted(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst)
+    }
+
+    /// `rescan`: the host scans, the settle wait and the sysfs scan run without the engine
+    /// lock; planning and applying take it.
+    fn rescan(&self) -> Response {
+        let _one = self
+            .rescanning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let job = self.engine().begin_rescan();
+        let done = job.run();
+        let mut e = self.engine();
+        let r = report_response(e.finish_rescan(done));
+        self.publish(&e);
+        r
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
@@ -76,12 +197,31 @@ impl Daemon {
 }
 
 impl CommandHandler for Daemon {
-    fn handle(&self, command: &Command, _peer: &Peer) -> Response {
+    fn handle(&self, command: &Command, peer: &Peer) -> Response {
+        Arc::unwrap_or_clone(self.handle_shared(command, peer))
+    }
+
+    /// A read command gets the snapshot's rendered answer itself (64 clients of one
+    /// snapshot share one text), a change runs on the engine.
+    fn handle_shared(&self, command: &Command, _peer: &Peer) -> Arc<Response> {
         if *command == Command::Shutdown {
             self.stop.store(true, Ordering::SeqCst);
-            return Response::ok("shutting down; every map stays in place\n");
+            return Arc::new(Response::ok("shutting down; every map stays in place\n"));
         }
-        handle_command(&mut self.engine(), command)
+        let p = self.published();
+        if let Some(r) = p.answer(command) {
+            if p.taken.elapsed() > SNAPSHOT_MAX_AGE {
+                self.wanted.store(true, Ordering::SeqCst);
+            }
+            return r;
+        }
+        if *command == Command::Rescan {
+            return Arc::new(self.rescan());
+        }
+        let mut e = self.engine();
+        let r = handle_command(&mut e, command);
+        self.publish(&e);
+        Arc::new(r)
     }
 }
 
@@ -162,6 +302,53 @@ fn report_response(r: Result<SyncReport, Error>) -> Response {
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// Answers a read command from a snapshot and the configuration text, exactly as
+/// [`handle_command`] answers it from the engine; None for a command that changes something.
+pub fn read_response(snap: &state::Snapshot, config: &str, command: &Command) -> Option<Response> {
+    let find = |map: &str| -> Result<&MapView, Response> {
+        snap.find_map(map).ok_or_else(|| {
+            error_response(&Error::NoSuchMap {
+                map: map.to_string(),
+            })
+        })
+    };
+    Some(match command {
+        Command::ShowPaths { format } => Response::ok(match format {
+            Format::Human => output::paths_table(&snap.paths),
+            Format::Json | Format::MultipathdJson => output::paths_json(&snap.paths),
+        }),
+        Command::ShowMaps { format } => Response::ok(match format {
+            Format::Human => output::maps_table(&snap.maps),
+            Format::Json => output::maps_json(&snap.maps),
+            Format::MultipathdJson => output::multipathd_maps_json(&snap.maps),
+        }),
+        Command::ShowMap { map, format } => match find(map) {
+            Ok(v) => Response::ok(match format {
+                Format::Human => output::topology(std::slice::from_ref(v)),
+                Format::Json => output::maps_json(std::slice::from_ref(v)),
+                Format::MultipathdJson => output::multipathd_map_json(v),
+            }),
+            Err(r) => r,
+        },
+        Command::ShowTopology { map } => match map {
+            None => Response::ok(output::topology(&snap.maps)),
+            Some(m) => match find(m) {
+                Ok(v) => Response::ok(output::topology(std::slice::from_ref(v))),
+                Err(r) => r,
+            },
+        },
+        Command::ShowConfig => Response::ok(config.to_string()),
+        Command::ShowStatus { format } => {
+            let s = snap.status.clone()?;
+            Response::ok(match format {
+                Format::Human => output::status_text(&s),
+                Format::Json | Format::MultipathdJson => output::status_json(&s),
+            })
+        }
+        _ => return None,
+    })
 }
 
 /// Answers one control command with the engine (the socket has checked permissions).
@@ -367,6 +554,16 @@ pub fn sd_notify_to(target: &str, message: &str) {
 /// even when its regular check is 20 s away.
 pub const STATE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The checker pool's bound on queued + running checks: enough for every path of a lost HBA
+/// at 32k paths to be queued within two passes of the loop.
+pub const CHECK_QUEUE: usize = 16_384;
+
+/// While check results stream in, how long the loop gathers them before applying a batch.
+pub const CHECK_BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// How often the loop compares the maps' dm event numbers at most.
+pub const DM_EVENT_POLL: Duration = Duration::from_millis(200);
+
 /// Daemon settings besides the engine.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -377,7 +574,8 @@ pub struct DaemonOptions {
     pub tick: Duration,
 }
 
-enum Signal {
+/// What the process's signals ask of the loop.
+pub enum Signal {
     Reconfigure,
     Stop,
 }
@@ -443,7 +641,16 @@ pub struct EventLoop {
     last_queue_tick: std::time::Instant,
     last_state_sweep: std::time::Instant,
     last_reconcile: std::time::Instant,
+    last_dm_poll: Option<std::time::Instant>,
     overrun: bool,
+    /// Results collected by [`EventLoop::wait_checks`] outside the engine lock.
+    waited: Vec<crate::checker::runner::CheckReport>,
+    /// A path or map changed since [`EventLoop::take_dirty`].
+    dirty: bool,
+    scan_outside: bool,
+    reconcile_wanted: Option<Reconcile>,
+    /// Paths to check again as soon as their running check returns.
+    recheck_after: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -463,11 +670,17 @@ impl EventLoop {
         EventLoop {
             feed,
             collector: BurstCollector::default(),
-            runner: CheckRunner::new(clock, 256),
+            runner: CheckRunner::new(clock, CHECK_QUEUE),
             last_queue_tick: now,
             last_state_sweep: now,
             last_reconcile: now,
+            last_dm_poll: None,
             overrun: false,
+            waited: Vec::new(),
+            dirty: false,
+            scan_outside: false,
+            reconcile_wanted: None,
+            recheck_after: std::collections::HashSet::new(),
         }
     }
 
@@ -490,6 +703,7 @@ impl EventLoop {
             }
         }
         if let Some(batch) = self.collector.take_if_ready(now) {
+            self.dirty = true;
             match e.on_uevents(batch) {
                 Ok(r) if r.changed() > 0 => {
                     tracing::info!("uevents: {}", report_text(&r).trim_end())
@@ -500,49 +714,150 @@ impl EventLoop {
         }
         let reconcile = self.reconcile_due(e, now);
         if let Some(why) = reconcile {
-            self.reconcile(e, now, why);
+            if self.scan_outside {
+                // The caller scans without the engine lock, then calls finish_reconcile.
+                self.overrun = false;
+                self.last_reconcile = now;
+                self.reconcile_wanted = Some(why);
+            } else {
+                self.reconcile(e, now, why);
+            }
         }
-        if let Err(err) = e.poll_dm_events() {
-            tracing::warn!("dm events: {err}");
+        if self
+            .last_dm_poll
+            .is_none_or(|t| now.duration_since(t) >= DM_EVENT_POLL)
+        {
+            self.last_dm_poll = Some(now);
+            match e.poll_dm_events() {
+                Ok(due) if !due.is_empty() => self.dirty = true,
+                Ok(_) => {}
+                Err(err) => tracing::warn!("dm events: {err}"),
+            }
         }
         if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
             self.last_state_sweep = now;
-            e.state_sweep();
-        }
-        for (checker, target) in e.due_checks() {
-            if let Err(err) =
-                self.runner
-                    .submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
-            {
-                tracing::warn!("{err}");
+            if !e.state_sweep().is_empty() {
+                self.dirty = true;
             }
         }
-        for report in self.runner.poll() {
+        // Results first (failover), then new checks: a swept path's check starts this pass.
+        let mut reports = std::mem::take(&mut self.waited);
+        reports.extend(self.runner.poll());
+        let mut batch = Vec::with_capacity(reports.len());
+        for report in reports {
+            if self.recheck_after.remove(&report.dev) {
+                // Its state moved while this check ran: check it again at once.
+                e.recheck_path(&report.dev);
+            }
             if report.late {
                 continue;
             }
-            match e.apply_check_result(&report.dev, report.result) {
-                Ok(sent) => {
-                    for s in sent {
-                        tracing::info!("{}: {}", s.map, s.message);
-                    }
-                }
-                Err(err) => tracing::warn!("{}", about(&report.dev, &err.to_string())),
+            let before = e.last_check(&report.dev).map(|c| c.state);
+            if before != Some(report.result.state) {
+                self.dirty = true;
+            }
+            batch.push((report.dev, report.result));
+        }
+        if !batch.is_empty() {
+            let out = e.apply_check_results(batch);
+            if !out.sent.is_empty() {
+                self.dirty = true;
+                tracing::info!("{} message(s) sent after checks", out.sent.len());
+            }
+            for (dev, err) in out.errors {
+                tracing::warn!("{}", about(&dev, &err.to_string()));
             }
         }
+        self.submit_due(e);
+        e.set_runner_stats(self.runner.stats());
         if now.duration_since(self.last_queue_tick) >= Duration::from_secs(1) {
             self.last_queue_tick = now;
-            if let Err(err) = e.tick_queueing() {
-                tracing::warn!("no_path_retry: {err}");
+            match e.tick_queueing() {
+                Ok(sent) if !sent.is_empty() => self.dirty = true,
+                Ok(_) => {}
+                Err(err) => tracing::warn!("no_path_retry: {err}"),
             }
         }
         // [cluster]: follow the registry, publish this host's maps (each call bounded).
         if let Some(r) = e.cluster_tick(now)
             && r.changed() > 0
         {
+            self.dirty = true;
             tracing::info!("cluster: {}", report_text(&r).trim_end());
         }
         reconcile
+    }
+
+    /// Whether a path or map changed since the last call (the snapshot is then stale).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Let the caller run the reconcile's sysfs scan without the engine lock: [`step`]
+    /// then only notes that one is due ([`EventLoop::take_reconcile`]).
+    ///
+    /// [`step`]: EventLoop::step
+    pub fn scan_outside_the_lock(&mut self) {
+        self.scan_outside = true;
+    }
+
+    /// A reconcile noted by [`EventLoop::step`], for the caller to scan and then apply with
+    /// [`EventLoop::finish_reconcile`].
+    pub fn take_reconcile(&mut self) -> Option<Reconcile> {
+        self.reconcile_wanted.take()
+    }
+
+    /// Applies a reconcile whose scan the caller made.
+    pub fn finish_reconcile(&mut self, e: &mut Engine, scan: lun_scan::Scan, why: Reconcile) {
+        self.dirty = true;
+        log_reconcile(e.sync_scanned(scan), why);
+    }
+
+    /// Hands the due checks to the pool, as many as it has room for; the rest stay due and
+    /// are counted as refused. No sysfs is read for a check that is not submitted.
+    fn submit_due(&mut self, e: &mut Engine) {
+        let (due, left) = e.due_checks_up_to(self.runner.free_slots());
+        self.runner.count_refused(left);
+        for (checker, target) in due {
+            let dev = target.dev.clone();
+            match self
+                .runner
+                .submit(checker, target, crate::checker::DEFAULT_CHECK_TIMEOUT)
+            {
+                Ok(crate::checker::runner::Submit::AlreadyInFlight) => {
+                    self.recheck_after.insert(dev);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+    }
+
+    /// Whether check results are awaited or checks wait for room in the pool: the loop
+    /// should then wait on the pool (see [`EventLoop::wait_checks`]), not sleep a whole tick.
+    pub fn checks_pending(&self) -> bool {
+        self.runner.stats().in_flight > 0
+    }
+
+    /// Waits up to `max` (real time) for check results, without the engine: they are kept
+    /// for the next [`EventLoop::step`]. Returns whether any arrived.
+    pub fn wait_checks(&mut self, max: Duration) -> bool {
+        let got = self.runner.wait(max);
+        if got.is_empty() {
+            return false;
+        }
+        self.waited.extend(got);
+        // Gather what else arrives within a short window, so a burst is applied in a few
+        // passes rather than one pass (and one scan of the schedule) per result.
+        let until = std::time::Instant::now() + CHECK_BATCH_WINDOW.min(max);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            let more = self.runner.wait(left);
+            if more.is_empty() {
+                break;
+            }
+            self.waited.extend(more);
+        }
+        true
     }
 
     fn reconcile_due(&self, e: &Engine, now: std::time::Instant) -> Option<Reconcile> {
@@ -560,18 +875,23 @@ impl EventLoop {
     fn reconcile(&mut self, e: &mut Engine, now: std::time::Instant, why: Reconcile) {
         self.overrun = false;
         self.last_reconcile = now;
-        match e.sync() {
-            Ok(r) if r.changed() > 0 || !r.errors.is_empty() => tracing::info!(
-                "reconcile ({}): {}",
-                match why {
-                    Reconcile::Overrun => "after lost uevents",
-                    Reconcile::Periodic => "periodic",
-                },
-                report_text(&r).trim_end()
-            ),
-            Ok(_) => tracing::debug!("reconcile: nothing to change"),
-            Err(err) => tracing::error!("reconcile failed: {err}"),
-        }
+        self.dirty = true;
+        log_reconcile(e.sync(), why);
+    }
+}
+
+fn log_reconcile(r: Result<SyncReport, Error>, why: Reconcile) {
+    match r {
+        Ok(r) if r.changed() > 0 || !r.errors.is_empty() => tracing::info!(
+            "reconcile ({}): {}",
+            match why {
+                Reconcile::Overrun => "after lost uevents",
+                Reconcile::Periodic => "periodic",
+            },
+            report_text(&r).trim_end()
+        ),
+        Ok(_) => tracing::debug!("reconcile: nothing to change"),
+        Err(err) => tracing::error!("reconcile failed: {err}"),
     }
 }
 
@@ -580,6 +900,91 @@ impl EventLoop {
 pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel();
     spawn_signal_thread(tx)?;
+    serve(engine, clock, opts, &rx, None)
+}
+
+/// A daemon running on a thread of this process (benchmarks, tests): the socket, the loop
+/// and the snapshot exactly as [`run`] has them, without taking the process's signals.
+pub struct DaemonHandle {
+    daemon: Arc<Daemon>,
+    /// Keeps the loop's signal channel open; `stop` goes through the daemon.
+    _signals: mpsc::Sender<Signal>,
+    thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
+}
+
+impl std::fmt::Debug for DaemonHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonHandle").finish()
+    }
+}
+
+impl DaemonHandle {
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.daemon
+    }
+
+    /// Stops the loop and the socket (maps stay) and waits for them.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.daemon.request_stop();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Io {
+                path: PathBuf::from("(daemon thread)"),
+                source: std::io::Error::other("the daemon thread panicked"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.daemon.request_stop();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the daemon on a thread; returns once it is ready (initial sync done, socket
+/// answering).
+pub fn start(
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    opts: DaemonOptions,
+) -> Result<DaemonHandle, Error> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("daemon".into())
+        .spawn(move || serve(engine, clock, opts, &rx, Some(ready_tx)))
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("(daemon thread)"),
+            source,
+        })?;
+    match ready_rx.recv() {
+        Ok(daemon) => Ok(DaemonHandle {
+            daemon,
+            _signals: tx,
+            thread: Some(thread),
+        }),
+        Err(_) => Err(match thread.join() {
+            Ok(Err(e)) => e,
+            _ => Error::Io {
+                path: PathBuf::from("(daemon thread)"),
+                source: std::io::Error::other("the daemon stopped before it was ready"),
+            },
+        }),
+    }
+}
+
+fn serve(
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    opts: DaemonOptions,
+    rx: &mpsc::Receiver<Signal>,
+    ready: Option<mpsc::Sender<Arc<Daemon>>>,
+) -> Result<(), Error> {
     // Bound before the first sync: a socket another daemon answers on stops us before we
     // touch a map (the caller's pid file lock is the first guard; this is the second).
     let server = Server::bind(&opts.socket, ServerOptions::default())?;
@@ -596,6 +1001,7 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
         }
         // Every member path is due at once: the loop's first pass checks them all through
         // the asynchronous runner, so one hung path cannot hold up the start.
+        daemon.publish(&e);
     }
     daemon.set_stopper(server.stopper());
     let handle = server.spawn(daemon.clone())?;
@@ -605,6 +1011,9 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
     };
     sd_notify(&format!("READY=1\nSTATUS={status}"));
     tracing::info!("ready: {status}; control socket {}", opts.socket.display());
+    if let Some(r) = ready {
+        let _ = r.send(daemon.clone());
+    }
 
     let feed: Option<Box<dyn UeventFeed>> = if opts.uevents {
         match KernelUeventSocket::open(true) {
@@ -618,18 +1027,37 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
         None
     };
     let mut events = EventLoop::new(clock.clone(), feed);
+    events.scan_outside_the_lock();
+    let mut last_publish = std::time::Instant::now();
+    let mut stale = false;
     loop {
-        match rx.recv_timeout(opts.tick) {
+        // While checks are out, wait on their results (without the engine lock) rather than
+        // sleeping a whole tick: a lost HBA's thousands of checks flow through at once.
+        let signal = if events.checks_pending() {
+            match rx.try_recv() {
+                Ok(s) => Ok(s),
+                Err(mpsc::TryRecvError::Empty) => {
+                    events.wait_checks(opts.tick);
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                }
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            }
+        } else {
+            rx.recv_timeout(opts.tick)
+        };
+        match signal {
             Ok(Signal::Stop) => break,
             Ok(Signal::Reconfigure) => {
-                let r = daemon.engine().reconfigure();
-                match r {
+                let mut e = daemon.engine();
+                match e.reconfigure() {
                     Ok(r) => tracing::info!("reconfigured: {}", report_text(&r).trim_end()),
-                    Err(e @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
-                        tracing::error!("{}", kept_config(&e))
+                    Err(err @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
+                        tracing::error!("{}", kept_config(&err))
                     }
-                    Err(e) => tracing::error!("reconfigure failed: {e}"),
+                    Err(err) => tracing::error!("reconfigure failed: {err}"),
                 }
+                daemon.publish(&e);
+                last_publish = std::time::Instant::now();
                 sd_notify("STATUS=reconfigured");
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -639,7 +1067,25 @@ pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result
             break;
         }
         let now = clock.now();
-        events.step(&mut daemon.engine(), now);
+        {
+            let mut e = daemon.engine();
+            events.step(&mut e, now);
+            stale |= events.take_dirty();
+            if (stale && last_publish.elapsed() >= PUBLISH_INTERVAL) || daemon.snapshot_wanted() {
+                daemon.publish(&e);
+                last_publish = std::time::Instant::now();
+                stale = false;
+            }
+        }
+        if let Some(why) = events.take_reconcile() {
+            // The full sysfs scan (about a second at 32k paths) runs without the lock.
+            let root = daemon.engine().sysfs_root().to_path_buf();
+            let scan = lun_scan::scan(&root);
+            let mut e = daemon.engine();
+            events.finish_reconcile(&mut e, scan, why);
+            daemon.publish(&e);
+            last_publish = std::time::Instant::now();
+        }
     }
     sd_notify("STOPPING=1");
     daemon.request_stop();

@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use crate::config::{
+use crate::settings::{
     Checker, DeviceEntry, Failback, GroupingPolicy, KeyLines, NoPathRetry, Origin, Pattern, Prio,
     Settings,
 };

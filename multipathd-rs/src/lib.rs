@@ -21,6 +21,7 @@ pub mod hwtable;
 pub mod import;
 pub mod output;
 pub mod scheduler;
+pub mod settings;
 pub mod socket;
 pub mod state;
 pub mod uevent;

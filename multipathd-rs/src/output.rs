@@ -396,6 +396,19 @@ pub fn status_text(status: &DaemonStatus) -> String {
     let _ = writeln!(out, "paths: {}", status.path_count);
     let _ = writeln!(out, "maps: {}", status.map_count);
     let _ = writeln!(out, "busy: {}", if status.busy { "True" } else { "False" });
+    let k = &status.checks;
+    let _ = writeln!(
+        out,
+        "checks: {} submitted, {} refused, {} timed out, {} late, {} queued late ({} workers, {}/{} in flight)",
+        k.submitted,
+        k.refused,
+        k.timed_out,
+        k.late,
+        k.queued_late,
+        k.workers,
+        k.in_flight,
+        k.max_in_flight
+    );
     let _ = writeln!(out, "uptime: {}", format_uptime(status.uptime_secs));
     let _ = writeln!(out, "version: {}", status.version);
     out

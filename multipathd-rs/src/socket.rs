@@ -326,6 +326,62 @@ impl Status {
     }
 }
 
+/// A body up to this size goes out in one write with its header line.
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Larger bodies sent at once, over every connection of the process.
+const LARGE_SENDS_AT_ONCE: usize = 2;
+
+static LARGE_SENDS: Turns = Turns::new(LARGE_SENDS_AT_ONCE);
+
+/// A counting semaphore: at most `limit` holders of a [`Turn`] at a time.
+struct Turns {
+    taken: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+    limit: usize,
+}
+
+struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    const fn new(limit: usize) -> Turns {
+        Turns {
+            taken: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits for a turn (a send is bounded by the connection's write timeout, so turns
+    /// come back).
+    fn take(&self) -> Turn<'_> {
+        let mut n = self
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= self.limit {
+            n = self
+                .freed
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut n = self
+            .0
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
+}
+
 /// A response: status and text body (a table, JSON, or a sentence saying what went wrong).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
@@ -356,10 +412,21 @@ impl Response {
         self.status == Status::Ok
     }
 
+    /// Writes the header line and the body; a large body is written from where it lies (a
+    /// shared 20 MB `show paths --json` answer is not copied per client).
     fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
-        let mut buf = format!("{} {}\n", self.status.code(), self.body.len()).into_bytes();
-        buf.extend_from_slice(self.body.as_bytes());
-        w.write_all(&buf)?;
+        let head = format!("{} {}\n", self.status.code(), self.body.len());
+        if self.body.len() <= SMALL_BODY {
+            let mut buf = head.into_bytes();
+            buf.extend_from_slice(self.body.as_bytes());
+            w.write_all(&buf)?;
+        } else {
+            // A few large answers go out at a time; the other clients wait (asleep, costing no
+            // CPU) instead of 64 senders and 64 readers taking the CPU from the failover loop.
+            let _turn = LARGE_SENDS.take();
+            w.write_all(head.as_bytes())?;
+            w.write_all(self.body.as_bytes())?;
+        }
         w.flush()
     }
 }
@@ -387,6 +454,12 @@ pub fn peer_credentials(stream: &UnixStream) -> std::io::Result<Peer> {
 /// has already parsed the request and checked the permission policy when it is called.
 pub trait CommandHandler: Send + Sync + 'static {
     fn handle(&self, command: &Command, peer: &Peer) -> Response;
+
+    /// The same answer, possibly shared: a handler that answers many clients from one
+    /// rendered text (the daemon's snapshot) hands out that text without a copy per client.
+    fn handle_shared(&self, command: &Command, peer: &Peer) -> Arc<Response> {
+        Arc::new(self.handle(command, peer))
+    }
 }
 
 impl<F> CommandHandler for F
@@ -746,7 +819,7 @@ fn serve_connection(
         };
         // Once the server is stopping, no further command runs on an open connection.
         let response = if stop.load(Ordering::SeqCst) {
-            Response::new(Status::Busy, "the daemon is shutting down")
+            Arc::new(Response::new(Status::Busy, "the daemon is shutting down"))
         } else {
             answer(&line, &peer, handler)
         };
@@ -758,37 +831,39 @@ fn serve_connection(
 }
 
 /// Parse, authorise and run one request line.
-fn answer(line: &[u8], peer: &Peer, handler: &dyn CommandHandler) -> Response {
+fn answer(line: &[u8], peer: &Peer, handler: &dyn CommandHandler) -> Arc<Response> {
     let Ok(text) = std::str::from_utf8(line) else {
-        return Response::bad_request("request is not valid UTF-8");
+        return Arc::new(Response::bad_request("request is not valid UTF-8"));
     };
     if text.trim().is_empty() {
-        return Response::bad_request(format!(
+        return Arc::new(Response::bad_request(format!(
             "empty request; the commands are:\n{COMMAND_SUMMARY}"
-        ));
+        )));
     }
     let command = match Command::parse_request(text) {
         Ok(c) => c,
-        Err(e) => return Response::bad_request(e.to_string()),
+        Err(e) => return Arc::new(Response::bad_request(e.to_string())),
     };
     if !may_run(&command, peer.uid) {
         tracing::info!(uid = peer.uid, pid = peer.pid, %command, "refused a change from a non-root user");
-        return Response::new(
+        return Arc::new(Response::new(
             Status::Denied,
             format!(
                 "permission denied: \"{command}\" changes the daemon's state and only root may do that (you are uid {})",
                 peer.uid
             ),
-        );
+        ));
     }
     tracing::debug!(uid = peer.uid, %command, "control request");
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        handler.handle(&command, peer)
+        handler.handle_shared(&command, peer)
     })) {
         Ok(r) => r,
         Err(_) => {
             tracing::error!(%command, "control command handler panicked");
-            Response::failed(format!("internal error while running \"{command}\""))
+            Arc::new(Response::failed(format!(
+                "internal error while running \"{command}\""
+            )))
         }
     }
 }
@@ -814,6 +889,7 @@ pub fn answer_read(command: &Command, snapshot: &crate::state::Snapshot) -> Opti
                 map_count: snapshot.maps.len() as u32,
                 checker: crate::state::CheckerStats::from_paths(&snapshot.paths),
                 busy: false,
+                checks: Default::default(),
             })
     };
     Some(match command {

@@ -432,6 +432,9 @@ pub struct DaemonStatus {
     pub checker: CheckerStats,
     /// Whether the daemon is in the middle of a reconfigure or rescan.
     pub busy: bool,
+    /// The checker pool: submitted, refused, timed out and late checks since start.
+    #[serde(default)]
+    pub checks: crate::checker::runner::RunnerStats,
 }
 
 /// Everything the read-only commands show, captured at one moment. The composition layer

@@ -239,3 +239,140 @@ fn driver_never_spins_on_a_hung_path() {
     assert!(driver.remove_path("sda"));
     assert!(!driver.remove_path("sda"));
 }
+
+/// Records which worker thread ran each check and the target it was given.
+struct RecordingChecker {
+    threads: Mutex<std::collections::HashSet<String>>,
+    targets: Mutex<Vec<CheckTarget>>,
+}
+
+impl PathChecker for RecordingChecker {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    fn check(&self, target: &CheckTarget) -> CheckResult {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.threads.lock().unwrap().insert(name);
+        self.targets.lock().unwrap().push(target.clone());
+        CheckResult::new(CheckState::Up, "fine")
+    }
+}
+
+#[test]
+fn checks_run_on_a_fixed_pool_and_targets_are_completed_there() {
+    let clock = Arc::new(ManualClock::new());
+    let mut runner = CheckRunner::with_workers(clock.clone(), 100, 2);
+    let checker = Arc::new(RecordingChecker {
+        threads: Mutex::new(Default::default()),
+        targets: Mutex::new(Vec::new()),
+    });
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ref-sd2x2-tcmloop2/sys");
+    let deferred = CheckTarget::deferred("sda", &root);
+    assert_eq!(
+        deferred.sg_node, None,
+        "no sysfs read when the target is made"
+    );
+    runner
+        .submit(checker.clone(), deferred, Duration::from_secs(5))
+        .unwrap();
+    for i in 0..49 {
+        let s = runner
+            .submit(
+                checker.clone(),
+                CheckTarget::new(format!("sd{i}x")),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(s, Submit::Started);
+    }
+    assert_eq!(collect(&mut runner, 50).len(), 50);
+    let threads = checker.threads.lock().unwrap().clone();
+    assert!(
+        !threads.is_empty() && threads.len() <= 2,
+        "50 checks ran on {threads:?}, not on 2 pool workers"
+    );
+    assert!(
+        threads.iter().all(|t| t.starts_with("checker-")),
+        "{threads:?}"
+    );
+    let sda = checker
+        .targets
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|t| t.dev == "sda")
+        .cloned()
+        .unwrap();
+    assert!(
+        sda.sg_node.is_some(),
+        "the worker looked the sg node up: {sda:?}"
+    );
+    let stats = runner.stats();
+    assert_eq!(
+        (stats.submitted, stats.workers, stats.in_flight),
+        (50, 2, 0)
+    );
+}
+
+#[test]
+fn refused_checks_are_counted() {
+    let clock = Arc::new(ManualClock::new());
+    let mut runner = CheckRunner::new(clock.clone(), 1);
+    let checker = FakeChecker::new("sda");
+    let timeout = Duration::from_secs(5);
+    runner
+        .submit(checker.clone(), CheckTarget::new("sda"), timeout)
+        .unwrap();
+    assert_eq!(runner.free_slots(), 0);
+    assert_eq!(
+        runner
+            .submit(checker.clone(), CheckTarget::new("sdb"), timeout)
+            .unwrap(),
+        Submit::Busy
+    );
+    assert_eq!(runner.stats().refused, 1);
+    runner.count_refused(3);
+    assert_eq!(runner.stats().refused, 4);
+    checker.open_gate();
+    assert_eq!(collect(&mut runner, 1).len(), 1);
+}
+
+#[test]
+fn a_check_waiting_for_a_worker_is_never_timed_out_but_counted() {
+    let clock = Arc::new(ManualClock::new());
+    // One worker, held by the hung sda: sdb waits in the queue.
+    let mut runner = CheckRunner::with_workers(clock.clone(), 4, 1);
+    let checker = FakeChecker::new("sda");
+    let timeout = Duration::from_secs(5);
+    for dev in ["sda", "sdb"] {
+        runner
+            .submit(checker.clone(), CheckTarget::new(dev), timeout)
+            .unwrap();
+    }
+    // Let the worker enter sda's check (real time, bounded).
+    for _ in 0..400 {
+        if checker.calls("sda") == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(checker.calls("sda"), 1);
+    clock.advance(timeout);
+    let reports = runner.poll();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].dev, "sda");
+    assert_eq!(reports[0].result.state, CheckState::Timeout);
+    let stats = runner.stats();
+    assert_eq!((stats.timed_out, stats.queued_late), (1, 1));
+    assert_eq!(checker.calls("sdb"), 0, "sdb never ran");
+
+    checker.open_gate();
+    let mut rest = collect(&mut runner, 2);
+    rest.sort_by(|a, b| a.dev.cmp(&b.dev));
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert!(rest[0].late && rest[0].result.state == CheckState::Up);
+    assert!(!rest[1].timed_out && !rest[1].late && rest[1].result.state == CheckState::Up);
+    assert_eq!(runner.stats().late, 1);
+}

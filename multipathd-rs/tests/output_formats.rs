@@ -465,6 +465,16 @@ fn status_outputs() {
         map_count: maps.len() as u32,
         checker: CheckerStats::from_paths(&paths),
         busy: false,
+        checks: multipathd_rs::checker::runner::RunnerStats {
+            workers: 16,
+            max_in_flight: 4096,
+            in_flight: 2,
+            submitted: 120,
+            refused: 3,
+            timed_out: 1,
+            late: 1,
+            queued_late: 0,
+        },
     };
     let expected = "\
 path checker states:
@@ -474,6 +484,7 @@ faulty              1
 paths: 6
 maps: 3
 busy: False
+checks: 120 submitted, 3 refused, 1 timed out, 1 late, 0 queued late (16 workers, 2/4096 in flight)
 uptime: 01:02:05
 version: 0.1.0
 ";
@@ -481,6 +492,8 @@ version: 0.1.0
     let v: serde_json::Value = serde_json::from_str(&status_json(&status)).unwrap();
     assert_eq!(v["status"]["checker"]["faulty"], 1);
     assert_eq!(v["status"]["map_count"], 3);
+    assert_eq!(v["status"]["checks"]["refused"], 3);
+    assert_eq!(v["status"]["checks"]["late"], 1);
 }
 
 #[test]

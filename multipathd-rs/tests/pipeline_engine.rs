@@ -1081,3 +1081,236 @@ fn a_path_held_by_a_map_is_never_put_in_a_second_one() {
         }
     }
 }
+
+#[test]
+fn due_checks_hand_out_only_what_the_pool_takes_and_never_twice() {
+    let lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let members = e.scheduler().len();
+    assert!(members >= 4, "{members}");
+    // Every member is due after the sync; the pool has room for 3.
+    let (first, left) = e.due_checks_up_to(3);
+    assert_eq!((first.len(), left), (3, members - 3));
+    assert!(
+        first
+            .iter()
+            .all(|(_, t)| t.sg_node.is_none() && t.sysfs_root.is_some()),
+        "targets are completed by the worker, not here"
+    );
+    // Handed-out paths are not due again while their check runs; the rest still are.
+    let (rest, left) = e.due_checks_up_to(usize::MAX);
+    assert_eq!((rest.len(), left), (members - 3, 0));
+    let handed: Vec<&str> = first.iter().map(|(_, t)| t.dev.as_str()).collect();
+    assert!(rest.iter().all(|(_, t)| !handed.contains(&t.dev.as_str())));
+    assert!(e.due_checks_up_to(usize::MAX).0.is_empty());
+    // A result reschedules the path normally.
+    let devs: Vec<String> = first.iter().map(|(_, t)| t.dev.clone()).collect();
+    e.check_paths_now(&devs).unwrap();
+    assert!(e.due_checks().is_empty());
+}
+
+#[test]
+fn a_full_scan_does_not_hide_a_state_move_from_the_checker() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    assert!(e.due_checks().is_empty());
+    let dev = e.paths()[1].dev.clone();
+    lab.sim.set_state(&dev, "offline").unwrap();
+    // A reconcile (or rescan) reads the new state before the sweep does.
+    e.sync().unwrap();
+    assert!(e.state_sweep().is_empty(), "the sweep sees nothing new");
+    let due: Vec<String> = e.due_checks().into_iter().map(|(_, t)| t.dev).collect();
+    assert_eq!(due, std::slice::from_ref(&dev), "the scan made it due");
+}
+
+#[test]
+fn a_lost_hba_is_failed_in_one_batch_with_one_message_per_path() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    lab.sim.host_down("host1").unwrap();
+    let moved = e.state_sweep();
+    assert!(!moved.is_empty());
+    let results: Vec<_> = e
+        .due_checks()
+        .into_iter()
+        .map(|(c, t)| {
+            let r = c.check(&t);
+            (t.dev, r)
+        })
+        .collect();
+    assert_eq!(results.len(), moved.len());
+    let out = e.apply_check_results(results);
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let fails: Vec<&str> = out
+        .sent
+        .iter()
+        .filter(|s| s.message.starts_with("fail_path"))
+        .map(|s| s.message.as_str())
+        .collect();
+    assert_eq!(fails.len(), moved.len(), "{:?}", out.sent);
+    // The kernel (sim) agrees: exactly the moved paths are failed, every map keeps a path.
+    let b = lab.backend();
+    let mut failed = 0;
+    for m in b.list().unwrap() {
+        let s = b.status(&m.name).unwrap();
+        let paths: Vec<_> = s.groups.iter().flat_map(|g| g.paths.iter()).collect();
+        failed += paths
+            .iter()
+            .filter(|p| p.state == dm_tables::PathState::Failed)
+            .count();
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.state == dm_tables::PathState::Active),
+            "{} lost every path",
+            m.name
+        );
+    }
+    assert_eq!(failed, moved.len());
+    // A second batch of the same verdicts sends nothing.
+    let again: Vec<_> = moved
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                multipathd_rs::checker::CheckResult::new(
+                    multipathd_rs::checker::CheckState::Down,
+                    "still down",
+                ),
+            )
+        })
+        .collect();
+    assert!(e.apply_check_results(again).sent.is_empty());
+}
+
+#[test]
+fn forgetting_a_path_keeps_the_other_paths_reachable() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let devs: Vec<String> = e.paths().iter().map(|p| p.dev.clone()).collect();
+    let gone = devs[0].clone();
+    lab.sim.remove_device(&gone).unwrap();
+    let ev = uevent("remove", &gone);
+    let _ = e.on_uevents(vec![ev]);
+    assert!(e.paths().iter().all(|p| p.dev != gone));
+    // Every other path is still found by name (its index moved down by one).
+    for d in &devs[1..] {
+        let sent = e.fail_path(d);
+        assert!(sent.is_ok(), "{d}: {sent:?}");
+        e.reinstate_path(d).unwrap();
+    }
+}
+
+/// A backend on the lab's sim state whose map `odd` shows a table that is not a multipath
+/// one (as a map whose table was wiped to `error` does on the kernel).
+struct OddTable {
+    inner: SimBackend,
+    odd: String,
+}
+
+impl DmBackend for OddTable {
+    fn list(&self) -> dm_tables::Result<Vec<dm_tables::MapInfo>> {
+        self.inner.list()
+    }
+    fn info(&self, name: &str) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.inner.info(name)
+    }
+    fn create(
+        &self,
+        name: &str,
+        uuid: &str,
+        t: &dm_tables::MultipathTable,
+    ) -> dm_tables::Result<dm_tables::MapInfo> {
+        self.inner.create(name, uuid, t)
+    }
+    fn reload(&self, name: &str, t: &dm_tables::MultipathTable) -> dm_tables::Result<()> {
+        self.inner.reload(name, t)
+    }
+    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
+        if name == self.odd {
+            return Ok("0 16384 error".into());
+        }
+        self.inner.table_line(name)
+    }
+    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.inner.status_line(name)
+    }
+    fn message(&self, name: &str, msg: &dm_tables::Message) -> dm_tables::Result<()> {
+        self.inner.message(name, msg)
+    }
+    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
+        self.inner.rename(old, new)
+    }
+    fn remove(
+        &self,
+        name: &str,
+        mode: dm_tables::RemoveMode,
+    ) -> dm_tables::Result<dm_tables::Removed> {
+        self.inner.remove(name, mode)
+    }
+    fn wait_event(
+        &self,
+        name: &str,
+        nr: u32,
+        timeout: std::time::Duration,
+    ) -> dm_tables::Result<Option<u32>> {
+        self.inner.wait_event(name, nr, timeout)
+    }
+}
+
+/// A map whose table is not multipath (lab scenario 22 met one left by a timed-out
+/// scenario) is named and left alone; the daemon's start no longer fails as a whole. Positive
+/// control: the same engine with a plain backend keeps every map.
+#[test]
+fn a_map_with_a_foreign_table_is_left_alone_and_the_others_go_on() {
+    let lab = Lab::new();
+    let first = lab.engine().sync().unwrap();
+    let maps: Vec<String> = first.maps.iter().map(|m| m.plan.name.clone()).collect();
+    assert!(maps.len() >= 2, "{maps:?}");
+    let odd = maps[1].clone();
+    let opts = EngineOptions {
+        config_path: None,
+        sysfs_root: lab.sim.root.clone(),
+        store_paths: StorePaths {
+            table: Some(lab.dir.path().join("aliases.toml")),
+            ..StorePaths::default()
+        },
+        checker_override: Some("sysfs".into()),
+    };
+    let backend = OddTable {
+        inner: lab.backend(),
+        odd: odd.clone(),
+    };
+    let mut e = Engine::new(
+        Config::builtin(),
+        opts,
+        Box::new(backend),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let r = e.sync().expect("one odd map must not fail the whole sync");
+    assert!(
+        r.errors
+            .iter()
+            .any(|x| x.contains(&odd) && x.contains("not a multipath table")),
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        !r.maps
+            .iter()
+            .any(|m| m.plan.desired.wwid.is_empty() || m.plan.name == odd)
+    );
+    let kept: Vec<_> = r.maps.iter().map(|m| m.plan.name.clone()).collect();
+    assert_eq!(kept.len(), maps.len() - 1, "{kept:?}");
+    assert!(r.maps.iter().all(|m| m.plan.error.is_none()));
+    // Positive control: with the plain backend every map is planned again (kept).
+    let again = lab.engine().sync().unwrap();
+    assert_eq!(again.maps.len(), maps.len());
+}

@@ -16,7 +16,7 @@ pub struct Spec {
     pub json: &'static str,
 }
 
-pub const SPECS: [Spec; 6] = [
+pub const SPECS: [Spec; 7] = [
     Spec {
         package: "lun-scan",
         bench: "enumerate",
@@ -41,6 +41,11 @@ pub const SPECS: [Spec; 6] = [
         package: "multipathd-rs",
         bench: "cold_start",
         json: "multipathd-rs-cold-start.json",
+    },
+    Spec {
+        package: "multipathd-rs",
+        bench: "failover_latency",
+        json: "multipathd-rs-failover-latency.json",
     },
     Spec {
         package: "hostsync",

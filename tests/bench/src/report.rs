@@ -607,6 +607,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
         }
     }
 
+    crate::failover::section(&mut o, &inputs.micro);
     // ----------------------------------------------------------------- micro
     let _ = writeln!(
         o,
@@ -807,6 +808,7 @@ fn micro_figure(
             ),
             "< 1 s".into(),
         ),
+        crate::failover::BENCH => crate::failover::figure(j),
         "parse_render" => (
             format!(
                 "{} tables parsed + rendered in {} (statuses: parse {}, render {})",
