@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
+use crate::events::{EventNumbers, EventSource};
 use crate::message::Message;
 use crate::status::MultipathStatus;
 use crate::table::MultipathTable;
@@ -116,6 +117,25 @@ pub trait DmBackend: Send + Sync {
     /// Waits until the map's event number exceeds `last_event_nr` or `timeout` passes.
     /// Returns the new event number, or None on timeout.
     fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>>;
+
+    /// Every map's event number, by name. The default lists every map ([`DmBackend::list`]);
+    /// the kernel backend reads them all from one `DM_LIST_DEVICES`.
+    fn event_numbers(&self) -> Result<EventNumbers> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|m| (m.name, m.event_nr))
+            .collect())
+    }
+
+    /// A source of events for one waiting thread ([`crate::EventWatcher`]), or
+    /// [`Error::EventsUnsupported`] when this device-mapper cannot wait for events (the caller
+    /// then compares [`DmBackend::event_numbers`] now and then).
+    fn event_source(&self) -> Result<Box<dyn EventSource>> {
+        Err(Error::EventsUnsupported {
+            reason: "this backend cannot wait for events".into(),
+        })
+    }
 
     /// How many operations on different maps are worth running at once. 1 (the default) for
     /// a backend that serialises everything anyway (the sim's one lock); the kernel backend

@@ -78,6 +78,10 @@ pub enum Error {
         path: PathBuf,
         cause: serde_json::Error,
     },
+    /// Waiting for device-mapper events is not possible here (dm ioctl before 4.37 has
+    /// neither `DM_DEV_ARM_POLL` nor event numbers in its device list).
+    #[error("device-mapper cannot wait for events: {reason}")]
+    EventsUnsupported { reason: String },
     /// A JSON model given to `render` (or similar) is not valid.
     #[error("invalid JSON model: {cause}")]
     Json { cause: serde_json::Error },

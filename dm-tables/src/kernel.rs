@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed, SuspendFlags};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
+use crate::events::{EventNumbers, EventSource};
 use crate::message::Message;
 use crate::table::MultipathTable;
 
@@ -25,6 +26,115 @@ pub const NODE_WAIT: Duration = Duration::from_secs(3);
 
 /// Operations on different maps the kernel backend runs at once ([`DmBackend::concurrency`]).
 pub const KERNEL_CONCURRENCY: usize = 16;
+
+/// The first dm ioctl interface with `DM_DEV_ARM_POLL` and with event numbers in
+/// `DM_LIST_DEVICES` (Linux 4.13).
+pub const EVENTS_MIN_VERSION: (u32, u32) = (4, 37);
+
+/// Every map's event number from one `DM_LIST_DEVICES`: since dm ioctl 4.37 the kernel's
+/// `list_devices` (drivers/md/dm-ioctl.c) writes each map's `dm_get_event_nr` after its name,
+/// aligned to 8 bytes (`struct dm_name_list` in include/uapi/linux/dm-ioctl.h); the
+/// `devicemapper` crate parses it. An older kernel gives none: then one info per map.
+fn list_event_numbers(dm: &DM) -> Result<EventNumbers> {
+    let devs = dm.list_devices().map_err(|e| Error::Ioctl {
+        op: "list devices",
+        map: "*".into(),
+        cause: e,
+    })?;
+    let mut out = EventNumbers::new();
+    for (name, _, nr) in devs {
+        let name = name.to_string();
+        let nr = match nr {
+            Some(nr) => nr,
+            None => match dm.device_info(&DevId::Name(dm_name(&name)?)) {
+                Ok(i) => i.event_nr(),
+                // removed between the list and the info
+                Err(e) if errno_of(&e) == Some(Errno::ENXIO) => continue,
+                Err(e) => {
+                    return Err(Error::Ioctl {
+                        op: "info",
+                        map: name,
+                        cause: e,
+                    });
+                }
+            },
+        };
+        out.insert(name, nr);
+    }
+    Ok(out)
+}
+
+/// The kernel's event source: a control file of its own (the arming is per open file:
+/// `struct dm_file` in drivers/md/dm-ioctl.c keeps the global event number it was armed at).
+pub struct KernelEvents {
+    dm: DM,
+}
+
+impl KernelEvents {
+    /// Opens `/dev/mapper/control` and checks that the dm ioctl interface can wait for
+    /// events ([`EVENTS_MIN_VERSION`]).
+    pub fn open() -> Result<KernelEvents> {
+        let dm = DM::new().map_err(|source| Error::Control { cause: source })?;
+        let (major, minor, patch) = dm.version().map_err(|e| Error::Ioctl {
+            op: "version",
+            map: "*".into(),
+            cause: e,
+        })?;
+        if (major, minor) < EVENTS_MIN_VERSION {
+            return Err(Error::EventsUnsupported {
+                reason: format!(
+                    "the dm ioctl interface is {major}.{minor}.{patch}; arm-poll and event numbers in the device list need {}.{}",
+                    EVENTS_MIN_VERSION.0, EVENTS_MIN_VERSION.1
+                ),
+            });
+        }
+        Ok(KernelEvents { dm })
+    }
+}
+
+impl EventSource for KernelEvents {
+    fn arm(&mut self) -> Result<()> {
+        self.dm.arm_poll().map_err(|e| Error::Ioctl {
+            op: "arm poll",
+            map: "*".into(),
+            cause: e,
+        })?;
+        Ok(())
+    }
+
+    fn event_numbers(&mut self) -> Result<EventNumbers> {
+        list_event_numbers(&self.dm)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // poll's timeout is an i32 of milliseconds: wait in slices of at most a minute
+            let ms = PollTimeout::try_from(left.min(Duration::from_secs(60)))
+                .unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.dm.file().as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(n) if n > 0 => return Ok(true),
+                Ok(_) => {}
+                // a signal: let the caller look (a spurious wake costs one listing)
+                Err(Errno::EINTR) => return Ok(true),
+                Err(e) => {
+                    return Err(Error::Io {
+                        action: "polling",
+                        path: PathBuf::from("/dev/mapper/control"),
+                        cause: e.into(),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+}
 
 /// The kernel backend.
 pub struct KernelBackend {
@@ -496,6 +606,14 @@ impl DmBackend for KernelBackend {
     /// at a time those waits add up. The ioctls themselves are independent per map.
     fn concurrency(&self) -> usize {
         KERNEL_CONCURRENCY
+    }
+
+    fn event_numbers(&self) -> Result<EventNumbers> {
+        list_event_numbers(&self.dm)
+    }
+
+    fn event_source(&self) -> Result<Box<dyn EventSource>> {
+        Ok(Box::new(KernelEvents::open()?))
     }
 
     fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>> {

@@ -5,12 +5,14 @@
 //! - [`Message`]: target messages (`fail_path`, `reinstate_path`, `switch_group`, ...).
 //! - [`DmBackend`]: list/create/reload/table/status/message/rename/remove/wait, implemented by
 //!   the kernel backend (ioctls through the `devicemapper` crate) and a simulated one.
+//! - [`EventWatcher`]: wait for any map's dm event (arm-poll) instead of polling every map.
 //!
 //! See README.md in this crate for the CLI and design notes.
 
 pub mod backend;
 pub mod devno;
 pub mod error;
+pub mod events;
 pub mod grouping;
 pub mod kernel;
 pub mod message;
@@ -26,6 +28,7 @@ pub use backend::{
 };
 pub use devno::DevNo;
 pub use error::{Error, Result};
+pub use events::{EventChanges, EventNumbers, EventSource, EventWatcher};
 pub use grouping::{GroupSpec, GroupingPolicy, PathInfo, TableBuilder, group_paths};
 pub use kernel::KernelBackend;
 pub use message::Message;

@@ -99,6 +99,18 @@ enum Cmd {
         #[arg(long, default_value_t = 30.0)]
         timeout: f64,
     },
+    /// Wait for the next device-mapper event on any map (arm-poll): prints the maps whose
+    /// event number changed, came or went; fails after --timeout seconds without one.
+    Events {
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// Return at the first wake of the poll, even when no map's event number changed
+        /// (a table swap, a create: the kernel's global event).
+        #[arg(long)]
+        any: bool,
+    },
+    /// Every map's event number from one listing.
+    EventNumbers,
     /// Simulated-kernel helpers (only with --backend sim:FILE).
     #[command(subcommand)]
     Sim(SimCmd),
@@ -297,6 +309,66 @@ fn run(cli: Cli) -> Result<()> {
                     "timed out after {timeout} s waiting for an event on map '{name}' (event number still {last})"
                 ),
             }
+        }
+        Cmd::Events { timeout, any } => {
+            if !(timeout.is_finite() && timeout >= 0.0) {
+                bail!("--timeout must be a non-negative number of seconds");
+            }
+            let timeout_d = Duration::from_secs_f64(timeout);
+            let got = if any {
+                let mut source = dm.event_source()?;
+                source.arm()?;
+                let before = source.event_numbers()?;
+                // the baseline is taken: tell a script it may cause the event now
+                eprintln!("waiting for a device-mapper event");
+                if source.wait(timeout_d)? {
+                    Some(dm_tables::EventChanges::between(
+                        &before,
+                        source.event_numbers()?,
+                    ))
+                } else {
+                    None
+                }
+            } else {
+                let mut w = dm_tables::EventWatcher::new(dm.event_source()?)?;
+                eprintln!("waiting for a device-mapper event");
+                w.next(timeout_d)?
+            };
+            match got {
+                Some(c) => {
+                    if json {
+                        return print_json(&serde_json::json!({
+                            "changed": c.changed.iter().map(|(n, e)| serde_json::json!({"map": n, "event_nr": e})).collect::<Vec<_>>(),
+                            "added": c.added.iter().map(|(n, e)| serde_json::json!({"map": n, "event_nr": e})).collect::<Vec<_>>(),
+                            "removed": c.removed,
+                        }));
+                    }
+                    for (n, e) in &c.changed {
+                        println!("changed {n} {e}");
+                    }
+                    for (n, e) in &c.added {
+                        println!("added {n} {e}");
+                    }
+                    for n in &c.removed {
+                        println!("removed {n}");
+                    }
+                    if c.is_empty() {
+                        println!("woken, no map's event number changed");
+                    }
+                    Ok(())
+                }
+                None => bail!("timed out after {timeout} s without a device-mapper event"),
+            }
+        }
+        Cmd::EventNumbers => {
+            let nrs = dm.event_numbers()?;
+            if json {
+                return print_json(&nrs);
+            }
+            for (n, e) in &nrs {
+                println!("{n} {e}");
+            }
+            Ok(())
         }
         Cmd::Sim(sc) => {
             let Backend::Sim(sim) = &backend else {

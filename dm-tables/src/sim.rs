@@ -2,12 +2,22 @@
 //! fail/reinstate with growing fail counts, event numbers, open counts that block removal,
 //! deferred remove, and queued I/O across suspends and reloads (see [`SimIo`]). Optionally backed by a JSON state file under an flock so several processes
 //! (the daemon, its CLI, tests) share one simulated kernel.
+//!
+//! Events follow the kernel (see [`crate::events`]). A map's event number moves where the
+//! kernel calls `dm_table_event`: dm-mpath's `trigger_event` work after `fail_path` and
+//! `reinstate_path` (only when the path's state really changes), `switch_pg_num` and
+//! `bypass_pg` (drivers/md/dm-mpath.c), and `dm_hash_rename` / `__hash_remove` on rename and
+//! remove (drivers/md/dm-ioctl.c). `queue_if_no_path` / `fail_if_no_path` raise none
+//! (dm-mpath's `queue_if_no_path()` only flips the flag), and neither does a table swap or a
+//! plain suspend/resume. The global counter that wakes arm-poll waiters moves with every map
+//! event (`event_callback` in drivers/md/dm.c), on each table swap (`dm_swap_table`), and after
+//! a create, remove or rename ioctl (`IOCTL_FLAGS_ISSUE_GLOBAL_EVENT`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{DmBackend, MapInfo, RemoveMode, Removed, SuspendFlags};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
+use crate::events::{EventNumbers, EventSource};
 use crate::message::Message;
 use crate::status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 use crate::table::{Feature, HwHandler, MultipathTable, QueueMode, Selector, TablePath};
@@ -43,9 +54,36 @@ struct SimState {
     /// file-backed state is read anew for every operation.
     #[serde(skip)]
     uuid_index: Option<HashMap<String, String>>,
+    /// The kernel's `dm_global_event_nr`: what arm-poll waiters compare with (module docs).
+    #[serde(default)]
+    global_event_nr: u64,
 }
 
 impl SimState {
+    /// Runs `f` on one map with the set of failing devices. Every event the map raised
+    /// meanwhile (its event number moved) also moved the global counter, as the kernel's
+    /// `event_callback` (drivers/md/dm.c) does for each `dm_table_event`.
+    fn on_map<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut SimMap, &BTreeSet<DevNo>) -> Result<T>,
+    ) -> Result<T> {
+        let failing = std::mem::take(&mut self.failing);
+        let r = match self.maps.get_mut(name) {
+            Some(m) => {
+                let before = m.event_nr;
+                let r = f(m, &failing);
+                self.global_event_nr += u64::from(m.event_nr.wrapping_sub(before));
+                r
+            }
+            None => Err(Error::NoSuchMap {
+                name: name.to_string(),
+            }),
+        };
+        self.failing = failing;
+        r
+    }
+
     /// The map that carries `uuid`, if any.
     fn map_with_uuid(&mut self, uuid: &str) -> Option<&str> {
         let maps = &self.maps;
@@ -108,6 +146,11 @@ struct SimMap {
     /// resume of the same table puts it back.
     #[serde(default)]
     saved_queue_if_no_path: Option<bool>,
+    /// `change` uevents the kernel sent for the map: one per resume of a suspended map
+    /// (do_resume in drivers/md/dm-ioctl.c, so every reload) and per rename (dm_hash_rename).
+    /// A reload leaves the event number alone, so this is what shows it.
+    #[serde(default)]
+    change_uevents: u64,
 }
 
 impl SimMap {
@@ -195,6 +238,9 @@ impl SimMap {
                     self.queue_if_no_path = q;
                 }
             }
+        }
+        if self.suspended {
+            self.change_uevents += 1;
         }
         self.suspended = false;
         self.dispatch(failing);
@@ -399,15 +445,115 @@ enum Store {
     },
 }
 
+/// Wakes the waiters of this process when the global event counter moves.
+#[derive(Debug, Default)]
+struct Bell {
+    rung: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Bell {
+    fn count(&self) -> u64 {
+        *self
+            .rung
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ring(&self) {
+        *self
+            .rung
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `timeout` for a ring after the count `seen`.
+    fn wait_past(&self, seen: u64, timeout: Duration) {
+        let g = self
+            .rung
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = self
+            .cond
+            .wait_timeout_while(g, timeout, |n| *n == seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+}
+
 /// The simulated backend. See the module docs.
 pub struct SimBackend {
-    store: Store,
+    store: Arc<Store>,
     devices: Option<BTreeSet<DevNo>>,
+    bell: Arc<Bell>,
+}
+
+/// How often a waiter on a file-backed sim looks at the file for other processes' events
+/// (it only re-reads the state when the file was replaced).
+pub const SIM_FILE_EVENT_POLL: Duration = Duration::from_millis(10);
+
+/// The sim's event source ([`DmBackend::event_source`]).
+struct SimEvents {
+    sim: SimBackend,
+    armed: u64,
+}
+
+impl SimEvents {
+    /// The state file's identity (replaced on every write: write_atomic renames a new file).
+    fn file_stamp(&self) -> Option<(u64, i64, i64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match &*self.sim.store {
+            Store::Memory(_) => None,
+            Store::File { path, .. } => fs::metadata(path)
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len())),
+        }
+    }
+
+    fn global(&self) -> Result<u64> {
+        self.sim.with_state(false, |s| Ok(s.global_event_nr))
+    }
+}
+
+impl EventSource for SimEvents {
+    fn arm(&mut self) -> Result<()> {
+        self.armed = self.global()?;
+        Ok(())
+    }
+
+    fn event_numbers(&mut self) -> Result<EventNumbers> {
+        self.sim.event_numbers()
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let file = matches!(&*self.sim.store, Store::File { .. });
+        let mut stamp = None;
+        loop {
+            // The bell's count before the state is read: a ring after the read ends the wait.
+            let seen = self.sim.bell.count();
+            let now_stamp = self.file_stamp();
+            if (!file || stamp.is_none() || now_stamp != stamp) && self.global()? != self.armed {
+                return Ok(true);
+            }
+            stamp = now_stamp;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let slice = if file {
+                left.min(SIM_FILE_EVENT_POLL)
+            } else {
+                left
+            };
+            self.sim.bell.wait_past(seen, slice);
+        }
+    }
 }
 
 impl std::fmt::Debug for SimBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.store {
+        match &*self.store {
             Store::Memory(_) => f.write_str("SimBackend(memory)"),
             Store::File { path, .. } => write!(f, "SimBackend({})", path.display()),
         }
@@ -472,8 +618,9 @@ impl SimBackend {
     /// In memory; accepts any device number.
     pub fn new() -> Self {
         SimBackend {
-            store: Store::Memory(Mutex::new(SimState::default())),
+            store: Arc::new(Store::Memory(Mutex::new(SimState::default()))),
             devices: None,
+            bell: Arc::default(),
         }
     }
 
@@ -485,8 +632,9 @@ impl SimBackend {
             ..SimState::default()
         };
         SimBackend {
-            store: Store::Memory(Mutex::new(state)),
+            store: Arc::new(Store::Memory(Mutex::new(state))),
             devices: Some(devices),
+            bell: Arc::default(),
         }
     }
 
@@ -499,20 +647,48 @@ impl SimBackend {
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
         let b = SimBackend {
-            store: Store::File {
+            store: Arc::new(Store::File {
                 path,
                 lock_path: PathBuf::from(lock_path),
                 local: Mutex::new(()),
-            },
+            }),
             devices,
+            bell: Arc::default(),
         };
         // create / validate the file now so errors show up at open
         b.with_state(true, |_| Ok(()))?;
         Ok(b)
     }
 
+    /// Another handle on the same simulated kernel (the event source's).
+    fn share(&self) -> SimBackend {
+        SimBackend {
+            store: Arc::clone(&self.store),
+            devices: self.devices.clone(),
+            bell: Arc::clone(&self.bell),
+        }
+    }
+
     fn with_state<T>(&self, write: bool, f: impl FnOnce(&mut SimState) -> Result<T>) -> Result<T> {
-        match &self.store {
+        let mut global = None;
+        let r = self.with_state_inner(write, |s| {
+            let before = s.global_event_nr;
+            let r = f(s);
+            global = Some(before != s.global_event_nr);
+            r
+        });
+        if global == Some(true) {
+            self.bell.ring();
+        }
+        r
+    }
+
+    fn with_state_inner<T>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut SimState) -> Result<T>,
+    ) -> Result<T> {
+        match &*self.store {
             Store::Memory(m) => {
                 let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 // The device set went into the state when it was made (`with_devices`) and
@@ -598,6 +774,8 @@ impl SimBackend {
             if gone {
                 s.maps.remove(name);
                 s.uuid_index = None;
+                // the deferred remove's __hash_remove raises the map's last event
+                s.global_event_nr += 1;
             }
             Ok(n)
         })
@@ -609,10 +787,12 @@ impl SimBackend {
         self.with_state(true, |s| {
             let mut hit = Vec::new();
             for (name, m) in &mut s.maps {
+                let before = m.event_nr;
                 if m.set_path(devno, false) {
                     hit.push(name.clone());
                     m.dispatch(&s.failing);
                 }
+                s.global_event_nr += u64::from(m.event_nr.wrapping_sub(before));
             }
             Ok(hit)
         })
@@ -622,11 +802,18 @@ impl SimBackend {
     /// afterwards.
     pub fn submit_io(&self, name: &str, n: u64) -> Result<SimIo> {
         self.with_state(true, |s| {
-            let failing = s.failing.clone();
-            let m = map_mut(s, name)?;
-            m.submit(n, &failing);
-            Ok(m.io)
+            s.on_map(name, |m, failing| {
+                m.submit(n, failing);
+                Ok(m.io)
+            })
         })
+    }
+
+    /// How many `change` uevents the kernel sent for the map: one per resume of a suspended
+    /// map (so one per reload) and per rename. The way to see a reload, which leaves the
+    /// event number alone (lab scenario 06 watches the same uevents on the real kernel).
+    pub fn change_uevents(&self, name: &str) -> Result<u64> {
+        self.with_state(false, |s| Ok(map_ref(s, name)?.change_uevents))
     }
 
     /// The map's I/O counts (see [`SimIo`]).
@@ -652,18 +839,20 @@ impl SimBackend {
     /// has queued.
     pub fn suspend(&self, name: &str, flags: SuspendFlags) -> Result<()> {
         self.with_state(true, |s| {
-            let failing = s.failing.clone();
-            map_mut(s, name)?.presuspend(flags, &failing);
-            Ok(())
+            s.on_map(name, |m, failing| {
+                m.presuspend(flags, failing);
+                Ok(())
+            })
         })
     }
 
     /// Resumes a suspended map (its table unchanged; `dmsetup resume`).
     pub fn resume(&self, name: &str) -> Result<()> {
         self.with_state(true, |s| {
-            let failing = s.failing.clone();
-            map_mut(s, name)?.resume(None, &failing);
-            Ok(())
+            s.on_map(name, |m, failing| {
+                m.resume(None, failing);
+                Ok(())
+            })
         })
     }
 
@@ -826,6 +1015,8 @@ impl DmBackend for SimBackend {
                 io: SimIo::default(),
                 suspended: false,
                 saved_queue_if_no_path: None,
+                // the first resume's
+                change_uevents: 1,
             };
             m.load(table.clone());
             let info = m.info(name);
@@ -833,6 +1024,10 @@ impl DmBackend for SimBackend {
                 index.insert(u.clone(), name.to_string());
             }
             s.maps.insert(name.to_string(), m);
+            // DM_DEV_CREATE raises a global event (IOCTL_FLAGS_ISSUE_GLOBAL_EVENT) and so
+            // does the first resume's table swap (dm_swap_table); the map's own number
+            // starts at 0.
+            s.global_event_nr += 2;
             Ok(info)
         })
     }
@@ -841,12 +1036,15 @@ impl DmBackend for SimBackend {
         self.with_state(true, |s| {
             map_ref(s, name)?;
             Self::check_table(s, name, table)?;
-            let failing = s.failing.clone();
-            let m = map_mut(s, name)?;
-            // the kernel's resume: suspend (of the kind a reload uses), swap, resume
-            m.presuspend(SuspendFlags::RELOAD, &failing);
-            m.resume(Some(table.clone()), &failing);
-            m.event_nr += 1;
+            // the kernel's resume: suspend (of the kind a reload uses), swap, resume. The
+            // swap raises a global event only (dm_swap_table): the map's own event number
+            // stays, unless dispatching queued I/O failed a path.
+            s.on_map(name, |m, failing| {
+                m.presuspend(SuspendFlags::RELOAD, failing);
+                m.resume(Some(table.clone()), failing);
+                Ok(())
+            })?;
+            s.global_event_nr += 1;
             Ok(())
         })
     }
@@ -861,53 +1059,55 @@ impl DmBackend for SimBackend {
 
     fn message(&self, name: &str, msg: &Message) -> Result<()> {
         self.with_state(true, |s| {
-            let failing = s.failing.clone();
-            let m = map_mut(s, name)?;
-            let refuse = |reason: &str| {
-                Err(Error::MessageRefused {
-                    map: name.to_string(),
-                    message: msg.to_string(),
-                    reason: reason.to_string(),
-                })
-            };
-            let ngroups = m.table.groups.len() as u32;
-            match msg {
-                Message::FailPath(d) | Message::ReinstatePath(d) => {
-                    if !m.paths.contains_key(d) {
-                        return refuse("no such path in the map (EINVAL)");
-                    }
-                    m.set_path(*d, matches!(msg, Message::ReinstatePath(_)));
-                }
-                Message::SwitchGroup(n) | Message::DisableGroup(n) | Message::EnableGroup(n) => {
-                    if *n == 0 || *n > ngroups {
-                        return refuse("invalid path group number (EINVAL)");
-                    }
-                    match msg {
-                        Message::SwitchGroup(_) => {
-                            m.bypassed.clear();
-                            m.requested_group = Some(*n);
-                            m.active_group = None;
+            s.on_map(name, |m, failing| {
+                let refuse = |reason: &str| {
+                    Err(Error::MessageRefused {
+                        map: name.to_string(),
+                        message: msg.to_string(),
+                        reason: reason.to_string(),
+                    })
+                };
+                let ngroups = m.table.groups.len() as u32;
+                match msg {
+                    Message::FailPath(d) | Message::ReinstatePath(d) => {
+                        if !m.paths.contains_key(d) {
+                            return refuse("no such path in the map (EINVAL)");
                         }
-                        Message::DisableGroup(_) => {
-                            m.bypassed.insert(*n);
-                        }
-                        _ => {
-                            m.bypassed.remove(n);
-                        }
+                        // fail_path / reinstate_path raise an event only when the path's state
+                        // changes (set_path)
+                        m.set_path(*d, matches!(msg, Message::ReinstatePath(_)));
                     }
-                    m.event_nr += 1;
-                    m.choose_group();
-                }
-                Message::QueueIfNoPath | Message::FailIfNoPath => {
-                    let q = matches!(msg, Message::QueueIfNoPath);
-                    if m.queue_if_no_path != q {
-                        m.queue_if_no_path = q;
+                    Message::SwitchGroup(n)
+                    | Message::DisableGroup(n)
+                    | Message::EnableGroup(n) => {
+                        if *n == 0 || *n > ngroups {
+                            return refuse("invalid path group number (EINVAL)");
+                        }
+                        match msg {
+                            Message::SwitchGroup(_) => {
+                                m.bypassed.clear();
+                                m.requested_group = Some(*n);
+                                m.active_group = None;
+                            }
+                            Message::DisableGroup(_) => {
+                                m.bypassed.insert(*n);
+                            }
+                            _ => {
+                                m.bypassed.remove(n);
+                            }
+                        }
+                        // switch_pg_num and bypass_pg schedule trigger_event unconditionally
                         m.event_nr += 1;
+                        m.choose_group();
+                    }
+                    Message::QueueIfNoPath | Message::FailIfNoPath => {
+                        // dm-mpath's queue_if_no_path() flips the flag and raises no event
+                        m.queue_if_no_path = matches!(msg, Message::QueueIfNoPath);
                     }
                 }
-            }
-            m.dispatch(&failing);
-            Ok(())
+                m.dispatch(failing);
+                Ok(())
+            })
         })
     }
 
@@ -919,11 +1119,16 @@ impl DmBackend for SimBackend {
                     name: new.to_string(),
                 });
             }
-            let m = s.maps.remove(old).ok_or_else(|| Error::NoSuchMap {
+            let mut m = s.maps.remove(old).ok_or_else(|| Error::NoSuchMap {
                 name: old.to_string(),
             })?;
+            // dm_hash_rename raises the map's event ("wake up any dm event waiters"), and the
+            // rename ioctl a global one
+            m.event_nr += 1;
+            m.change_uevents += 1;
             s.maps.insert(new.to_string(), m);
             s.uuid_index = None;
+            s.global_event_nr += 2;
             Ok(())
         })
     }
@@ -939,14 +1144,37 @@ impl DmBackend for SimBackend {
                     }),
                     RemoveMode::Deferred => {
                         m.deferred_remove = true;
+                        // dev_remove returns 0 for a deferred remove of an open map, and
+                        // the ioctl's IOCTL_FLAGS_ISSUE_GLOBAL_EVENT fires on success
+                        s.global_event_nr += 1;
                         Ok(Removed::Deferred)
                     }
                 };
             }
             s.maps.remove(name);
             s.uuid_index = None;
+            // __hash_remove raises the map's last event, the remove ioctl a global one
+            s.global_event_nr += 2;
             Ok(Removed::Removed)
         })
+    }
+
+    fn event_numbers(&self) -> Result<EventNumbers> {
+        self.with_state(false, |s| {
+            Ok(s.maps
+                .iter()
+                .map(|(n, m)| (n.clone(), m.event_nr))
+                .collect())
+        })
+    }
+
+    fn event_source(&self) -> Result<Box<dyn EventSource>> {
+        let mut source = SimEvents {
+            sim: self.share(),
+            armed: 0,
+        };
+        source.arm()?;
+        Ok(Box::new(source))
     }
 
     fn wait_event(&self, name: &str, last_event_nr: u32, timeout: Duration) -> Result<Option<u32>> {

@@ -85,6 +85,13 @@ impl DmBackend for Shared {
     fn wait_event(&self, name: &str, nr: u32, timeout: Duration) -> dm_tables::Result<Option<u32>> {
         self.0.inner.wait_event(name, nr, timeout)
     }
+    // The daemon waits for dm events as it does on the kernel (not the 200 ms fallback).
+    fn event_numbers(&self) -> dm_tables::Result<dm_tables::EventNumbers> {
+        self.0.inner.event_numbers()
+    }
+    fn event_source(&self) -> dm_tables::Result<Box<dyn dm_tables::EventSource>> {
+        self.0.inner.event_source()
+    }
 }
 
 fn status_kb(key: &str) -> Option<u64> {

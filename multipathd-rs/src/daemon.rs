@@ -561,8 +561,7 @@ pub const CHECK_QUEUE: usize = 16_384;
 /// While check results stream in, how long the loop gathers them before applying a batch.
 pub const CHECK_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
-/// How often the loop compares the maps' dm event numbers at most.
-pub const DM_EVENT_POLL: Duration = Duration::from_millis(200);
+pub use crate::dmevents::DM_EVENT_POLL;
 
 /// Daemon settings besides the engine.
 #[derive(Debug, Clone)]
@@ -578,6 +577,8 @@ pub struct DaemonOptions {
 pub enum Signal {
     Reconfigure,
     Stop,
+    /// dm events arrived ([`crate::dmevents`]): run a pass now.
+    DmEvents,
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
@@ -641,7 +642,7 @@ pub struct EventLoop {
     last_queue_tick: std::time::Instant,
     last_state_sweep: std::time::Instant,
     last_reconcile: std::time::Instant,
-    last_dm_poll: Option<std::time::Instant>,
+    dm_events: crate::dmevents::DmEvents,
     overrun: bool,
     /// Results collected by [`EventLoop::wait_checks`] outside the engine lock.
     waited: Vec<crate::checker::runner::CheckReport>,
@@ -674,7 +675,7 @@ impl EventLoop {
             last_queue_tick: now,
             last_state_sweep: now,
             last_reconcile: now,
-            last_dm_poll: None,
+            dm_events: crate::dmevents::DmEvents::polling(),
             overrun: false,
             waited: Vec::new(),
             dirty: false,
@@ -723,16 +724,8 @@ impl EventLoop {
                 self.reconcile(e, now, why);
             }
         }
-        if self
-            .last_dm_poll
-            .is_none_or(|t| now.duration_since(t) >= DM_EVENT_POLL)
-        {
-            self.last_dm_poll = Some(now);
-            match e.poll_dm_events() {
-                Ok(due) if !due.is_empty() => self.dirty = true,
-                Ok(_) => {}
-                Err(err) => tracing::warn!("dm events: {err}"),
-            }
+        if self.dm_events.step(e, now) {
+            self.dirty = true;
         }
         if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
             self.last_state_sweep = now;
@@ -799,6 +792,12 @@ impl EventLoop {
     /// [`step`]: EventLoop::step
     pub fn scan_outside_the_lock(&mut self) {
         self.scan_outside = true;
+    }
+
+    /// Takes dm events from `d` (a waiting thread, see [`crate::dmevents`]) instead of
+    /// comparing every map's event number every [`DM_EVENT_POLL`].
+    pub fn take_dm_events_from(&mut self, d: crate::dmevents::DmEvents) {
+        self.dm_events = d;
     }
 
     /// A reconcile noted by [`EventLoop::step`], for the caller to scan and then apply with
@@ -899,8 +898,8 @@ fn log_reconcile(r: Result<SyncReport, Error>, why: Reconcile) {
 /// place on the way out.
 pub fn run(engine: Engine, clock: Arc<dyn Clock>, opts: DaemonOptions) -> Result<(), Error> {
     let (tx, rx) = mpsc::channel();
-    spawn_signal_thread(tx)?;
-    serve(engine, clock, opts, &rx, None)
+    spawn_signal_thread(tx.clone())?;
+    serve(engine, clock, opts, (&rx, tx), None)
 }
 
 /// A daemon running on a thread of this process (benchmarks, tests): the socket, the loop
@@ -957,7 +956,10 @@ pub fn start(
     let (ready_tx, ready_rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("daemon".into())
-        .spawn(move || serve(engine, clock, opts, &rx, Some(ready_tx)))
+        .spawn({
+            let tx = tx.clone();
+            move || serve(engine, clock, opts, (&rx, tx), Some(ready_tx))
+        })
         .map_err(|source| Error::Io {
             path: PathBuf::from("(daemon thread)"),
             source,
@@ -982,7 +984,7 @@ fn serve(
     engine: Engine,
     clock: Arc<dyn Clock>,
     opts: DaemonOptions,
-    rx: &mpsc::Receiver<Signal>,
+    (rx, wake): (&mpsc::Receiver<Signal>, mpsc::Sender<Signal>),
     ready: Option<mpsc::Sender<Arc<Daemon>>>,
 ) -> Result<(), Error> {
     // Bound before the first sync: a socket another daemon answers on stops us before we
@@ -1028,6 +1030,12 @@ fn serve(
     };
     let mut events = EventLoop::new(clock.clone(), feed);
     events.scan_outside_the_lock();
+    events.take_dm_events_from(crate::dmevents::DmEvents::start(
+        daemon.engine().backend(),
+        Box::new(move || {
+            let _ = wake.send(Signal::DmEvents);
+        }),
+    ));
     let mut last_publish = std::time::Instant::now();
     let mut stale = false;
     loop {
@@ -1060,7 +1068,7 @@ fn serve(
                 last_publish = std::time::Instant::now();
                 sd_notify("STATUS=reconfigured");
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Signal::DmEvents) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if daemon.stopping() {

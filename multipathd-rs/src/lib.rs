@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod discovery;
+pub mod dmevents;
 pub mod engine;
 pub mod error;
 pub mod fc_tmo;

@@ -71,7 +71,8 @@ impl Lab {
         Daemon(c.spawn().unwrap())
     }
 
-    /// Every map's (event number, table line): what a daemon did to the maps shows here.
+    /// Every map's (event number + change uevents, table line): what a daemon did to the
+    /// maps shows here (a message as a dm event, a reload as its resume's change uevent).
     fn dm_state(&self) -> BTreeMap<String, (u32, String)> {
         let b = SimBackend::open_file(self.p("dm.json"), None).unwrap();
         b.list()
@@ -79,7 +80,8 @@ impl Lab {
             .into_iter()
             .map(|m| {
                 let t = b.table_line(&m.name).unwrap();
-                (m.name, (m.event_nr, t))
+                let changes = b.change_uevents(&m.name).unwrap() as u32;
+                (m.name, (m.event_nr + changes, t))
             })
             .collect()
     }
@@ -99,13 +101,16 @@ impl Lab {
         serde_json::from_slice(&self.run(args).stdout).unwrap()
     }
 
+    /// Every map's event number + change uevents: unchanged = no message, no reload.
     fn event_nrs(&self) -> BTreeMap<String, u32> {
-        SimBackend::open_file(self.p("dm.json"), None)
-            .unwrap()
-            .list()
+        let b = SimBackend::open_file(self.p("dm.json"), None).unwrap();
+        b.list()
             .unwrap()
             .into_iter()
-            .map(|m| (m.name, m.event_nr))
+            .map(|m| {
+                let changes = b.change_uevents(&m.name).unwrap() as u32;
+                (m.name, m.event_nr + changes)
+            })
             .collect()
     }
 }

@@ -288,14 +288,8 @@ impl Engine {
     /// [`Engine::on_dm_event`] for the maps that changed behind our back. Returns the paths
     /// now due.
     pub fn poll_dm_events(&mut self) -> Result<Vec<String>> {
-        // One list (one call for every map) rather than one info per map.
-        let now: HashMap<String, u32> = self
-            .backend
-            .list()
-            .map_err(dm_err("(list)"))?
-            .into_iter()
-            .map(|i| (i.name, i.event_nr))
-            .collect();
+        // Every map's event number from one listing (one ioctl on the kernel).
+        let now = self.backend.event_numbers().map_err(dm_err("(list)"))?;
         let maps: Vec<(String, String, u32)> = self
             .maps
             .values()

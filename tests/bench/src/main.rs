@@ -13,6 +13,7 @@
 //! figures (each shows its own date). `--quick` writes under target/bench/quick/ instead of the
 //! repository, so a smoke run never replaces real figures.
 
+mod dmevents;
 mod failover;
 mod lab;
 mod micro;

@@ -16,7 +16,7 @@ pub struct Spec {
     pub json: &'static str,
 }
 
-pub const SPECS: [Spec; 7] = [
+pub const SPECS: [Spec; 8] = [
     Spec {
         package: "lun-scan",
         bench: "enumerate",
@@ -51,6 +51,11 @@ pub const SPECS: [Spec; 7] = [
         package: "hostsync",
         bench: "converge",
         json: "hostsync-converge.json",
+    },
+    Spec {
+        package: "multipathd-rs",
+        bench: crate::dmevents::BENCH,
+        json: "multipathd-rs-dm-events-idle.json",
     },
 ];
 

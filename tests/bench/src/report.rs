@@ -809,6 +809,7 @@ fn micro_figure(
             "< 1 s".into(),
         ),
         crate::failover::BENCH => crate::failover::figure(j),
+        crate::dmevents::BENCH => crate::dmevents::figure(j),
         "parse_render" => (
             format!(
                 "{} tables parsed + rendered in {} (statuses: parse {}, render {})",

@@ -1,0 +1,180 @@
+#![allow(clippy::unwrap_used)]
+//! dm events reach the daemon by waiting, not by polling: with a loop tick of 5 s (the loop
+//! runs its first pass only after a tick, or when woken), a path the simulated target fails
+//! on an I/O error is seen at once, re-checked and reinstated (the device itself is fine).
+//! Control: the same daemon on a backend that cannot wait falls back to comparing event
+//! numbers once per pass, and has not noticed 2 s later.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aliases::StorePaths;
+use dm_tables::{
+    DevNo, DmBackend, MapInfo, Message, MultipathTable, PathState, RemoveMode, Removed, SimBackend,
+};
+use lun_scan::topology::Sim;
+use multipathd_rs::clock::SystemClock;
+use multipathd_rs::config::Config;
+use multipathd_rs::daemon::{self, DaemonHandle, DaemonOptions};
+use multipathd_rs::engine::{Engine, EngineOptions};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// The sim without its event source: `event_source` is the trait's default (unsupported),
+/// like a kernel whose dm ioctl interface predates arm-poll.
+struct CannotWait(SimBackend);
+
+impl DmBackend for CannotWait {
+    fn list(&self) -> dm_tables::Result<Vec<MapInfo>> {
+        self.0.list()
+    }
+    fn info(&self, name: &str) -> dm_tables::Result<MapInfo> {
+        self.0.info(name)
+    }
+    fn create(&self, name: &str, uuid: &str, t: &MultipathTable) -> dm_tables::Result<MapInfo> {
+        self.0.create(name, uuid, t)
+    }
+    fn reload(&self, name: &str, t: &MultipathTable) -> dm_tables::Result<()> {
+        self.0.reload(name, t)
+    }
+    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.0.table_line(name)
+    }
+    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
+        self.0.status_line(name)
+    }
+    fn message(&self, name: &str, msg: &Message) -> dm_tables::Result<()> {
+        self.0.message(name, msg)
+    }
+    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
+        self.0.rename(old, new)
+    }
+    fn remove(&self, name: &str, mode: RemoveMode) -> dm_tables::Result<Removed> {
+        self.0.remove(name, mode)
+    }
+    fn wait_event(&self, name: &str, last: u32, t: Duration) -> dm_tables::Result<Option<u32>> {
+        self.0.wait_event(name, last, t)
+    }
+}
+
+/// Long enough that the loop runs no pass of its own while a test looks (and short enough
+/// that stopping the daemon, noticed at the next tick, stays cheap).
+const TICK: Duration = Duration::from_secs(5);
+
+struct Lab {
+    dir: tempfile::TempDir,
+    daemon: Option<DaemonHandle>,
+}
+
+impl Lab {
+    /// A daemon on a generated dual-HBA tree and a file-backed sim, with a tick of [`TICK`].
+    fn start(can_wait: bool) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::render_file(
+            &fixture("fixtures/topologies/fc-dual-hba.toml"),
+            &dir.path().join("sys"),
+        )
+        .unwrap();
+        let opts = EngineOptions {
+            config_path: None,
+            sysfs_root: sim.root.clone(),
+            store_paths: StorePaths {
+                table: Some(dir.path().join("aliases.toml")),
+                ..StorePaths::default()
+            },
+            checker_override: Some("sysfs".into()),
+        };
+        let backend = SimBackend::open_file(dir.path().join("dm.json"), None).unwrap();
+        let backend: Box<dyn DmBackend> = if can_wait {
+            Box::new(backend)
+        } else {
+            Box::new(CannotWait(backend))
+        };
+        let e = Engine::new(Config::builtin(), opts, backend, Arc::new(SystemClock)).unwrap();
+        let h = daemon::start(
+            e,
+            Arc::new(SystemClock),
+            DaemonOptions {
+                socket: dir.path().join("d.sock"),
+                uevents: false,
+                tick: TICK,
+            },
+        )
+        .unwrap();
+        Lab {
+            dir,
+            daemon: Some(h),
+        }
+    }
+
+    /// Another handle on the simulated kernel (as another process would have).
+    fn kernel(&self) -> SimBackend {
+        SimBackend::open_file(self.dir.path().join("dm.json"), None).unwrap()
+    }
+
+    /// A member path of the first map: (map, devno).
+    fn victim(&self) -> (String, DevNo) {
+        let k = self.kernel();
+        let map = k.list_multipath().unwrap()[0].name.clone();
+        let devno = k.status(&map).unwrap().groups[0].paths[0].devno;
+        (map, devno)
+    }
+
+    /// The victim's (state, fail count) in the kernel.
+    fn path(&self, map: &str, devno: DevNo) -> (PathState, u32) {
+        let s = self.kernel().status(map).unwrap();
+        let p = s.path(devno).unwrap();
+        (p.state, p.fail_count)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(h) = self.daemon.take() {
+            h.stop().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_path_the_target_fails_is_seen_by_waiting_not_by_the_poll() {
+    let lab = Lab::start(true);
+    let (map, devno) = lab.victim();
+    assert_eq!(lab.path(&map, devno), (PathState::Active, 0));
+    // the target fails the path on an I/O error, behind the daemon's back
+    let started = Instant::now();
+    assert_eq!(
+        lab.kernel().inject_io_error(devno).unwrap(),
+        vec![map.clone()]
+    );
+    // the daemon sees the dm event, re-checks the map's paths and reinstates the healthy one,
+    // before its loop would run a pass on its own
+    let deadline = started + TICK;
+    while lab.path(&map, devno) != (PathState::Active, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not notice the failed path: {:?}",
+            lab.path(&map, devno)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    assert!(took < TICK, "{took:?}");
+}
+
+#[test]
+fn control_without_waiting_the_same_failure_waits_for_the_next_pass() {
+    let lab = Lab::start(false);
+    let (map, devno) = lab.victim();
+    lab.kernel().inject_io_error(devno).unwrap();
+    // give it the time the waiting daemon needs (a few hundred ms on a quiet machine)
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lab.path(&map, devno),
+        (PathState::Failed, 1),
+        "nothing may notice before the loop's first pass"
+    );
+}
