@@ -141,6 +141,8 @@ impl Daemon {
 
     /// Publishes the engine's state for the read commands (call with the engine locked).
     pub fn publish(&self, e: &Engine) {
+        // The sweep thread follows the members as the snapshot does (only when they changed).
+        e.publish_sweep_members();
         let p = Arc::new(Published::of(e));
         self.wanted.store(false, Ordering::SeqCst);
         *self
@@ -579,6 +581,8 @@ pub enum Signal {
     Stop,
     /// dm events arrived ([`crate::dmevents`]): run a pass now.
     DmEvents,
+    /// The sweep thread read a path's SCSI state move ([`crate::sweep`]): run a pass now.
+    Swept,
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
@@ -687,6 +691,10 @@ impl EventLoop {
 
     /// One pass at `now`. Returns the reconcile it ran, if any.
     pub fn step(&mut self, e: &mut Engine, now: std::time::Instant) -> Option<Reconcile> {
+        // The sweep thread's news first: every plan of this pass sees the states it read.
+        if !e.take_sweep_news().is_empty() {
+            self.dirty = true;
+        }
         if let Some(u) = self.feed.as_mut() {
             let (events, errors) = u.drain();
             for err in errors {
@@ -727,7 +735,8 @@ impl EventLoop {
         if self.dm_events.step(e, now) {
             self.dirty = true;
         }
-        if now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL {
+        if !e.sweep_attached() && now.duration_since(self.last_state_sweep) >= STATE_SWEEP_INTERVAL
+        {
             self.last_state_sweep = now;
             if !e.state_sweep().is_empty() {
                 self.dirty = true;
@@ -1005,6 +1014,31 @@ fn serve(
         // the asynchronous runner, so one hung path cannot hold up the start.
         daemon.publish(&e);
     }
+    // Failover that never waits for the engine lock: the sweep thread reads every member
+    // path's SCSI state and fails a path that went down itself (see crate::sweep).
+    let _sweep = {
+        let wake = wake.clone();
+        let backend = daemon.engine().shared_backend();
+        match crate::sweep::Sweep::start(
+            backend,
+            crate::sweep::SweepOptions::default(),
+            Box::new(move || {
+                let _ = wake.send(Signal::Swept);
+            }),
+        ) {
+            Ok(s) => {
+                daemon.engine().attach_sweep(s.link());
+                Some(s)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "cannot start the sweep thread ({err}); the loop sweeps the SCSI states every {} ms under the engine lock instead",
+                    STATE_SWEEP_INTERVAL.as_millis()
+                );
+                None
+            }
+        }
+    };
     daemon.set_stopper(server.stopper());
     let handle = server.spawn(daemon.clone())?;
     let status = {
@@ -1068,7 +1102,7 @@ fn serve(
                 last_publish = std::time::Instant::now();
                 sd_notify("STATUS=reconfigured");
             }
-            Ok(Signal::DmEvents) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Signal::DmEvents | Signal::Swept) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if daemon.stopping() {

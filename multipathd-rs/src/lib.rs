@@ -25,6 +25,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod socket;
 pub mod state;
+pub mod sweep;
 pub mod uevent;
 
 pub use error::Error;

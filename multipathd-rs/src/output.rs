@@ -409,6 +409,22 @@ pub fn status_text(status: &DaemonStatus) -> String {
         k.in_flight,
         k.max_in_flight
     );
+    let w = &status.sweep;
+    if w.running || w.passes > 0 {
+        let _ = writeln!(
+            out,
+            "sweep: {} paths every {} ms, last pass {} us, {} files open, {} read by open/read/close, {} failed at once, {} map gone, {} fail errors, {} read errors",
+            w.members,
+            w.period_ms,
+            w.last_pass_us,
+            w.open_files,
+            w.fallback,
+            w.direct_fails,
+            w.gone,
+            w.fail_errors,
+            w.read_errors
+        );
+    }
     let _ = writeln!(out, "uptime: {}", format_uptime(status.uptime_secs));
     let _ = writeln!(out, "version: {}", status.version);
     out

@@ -890,6 +890,7 @@ pub fn answer_read(command: &Command, snapshot: &crate::state::Snapshot) -> Opti
                 checker: crate::state::CheckerStats::from_paths(&snapshot.paths),
                 busy: false,
                 checks: Default::default(),
+                sweep: Default::default(),
             })
     };
     Some(match command {

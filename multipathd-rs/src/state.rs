@@ -435,6 +435,9 @@ pub struct DaemonStatus {
     /// The checker pool: submitted, refused, timed out and late checks since start.
     #[serde(default)]
     pub checks: crate::checker::runner::RunnerStats,
+    /// The sweep thread (SCSI state reads, direct fails).
+    #[serde(default)]
+    pub sweep: crate::sweep::SweepStats,
 }
 
 /// Everything the read-only commands show, captured at one moment. The composition layer

@@ -475,6 +475,19 @@ fn status_outputs() {
             late: 1,
             queued_late: 0,
         },
+        sweep: multipathd_rs::sweep::SweepStats {
+            running: true,
+            period_ms: 200,
+            members: 6,
+            passes: 40,
+            last_pass_us: 35,
+            open_files: 4,
+            fallback: 2,
+            direct_fails: 1,
+            gone: 0,
+            fail_errors: 0,
+            read_errors: 0,
+        },
     };
     let expected = "\
 path checker states:
@@ -485,6 +498,7 @@ paths: 6
 maps: 3
 busy: False
 checks: 120 submitted, 3 refused, 1 timed out, 1 late, 0 queued late (16 workers, 2/4096 in flight)
+sweep: 6 paths every 200 ms, last pass 35 us, 4 files open, 2 read by open/read/close, 1 failed at once, 0 map gone, 0 fail errors, 0 read errors
 uptime: 01:02:05
 version: 0.1.0
 ";
@@ -494,6 +508,8 @@ version: 0.1.0
     assert_eq!(v["status"]["map_count"], 3);
     assert_eq!(v["status"]["checks"]["refused"], 3);
     assert_eq!(v["status"]["checks"]["late"], 1);
+    assert_eq!(v["status"]["sweep"]["fallback"], 2);
+    assert_eq!(v["status"]["sweep"]["direct_fails"], 1);
 }
 
 #[test]

@@ -49,6 +49,7 @@ mod apply;
 mod events;
 mod paths;
 mod plan;
+mod sweep;
 mod views;
 
 pub use views::{features_text, hwhandler_text};
@@ -236,7 +237,7 @@ pub struct Sent {
 pub struct Engine {
     config: Config,
     opts: EngineOptions,
-    backend: Box<dyn DmBackend>,
+    backend: Arc<dyn DmBackend>,
     store: Store,
     clock: Arc<dyn Clock>,
     writer: Box<dyn SysfsWriter + Send>,
@@ -269,6 +270,8 @@ pub struct Engine {
     /// `[cluster]`: names decided by the hostsync registry (behind a lock so planning, which
     /// borrows the engine, can ask it).
     cluster: Option<std::sync::Mutex<crate::cluster::Cluster>>,
+    /// The sweep thread's handle, when one runs (see [`crate::sweep`] and `engine/sweep.rs`).
+    sweep: Option<crate::sweep::SweepLink>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -352,7 +355,7 @@ impl Engine {
         Ok(Engine {
             config,
             opts,
-            backend,
+            backend: Arc::from(backend),
             store,
             clock,
             writer: Box::new(lun_scan::rescan::KernelWriter),
@@ -374,6 +377,7 @@ impl Engine {
             path_ctx: None,
             runner_stats: Default::default(),
             cluster,
+            sweep: None,
         })
     }
 
@@ -426,8 +430,11 @@ impl Engine {
         self.by_devno.get(&d).map(|&i| &self.paths[i])
     }
 
+    /// Running, not failed by its last check, and not read down by the sweep thread since.
     fn usable(&self, p: &ScsiPath) -> bool {
-        p.is_running() && self.checks.get(&p.dev).is_none_or(|c| !c.state.is_failed())
+        p.is_running()
+            && self.checks.get(&p.dev).is_none_or(|c| !c.state.is_failed())
+            && !self.swept_down(&p.dev)
     }
 
     /// The WWID of a map given by name or WWID.

@@ -328,6 +328,7 @@ impl Engine {
             checker: state::CheckerStats::from_paths(paths),
             busy: self.busy,
             checks: self.runner_stats,
+            sweep: self.sweep_stats(),
         }
     }
 }

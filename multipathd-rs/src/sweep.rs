@@ -1,0 +1,542 @@
+//! The failover sweep: a thread of its own ("sweep") that notices a member path whose SCSI
+//! device left `running` and fails it in device-mapper at once, whatever the engine is doing
+//! (a rescan of every host, a reload, 64 `show` clients, a 32k-path sync): it never takes the
+//! engine lock.
+//!
+//! - **Membership**: the engine hands over an [`Arc`] snapshot of its member paths (kernel
+//!   name, device number, map name, `device/state` file, the state the engine knows), replaced
+//!   only when maps or paths changed (a generation counter); the thread never copies it.
+//! - **Reads**: each member's `state` file is held open and re-read with
+//!   [`FileExt::read_at`] at offset 0 (sysfs regenerates the text on every read at offset 0),
+//!   into a stack buffer: no path join, no allocation per path per pass. The soft
+//!   `RLIMIT_NOFILE` is raised towards the hard one at start; members beyond what the fd
+//!   budget allows are read by open/read/close, counted (`show status`: `sweep:`).
+//! - **Direct fail**: a move from any other state into one every checker calls failed
+//!   (`offline`, `transport-offline`, `deleted`; see [`is_down`]) sends `fail_path` for that
+//!   device number to the map straight through the backend. `blocked` (an FC remote port lost,
+//!   for at most `fast_io_fail_tmo`) and `quiesce` are transient: they are only reported, the
+//!   real check decides. Failing a path that is really offline is always safe; a map renamed or
+//!   removed meanwhile answers ENXIO, which is counted and otherwise ignored. The sweep never
+//!   reinstates: that stays with the checker and the engine.
+//! - **News**: every move (down, back to running, anything) is recorded for the engine *before*
+//!   the `fail_path` goes out, and the daemon loop is woken. The engine takes the news at the
+//!   start of its next pass (the path's state, a check at once, as the old in-lock sweep did);
+//!   until then its planner already counts a path the sweep saw down as unusable, so a reload
+//!   racing with the sweep loads it failed (see `Engine::take_sweep_news`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use dm_tables::{DevNo, DmBackend, Message};
+use serde::{Deserialize, Serialize};
+
+/// How often the thread reads every member path's state.
+pub const SWEEP_PERIOD: Duration = Duration::from_millis(200);
+
+/// File descriptors left for everything else (checks, socket clients, dm control) when the
+/// sweep sizes its budget of open state files.
+const FD_RESERVE: u64 = 1024;
+
+/// Longest state text kept (`transport-offline` is 17 bytes).
+const STATE_MAX: usize = 32;
+
+/// Whether every checker calls a path in this SCSI device state failed at once: the midlayer
+/// refuses commands to the device (offline, transport-offline) or it is being removed.
+/// `blocked`, `created-blocked` and `quiesce` are transient (an FC remote port lost for at most
+/// `fast_io_fail_tmo`, a suspend): the path's real check decides those.
+pub fn is_down(state: &[u8]) -> bool {
+    matches!(
+        state,
+        b"offline" | b"transport-offline" | b"deleted" | b"del" | b"cancel"
+    )
+}
+
+/// One member path, as the engine knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Kernel name (`sdc`).
+    pub dev: String,
+    pub devno: DevNo,
+    /// The dm name of the map whose table holds the path.
+    pub map: String,
+    /// Its SCSI device's `state` attribute.
+    pub state_file: PathBuf,
+    /// The state the engine knew when it made the snapshot.
+    pub known: String,
+}
+
+/// The engine's member paths (see the module docs).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub members: Vec<Member>,
+}
+
+/// What `show status` reports about the sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepStats {
+    /// Whether a sweep thread runs (false: the engine sweeps under its lock, tests and demo).
+    pub running: bool,
+    pub period_ms: u64,
+    pub members: u64,
+    pub passes: u64,
+    /// Duration of the last pass, in microseconds.
+    pub last_pass_us: u64,
+    /// State files held open (read with one `pread` each).
+    pub open_files: u64,
+    /// Members read by open/read/close because the fd budget is spent.
+    pub fallback: u64,
+    /// `fail_path` messages the sweep sent itself.
+    pub direct_fails: u64,
+    /// `fail_path` to a map renamed or removed meanwhile (ENXIO): ignored.
+    pub gone: u64,
+    /// Other `fail_path` errors (the engine's check fails the path anyway).
+    pub fail_errors: u64,
+    /// State reads that failed for another reason than the device going away.
+    pub read_errors: u64,
+}
+
+/// How the thread runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepOptions {
+    pub period: Duration,
+    /// The most state files held open; None: from `RLIMIT_NOFILE` (raised first).
+    pub max_open: Option<usize>,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions {
+            period: SWEEP_PERIOD,
+            max_open: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    passes: AtomicU64,
+    last_pass_us: AtomicU64,
+    members: AtomicU64,
+    open_files: AtomicU64,
+    fallback: AtomicU64,
+    direct_fails: AtomicU64,
+    gone: AtomicU64,
+    fail_errors: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+/// Wakes the daemon loop (a send on its signal channel).
+pub type Wake = Box<dyn Fn() + Send + Sync>;
+
+struct Shared {
+    membership: Mutex<Arc<Membership>>,
+    generation: AtomicU64,
+    /// Kernel name -> latest state read, not yet taken by the engine.
+    news: Mutex<HashMap<String, String>>,
+    /// Set with the news (under its lock), cleared when the engine takes it.
+    pending: AtomicBool,
+    stop: AtomicBool,
+    running: AtomicBool,
+    period: Duration,
+    counters: Counters,
+    wake: Wake,
+}
+
+/// The engine's handle on the sweep: hands over the membership, takes the news.
+#[derive(Clone)]
+pub struct SweepLink {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SweepLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepLink")
+            .field(
+                "generation",
+                &self.shared.generation.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl SweepLink {
+    /// The membership the thread sweeps now.
+    pub fn membership(&self) -> Arc<Membership> {
+        Arc::clone(
+            &self
+                .shared
+                .membership
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the membership; the thread takes it at its next pass.
+    pub fn set_membership(&self, m: Membership) {
+        *self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(m);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Takes the state moves read since the last call (kernel name, new state).
+    pub fn take_news(&self) -> Vec<(String, String)> {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut news = self
+            .shared
+            .news
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shared.pending.store(false, Ordering::Release);
+        let mut v: Vec<(String, String)> = news.drain().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the sweep read `dev` in a down state that the engine has not taken yet.
+    pub fn reported_down(&self, dev: &str) -> bool {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared
+            .news
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dev)
+            .is_some_and(|s| is_down(s.as_bytes()))
+    }
+
+    pub fn stats(&self) -> SweepStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SweepStats {
+            running: self.shared.running.load(Ordering::Relaxed),
+            period_ms: u64::try_from(self.shared.period.as_millis()).unwrap_or(u64::MAX),
+            members: get(&c.members),
+            passes: get(&c.passes),
+            last_pass_us: get(&c.last_pass_us),
+            open_files: get(&c.open_files),
+            fallback: get(&c.fallback),
+            direct_fails: get(&c.direct_fails),
+            gone: get(&c.gone),
+            fail_errors: get(&c.fail_errors),
+            read_errors: get(&c.read_errors),
+        }
+    }
+}
+
+/// The running thread; dropping it stops and joins the thread.
+pub struct Sweep {
+    link: SweepLink,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweep").field("link", &self.link).finish()
+    }
+}
+
+impl Sweep {
+    /// Starts the thread on `backend` (the engine's, shared). `wake` is called after a pass
+    /// that read a move.
+    pub fn start(
+        backend: Arc<dyn DmBackend>,
+        opts: SweepOptions,
+        wake: Wake,
+    ) -> std::io::Result<Sweep> {
+        let (link, mut worker) = worker(backend, opts, wake);
+        link.shared.running.store(true, Ordering::Relaxed);
+        let thread = std::thread::Builder::new()
+            .name("sweep".into())
+            .spawn(move || {
+                while !worker.shared.stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    worker.pass();
+                    let next = t + worker.shared.period;
+                    while let Some(left) = next.checked_duration_since(Instant::now()) {
+                        if worker.shared.stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::park_timeout(left);
+                    }
+                }
+            })?;
+        tracing::info!(
+            "sweeping member paths' SCSI state every {} ms on a thread of its own",
+            opts.period.as_millis()
+        );
+        Ok(Sweep {
+            link,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn link(&self) -> SweepLink {
+        self.link.clone()
+    }
+}
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        self.link.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        self.link.shared.running.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A sweep without its thread: the caller runs [`SweepWorker::pass`] (tests).
+pub fn worker(
+    backend: Arc<dyn DmBackend>,
+    opts: SweepOptions,
+    wake: Wake,
+) -> (SweepLink, SweepWorker) {
+    let shared = Arc::new(Shared {
+        membership: Mutex::new(Arc::new(Membership::default())),
+        generation: AtomicU64::new(0),
+        news: Mutex::new(HashMap::new()),
+        pending: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        running: AtomicBool::new(false),
+        period: opts.period,
+        counters: Counters::default(),
+        wake,
+    });
+    let max_open = opts.max_open.unwrap_or_else(fd_budget);
+    let worker = SweepWorker {
+        shared: shared.clone(),
+        backend,
+        generation: 0,
+        members: Arc::new(Membership::default()),
+        slots: Vec::new(),
+        max_open,
+    };
+    (SweepLink { shared }, worker)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns how many state files the
+/// sweep may hold open: the limit less [`FD_RESERVE`] (half of it when the limit is small).
+pub fn fd_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let soft = if hard > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let budget = if soft > 2 * FD_RESERVE {
+        soft - FD_RESERVE
+    } else {
+        soft / 2
+    };
+    usize::try_from(budget).unwrap_or(usize::MAX)
+}
+
+/// One member's reader: its open state file (None: beyond the budget, or it could not be
+/// opened) and the last state read.
+struct Slot {
+    file: Option<File>,
+    last: [u8; STATE_MAX],
+    len: u8,
+}
+
+impl Slot {
+    fn last(&self) -> &[u8] {
+        &self.last[..usize::from(self.len)]
+    }
+
+    fn set(&mut self, s: &[u8]) {
+        let n = s.len().min(STATE_MAX);
+        self.last[..n].copy_from_slice(&s[..n]);
+        self.len = u8::try_from(n).unwrap_or(0);
+    }
+}
+
+/// The thread's side (see [`worker`]).
+pub struct SweepWorker {
+    shared: Arc<Shared>,
+    backend: Arc<dyn DmBackend>,
+    generation: u64,
+    members: Arc<Membership>,
+    slots: Vec<Slot>,
+    max_open: usize,
+}
+
+impl std::fmt::Debug for SweepWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepWorker")
+            .field("members", &self.members.members.len())
+            .finish()
+    }
+}
+
+/// Trims the text a read returned (the trailing newline, padding).
+fn trimmed(b: &[u8]) -> &[u8] {
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let start = b[..end]
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(end);
+    &b[start..end]
+}
+
+/// Whether a read error means the device is going away.
+fn device_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32)
+}
+
+impl SweepWorker {
+    /// Takes a new membership when the engine replaced it: open files and last states are
+    /// kept for the members that stay.
+    fn refresh(&mut self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let new = Arc::clone(
+            &self
+                .shared
+                .membership
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let old_members = std::mem::replace(&mut self.members, new);
+        let mut old: HashMap<&Path, Slot> = old_members
+            .members
+            .iter()
+            .map(|m| m.state_file.as_path())
+            .zip(std::mem::take(&mut self.slots))
+            .collect();
+        let mut open = old.values().filter(|s| s.file.is_some()).count();
+        let mut slots = Vec::with_capacity(self.members.members.len());
+        for m in &self.members.members {
+            let slot = match old.remove(m.state_file.as_path()) {
+                Some(s) => s,
+                None => {
+                    let mut s = Slot {
+                        file: None,
+                        last: [0; STATE_MAX],
+                        len: 0,
+                    };
+                    s.set(m.known.as_bytes());
+                    if open < self.max_open
+                        && let Ok(f) = File::open(&m.state_file)
+                    {
+                        s.file = Some(f);
+                        open += 1;
+                    }
+                    s
+                }
+            };
+            slots.push(slot);
+        }
+        // Files of members that left are closed here.
+        drop(old);
+        self.slots = slots;
+        let c = &self.shared.counters;
+        let held = self.slots.iter().filter(|s| s.file.is_some()).count();
+        c.open_files.store(held as u64, Ordering::Relaxed);
+        c.members.store(self.slots.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One read of every member's state; fails the paths that went down. Returns how many
+    /// members moved.
+    pub fn pass(&mut self) -> usize {
+        self.refresh();
+        let t = Instant::now();
+        let c = &self.shared.counters;
+        let mut moved = 0;
+        let mut fallback = 0u64;
+        let mut buf = [0u8; STATE_MAX];
+        for (slot, m) in self.slots.iter_mut().zip(self.members.members.iter()) {
+            let read = match &slot.file {
+                Some(f) => f.read_at(&mut buf, 0),
+                None => {
+                    fallback += 1;
+                    File::open(&m.state_file).and_then(|f| f.read_at(&mut buf, 0))
+                }
+            };
+            let now: &[u8] = match read {
+                Ok(n) => trimmed(&buf[..n]),
+                Err(e) if device_gone(&e) => {
+                    slot.file = None;
+                    b"deleted"
+                }
+                Err(e) => {
+                    c.read_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(dev = %m.dev, "reading {}: {e}", m.state_file.display());
+                    continue;
+                }
+            };
+            if now == slot.last() {
+                continue;
+            }
+            moved += 1;
+            let was_down = is_down(slot.last());
+            slot.set(now);
+            let text = String::from_utf8_lossy(now).into_owned();
+            {
+                // The news before the fail_path: a plan from now on counts the path unusable.
+                let mut news = self
+                    .shared
+                    .news
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                news.insert(m.dev.clone(), text.clone());
+                self.shared.pending.store(true, Ordering::Release);
+            }
+            if !is_down(now) || was_down {
+                tracing::info!(dev = %m.dev, to = %text, "SCSI device state changed; checking the path now");
+                continue;
+            }
+            match self.backend.message(&m.map, &Message::FailPath(m.devno)) {
+                Ok(()) => {
+                    c.direct_fails.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(dev = %m.dev, map = %m.map, state = %text, "SCSI device {text}: fail_path {} sent at once", m.devno);
+                }
+                Err(dm_tables::Error::NoSuchMap { .. }) => {
+                    c.gone.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    c.fail_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(dev = %m.dev, map = %m.map, "the sweep could not fail the path ({e}); its check will");
+                }
+            }
+        }
+        c.fallback.store(fallback, Ordering::Relaxed);
+        c.passes.fetch_add(1, Ordering::Relaxed);
+        c.last_pass_us.store(
+            u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if moved > 0 {
+            (self.shared.wake)();
+        }
+        moved
+    }
+}

@@ -1,0 +1,315 @@
+#![allow(clippy::unwrap_used)]
+//! Issue 18: failover that never waits for the engine lock. The sweep thread
+//! (`multipathd_rs::sweep`) reads every member path's SCSI state and fails a path that went
+//! down straight through the backend, on the simulated SAN (a generated sysfs tree whose
+//! `state` files are rewritten in place, as sysfs regenerates them) and the simulated
+//! device-mapper (a fresh table starts with every path active, as the kernel's does).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aliases::StorePaths;
+use dm_tables::{DevNo, DmBackend, PathState, SimBackend};
+use lun_scan::topology::Sim;
+use multipathd_rs::clock::{Clock, ManualClock, SystemClock};
+use multipathd_rs::config::Config;
+use multipathd_rs::daemon::{self, DaemonOptions};
+use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::sweep::{self, Member, Membership, SweepOptions};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    sim: Sim,
+}
+
+impl Lab {
+    /// Two FC HBAs x two target ports, 4 LUNs: 4 maps of 4 paths.
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::render_file(
+            &fixture("fixtures/topologies/fc-dual-hba.toml"),
+            &dir.path().join("sys"),
+        )
+        .unwrap();
+        Lab { dir, sim }
+    }
+
+    /// A synced engine on the in-memory sim backend.
+    fn engine(&self, clock: Arc<dyn Clock>) -> Engine {
+        let opts = EngineOptions {
+            config_path: None,
+            sysfs_root: self.sim.root.clone(),
+            store_paths: StorePaths {
+                table: Some(self.dir.path().join("aliases.toml")),
+                ..StorePaths::default()
+            },
+            checker_override: Some("sysfs".into()),
+        };
+        let mut e =
+            Engine::new(Config::builtin(), opts, Box::new(SimBackend::new()), clock).unwrap();
+        let r = e.sync().unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(e.map_names().len(), 4);
+        e
+    }
+}
+
+/// The map holding `dev` and the path's device number.
+fn where_is(e: &Engine, dev: &str) -> (String, DevNo) {
+    let devno = e
+        .paths_view()
+        .into_iter()
+        .find(|p| p.dev == dev)
+        .unwrap()
+        .devno;
+    let devno = DevNo::new(devno.major, devno.minor);
+    let map = e
+        .maps_view()
+        .into_iter()
+        .find(|m| {
+            m.groups
+                .iter()
+                .any(|g| g.paths.iter().any(|p| p.dev == dev))
+        })
+        .unwrap()
+        .name;
+    (map, devno)
+}
+
+/// Another path of the same map.
+fn sibling(e: &Engine, dev: &str) -> String {
+    let (map, _) = where_is(e, dev);
+    e.maps_view()
+        .into_iter()
+        .find(|m| m.name == map)
+        .unwrap()
+        .groups
+        .iter()
+        .flat_map(|g| g.paths.iter())
+        .map(|p| p.dev.clone())
+        .find(|d| d != dev)
+        .unwrap()
+}
+
+fn dm_state(b: &dyn DmBackend, map: &str, devno: DevNo) -> PathState {
+    b.status(map).unwrap().path(devno).unwrap().state
+}
+
+fn no_wake() -> sweep::Wake {
+    Box::new(|| {})
+}
+
+#[test]
+fn a_path_that_goes_offline_is_failed_while_the_engine_lock_is_held() {
+    let mut lab = Lab::new();
+    let e = lab.engine(Arc::new(SystemClock));
+    let backend = e.shared_backend();
+    let dev = lab.sim.paths[0].dev.clone();
+    let (map, devno) = where_is(&e, &dev);
+    let handle = daemon::start(
+        e,
+        Arc::new(SystemClock),
+        DaemonOptions {
+            socket: lab.dir.path().join("sock"),
+            uevents: false,
+            tick: Duration::from_millis(200),
+        },
+    )
+    .unwrap();
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+    {
+        // The engine lock, held for the whole failover (as a long rescan or reload would).
+        let held = handle.daemon().engine();
+        assert!(held.sweep_attached(), "the daemon runs the sweep thread");
+        lab.sim.set_state(&dev, "offline").unwrap();
+        let t = Instant::now();
+        while dm_state(backend.as_ref(), &map, devno) != PathState::Failed {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{dev} went offline but is still active in {map} after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(held.status().sweep.direct_fails, 1);
+        // Proof that the engine played no part: it still believes the path is running.
+        let p = held.paths().iter().find(|p| p.dev == dev).unwrap();
+        assert_eq!(p.state, "running");
+    }
+    // Released, the loop takes the sweep's news and the path's own check fails it too.
+    let t = Instant::now();
+    loop {
+        {
+            let e = handle.daemon().engine();
+            let state = e
+                .paths()
+                .iter()
+                .find(|p| p.dev == dev)
+                .unwrap()
+                .state
+                .clone();
+            if state == "offline" && e.last_check(&dev).is_some_and(|c| c.state.is_failed()) {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the engine never heard"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    handle.stop().unwrap();
+}
+
+#[test]
+fn the_sweep_fails_offline_at_once_leaves_blocked_to_the_check_and_never_reinstates() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine(Arc::new(ManualClock::new()));
+    let backend = e.shared_backend();
+    let (link, mut w) = sweep::worker(e.shared_backend(), SweepOptions::default(), no_wake());
+    e.attach_sweep(link.clone());
+    let dev = lab.sim.paths[0].dev.clone();
+    let (map, devno) = where_is(&e, &dev);
+    assert_eq!(w.pass(), 0, "nothing moved yet");
+    // blocked: an FC remote port lost for at most fast_io_fail_tmo; the check decides.
+    lab.sim.set_state(&dev, "blocked").unwrap();
+    assert_eq!(w.pass(), 1);
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+    lab.sim.set_state(&dev, "transport-offline").unwrap();
+    assert_eq!(w.pass(), 1);
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    assert_eq!(w.pass(), 0, "the same state read again is no move");
+    lab.sim.set_state(&dev, "running").unwrap();
+    assert_eq!(w.pass(), 1);
+    assert_eq!(
+        dm_state(backend.as_ref(), &map, devno),
+        PathState::Failed,
+        "the sweep never reinstates"
+    );
+    assert_eq!(link.stats().direct_fails, 1);
+    // The engine takes the news (the latest state) and its check reinstates the path.
+    assert_eq!(e.take_sweep_news(), vec![dev.clone()]);
+    assert_eq!(
+        e.paths().iter().find(|p| p.dev == dev).unwrap().state,
+        "running"
+    );
+    e.check_paths_now(std::slice::from_ref(&dev)).unwrap();
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+}
+
+#[test]
+fn a_reload_racing_with_the_sweep_loads_the_swept_path_failed() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine(Arc::new(ManualClock::new()));
+    let backend = e.shared_backend();
+    let (link, mut w) = sweep::worker(e.shared_backend(), SweepOptions::default(), no_wake());
+    e.attach_sweep(link);
+    let dev = lab.sim.paths[0].dev.clone();
+    let other = sibling(&e, &dev);
+    let (map, devno) = where_is(&e, &dev);
+    let (_, other_devno) = where_is(&e, &other);
+    lab.sim.set_state(&dev, "offline").unwrap();
+    assert_eq!(w.pass(), 1);
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    // Control: a sibling goes offline too, but no pass reads it (nobody knows yet).
+    lab.sim.set_state(&other, "offline").unwrap();
+    // A reload behind the engine's back: the fresh table has every path active again.
+    let mut t = backend.table(&map).unwrap();
+    t.groups.reverse();
+    backend.reload(&map, &t).unwrap();
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+    // The engine re-plans the map before it took the sweep's news.
+    let wwid = e
+        .maps_view()
+        .into_iter()
+        .find(|m| m.name == map)
+        .unwrap()
+        .wwid;
+    let r = e.sync_wwids(&BTreeSet::from([wwid])).unwrap();
+    assert_eq!(
+        r.changed(),
+        1,
+        "the engine reloads the map to its plan: {r:?}"
+    );
+    assert_eq!(
+        dm_state(backend.as_ref(), &map, devno),
+        PathState::Failed,
+        "the planner counts a path the sweep read down as unusable"
+    );
+    assert_eq!(
+        dm_state(backend.as_ref(), &map, other_devno),
+        PathState::Active,
+        "control: a path nobody read down is loaded active"
+    );
+}
+
+#[test]
+fn paths_beyond_the_fd_budget_are_read_by_open_read_close_and_still_failed() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine(Arc::new(ManualClock::new()));
+    let backend = e.shared_backend();
+    let opts = SweepOptions {
+        max_open: Some(3),
+        ..SweepOptions::default()
+    };
+    let (link, mut w) = sweep::worker(e.shared_backend(), opts, no_wake());
+    e.attach_sweep(link.clone());
+    assert_eq!(w.pass(), 0);
+    let s = link.stats();
+    assert_eq!((s.members, s.open_files, s.fallback), (16, 3, 13), "{s:?}");
+    let members = link.membership();
+    // One member read through its open file, one by open/read/close.
+    for m in [&members.members[0], &members.members[15]] {
+        lab.sim.set_state(&m.dev, "offline").unwrap();
+    }
+    assert_eq!(w.pass(), 2);
+    for m in [&members.members[0], &members.members[15]] {
+        assert_eq!(
+            dm_state(backend.as_ref(), &m.map, m.devno),
+            PathState::Failed
+        );
+    }
+    assert_eq!(link.stats().direct_fails, 2);
+    let text = multipathd_rs::output::status_text(&e.status());
+    assert!(
+        text.contains("3 files open, 13 read by open/read/close"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_fail_for_a_map_that_is_gone_is_counted_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "running\n").unwrap();
+    let (link, mut w) = sweep::worker(
+        Arc::new(SimBackend::new()),
+        SweepOptions::default(),
+        no_wake(),
+    );
+    link.set_membership(Membership {
+        members: vec![Member {
+            dev: "sdx".into(),
+            devno: DevNo::new(65, 112),
+            map: "renamed-meanwhile".into(),
+            state_file: state.clone(),
+            known: "running".into(),
+        }],
+    });
+    assert_eq!(w.pass(), 0);
+    std::fs::write(&state, "offline\n").unwrap();
+    assert_eq!(w.pass(), 1);
+    let s = link.stats();
+    assert_eq!((s.gone, s.direct_fails, s.fail_errors), (1, 0, 0), "{s:?}");
+    assert_eq!(
+        link.take_news(),
+        vec![("sdx".to_string(), "offline".to_string())]
+    );
+    assert!(link.take_news().is_empty());
+}
