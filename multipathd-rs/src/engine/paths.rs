@@ -41,11 +41,12 @@ impl Engine {
         (out, left)
     }
 
-    /// The fast path to failover: one read of `device/state` per member path. A path whose
-    /// SCSI state moved since the engine last looked (running -> offline, transport-offline,
-    /// blocked, or back to running) is made due for its real check at once, instead of at its
-    /// next polling interval (up to max_polling_interval for a healthy path). Returns the paths
-    /// re-checked. Meant to run about once a second: it costs one small read per path.
+    /// Without a sweep thread ([`crate::sweep`]; tests, the demo): one read of `device/state`
+    /// per member path, under the lock. A path whose SCSI state moved since the engine last
+    /// looked (running -> offline, transport-offline, blocked, or back to running) is made due
+    /// for its real check at once, instead of at its next polling interval (up to
+    /// max_polling_interval for a healthy path). Returns the paths re-checked. Meant to run
+    /// about once a second: it costs one small read per path.
     pub fn state_sweep(&mut self) -> Vec<String> {
         let now = self.clock.now();
         let mut moved = Vec::new();
@@ -54,17 +55,7 @@ impl Engine {
             if self.scheduler.get(&dev).is_none() {
                 continue; // not a member of any map
             }
-            // The SCSI device's own directory when the scan found it (no symlinks to walk:
-            // half the path lookups of block/<dev>/device/state).
-            let f = if self.paths[i].syspath.as_os_str().is_empty() {
-                self.opts
-                    .sysfs_root
-                    .join("block")
-                    .join(&dev)
-                    .join("device/state")
-            } else {
-                self.paths[i].syspath.join("state")
-            };
+            let f = self.state_file_of(&self.paths[i]);
             let now_state = match std::fs::read_to_string(&f) {
                 Ok(s) => s.trim().to_string(),
                 // The device is going away: its remove uevent (or the next rescan) handles it;

@@ -102,12 +102,12 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
     }
     let _ = writeln!(
         o,
-        "| daemon CPU per second when nothing happens (checks at their 20 s ceiling, the 1 s state sweep) | {:.3} s/s | small | |",
+        "| daemon CPU per second when nothing happens (checks at their 20 s ceiling, the sweep thread every 200 ms) | {:.3} s/s | small | |",
         num(j, "idle_cpu_s_per_s").unwrap_or(f64::NAN)
     );
     let _ = writeln!(
         o,
-        "| one state sweep over every member path | {} | small | |",
+        "| one pass of the sweep thread over every member path | {} | small | |",
         secs(num(j, "sweep_s_median"))
     );
     let rss = num(j, "peak_rss_per_path_kb");
