@@ -262,7 +262,7 @@ impl Sweep {
                 while !worker.shared.stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     worker.pass();
-                    let next = t + worker.shared.period;
+                    let next = t + pause_after(worker.shared.period, t.elapsed());
                     while let Some(left) = next.checked_duration_since(Instant::now()) {
                         if worker.shared.stop.load(Ordering::Relaxed) {
                             return;
@@ -295,6 +295,13 @@ impl Drop for Sweep {
         }
         self.link.shared.running.store(false, Ordering::Relaxed);
     }
+}
+
+/// The time from one pass's start to the next: the period, or ten times the pass when that is
+/// longer, so the thread never takes more than a tenth of a core (a pass slowed by many paths
+/// read by open/read/close, or by a starved machine, spaces the passes out instead).
+pub fn pause_after(period: Duration, pass: Duration) -> Duration {
+    period.max(pass.saturating_mul(10))
 }
 
 /// A sweep without its thread: the caller runs [`SweepWorker::pass`] (tests).
@@ -538,5 +545,20 @@ impl SweepWorker {
             (self.shared.wake)();
         }
         moved
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_pass_spaces_the_passes_out_to_a_tenth_of_a_core() {
+        let period = Duration::from_millis(200);
+        assert_eq!(pause_after(period, Duration::from_millis(5)), period);
+        assert_eq!(
+            pause_after(period, Duration::from_millis(132)),
+            Duration::from_millis(1320)
+        );
     }
 }
