@@ -313,3 +313,40 @@ fn a_fail_for_a_map_that_is_gone_is_counted_and_ignored() {
     );
     assert!(link.take_news().is_empty());
 }
+
+/// The failover benchmark's HBA loss left about 100 of 16,384 paths reinstated while offline:
+/// a check that started before the device went offline answered "up" after the sweep thread
+/// had failed the path. A path whose SCSI device is known down is never reinstated; control:
+/// the same late "up" for a path whose device is running again reinstates it.
+#[test]
+fn a_late_up_from_a_check_older_than_the_offline_never_reinstates() {
+    use multipathd_rs::checker::{CheckResult, CheckState};
+    let mut lab = Lab::new();
+    let mut e = lab.engine(Arc::new(ManualClock::new()));
+    let backend = e.shared_backend();
+    let (link, mut w) = sweep::worker(e.shared_backend(), SweepOptions::default(), no_wake());
+    e.attach_sweep(link);
+    let dev = lab.sim.paths[0].dev.clone();
+    let (map, devno) = where_is(&e, &dev);
+    lab.sim.set_state(&dev, "offline").unwrap();
+    assert_eq!(w.pass(), 1);
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    let late_up = || {
+        vec![(
+            dev.clone(),
+            CheckResult::new(CheckState::Up, "started before"),
+        )]
+    };
+    // before the engine took the news, and after
+    e.apply_check_results(late_up());
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    e.take_sweep_news();
+    e.apply_check_results(late_up());
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Failed);
+    // control: running again, an "up" reinstates it
+    lab.sim.set_state(&dev, "running").unwrap();
+    assert_eq!(w.pass(), 1);
+    e.take_sweep_news();
+    e.apply_check_results(late_up());
+    assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+}

@@ -192,7 +192,7 @@ impl Engine {
         self.refresh_map(wwid)?;
         let mut reinstated = None;
         let mut any = false;
-        for (_, devno, state) in paths {
+        for (dev, devno, state) in paths {
             let dm = self.maps[wwid]
                 .status
                 .as_ref()
@@ -205,6 +205,15 @@ impl Engine {
                 PathAction::FailPath => {
                     sent.push(self.send_only(wwid, &Message::FailPath(*devno))?);
                     any = true;
+                }
+                // A check that started before the device left `running` can still say "up"
+                // after the sweep thread failed the path: a path whose SCSI device is known
+                // down is never reinstated (its next check, due at once, decides).
+                PathAction::ReinstatePath if self.scsi_known_down(dev) => {
+                    tracing::info!(
+                        dev,
+                        "not reinstated: its SCSI device is down (a check older than that said up)"
+                    );
                 }
                 PathAction::ReinstatePath => {
                     sent.push(self.send_only(wwid, &Message::ReinstatePath(*devno))?);
@@ -225,6 +234,14 @@ impl Engine {
         }
         sent.extend(self.map_decisions(wwid, reinstated)?);
         Ok(())
+    }
+
+    /// Whether `dev`'s SCSI device is known down: its last read state (scan, sweep news) or
+    /// what the sweep thread read and the engine has not taken yet.
+    fn scsi_known_down(&self, dev: &str) -> bool {
+        self.path(dev)
+            .is_some_and(|p| crate::sweep::is_down(p.state.as_bytes()))
+            || self.swept_down(dev)
     }
 
     /// Re-reads a path's SCSI `device/state` (a check verdict changed).
