@@ -261,8 +261,10 @@ impl Sweep {
             .spawn(move || {
                 while !worker.shared.stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
+                    let cpu = thread_cpu();
                     worker.pass();
-                    let next = t + pause_after(worker.shared.period, t.elapsed());
+                    let next =
+                        t + pause_after(worker.shared.period, thread_cpu().saturating_sub(cpu));
                     while let Some(left) = next.checked_duration_since(Instant::now()) {
                         if worker.shared.stop.load(Ordering::Relaxed) {
                             return;
@@ -297,11 +299,26 @@ impl Drop for Sweep {
     }
 }
 
-/// The time from one pass's start to the next: the period, or ten times the pass when that is
-/// longer, so the thread never takes more than a tenth of a core (a pass slowed by many paths
-/// read by open/read/close, or by a starved machine, spaces the passes out instead).
-pub fn pause_after(period: Duration, pass: Duration) -> Duration {
-    period.max(pass.saturating_mul(10))
+/// The time from one pass's start to the next: the period, or ten times the CPU the pass used
+/// when that is longer, so the thread never takes more than a tenth of a core (many paths read
+/// by open/read/close space the passes out). CPU time, not wall time: on a starved machine a
+/// pass takes longer without costing more, and stretching the period then would only delay
+/// failover.
+pub fn pause_after(period: Duration, pass_cpu: Duration) -> Duration {
+    period.max(pass_cpu.saturating_mul(10))
+}
+
+/// This thread's CPU time so far (zero if the clock cannot be read).
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(
+        Duration::ZERO,
+        |t| {
+            Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_nsec()).unwrap_or(0),
+            )
+        },
+    )
 }
 
 /// A sweep without its thread: the caller runs [`SweepWorker::pass`] (tests).
