@@ -11,10 +11,21 @@ pub(super) fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Appli
     let mut messages = Vec::new();
     let res: Result<()> = (|| {
         let old = plan.current_name.clone().unwrap_or_default();
+        // A fresh table starts with every path active: the ones known to be down are failed
+        // again, as soon as the backend has the new table live.
+        let down: Vec<Message> = if matches!(plan.action, Action::Create) || plan.action.reloads() {
+            plan.desired
+                .paths()
+                .filter(|p| !p.usable)
+                .map(|p| Message::FailPath(p.devno))
+                .collect()
+        } else {
+            Vec::new()
+        };
         match plan.action {
             Action::Create => {
                 backend
-                    .create(&plan.name, &plan.desired.uuid, &plan.desired.table)
+                    .create_then(&plan.name, &plan.desired.uuid, &plan.desired.table, &down)
                     .map_err(dm_err(&plan.name))?;
             }
             Action::Rename | Action::RenameReload => {
@@ -24,19 +35,10 @@ pub(super) fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Appli
         }
         if plan.action.reloads() {
             backend
-                .reload(&plan.name, &plan.desired.table)
+                .reload_then(&plan.name, &plan.desired.table, &down)
                 .map_err(dm_err(&plan.name))?;
         }
-        // A fresh table starts with every path active: fail the ones known to be down.
-        if matches!(plan.action, Action::Create) || plan.action.reloads() {
-            for p in plan.desired.paths().filter(|p| !p.usable) {
-                let m = Message::FailPath(p.devno);
-                backend
-                    .message(&plan.name, &m)
-                    .map_err(dm_err(&plan.name))?;
-                messages.push(m.to_string());
-            }
-        }
+        messages.extend(down.iter().map(ToString::to_string));
         let any_usable = plan.desired.paths().any(|p| p.usable);
         if any_usable && !matches!(plan.action, Action::Refused) {
             for m in &plan.messages {
