@@ -25,11 +25,8 @@ INTERVAL=2
 
 lab_scsi_debug 2 3
 read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
-for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+lab_paths_table
 lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
-path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }
-map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
 first_group_devno() { dmsetup table "$1" | grep -oE '[0-9]+:[0-9]+' | head -n1; }
 
 mkdir -p "$LAB_MPD_DIR"
@@ -74,9 +71,9 @@ sampled() { awk -v d="$1" -v s="$2" '$2 == d && $3 == s { n++ } END { print n + 
 # All three LUNs at once: each one's host0 path goes offline, then each map is reloaded.
 declare -A P Q PN QN M
 for lun in 0 1 2; do
-  P[$lun]=$(path_of "$h0" "$lun") Q[$lun]=$(path_of "$h1" "$lun")
-  PN[$lun]=$(devno_of "${P[$lun]}") QN[$lun]=$(devno_of "${Q[$lun]}")
-  M[$lun]=$(map_of_devno "${PN[$lun]}")
+  P[$lun]=$(lab_path_of "$h0" "$lun") Q[$lun]=$(lab_path_of "$h1" "$lun")
+  PN[$lun]=$(lab_devno_of "${P[$lun]}") QN[$lun]=$(lab_devno_of "${Q[$lun]}")
+  M[$lun]=$(lab_map_of_devno "${PN[$lun]}")
   [ -n "${M[$lun]}" ] || lab_fail "no map holds ${P[$lun]} (${PN[$lun]})"
   lab_assert_eq "${M[$lun]}: ${P[$lun]} (${PN[$lun]}) leads (first group)" "${PN[$lun]}" "$(first_group_devno "${M[$lun]}")"
   lab_assert_eq "control: the sampler saw ${PN[$lun]} active before the fault" yes \
@@ -102,8 +99,8 @@ done
 
 # Positive control: a hand reinstate of an offline path (the daemon stopped for 1 s meanwhile)
 # shows as active in the samples, and the daemon fails it again.
-p=$(path_of "$h0" 0) pn=$(devno_of "$p")
-m=$(map_of_devno "$pn")
+p=$(lab_path_of "$h0" 0) pn=$(lab_devno_of "$p")
+m=$(lab_map_of_devno "$pn")
 kill -STOP "$LAB_MPD_PID" # held still: the reinstate stays visible for a while
 lab_run dmsetup message "$m" 0 reinstate_path "$pn"
 sleep 1
@@ -117,7 +114,7 @@ lab_assert_eq "control: the sampler sees the hand-reinstated $p active" yes \
 kill "$sampler" 2>/dev/null
 lab_note "the daemon's slow resumes: $(grep -c 'waited .* for udevd' "$LAB_OUT/daemon.log") ($(grep -o 'waited .* for udevd.*' "$LAB_OUT/daemon.log" | tr '\n' ';'))"
 lab_capture daemon-show-paths.txt lab_mpd show paths
-for lun in 0 1 2; do lab_path_running "$(path_of "$h0" "$lun")"; done
+for lun in 0 1 2; do lab_path_running "$(lab_path_of "$h0" "$lun")"; done
 
 # ------------------------------------------------------------------ teardown
 lab_mpd_stop TERM || lab_fail "the daemon did not stop on SIGTERM"
