@@ -178,7 +178,7 @@ impl Engine {
             }
             planned.insert(
                 outcome.plan.desired.wwid.clone(),
-                outcome.plan.desired.clone(),
+                Arc::clone(&outcome.plan.desired.0),
             );
             report.maps.push(outcome);
         }
@@ -290,7 +290,7 @@ impl Engine {
         if applied {
             tracing::info!(map = %plan.name, action = plan.action.as_str(), "map {}", plan.action.as_str());
             if let Some(old) = self.maps.get_mut(&plan.desired.wwid) {
-                old.desired = Some(plan.desired.clone());
+                old.desired = Some(Arc::clone(&plan.desired.0));
                 if plan.action.reloads() {
                     old.stats.map_loads += 1;
                 }
@@ -308,7 +308,7 @@ impl Engine {
     pub(super) fn refresh_maps(
         &mut self,
         only: Option<&BTreeSet<String>>,
-        mut planned: HashMap<String, DesiredMap>,
+        mut planned: HashMap<String, Arc<DesiredMap>>,
     ) -> Result<()> {
         let (existing, all) = self.existing_maps(only)?;
         let polling = interval_policy(&self.config).polling_interval;
@@ -377,6 +377,11 @@ impl Engine {
         for dev in stale {
             self.scheduler.remove_path(&dev);
         }
+        let new = member
+            .iter()
+            .filter(|(dev, wwid)| self.scheduler.get(dev).is_none_or(|s| &s.map != *wwid))
+            .count();
+        self.scheduler.reserve(new);
         for (dev, wwid) in &member {
             match self.scheduler.get(dev) {
                 Some(s) if &s.map == wwid => {}

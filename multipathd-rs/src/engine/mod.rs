@@ -85,7 +85,8 @@ struct MapState {
     info: MapInfo,
     table: MultipathTable,
     status: Option<MultipathStatus>,
-    desired: Option<DesiredMap>,
+    /// Shared with the plan that made it (see [`discovery::SharedDesired`]).
+    desired: Option<Arc<DesiredMap>>,
     queue: QueueState,
     failback: FailbackState,
     stats: state::MapStats,
