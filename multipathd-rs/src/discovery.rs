@@ -379,11 +379,17 @@ pub fn desired_map(
         .iter()
         .map(|g| MemberGroup {
             priority: g.priority,
-            paths: g
-                .paths
-                .iter()
-                .filter_map(|d| by_devno.get(d).map(|m| (*m).clone()))
-                .collect(),
+            // Exact capacity: a filtered collect starts at four slots, which at two paths
+            // per LUN (one path per group) was three wasted members per group.
+            paths: {
+                let mut v = Vec::with_capacity(g.paths.len());
+                v.extend(
+                    g.paths
+                        .iter()
+                        .filter_map(|d| by_devno.get(d).map(|m| (*m).clone())),
+                );
+                v
+            },
         })
         .collect();
     Ok(DesiredMap {

@@ -339,7 +339,7 @@ impl Engine {
                 None => {
                     self.maps.insert(
                         wwid.clone(),
-                        MapState {
+                        Box::new(MapState {
                             name: info.name.clone(),
                             wwid: wwid.clone(),
                             info,
@@ -349,7 +349,7 @@ impl Engine {
                             desired,
                             failback: FailbackState::new(),
                             stats: state::MapStats::default(),
-                        },
+                        }),
                     );
                 }
             }
