@@ -180,7 +180,7 @@ impl Engine {
             }
             planned.insert(
                 outcome.plan.desired.wwid.clone(),
-                outcome.plan.desired.clone(),
+                Arc::clone(&outcome.plan.desired.0),
             );
             report.maps.push(outcome);
         }
@@ -292,7 +292,7 @@ impl Engine {
         if applied {
             tracing::info!(map = %plan.name, action = plan.action.as_str(), "map {}", plan.action.as_str());
             if let Some(old) = self.maps.get_mut(&plan.desired.wwid) {
-                old.desired = Some(plan.desired.clone());
+                old.desired = Some(Arc::clone(&plan.desired.0));
                 if plan.action.reloads() {
                     old.stats.map_loads += 1;
                 }
@@ -310,7 +310,7 @@ impl Engine {
     pub(super) fn refresh_maps(
         &mut self,
         only: Option<&BTreeSet<String>>,
-        mut planned: HashMap<String, DesiredMap>,
+        mut planned: HashMap<String, Arc<DesiredMap>>,
     ) -> Result<()> {
         let (existing, all) = self.existing_maps(only)?;
         let polling = interval_policy(&self.config).polling_interval;
@@ -341,7 +341,7 @@ impl Engine {
                 None => {
                     self.maps.insert(
                         wwid.clone(),
-                        MapState {
+                        Box::new(MapState {
                             name: info.name.clone(),
                             wwid: wwid.clone(),
                             info,
@@ -351,7 +351,7 @@ impl Engine {
                             desired,
                             failback: FailbackState::new(),
                             stats: state::MapStats::default(),
-                        },
+                        }),
                     );
                 }
             }
@@ -379,6 +379,11 @@ impl Engine {
         for dev in stale {
             self.scheduler.remove_path(&dev);
         }
+        let new = member
+            .iter()
+            .filter(|(dev, wwid)| self.scheduler.get(dev).is_none_or(|s| &s.map != *wwid))
+            .count();
+        self.scheduler.reserve(new);
         for (dev, wwid) in &member {
             match self.scheduler.get(dev) {
                 Some(s) if &s.map == wwid => {}
