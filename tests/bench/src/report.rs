@@ -1066,6 +1066,67 @@ mod tests {
     }
 
     #[test]
+    fn the_lab_section_shows_idle_cpu_in_its_unit_and_the_targets_with_verdicts() {
+        let m = |metric: &str, tool: &str, v: f64| lab::Measurement {
+            metric: metric.into(),
+            tool: tool.into(),
+            rep: 1,
+            seconds: Some(v),
+            error: None,
+        };
+        let mut ms = vec![
+            m("cold_start_256", lab::OURS, 2.0),
+            m("cold_start_256", lab::THEIRS, 40.0),
+            m("idle_cpu", lab::OURS, 0.0123),
+            m("idle_cpu", lab::THEIRS, 0.0456),
+        ];
+        ms.extend((0..10).map(|i| m("fail_idle", lab::OURS, if i == 9 { 1.3 } else { 0.5 })));
+        let labr = LabResults {
+            date: "today".into(),
+            reps: 3,
+            guest_kernel: None,
+            qemu: None,
+            runs: vec![lab::ScenarioRun {
+                scenario: "91-bench-coldstart".into(),
+                lab_status: "PASS".into(),
+                wall_s: 600.0,
+                error: None,
+                file: Some(lab::ScenarioFile {
+                    scenario: "91-bench-coldstart".into(),
+                    topology: "scsi_debug 2 hosts x 256 LUNs".into(),
+                    reps: 1,
+                    kernel: String::new(),
+                    multipath_tools: String::new(),
+                    measurements: ms,
+                }),
+            }],
+        };
+        let dir = crate::Scratch::new(&std::env::temp_dir(), "bench-report-test").unwrap();
+        let md = dir.path().join("BENCHMARKS.md");
+        let inputs = Inputs {
+            lab: Some(labr),
+            ..Inputs::default()
+        };
+        write(&inputs, &md, &dir.path().join("docs")).unwrap();
+        let o = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            o.contains("| 0.012 CPU s/s | 0.046 CPU s/s | 0.27 |"),
+            "{o}"
+        );
+        assert!(o.contains("| <= 0.1 | met |"), "{o}");
+        assert!(o.contains("0.500 s over 10 | <= 0.6 s | met |"), "{o}");
+        assert!(o.contains("| 1.300 s | <= 1 s | NOT met |"), "{o}");
+        assert!(
+            o.contains("`91-bench-coldstart` (scsi_debug 2 hosts x 256 LUNs): PASS"),
+            "{o}"
+        );
+        assert!(
+            o.contains("- Target (issue 18, lab): idle path offline"),
+            "{o}"
+        );
+    }
+
+    #[test]
     fn seconds_read_well() {
         assert_eq!(fmt_s(12.34), "12.3 s");
         assert_eq!(fmt_s(0.0123), "12.3 ms");
