@@ -176,6 +176,8 @@ pub struct Params {
     pub fail_idle_reps: u32,
     /// 91: seconds over which idle CPU is measured.
     pub idle_window_s: u32,
+    /// Boot nothing: read what the last run of each scenario left in tests/lab/out.
+    pub collect_only: bool,
 }
 
 impl Params {
@@ -213,18 +215,22 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
         }
         eprintln!("bench: lab scenario {scenario} ({params:?})");
         let t = Instant::now();
-        let status = Command::new(lws.join("tests/lab/run"))
-            .current_dir(&lws)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .arg("--keep")
-            .arg(scenario)
-            .status();
-        let wall_s = t.elapsed().as_secs_f64();
-        let lab_status = match &status {
-            Ok(s) if s.success() => "PASS".to_string(),
-            Ok(s) => format!("FAIL ({s})"),
-            Err(e) => format!("not run: {e}"),
+        let lab_status = if params.collect_only {
+            "collected from an earlier run".to_string()
+        } else {
+            match Command::new(lws.join("tests/lab/run"))
+                .current_dir(&lws)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .arg("--keep")
+                .arg(scenario)
+                .status()
+            {
+                Ok(s) if s.success() => "PASS".to_string(),
+                Ok(s) => format!("FAIL ({s})"),
+                Err(e) => format!("not run: {e}"),
+            }
         };
+        let wall_s = t.elapsed().as_secs_f64();
         if let Ok(text) = std::fs::read_to_string(out_dir.join("summary.json"))
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
         {
@@ -241,13 +247,24 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
                 Ok(f) => (Some(f), None),
                 Err(e) => (None, Some(format!("{} is not valid: {e}", path.display()))),
             },
-            Err(e) => (
-                None,
-                Some(format!(
-                    "the scenario wrote no results ({}: {e}); see tests/lab/out/{scenario}/log",
-                    path.display()
-                )),
-            ),
+            Err(e) => match partial(&out_dir.join(scenario), scenario) {
+                // Stopped before bench_finish (a guest timeout): keep what it measured.
+                Some(f) => (
+                    Some(f),
+                    Some(format!(
+                        "the scenario did not finish ({} missing): partial measurements from \
+                         measurements.jsonl; see tests/lab/out/{scenario}/log",
+                        path.display()
+                    )),
+                ),
+                None => (
+                    None,
+                    Some(format!(
+                        "the scenario wrote no results ({}: {e}); see tests/lab/out/{scenario}/log",
+                        path.display()
+                    )),
+                ),
+            },
         };
         runs.push(ScenarioRun {
             scenario: scenario.to_string(),
@@ -264,6 +281,24 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
         qemu,
         runs,
     }
+}
+
+/// The measurements a scenario recorded before it stopped (its measurements.jsonl, one JSON
+/// object a line), when it never wrote results.json; None without any.
+fn partial(dir: &Path, scenario: &str) -> Option<ScenarioFile> {
+    let text = std::fs::read_to_string(dir.join("measurements.jsonl")).ok()?;
+    let measurements: Vec<Measurement> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (!measurements.is_empty()).then(|| ScenarioFile {
+        scenario: scenario.to_string(),
+        topology: String::new(),
+        reps: measurements.iter().map(|m| m.rep).max().unwrap_or(0),
+        kernel: String::new(),
+        multipath_tools: String::new(),
+        measurements,
+    })
 }
 
 /// Merges a partial run into the previous results: scenarios that ran replace their old runs.
@@ -591,6 +626,22 @@ mod tests {
         )])));
         assert_eq!(row(&none, "cold start").verdict, "not measured");
         assert!(row(&none, "cold start").value.contains("no measurement"));
+    }
+
+    #[test]
+    fn a_scenario_stopped_early_keeps_its_measurements() {
+        let dir = crate::Scratch::new(&std::env::temp_dir(), "bench-partial-test").unwrap();
+        assert!(partial(dir.path(), "91-bench-coldstart").is_none());
+        std::fs::write(
+            dir.path().join("measurements.jsonl"),
+            "{\"metric\":\"cold_start_256\",\"tool\":\"multipath-tools\",\"rep\":1,\"seconds\":41.5,\"error\":null}\n\
+             {\"metric\":\"idle_cpu\",\"tool\":\"multipath-tools\",\"rep\":1,\"seconds\":null,\"error\":\"exited\"}\n",
+        )
+        .unwrap();
+        let f = partial(dir.path(), "91-bench-coldstart").unwrap();
+        assert_eq!(f.measurements.len(), 2);
+        assert_eq!(f.measurements[0].seconds, Some(41.5));
+        assert_eq!(f.reps, 1);
     }
 
     #[test]

@@ -85,6 +85,10 @@ struct Cli {
     /// Lab: seconds over which each daemon's idle CPU is measured (91).
     #[arg(long, default_value_t = 20)]
     idle_window: u32,
+    /// Lab: boot nothing, collect the results the last run of each scenario left in
+    /// tests/lab/out (e.g. after running one by hand with tests/lab/run).
+    #[arg(long)]
+    collect: bool,
     /// Lab: run only these scenarios (names or number prefixes, comma-separated); the others
     /// keep their saved results.
     #[arg(long, value_delimiter = ',')]
@@ -290,6 +294,7 @@ fn main() -> Result<()> {
             coldstart_reps: if cli.quick { 1 } else { cli.coldstart_reps },
             fail_idle_reps: if cli.quick { 1 } else { cli.fail_idle_reps },
             idle_window_s: cli.idle_window,
+            collect_only: cli.collect,
         };
         let l = lab::run_all(&ws, params, &cli.scenarios);
         let l = if cli.scenarios.is_empty() {
