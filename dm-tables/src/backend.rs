@@ -104,6 +104,26 @@ pub trait DmBackend: Send + Sync {
     /// Loads `table` into the map and resumes it (swapping tables). The suspend this implies
     /// is a [`SuspendFlags::RELOAD`] one: I/O queued in the map survives the reload.
     fn reload(&self, name: &str, table: &MultipathTable) -> Result<()>;
+    /// [`DmBackend::reload`], then `then` for the new table. A new table starts with every
+    /// path active, so `then` is where the paths known to be down are failed again: a backend
+    /// whose resume also waits for something slow (the kernel's waits for udevd) sends them as
+    /// soon as the new table is live, not after that wait. The default reloads, then sends.
+    fn reload_then(&self, name: &str, table: &MultipathTable, then: &[Message]) -> Result<()> {
+        self.reload(name, table)?;
+        then.iter().try_for_each(|m| self.message(name, m))
+    }
+    /// [`DmBackend::create`], then `then` for the new table, as [`DmBackend::reload_then`].
+    fn create_then(
+        &self,
+        name: &str,
+        uuid: &str,
+        table: &MultipathTable,
+        then: &[Message],
+    ) -> Result<MapInfo> {
+        let info = self.create(name, uuid, table)?;
+        then.iter().try_for_each(|m| self.message(name, m))?;
+        Ok(info)
+    }
     /// The active table line as the kernel prints it (`start length multipath ...`).
     fn table_line(&self, name: &str) -> Result<String>;
     /// The status line as the kernel prints it.

@@ -27,6 +27,13 @@ pub const NODE_WAIT: Duration = Duration::from_secs(3);
 /// Operations on different maps the kernel backend runs at once ([`DmBackend::concurrency`]).
 pub const KERNEL_CONCURRENCY: usize = 16;
 
+/// How long a reload watches for its new table to go live (to send its messages early), and
+/// how often it looks; past the watch the messages wait for the resume to return.
+const SWAP_WATCH: Duration = Duration::from_secs(10);
+const SWAP_POLL: Duration = Duration::from_millis(2);
+/// A resume slower than this is logged with when its messages went out.
+const SLOW_RESUME: Duration = Duration::from_secs(1);
+
 /// The first dm ioctl interface with `DM_DEV_ARM_POLL` and with event numbers in
 /// `DM_LIST_DEVICES` (Linux 4.13).
 pub const EVENTS_MIN_VERSION: (u32, u32) = (4, 37);
@@ -404,7 +411,7 @@ impl KernelBackend {
         Ok(removed)
     }
 
-    fn load(&self, name: &str, table: &MultipathTable) -> Result<()> {
+    fn load(&self, name: &str, table: &MultipathTable, then: &[Message]) -> Result<()> {
         let id = DevId::Name(dm_name(name)?);
         let targets = [(
             table.start,
@@ -419,13 +426,64 @@ impl KernelBackend {
         // suspend flushes, dm-mpath's presuspend switches queue_if_no_path off for it, and a
         // map with no usable path fails all its queued I/O (a guest sees EIO on a path
         // re-add, a dev_loss_tmo removal, a SIGHUP). multipath-tools resumes the same way.
-        self.dm
-            .device_suspend(
-                &id,
-                DmOptions::default().set_flags(suspend_dm_flags(SuspendFlags::RELOAD)),
-            )
-            .map_err(|e| self.ioctl_err("resume", name, e))?;
-        Ok(())
+        let resume = || {
+            self.dm
+                .device_suspend(
+                    &id,
+                    DmOptions::default().set_flags(suspend_dm_flags(SuspendFlags::RELOAD)),
+                )
+                .map(|_| ())
+                .map_err(|e| self.ioctl_err("resume", name, e))
+        };
+        if then.is_empty() {
+            return resume();
+        }
+        // The resume ioctl swaps the tables at once but then waits (udev cookie) until udevd
+        // has run its rules for the map, seconds on a busy host, and the new table starts with
+        // every path active. So the messages go out from here as soon as the new table is
+        // live, while the resume still waits, and once more after it (a second fail_path of a
+        // failed path changes nothing): the first send is early, the second is the one that
+        // counts.
+        let start = Instant::now();
+        let early = std::thread::scope(|scope| {
+            let waiting = scope.spawn(resume);
+            let deadline = start + SWAP_WATCH;
+            let mut early = None;
+            while !waiting.is_finished() && Instant::now() < deadline {
+                if self.live_table_is(name, table)
+                    && then.iter().all(|m| self.message(name, m).is_ok())
+                {
+                    early = Some(start.elapsed());
+                    break;
+                }
+                std::thread::sleep(SWAP_POLL);
+            }
+            // a panic in the resume's thread is a bug: it goes on here
+            waiting
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .map(|()| early)
+        })?;
+        let waited = start.elapsed();
+        match early {
+            Some(t) if waited > SLOW_RESUME => tracing::info!(
+                map = name,
+                "the resume waited {:.1} s for udevd; its {} message(s) went out after {} ms",
+                waited.as_secs_f64(),
+                then.len(),
+                t.as_millis()
+            ),
+            _ => tracing::debug!(map = name, ?early, ?waited, "resume with messages"),
+        }
+        then.iter().try_for_each(|m| self.message(name, m))
+    }
+
+    /// Whether the map's live table is `table` (the resume has swapped it in).
+    fn live_table_is(&self, name: &str, table: &MultipathTable) -> bool {
+        self.table(name)
+            .ok()
+            .and_then(|live| crate::plan::plan(name, &live, None, table).ok())
+            .is_some_and(|p| !p.needs_reload)
     }
 
     fn lines(&self, name: &str, flags: DmFlags, op: &'static str) -> Result<String> {
@@ -470,6 +528,16 @@ impl DmBackend for KernelBackend {
     }
 
     fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> Result<MapInfo> {
+        self.create_then(name, uuid, table, &[])
+    }
+
+    fn create_then(
+        &self,
+        name: &str,
+        uuid: &str,
+        table: &MultipathTable,
+        then: &[Message],
+    ) -> Result<MapInfo> {
         table.validate(name)?;
         let dmname = dm_name(name)?;
         self.sweep_stale_nodes()?;
@@ -501,7 +569,7 @@ impl DmBackend for KernelBackend {
             }
             return Err(self.ioctl_err("create", name, e));
         }
-        if let Err(e) = self.load(name, table) {
+        if let Err(e) = self.load(name, table, then) {
             // leave nothing half made behind
             if let Err(re) = self
                 .dm
@@ -518,7 +586,12 @@ impl DmBackend for KernelBackend {
 
     fn reload(&self, name: &str, table: &MultipathTable) -> Result<()> {
         table.validate(name)?;
-        self.load(name, table)
+        self.load(name, table, &[])
+    }
+
+    fn reload_then(&self, name: &str, table: &MultipathTable, then: &[Message]) -> Result<()> {
+        table.validate(name)?;
+        self.load(name, table, then)
     }
 
     fn table_line(&self, name: &str) -> Result<String> {

@@ -115,6 +115,12 @@ impl CheckScheduler {
         );
     }
 
+    /// Makes room for `additional` more paths at once, so adding every path of a cold start
+    /// does not regrow (and for a moment hold twice) the table at the memory peak.
+    pub fn reserve(&mut self, additional: usize) {
+        self.paths.reserve(additional);
+    }
+
     /// Stops scheduling `dev`; returns its last schedule.
     pub fn remove_path(&mut self, dev: &str) -> Option<PathSchedule> {
         self.paths.remove(dev)

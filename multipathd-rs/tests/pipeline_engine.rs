@@ -3,7 +3,7 @@
 //! device-mapper: maps per WWID grouped by ALUA priority, adoption without reload, blacklists
 //! and overrides, failover through the sysfs checker, uevents and dm events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -1319,4 +1319,69 @@ fn a_map_with_a_foreign_table_is_left_alone_and_the_others_go_on() {
     // Positive control: with the plain backend every map is planned again (kept).
     let again = lab.engine().sync().unwrap();
     assert_eq!(again.maps.len(), maps.len());
+}
+
+/// A new dm-mpath table starts with every path active (the sim copies the kernel here): a reload
+/// of a map whose path the daemon holds failed fails it again at once. Failover grouping (one
+/// path per group) makes the failed path's group move last, so the next sync reloads the map.
+/// Control: the same table reloaded by hand, without the engine, shows the path active.
+#[test]
+fn a_reload_keeps_failed_the_paths_the_daemon_holds_failed() {
+    let mut lab = Lab::new();
+    let cfg = Config::parse_str(
+        "[overrides]\npath_grouping_policy = \"failover\"\n",
+        Path::new("test.toml"),
+    )
+    .unwrap();
+    let mut e = lab.engine_with(cfg);
+    e.sync().unwrap();
+    e.check_all_now().unwrap();
+    let dev = e.paths()[0].dev.clone();
+    let dm_state = |e: &Engine| -> Vec<(String, PathDmState)> {
+        e.maps_view()
+            .iter()
+            .flat_map(|m| {
+                m.paths()
+                    .filter(|p| p.dm_state != PathDmState::Active)
+                    .map(|p| (p.dev.clone(), p.dm_state))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    lab.sim.set_state(&dev, "offline").unwrap();
+    let sent = e.check_paths_now(std::slice::from_ref(&dev)).unwrap();
+    assert!(
+        sent.iter().any(|s| s.message.starts_with("fail_path")),
+        "{sent:?}"
+    );
+    let r = e.sync().unwrap();
+    let reloaded: Vec<_> = r
+        .maps
+        .iter()
+        .filter(|m| m.plan.action == Action::Reload)
+        .collect();
+    assert_eq!(
+        reloaded.len(),
+        1,
+        "the failed path's map is reloaded: {:?}",
+        r.maps
+    );
+    assert!(
+        reloaded[0]
+            .messages
+            .iter()
+            .any(|m| m.starts_with("fail_path")),
+        "{:?}",
+        reloaded[0].messages
+    );
+    assert_eq!(dm_state(&e), [(dev.clone(), PathDmState::Failed)]);
+
+    // control: the same table reloaded by hand comes up with the path active (what the
+    // engine's re-fail above is for), and the engine's view would show it
+    let map = reloaded[0].plan.name.clone();
+    let b = lab.backend();
+    b.reload(&map, &b.table(&map).unwrap()).unwrap();
+    e.sync_wwids(&BTreeSet::from([reloaded[0].plan.desired.wwid.clone()]))
+        .unwrap();
+    assert_eq!(dm_state(&e), [], "the hand reload left {dev} active");
 }

@@ -18,6 +18,7 @@ BENCH_JSONL="$LAB_OUT/measurements.jsonl"
 : >"$BENCH_JSONL"
 BENCH_PID=""
 BENCH_TOOL=""
+BENCH_POLL=0.05 # seconds between two looks at the maps while waiting for them
 
 bench_now() { echo "$EPOCHREALTIME"; }
 bench_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
@@ -79,7 +80,7 @@ bench_wait_maps() {
       BENCH_ERR="only $(bench_maps) of $n maps with $(bench_paths) of ${paths:-any} paths after ${tmo}s"
       return 1
     fi
-    sleep 0.05
+    sleep "$BENCH_POLL"
   done
 }
 
@@ -154,4 +155,32 @@ bench_wait_flag() {
     sleep 0.02
   done
   BENCH_SECS=$(bench_since "$BENCH_T0")
+}
+
+# Clock ticks of a process, all its threads (utime + stime, fields 14 and 15 of /proc/PID/stat;
+# the command name in field 2 may hold spaces, so count from after its ')').
+bench_proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+
+# Non-idle clock ticks of the whole guest (/proc/stat: user nice system irq softirq steal).
+bench_guest_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# bench_idle_cpu TOOL REP WINDOW: records idle_cpu (the daemon's own CPU seconds per second
+# over WINDOW seconds of doing nothing) and idle_cpu_guest (the whole guest's, udevd and kernel
+# workers included, in CPU seconds per second over its 2 CPUs).
+bench_idle_cpu() {
+  local tool="$1" rep="$2" window="$3" hz p0 g0 p1 g1 t0 el
+  hz=$(getconf CLK_TCK)
+  t0=$(bench_now)
+  p0=$(bench_proc_ticks "$BENCH_PID") g0=$(bench_guest_ticks)
+  sleep "$window"
+  p1=$(bench_proc_ticks "$BENCH_PID") g1=$(bench_guest_ticks)
+  el=$(bench_since "$t0")
+  if [ -z "$p0" ] || [ -z "$p1" ] || ! bench_alive; then
+    BENCH_ERR="the $BENCH_TOOL daemon exited during the idle window: $(bench_log_tail)"
+    bench_record idle_cpu "$tool" "$rep" "" "$BENCH_ERR"
+    bench_record idle_cpu_guest "$tool" "$rep" "" "$BENCH_ERR"
+    return 1
+  fi
+  bench_record idle_cpu "$tool" "$rep" "$(awk -v a="$p0" -v b="$p1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
+  bench_record idle_cpu_guest "$tool" "$rep" "$(awk -v a="$g0" -v b="$g1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
 }

@@ -250,6 +250,16 @@ lab_sd_inject() {
 # Identity helpers.
 lab_devno() { cat "/sys/block/$1/dev"; }
 lab_hctl() { basename "$(readlink -f "/sys/block/$1/device")"; }
+# lab_paths_table: one line "sdX MAJ:MIN H:C:T:L" per scsi_debug disk into $LAB_OUT/paths.txt,
+# which lab_path_of, lab_devno_of and the scenarios read.
+lab_paths_table() {
+  local d
+  for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+}
+lab_path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
+lab_devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }      # sdX -> MAJ:MIN
+# lab_map_of_devno MAJ:MIN: the multipath map whose table holds that path.
+lab_map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
 lab_udev_serial() { udevadm info --query=property --name="/dev/$1" | sed -n 's/^ID_SERIAL=//p'; }
 lab_sectors() { cat "/sys/block/$1/size"; }
 

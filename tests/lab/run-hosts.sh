@@ -184,7 +184,7 @@ run_two_hosts() {
     fi
     [ -e "$OUT/.hosts/$h/guest-done" ] || ok=0
   done
-  # Only our own children: the one-host guest may still be running alongside (LAB_PARALLEL).
+  # Only our own children (the qemu processes of hosts A and B), not every child of the shell.
   for p in "${HOST_BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
   ((ok))
 }

@@ -102,17 +102,23 @@ impl DemoHost {
         self.plug()
     }
 
-    /// One sync of the engine; records the maps it created, in order.
+    /// One sync of the engine; records the maps it created, in discovery order.
     pub fn sync(&mut self) -> Result<SyncReport, Error> {
         let r = self.engine.sync()?;
         if let Some(e) = r.errors.first() {
             return Err(demo_err(format!("{}: {e}", self.name)));
         }
-        for m in &r.maps {
-            if m.applied && m.plan.current_name.is_none() {
-                self.order.push(m.plan.desired.wwid.clone());
-            }
-        }
+        // Within one sync, in the order the scan found them (by WWID on the demo SAN): the
+        // report is sorted by map name, and with a registry the other host may have chosen
+        // those names first, which made the two orders look alike.
+        let mut created: Vec<String> = r
+            .maps
+            .iter()
+            .filter(|m| m.applied && m.plan.current_name.is_none())
+            .map(|m| m.plan.desired.wwid.clone())
+            .collect();
+        created.sort();
+        self.order.extend(created);
         Ok(r)
     }
 

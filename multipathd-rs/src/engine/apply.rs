@@ -11,10 +11,21 @@ pub(super) fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Appli
     let mut messages = Vec::new();
     let res: Result<()> = (|| {
         let old = plan.current_name.clone().unwrap_or_default();
+        // A fresh table starts with every path active: the ones known to be down are failed
+        // again, as soon as the backend has the new table live.
+        let down: Vec<Message> = if matches!(plan.action, Action::Create) || plan.action.reloads() {
+            plan.desired
+                .paths()
+                .filter(|p| !p.usable)
+                .map(|p| Message::FailPath(p.devno))
+                .collect()
+        } else {
+            Vec::new()
+        };
         match plan.action {
             Action::Create => {
                 backend
-                    .create(&plan.name, &plan.desired.uuid, &plan.desired.table)
+                    .create_then(&plan.name, &plan.desired.uuid, &plan.desired.table, &down)
                     .map_err(dm_err(&plan.name))?;
             }
             Action::Rename | Action::RenameReload => {
@@ -24,19 +35,10 @@ pub(super) fn apply_to_backend(backend: &dyn DmBackend, plan: &MapPlan) -> Appli
         }
         if plan.action.reloads() {
             backend
-                .reload(&plan.name, &plan.desired.table)
+                .reload_then(&plan.name, &plan.desired.table, &down)
                 .map_err(dm_err(&plan.name))?;
         }
-        // A fresh table starts with every path active: fail the ones known to be down.
-        if matches!(plan.action, Action::Create) || plan.action.reloads() {
-            for p in plan.desired.paths().filter(|p| !p.usable) {
-                let m = Message::FailPath(p.devno);
-                backend
-                    .message(&plan.name, &m)
-                    .map_err(dm_err(&plan.name))?;
-                messages.push(m.to_string());
-            }
-        }
+        messages.extend(down.iter().map(ToString::to_string));
         let any_usable = plan.desired.paths().any(|p| p.usable);
         if any_usable && !matches!(plan.action, Action::Refused) {
             for m in &plan.messages {
@@ -178,7 +180,7 @@ impl Engine {
             }
             planned.insert(
                 outcome.plan.desired.wwid.clone(),
-                outcome.plan.desired.clone(),
+                Arc::clone(&outcome.plan.desired.0),
             );
             report.maps.push(outcome);
         }
@@ -290,7 +292,7 @@ impl Engine {
         if applied {
             tracing::info!(map = %plan.name, action = plan.action.as_str(), "map {}", plan.action.as_str());
             if let Some(old) = self.maps.get_mut(&plan.desired.wwid) {
-                old.desired = Some(plan.desired.clone());
+                old.desired = Some(Arc::clone(&plan.desired.0));
                 if plan.action.reloads() {
                     old.stats.map_loads += 1;
                 }
@@ -308,7 +310,7 @@ impl Engine {
     pub(super) fn refresh_maps(
         &mut self,
         only: Option<&BTreeSet<String>>,
-        mut planned: HashMap<String, DesiredMap>,
+        mut planned: HashMap<String, Arc<DesiredMap>>,
     ) -> Result<()> {
         let (existing, all) = self.existing_maps(only)?;
         let polling = interval_policy(&self.config).polling_interval;
@@ -339,7 +341,7 @@ impl Engine {
                 None => {
                     self.maps.insert(
                         wwid.clone(),
-                        MapState {
+                        Box::new(MapState {
                             name: info.name.clone(),
                             wwid: wwid.clone(),
                             info,
@@ -349,7 +351,7 @@ impl Engine {
                             desired,
                             failback: FailbackState::new(),
                             stats: state::MapStats::default(),
-                        },
+                        }),
                     );
                 }
             }
@@ -377,6 +379,11 @@ impl Engine {
         for dev in stale {
             self.scheduler.remove_path(&dev);
         }
+        let new = member
+            .iter()
+            .filter(|(dev, wwid)| self.scheduler.get(dev).is_none_or(|s| &s.map != *wwid))
+            .count();
+        self.scheduler.reserve(new);
         for (dev, wwid) in &member {
             match self.scheduler.get(dev) {
                 Some(s) if &s.map == wwid => {}

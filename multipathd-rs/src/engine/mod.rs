@@ -86,7 +86,8 @@ struct MapState {
     info: MapInfo,
     table: MultipathTable,
     status: Option<MultipathStatus>,
-    desired: Option<DesiredMap>,
+    /// Shared with the plan that made it (see [`discovery::SharedDesired`]).
+    desired: Option<Arc<DesiredMap>>,
     queue: QueueState,
     failback: FailbackState,
     stats: state::MapStats,
@@ -247,7 +248,9 @@ pub struct Engine {
     by_devno: HashMap<dm_tables::DevNo, usize>,
     /// Path (kernel name) -> WWID of the map whose table holds it.
     member: HashMap<String, String>,
-    maps: BTreeMap<String, MapState>,
+    /// Boxed: a B-tree node holds eleven values and is often half full, so inline map states
+    /// (table, status and all) left a third of the map memory empty at 16k maps.
+    maps: BTreeMap<String, Box<MapState>>,
     checks: HashMap<String, CheckResult>,
     checkers: HashMap<String, Arc<dyn PathChecker>>,
     scheduler: CheckScheduler,

@@ -8,8 +8,8 @@
 //!
 //! Sections: `scale` (generated sysfs + sim backend, 1k..64k paths), `lab` (real kernel in the
 //! lab VM, side by side with multipath-tools), `micro` (the crates' `cargo bench` targets).
-//! Each section saves its results as JSON (target/bench/bench-<section>.json); the report is
-//! written from the saved results, so `--only` reruns one section and keeps the others' last
+//! Each section saves its results as JSON (target/bench/bench-<section>.json; the lab's in
+//! docs/bench/lab-results.json, in git); the report is written from the saved results, so `--only` reruns one section and keeps the others' last
 //! figures (each shows its own date). `--quick` writes under target/bench/quick/ instead of the
 //! repository, so a smoke run never replaces real figures.
 
@@ -74,6 +74,21 @@ struct Cli {
     /// deletes 64 SCSI devices, which takes minutes under emulation.
     #[arg(long)]
     addluns_reps: Option<u32>,
+    /// Lab: repetitions of the 256-LUN cold start and idle CPU (91); each starts both daemons
+    /// on 512 paths, minutes under emulation.
+    #[arg(long, default_value_t = 3)]
+    coldstart_reps: u32,
+    /// Lab: repetitions of the idle map's failover and reinstatement (92); issue 18's target
+    /// is judged over 10.
+    #[arg(long, default_value_t = 10)]
+    fail_idle_reps: u32,
+    /// Lab: seconds over which each daemon's idle CPU is measured (91).
+    #[arg(long, default_value_t = 20)]
+    idle_window: u32,
+    /// Lab: boot nothing, collect the results the last run of each scenario left in
+    /// tests/lab/out (e.g. after running one by hand with tests/lab/run).
+    #[arg(long)]
+    collect: bool,
     /// Lab: run only these scenarios (names or number prefixes, comma-separated); the others
     /// keep their saved results.
     #[arg(long, value_delimiter = ',')]
@@ -258,22 +273,42 @@ fn main() -> Result<()> {
         )?;
         save(&results_dir, "bench-scale.json", &s)?;
     }
+    // The lab's results are kept in git (docs/bench/lab-results.json), not only under target/:
+    // a lab run takes many minutes, and rerunning one scenario on another checkout must merge
+    // with the other scenarios' figures. Results an older bench left in target/ are read if
+    // there are none there yet.
+    let (lab_dir, lab_name) = if cli.quick {
+        (results_dir.clone(), "bench-lab.json")
+    } else {
+        (docs.clone(), "lab-results.json")
+    };
+    let load_lab = || {
+        load::<lab::LabResults>(&lab_dir, lab_name).or_else(|| load(&results_dir, "bench-lab.json"))
+    };
     let lab_on = if cli.quick { cli.lab } else { !cli.no_lab };
     if wanted(Section::Lab) && lab_on {
         let reps = u32::try_from(runs).unwrap_or(5);
-        let l = lab::run_all(&ws, reps, cli.addluns_reps.unwrap_or(reps), &cli.scenarios);
+        let params = lab::Params {
+            reps,
+            addluns_reps: cli.addluns_reps.unwrap_or(reps),
+            coldstart_reps: if cli.quick { 1 } else { cli.coldstart_reps },
+            fail_idle_reps: if cli.quick { 1 } else { cli.fail_idle_reps },
+            idle_window_s: cli.idle_window,
+            collect_only: cli.collect,
+        };
+        let l = lab::run_all(&ws, params, &cli.scenarios);
         let l = if cli.scenarios.is_empty() {
             l
         } else {
-            lab::merge(load(&results_dir, "bench-lab.json"), l)
+            lab::merge(load_lab(), l)
         };
-        save(&results_dir, "bench-lab.json", &l)?;
+        save(&lab_dir, lab_name, &l)?;
     }
 
     let inputs = report::Inputs {
         machine: Some(report::machine()),
         scale: load(&results_dir, "bench-scale.json"),
-        lab: load(&results_dir, "bench-lab.json"),
+        lab: load_lab(),
         micro: load(&results_dir, "bench-micro.json"),
         quick: cli.quick,
     };

@@ -120,6 +120,28 @@ fn fmt_s(v: f64) -> String {
     }
 }
 
+/// A lab figure in its unit.
+fn fmt_unit(unit: lab::Unit, v: f64) -> String {
+    match unit {
+        lab::Unit::Seconds => fmt_s(v),
+        lab::Unit::CpuPerSecond => format!("{v:.3} CPU s/s"),
+    }
+}
+
+/// A lab summary in its unit: median (min–max).
+fn fmt_sum_unit(unit: lab::Unit, s: &Option<Summary>) -> String {
+    match s {
+        Some(s) if s.n > 1 => format!(
+            "{} ({}–{})",
+            fmt_unit(unit, s.median),
+            fmt_unit(unit, s.min),
+            fmt_unit(unit, s.max)
+        ),
+        Some(s) => fmt_unit(unit, s.median),
+        None => "—".into(),
+    }
+}
+
 fn fmt_sum(s: &Option<Summary>) -> String {
     match s {
         Some(s) if s.n > 1 => format!("{} ({}–{})", fmt_s(s.median), fmt_s(s.min), fmt_s(s.max)),
@@ -251,6 +273,7 @@ fn memory_chart(scale: &ScaleResults) -> String {
 fn lab_chart(cmp: &[lab::Comparison]) -> String {
     let groups: Vec<BarGroup> = cmp
         .iter()
+        .filter(|c| c.unit == lab::Unit::Seconds)
         .map(|c| BarGroup {
             label: c.metric.replace('_', " "),
             bars: vec![
@@ -373,19 +396,25 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                 (Some(a), Some(b)) if b.median > 0.0 => format!(
                     "- {}: multipathd-rs {} vs multipath-tools {} (ratio {:.2})",
                     c.metric.replace('_', " "),
-                    fmt_s(a.median),
-                    fmt_s(b.median),
+                    fmt_unit(c.unit, a.median),
+                    fmt_unit(c.unit, b.median),
                     a.median / b.median
                 ),
                 (None, Some(b)) => format!(
                     "- {}: multipathd-rs not measured ({}); multipath-tools {}",
                     c.metric.replace('_', " "),
                     c.ours_missing.as_deref().unwrap_or("no result"),
-                    fmt_s(b.median)
+                    fmt_unit(c.unit, b.median)
                 ),
                 _ => continue,
             };
             head.push(line);
+        }
+        for t in lab::targets(&lab::compare(labr)) {
+            head.push(format!(
+                "- Target (issue 18, lab): {}: {} (target {}): **{}**",
+                t.figure, t.value, t.target, t.verdict
+            ));
         }
     }
     if head.is_empty() {
@@ -514,13 +543,6 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             let cmp = lab::compare(labr);
             std::fs::write(docs_dir.join("lab-compare.svg"), lab_chart(&cmp))
                 .context("cannot write lab-compare.svg")?;
-            let topo = labr
-                .runs
-                .iter()
-                .filter_map(|r| r.file.as_ref())
-                .map(|f| f.topology.clone())
-                .find(|t| !t.is_empty())
-                .unwrap_or_else(|| "scsi_debug 2 hosts x 4 LUNs".into());
             let mpt = labr
                 .runs
                 .iter()
@@ -531,8 +553,8 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             let _ = writeln!(
                 o,
                 "Run {}: Debian's kernel {} under qemu TCG (no KVM here: everything is slow and \
-                 noisy, so read the ratios), topology {topo}, {} repetition(s) per figure unless a \
-                 guest run below says otherwise, tools alternating within each repetition where \
+                 noisy, so read the ratios), scsi_debug topologies as the guest runs below say, {} \
+                 repetition(s) per figure unless a guest run below says otherwise, tools alternating within each repetition where \
                  the scenario restarts them. multipath-tools {mpt}: Debian's package with its \
                  default configuration apart from `find_multipaths no`, `multipathd -d -s` as \
                  Debian's unit starts it. multipathd-rs: `multipathd-rs daemon` with the kernel \
@@ -554,13 +576,13 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             );
             for c in &cmp {
                 let ours = match (&c.ours, &c.ours_missing) {
-                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum(&c.ours)),
-                    (Some(_), None) => fmt_sum(&c.ours),
+                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum_unit(c.unit, &c.ours)),
+                    (Some(_), None) => fmt_sum_unit(c.unit, &c.ours),
                     (None, w) => format!("not measured: {}", w.as_deref().unwrap_or("no result")),
                 };
                 let theirs = match (&c.theirs, &c.theirs_missing) {
-                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum(&c.theirs)),
-                    (Some(_), None) => fmt_sum(&c.theirs),
+                    (Some(_), Some(w)) => format!("{} ({w})", fmt_sum_unit(c.unit, &c.theirs)),
+                    (Some(_), None) => fmt_sum_unit(c.unit, &c.theirs),
                     (None, w) => format!("not measured: {}", w.as_deref().unwrap_or("no result")),
                 };
                 let ratio = match (&c.ours, &c.theirs) {
@@ -573,6 +595,21 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                     c.what,
                     ours.replace('|', "/"),
                     theirs.replace('|', "/")
+                );
+            }
+            let _ = writeln!(
+                o,
+                "\nIssue 18's targets on the real kernel (idle CPU has no figure set: it is shown \
+                 side by side above, without a verdict):\n\n| figure | value | target | |\n|---|---|---|---|"
+            );
+            for t in lab::targets(&cmp) {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} |",
+                    t.figure,
+                    t.value.replace('|', "/"),
+                    t.target,
+                    t.verdict
                 );
             }
             let _ = writeln!(
@@ -592,8 +629,13 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             for r in &labr.runs {
                 let _ = writeln!(
                     o,
-                    "- `{}`: {} in {:.0} s, {} repetition(s){}",
+                    "- `{}`{}: {} in {:.0} s, {} repetition(s){}",
                     r.scenario,
+                    r.file
+                        .as_ref()
+                        .filter(|f| !f.topology.is_empty())
+                        .map(|f| format!(" ({})", f.topology))
+                        .unwrap_or_default(),
                     r.lab_status,
                     r.wall_s,
                     r.file.as_ref().map_or(0, |f| f.reps),
@@ -1021,6 +1063,67 @@ mod tests {
         assert!(fig.contains("(TABLES DISAGREE)"), "{fig}");
         assert_eq!(fig.matches("(TABLES DISAGREE)").count(), 1, "{fig}");
         assert!(target.contains("< 1 s"));
+    }
+
+    #[test]
+    fn the_lab_section_shows_idle_cpu_in_its_unit_and_the_targets_with_verdicts() {
+        let m = |metric: &str, tool: &str, v: f64| lab::Measurement {
+            metric: metric.into(),
+            tool: tool.into(),
+            rep: 1,
+            seconds: Some(v),
+            error: None,
+        };
+        let mut ms = vec![
+            m("cold_start_256", lab::OURS, 2.0),
+            m("cold_start_256", lab::THEIRS, 40.0),
+            m("idle_cpu", lab::OURS, 0.0123),
+            m("idle_cpu", lab::THEIRS, 0.0456),
+        ];
+        ms.extend((0..10).map(|i| m("fail_idle", lab::OURS, if i == 9 { 1.3 } else { 0.5 })));
+        let labr = LabResults {
+            date: "today".into(),
+            reps: 3,
+            guest_kernel: None,
+            qemu: None,
+            runs: vec![lab::ScenarioRun {
+                scenario: "91-bench-coldstart".into(),
+                lab_status: "PASS".into(),
+                wall_s: 600.0,
+                error: None,
+                file: Some(lab::ScenarioFile {
+                    scenario: "91-bench-coldstart".into(),
+                    topology: "scsi_debug 2 hosts x 256 LUNs".into(),
+                    reps: 1,
+                    kernel: String::new(),
+                    multipath_tools: String::new(),
+                    measurements: ms,
+                }),
+            }],
+        };
+        let dir = crate::Scratch::new(&std::env::temp_dir(), "bench-report-test").unwrap();
+        let md = dir.path().join("BENCHMARKS.md");
+        let inputs = Inputs {
+            lab: Some(labr),
+            ..Inputs::default()
+        };
+        write(&inputs, &md, &dir.path().join("docs")).unwrap();
+        let o = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            o.contains("| 0.012 CPU s/s | 0.046 CPU s/s | 0.27 |"),
+            "{o}"
+        );
+        assert!(o.contains("| <= 0.1 | met |"), "{o}");
+        assert!(o.contains("0.500 s over 10 | <= 0.6 s | met |"), "{o}");
+        assert!(o.contains("| 1.300 s | <= 1 s | NOT met |"), "{o}");
+        assert!(
+            o.contains("`91-bench-coldstart` (scsi_debug 2 hosts x 256 LUNs): PASS"),
+            "{o}"
+        );
+        assert!(
+            o.contains("- Target (issue 18, lab): idle path offline"),
+            "{o}"
+        );
     }
 
     #[test]

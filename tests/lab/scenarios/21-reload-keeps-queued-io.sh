@@ -28,11 +28,8 @@ INTERVAL=2
 
 lab_scsi_debug 2 3
 read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
-for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+lab_paths_table
 lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
-path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }
-map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
 
 mkdir -p "$LAB_MPD_DIR"
 write_config() { # [EXTRA OVERRIDE LINE]
@@ -49,7 +46,7 @@ write_config
 cp "$LAB_MPD_DIR/config.toml" "$LAB_OUT/config.toml"
 lab_mpd_start daemon.log
 lab_poll 60 lab_is 3 lab_mpath_count || lab_fail "the daemon did not build 3 maps within 60 s"
-map_of_lun() { map_of_devno "$(devno_of "$(path_of "$h0" "$1")")"; }
+map_of_lun() { lab_map_of_devno "$(lab_devno_of "$(lab_path_of "$h0" "$1")")"; }
 mapA=$(map_of_lun 0) mapB=$(map_of_lun 1) mapC=$(map_of_lun 2)
 [ -n "$mapA" ] && [ -n "$mapB" ] && [ -n "$mapC" ] || lab_fail "no map for some LUN: A=$mapA B=$mapB C=$mapC"
 for m in "$mapA" "$mapB" "$mapC"; do
@@ -110,8 +107,8 @@ block_writes() {
 dmesg_before=$(($(dmesg | wc -l) + 1))
 
 # ------------------------------------------------------------------ A. path removed, re-added
-a0=$(path_of "$h0" 0) a1=$(path_of "$h1" 0)
-a0n=$(devno_of "$a0")
+a0=$(lab_path_of "$h0" 0) a1=$(lab_path_of "$h1" 0)
+a0n=$(lab_devno_of "$a0")
 dmA=$(dm_of "$mapA")
 block_writes "$mapA" "$a0" "$a1" a
 ev0=$(dmsetup info -c --noheadings -o events "$mapA" | tr -d ' ')
@@ -138,7 +135,7 @@ lab_assert_eq "kernel I/O errors on $mapA ($dmA)" 0 "$(kernel_io_errors "$dmA")"
 lab_path_running "$a1"
 
 # ------------------------------------------------------------------ B. SIGHUP, every path down
-b0=$(path_of "$h0" 1) b1=$(path_of "$h1" 1)
+b0=$(lab_path_of "$h0" 1) b1=$(lab_path_of "$h1" 1)
 dmB=$(dm_of "$mapB")
 block_writes "$mapB" "$b0" "$b1" b
 write_config 'path_selector = "round-robin 0"'
@@ -160,7 +157,7 @@ lab_assert_eq "kernel I/O errors on $mapB ($dmB)" 0 "$(kernel_io_errors "$dmB")"
 lab_path_running "$b0"
 
 # ------------------------------------------------------------------ C. control: flushing reload
-c0=$(path_of "$h0" 2) c1=$(path_of "$h1" 2)
+c0=$(lab_path_of "$h0" 2) c1=$(lab_path_of "$h1" 2)
 dmC=$(dm_of "$mapC")
 block_writes "$mapC" "$c0" "$c1" c
 dmsetup table "$mapC" >"$W/c.table"

@@ -22,12 +22,10 @@ LO=$((2 * INTERVAL)) HI=$((5 * INTERVAL + 4)) # the window "about 3 intervals" (
 
 lab_scsi_debug 2 2
 read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
-for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+lab_paths_table
 lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
-path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
-w1=$(lab_udev_serial "$(path_of "$h0" 1)" 2>/dev/null)
-[ -n "$w1" ] || w1=$("$LAB_BIN/lun-scan" list --json | jq -r --arg d "$(path_of "$h0" 1)" \
+w1=$(lab_udev_serial "$(lab_path_of "$h0" 1)" 2>/dev/null)
+[ -n "$w1" ] || w1=$("$LAB_BIN/lun-scan" list --json | jq -r --arg d "$(lab_path_of "$h0" 1)" \
   'if type == "array" then . else .paths end | .[] | select(.dev == $d) | .wwid')
 [ -n "$w1" ] || lab_fail "no WWID for LUN1"
 
@@ -50,8 +48,8 @@ write_config
 cp "$LAB_MPD_DIR/config.toml" "$LAB_OUT/config.toml"
 lab_mpd_start daemon.log
 lab_poll 60 lab_is 2 lab_mpath_count || lab_fail "the daemon did not build 2 maps within 60 s"
-mapA=$(map_of_devno "$(lab_devno "$(path_of "$h0" 0)")")
-mapB=$(map_of_devno "$(lab_devno "$(path_of "$h0" 1)")")
+mapA=$(lab_map_of_devno "$(lab_devno "$(lab_path_of "$h0" 0)")")
+mapB=$(lab_map_of_devno "$(lab_devno "$(lab_path_of "$h0" 1)")")
 [ -n "$mapA" ] && [ -n "$mapB" ] || lab_fail "no map for some LUN: A=$mapA B=$mapB"
 lab_poll 15 test -b "/dev/mapper/$mapA" || lab_fail "/dev/mapper/$mapA does not exist"
 lab_assert_match "$mapA queues (no_path_retry 3)" 'queue_if_no_path' "$(dmsetup table "$mapA")"
@@ -90,7 +88,7 @@ fails_in_window() {
 }
 
 # ------------------------------------------------------------------ 1. first outage
-a0=$(path_of "$h0" 0) a1=$(path_of "$h1" 0)
+a0=$(lab_path_of "$h0" 0) a1=$(lab_path_of "$h1" 0)
 lab_path_offline "$a0"
 lab_path_offline "$a1"
 t0=$(lab_now)
@@ -136,7 +134,7 @@ lab_poll 20 all_F "$mapA" "$a0" "$a1" || lab_fail "$mapA: paths not F 20 s after
 fails_in_window w4 "$t0" "outage 2"
 
 # ------------------------------------------------------------------ control: queue hangs
-b0=$(path_of "$h0" 1) b1=$(path_of "$h1" 1)
+b0=$(lab_path_of "$h0" 1) b1=$(lab_path_of "$h1" 1)
 lab_path_offline "$b0"
 lab_path_offline "$b1"
 bg_write ctl "$mapB"
