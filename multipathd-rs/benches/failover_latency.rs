@@ -508,6 +508,8 @@ fn main() {
         "idle_cpu_s_per_s": idle_cpu,
         "sweep_s_median": median(&mut sweeps),
         "sweep_thread": sweep,
+        "nofile_limit": nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(None, |(soft, _)| Some(soft)),
         "daemon_ready_s": ready_s,
         "first_check_of_every_path_s": first_checks_s,
         "peak_rss_kb": peak_rss_kb,
