@@ -413,12 +413,14 @@ pub fn status_text(status: &DaemonStatus) -> String {
     if w.running || w.passes > 0 {
         let _ = writeln!(
             out,
-            "sweep: {} paths every {} ms, last pass {} us, {} files open, {} read by open/read/close, {} failed at once, {} map gone, {} fail errors, {} read errors",
+            "sweep: {} paths every {} ms, last pass {} us, {} files open, {} read by open/read/close, {} transport ports watched, {} early reads, {} failed at once, {} map gone, {} fail errors, {} read errors",
             w.members,
             w.period_ms,
             w.last_pass_us,
             w.open_files,
             w.fallback,
+            w.ports,
+            w.early_reads,
             w.direct_fails,
             w.gone,
             w.fail_errors,

@@ -18,6 +18,11 @@
 //!   real check decides. Failing a path that is really offline is always safe; a map renamed or
 //!   removed meanwhile answers ENXIO, which is counted and otherwise ignored. The sweep never
 //!   reinstates: that stays with the checker and the engine.
+//! - **Transport ports**: the FC remote ports' `port_state` and iSCSI sessions' `state` the
+//!   members run through (a handful of files) are read at every tick. When one is not in its
+//!   healthy state (`Online`, `LOGGED_IN`: a lost HBA or target port shows there first), its
+//!   members are read at once and at every tick while it stays so (paced like the full pass),
+//!   so a lost HBA is noticed in one tick however many paths the full pass has to read.
 //! - **News**: every move (down, back to running, anything) is recorded for the engine *before*
 //!   the `fail_path` goes out, and the daemon loop is woken. The engine takes the news at the
 //!   start of its next pass (the path's state, a check at once, as the old in-lock sweep did);
@@ -68,12 +73,26 @@ pub struct Member {
     pub state_file: PathBuf,
     /// The state the engine knew when it made the snapshot.
     pub known: String,
+    /// The transport port it runs through (an index into [`Membership::ports`]).
+    pub port: Option<usize>,
+}
+
+/// A transport port member paths run through: an FC remote port or an iSCSI session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// `rport-0:0-1`, `session3`.
+    pub name: String,
+    /// Its state attribute (`port_state`, `state`).
+    pub state_file: PathBuf,
+    /// The state text when it carries I/O (`Online`, `LOGGED_IN`).
+    pub healthy: &'static str,
 }
 
 /// The engine's member paths (see the module docs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Membership {
     pub members: Vec<Member>,
+    pub ports: Vec<Port>,
 }
 
 /// What `show status` reports about the sweep.
@@ -90,6 +109,12 @@ pub struct SweepStats {
     pub open_files: u64,
     /// Members read by open/read/close because the fd budget is spent.
     pub fallback: u64,
+    /// Transport ports watched at every tick.
+    #[serde(default)]
+    pub ports: u64,
+    /// Ticks that read the members of a port out of its healthy state before the full pass.
+    #[serde(default)]
+    pub early_reads: u64,
     /// `fail_path` messages the sweep sent itself.
     pub direct_fails: u64,
     /// `fail_path` to a map renamed or removed meanwhile (ENXIO): ignored.
@@ -124,6 +149,8 @@ struct Counters {
     members: AtomicU64,
     open_files: AtomicU64,
     fallback: AtomicU64,
+    ports: AtomicU64,
+    early_reads: AtomicU64,
     direct_fails: AtomicU64,
     gone: AtomicU64,
     fail_errors: AtomicU64,
@@ -226,6 +253,8 @@ impl SweepLink {
             last_pass_us: get(&c.last_pass_us),
             open_files: get(&c.open_files),
             fallback: get(&c.fallback),
+            ports: get(&c.ports),
+            early_reads: get(&c.early_reads),
             direct_fails: get(&c.direct_fails),
             gone: get(&c.gone),
             fail_errors: get(&c.fail_errors),
@@ -259,12 +288,17 @@ impl Sweep {
         let thread = std::thread::Builder::new()
             .name("sweep".into())
             .spawn(move || {
+                let period = worker.shared.period;
+                let mut next_full = Instant::now();
                 while !worker.shared.stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let cpu = thread_cpu();
-                    worker.pass();
-                    let next =
-                        t + pause_after(worker.shared.period, thread_cpu().saturating_sub(cpu));
+                    worker.tick();
+                    if t >= next_full {
+                        let cpu = thread_cpu();
+                        worker.pass();
+                        next_full = t + pause_after(period, thread_cpu().saturating_sub(cpu));
+                    }
+                    let next = t + period;
                     while let Some(left) = next.checked_duration_since(Instant::now()) {
                         if worker.shared.stop.load(Ordering::Relaxed) {
                             return;
@@ -346,6 +380,9 @@ pub fn worker(
         members: Arc::new(Membership::default()),
         slots: Vec::new(),
         max_open,
+        ports: Vec::new(),
+        early_next: Instant::now(),
+        early: Vec::new(),
     };
     (SweepLink { shared }, worker)
 }
@@ -404,6 +441,19 @@ pub struct SweepWorker {
     members: Arc<Membership>,
     slots: Vec<Slot>,
     max_open: usize,
+    /// The membership's ports, with their member indices.
+    ports: Vec<PortSlot>,
+    /// When the members of an unhealthy port may be read again (paced like the full pass).
+    early_next: Instant,
+    /// Reused list of the members an early read covers.
+    early: Vec<usize>,
+}
+
+/// One transport port's reader.
+struct PortSlot {
+    slot: Slot,
+    healthy: &'static str,
+    members: Vec<usize>,
 }
 
 impl std::fmt::Debug for SweepWorker {
@@ -435,11 +485,11 @@ fn device_gone(e: &std::io::Error) -> bool {
 
 impl SweepWorker {
     /// Takes a new membership when the engine replaced it: open files and last states are
-    /// kept for the members that stay.
-    fn refresh(&mut self) {
+    /// kept for the members that stay. Whether it did.
+    fn refresh(&mut self) -> bool {
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation == self.generation {
-            return;
+            return false;
         }
         self.generation = generation;
         let new = Arc::clone(
@@ -482,10 +532,101 @@ impl SweepWorker {
         // Files of members that left are closed here.
         drop(old);
         self.slots = slots;
+        self.refresh_ports(&old_members.ports);
         let c = &self.shared.counters;
         let held = self.slots.iter().filter(|s| s.file.is_some()).count();
         c.open_files.store(held as u64, Ordering::Relaxed);
         c.members.store(self.slots.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Rebuilds the port readers from the membership (the last state read is kept for the
+    /// ports that stay).
+    fn refresh_ports(&mut self, old_ports: &[Port]) {
+        let mut old: HashMap<&Path, Slot> = std::mem::take(&mut self.ports)
+            .into_iter()
+            .zip(old_ports)
+            .map(|(ps, p)| (p.state_file.as_path(), ps.slot))
+            .collect();
+        let mut ports: Vec<PortSlot> = self
+            .members
+            .ports
+            .iter()
+            .map(|p| PortSlot {
+                slot: old.remove(p.state_file.as_path()).unwrap_or_else(|| Slot {
+                    file: File::open(&p.state_file).ok(),
+                    last: [0; STATE_MAX],
+                    len: 0,
+                }),
+                healthy: p.healthy,
+                members: Vec::new(),
+            })
+            .collect();
+        for (i, m) in self.members.members.iter().enumerate() {
+            if let Some(ps) = m.port.and_then(|k| ports.get_mut(k)) {
+                ps.members.push(i);
+            }
+        }
+        self.ports = ports;
+        self.shared
+            .counters
+            .ports
+            .store(self.ports.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The quick part of a tick: reads every transport port; when one is out of its healthy
+    /// state, reads its members not yet seen down at once if the port just moved, else when
+    /// the pacing allows. Fails the paths that went down; returns how many members moved.
+    pub fn tick(&mut self) -> usize {
+        if self.refresh() {
+            // New members: the full pass reads them all.
+            return 0;
+        }
+        let mut buf = [0u8; STATE_MAX];
+        let mut moved_port = false;
+        self.early.clear();
+        for ps in &mut self.ports {
+            let read = match &ps.slot.file {
+                Some(f) => f.read_at(&mut buf, 0),
+                None => continue,
+            };
+            let Ok(n) = read else {
+                continue;
+            };
+            let now = trimmed(&buf[..n]);
+            if now != ps.slot.last() {
+                moved_port = true;
+                ps.slot.set(now);
+            }
+            if now != ps.healthy.as_bytes() {
+                self.early.extend(
+                    ps.members
+                        .iter()
+                        .copied()
+                        .filter(|&i| !is_down(self.slots[i].last())),
+                );
+            }
+        }
+        let t = Instant::now();
+        if self.early.is_empty() || (!moved_port && t < self.early_next) {
+            return 0;
+        }
+        let cpu = thread_cpu();
+        let early = std::mem::take(&mut self.early);
+        let mut moved = 0;
+        for &i in &early {
+            moved += usize::from(self.read_member(i, &mut buf));
+        }
+        self.early = early;
+        self.early_next = t + pause_after(self.shared.period, thread_cpu().saturating_sub(cpu));
+        self.shared
+            .counters
+            .early_reads
+            .fetch_add(1, Ordering::Relaxed);
+        if moved > 0 {
+            (self.shared.wake)();
+        }
+        moved
     }
 
     /// One read of every member's state; fails the paths that went down. Returns how many
@@ -493,65 +634,14 @@ impl SweepWorker {
     pub fn pass(&mut self) -> usize {
         self.refresh();
         let t = Instant::now();
-        let c = &self.shared.counters;
         let mut moved = 0;
         let mut fallback = 0u64;
         let mut buf = [0u8; STATE_MAX];
-        for (slot, m) in self.slots.iter_mut().zip(self.members.members.iter()) {
-            let read = match &slot.file {
-                Some(f) => f.read_at(&mut buf, 0),
-                None => {
-                    fallback += 1;
-                    File::open(&m.state_file).and_then(|f| f.read_at(&mut buf, 0))
-                }
-            };
-            let now: &[u8] = match read {
-                Ok(n) => trimmed(&buf[..n]),
-                Err(e) if device_gone(&e) => {
-                    slot.file = None;
-                    b"deleted"
-                }
-                Err(e) => {
-                    c.read_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(dev = %m.dev, "reading {}: {e}", m.state_file.display());
-                    continue;
-                }
-            };
-            if now == slot.last() {
-                continue;
-            }
-            moved += 1;
-            let was_down = is_down(slot.last());
-            slot.set(now);
-            let text = String::from_utf8_lossy(now).into_owned();
-            {
-                // The news before the fail_path: a plan from now on counts the path unusable.
-                let mut news = self
-                    .shared
-                    .news
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                news.insert(m.dev.clone(), text.clone());
-                self.shared.pending.store(true, Ordering::Release);
-            }
-            if !is_down(now) || was_down {
-                tracing::info!(dev = %m.dev, to = %text, "SCSI device state changed; checking the path now");
-                continue;
-            }
-            match self.backend.message(&m.map, &Message::FailPath(m.devno)) {
-                Ok(()) => {
-                    c.direct_fails.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(dev = %m.dev, map = %m.map, state = %text, "SCSI device {text}: fail_path {} sent at once", m.devno);
-                }
-                Err(dm_tables::Error::NoSuchMap { .. }) => {
-                    c.gone.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    c.fail_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(dev = %m.dev, map = %m.map, "the sweep could not fail the path ({e}); its check will");
-                }
-            }
+        for i in 0..self.slots.len() {
+            fallback += u64::from(self.slots[i].file.is_none());
+            moved += usize::from(self.read_member(i, &mut buf));
         }
+        let c = &self.shared.counters;
         c.fallback.store(fallback, Ordering::Relaxed);
         c.passes.fetch_add(1, Ordering::Relaxed);
         c.last_pass_us.store(
@@ -562,6 +652,64 @@ impl SweepWorker {
             (self.shared.wake)();
         }
         moved
+    }
+
+    /// Reads member `i`'s state (its open file, or open/read/close), records a move for the
+    /// engine and fails a path that went down. Whether it moved.
+    fn read_member(&mut self, i: usize, buf: &mut [u8; STATE_MAX]) -> bool {
+        let c = &self.shared.counters;
+        let m = &self.members.members[i];
+        let slot = &mut self.slots[i];
+        let read = match &slot.file {
+            Some(f) => f.read_at(buf, 0),
+            None => File::open(&m.state_file).and_then(|f| f.read_at(buf, 0)),
+        };
+        let now: &[u8] = match read {
+            Ok(n) => trimmed(&buf[..n]),
+            Err(e) if device_gone(&e) => {
+                slot.file = None;
+                b"deleted"
+            }
+            Err(e) => {
+                c.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(dev = %m.dev, "reading {}: {e}", m.state_file.display());
+                return false;
+            }
+        };
+        if now == slot.last() {
+            return false;
+        }
+        let was_down = is_down(slot.last());
+        slot.set(now);
+        let text = String::from_utf8_lossy(now).into_owned();
+        {
+            // The news before the fail_path: a plan from now on counts the path unusable.
+            let mut news = self
+                .shared
+                .news
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            news.insert(m.dev.clone(), text.clone());
+            self.shared.pending.store(true, Ordering::Release);
+        }
+        if !is_down(now) || was_down {
+            tracing::info!(dev = %m.dev, to = %text, "SCSI device state changed; checking the path now");
+            return true;
+        }
+        match self.backend.message(&m.map, &Message::FailPath(m.devno)) {
+            Ok(()) => {
+                c.direct_fails.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(dev = %m.dev, map = %m.map, state = %text, "SCSI device {text}: fail_path {} sent at once", m.devno);
+            }
+            Err(dm_tables::Error::NoSuchMap { .. }) => {
+                c.gone.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.fail_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(dev = %m.dev, map = %m.map, "the sweep could not fail the path ({e}); its check will");
+            }
+        }
+        true
     }
 }
 

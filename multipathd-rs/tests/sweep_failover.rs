@@ -300,7 +300,9 @@ fn a_fail_for_a_map_that_is_gone_is_counted_and_ignored() {
             map: "renamed-meanwhile".into(),
             state_file: state.clone(),
             known: "running".into(),
+            port: None,
         }],
+        ports: Vec::new(),
     });
     assert_eq!(w.pass(), 0);
     std::fs::write(&state, "offline\n").unwrap();
@@ -349,4 +351,60 @@ fn a_late_up_from_a_check_older_than_the_offline_never_reinstates() {
     e.take_sweep_news();
     e.apply_check_results(late_up());
     assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
+}
+
+#[test]
+fn a_lost_hba_is_read_through_its_remote_ports_before_the_full_pass() {
+    let mut lab = Lab::new();
+    let e = lab.engine(Arc::new(ManualClock::new()));
+    let backend = e.shared_backend();
+    let (link, mut w) = sweep::worker(e.shared_backend(), SweepOptions::default(), no_wake());
+    let mut e = e;
+    e.attach_sweep(link.clone());
+    assert_eq!(w.pass(), 0);
+    assert_eq!(w.tick(), 0, "every port Online: nothing read early");
+    assert_eq!(link.stats().ports, 4, "2 HBAs x 2 target ports");
+    // Control: one path offline behind an Online port is the full pass's to see, not the tick's.
+    let lone = lab.sim.paths[0].dev.clone();
+    lab.sim.set_state(&lone, "offline").unwrap();
+    assert_eq!(w.tick(), 0);
+    assert_eq!(w.pass(), 1);
+    // The HBA of another path is lost: its remote ports go Blocked, its devices
+    // transport-offline. One tick reads and fails them all, with no full pass.
+    let host = lab
+        .sim
+        .paths
+        .iter()
+        .find(|p| p.hctl.host != lab.sim.paths[0].hctl.host)
+        .unwrap()
+        .hctl
+        .host;
+    let lost: Vec<String> = lab
+        .sim
+        .present_paths()
+        .filter(|p| p.hctl.host == host)
+        .map(|p| p.dev.clone())
+        .collect();
+    assert_eq!(lost.len(), 8);
+    let passes = link.stats().passes;
+    lab.sim.host_down(&format!("host{host}")).unwrap();
+    assert_eq!(w.tick(), 8);
+    assert_eq!(link.stats().passes, passes, "no full pass ran");
+    assert_eq!(link.stats().early_reads, 1);
+    for dev in &lost {
+        let (map, devno) = where_is(&e, dev);
+        assert_eq!(
+            dm_state(backend.as_ref(), &map, devno),
+            PathState::Failed,
+            "{dev}"
+        );
+    }
+    // Every member of the blocked ports is now known down: later ticks read nothing.
+    assert_eq!(w.tick(), 0);
+    assert_eq!(link.stats().early_reads, 1);
+    let text = multipathd_rs::output::status_text(&e.status());
+    assert!(
+        text.contains("4 transport ports watched, 1 early reads"),
+        "{text}"
+    );
 }

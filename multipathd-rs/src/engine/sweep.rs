@@ -4,7 +4,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-use crate::sweep::{Member, Membership, SweepLink};
+use crate::sweep::{Member, Membership, Port, SweepLink};
 
 impl Engine {
     /// Lets a sweep thread watch the member paths (the daemon starts it); from now on the
@@ -39,6 +39,25 @@ impl Engine {
         }
     }
 
+    /// The transport port a path runs through and its state attribute: its FC remote port's
+    /// `port_state`, or its iSCSI session's `state` (None for other transports).
+    fn port_of(&self, p: &ScsiPath) -> Option<Port> {
+        let class = self.opts.sysfs_root.join("class");
+        if let Some(r) = &p.rport {
+            Some(Port {
+                name: r.clone(),
+                state_file: class.join("fc_remote_ports").join(r).join("port_state"),
+                healthy: "Online",
+            })
+        } else {
+            p.iscsi_session.as_ref().map(|s| Port {
+                name: s.clone(),
+                state_file: class.join("iscsi_session").join(s).join("state"),
+                healthy: "LOGGED_IN",
+            })
+        }
+    }
+
     /// Hands the sweep thread the member paths when they differ from what it has (a walk over
     /// the maps' tables, no allocation when nothing changed). Returns whether it replaced them.
     /// The daemon calls it whenever it publishes a snapshot (after a change).
@@ -58,6 +77,10 @@ impl Engine {
                     x.devno == d
                         && x.dev == p.dev
                         && x.map == m.name
+                        && x.port
+                            .and_then(|k| current.ports.get(k))
+                            .map(|q| q.name.as_str())
+                            == port_name(p)
                         && if p.syspath.as_os_str().is_empty() {
                             x.state_file == self.state_file_of(p)
                         } else {
@@ -75,20 +98,32 @@ impl Engine {
             return false;
         }
         let mut members = Vec::with_capacity(self.member.len());
+        let mut ports: Vec<Port> = Vec::new();
+        let mut port_index: HashMap<String, usize> = HashMap::new();
         for m in self.maps.values() {
             for d in m.table.paths().map(|p| p.devno) {
                 if let Some(p) = self.path_at(d) {
+                    let port = match port_name(p).map(|k| port_index.get(k)) {
+                        Some(Some(&k)) => Some(k),
+                        Some(None) => self.port_of(p).map(|q| {
+                            port_index.insert(q.name.clone(), ports.len());
+                            ports.push(q);
+                            ports.len() - 1
+                        }),
+                        None => None,
+                    };
                     members.push(Member {
                         dev: p.dev.clone(),
                         devno: d,
                         map: m.name.clone(),
                         state_file: self.state_file_of(p),
                         known: p.state.clone(),
+                        port,
                     });
                 }
             }
         }
-        link.set_membership(Membership { members });
+        link.set_membership(Membership { members, ports });
         true
     }
 
@@ -125,4 +160,9 @@ impl Engine {
             .map(SweepLink::stats)
             .unwrap_or_default()
     }
+}
+
+/// The name of the transport port a path runs through (see [`Engine::port_of`]).
+fn port_name(p: &ScsiPath) -> Option<&str> {
+    p.rport.as_deref().or(p.iscsi_session.as_deref())
 }
