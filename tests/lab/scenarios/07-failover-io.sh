@@ -22,26 +22,22 @@ trap lab_mpd_cleanup EXIT
 
 lab_scsi_debug 2 4
 read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
-disks=$(lab_sd_disks)
-for d in $disks; do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+lab_paths_table
 lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
-path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }
-map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
 
 mkdir -p "$LAB_MPD_DIR"
 rm -f "$LAB_MPD_DIR/config.toml" # default settings
 lab_mpd_start daemon.log
 lab_poll 60 lab_is 4 lab_mpath_count || lab_fail "the daemon did not build 4 maps within 60 s"
-lab_capture config-sda.txt "$LAB_BIN/multipathd-rs" --config "$LAB_MPD_DIR/config.toml" config show --device "$(path_of "$h0" 0)"
+lab_capture config-sda.txt "$LAB_BIN/multipathd-rs" --config "$LAB_MPD_DIR/config.toml" config show --device "$(lab_path_of "$h0" 0)"
 lab_capture dmsetup-table-start.txt dmsetup table --target multipath
 lab_capture show-topology-start.txt lab_mpd show topology
 
-p0=$(path_of "$h0" 0) p1=$(path_of "$h1" 0)
-p0n=$(devno_of "$p0") p1n=$(devno_of "$p1")
-mapA=$(map_of_devno "$p0n")
+p0=$(lab_path_of "$h0" 0) p1=$(lab_path_of "$h1" 0)
+p0n=$(lab_devno_of "$p0") p1n=$(lab_devno_of "$p1")
+mapA=$(lab_map_of_devno "$p0n")
 [ -n "$mapA" ] || lab_fail "no map holds LUN0's path $p0 ($p0n)"
-lab_assert_eq "LUN0's two paths are in one map" "$mapA" "$(map_of_devno "$p1n")"
+lab_assert_eq "LUN0's two paths are in one map" "$mapA" "$(lab_map_of_devno "$p1n")"
 lab_poll 15 test -b "/dev/mapper/$mapA" || lab_fail "/dev/mapper/$mapA does not exist (no udevd: the daemon's backend makes it)"
 dev="/dev/mapper/$mapA"
 lab_note "I/O map $mapA: $p0 ($p0n, host$h0) and $p1 ($p1n, host$h1)"
@@ -78,7 +74,7 @@ h0paths=$(awk -v h="^$h0:" '$3 ~ h { print $1 }' "$LAB_OUT/paths.txt")
 h1_gone() { # every host1 path is F or no longer in its map (by its old devno)
   local d n m
   for d in $h1paths; do
-    n=$(devno_of "$d")
+    n=$(lab_devno_of "$d")
     case "$(dmsetup status --target multipath | grep -c " $n A ")" in 0) ;; *) return 1 ;; esac
   done
 }
@@ -107,12 +103,12 @@ lab_capture show-paths-h1-gone.json lab_mpd show paths --json
 lab_capture dmsetup-status-h1-gone.txt dmsetup status --target multipath
 lab_capture dmsetup-table-h1-gone.txt dmsetup table --target multipath
 for d in $h1paths; do
-  n=$(devno_of "$d")
+  n=$(lab_devno_of "$d")
   lab_note "host$h1 path $d ($n): show paths '$(lab_mpd_path_dm_state "$d")', dmsetup status: $(grep -q " $n F " "$LAB_OUT/dmsetup-status-h1-gone.txt" && echo F || echo 'not in the table')"
 done
 for d in $h0paths; do
-  n=$(devno_of "$d")
-  m=$(map_of_devno "$n")
+  n=$(lab_devno_of "$d")
+  m=$(lab_map_of_devno "$n")
   lab_assert_eq "host$h0 path $d ($n) of $m still active" A "$(lab_dm_path_state "$m" "$n")"
 done
 lab_assert_eq "maps while host$h1 is gone" 4 "$(lab_mpath_count)"
@@ -165,7 +161,7 @@ lab_capture dmsetup-status-h1-back.txt dmsetup status --target multipath
 lab_capture show-topology-h1-back.txt lab_mpd show topology
 while read -r d n ta tb; do
   lun=$(lab_hctl "$d" | cut -d: -f4)
-  m=$(map_of_devno "$(devno_of "$(path_of "$h0" "$lun")")")
+  m=$(lab_map_of_devno "$(lab_devno_of "$(lab_path_of "$h0" "$lun")")")
   lab_assert_eq "returned path $d ($n, LUN $lun) in map $m, state" A "$(lab_dm_path_state "$m" "$n")"
   [ "$tb" != - ] || lab_fail "returned path $d ($n) never became A while watched"
   lab_assert_eq "returned path $d joined within 20 s of appearing ($(awk -v a="$ta" -v b="$tb" 'BEGIN { printf "%.3f", b - a }') s)" yes \
@@ -188,9 +184,9 @@ dmesg | tail -n +"$((dmesg_before + 1))" >"$LAB_OUT/dmesg-io.txt"
 lab_assert_eq "kernel I/O errors on dm devices" 0 "$(grep -cE '(I/O error|Buffer I/O error).*dm-[0-9]+' "$LAB_OUT/dmesg-io.txt")"
 
 # ------------------------------------------------------------------ B. idle map timings
-q0=$(path_of "$h0" 1)
-q0n=$(devno_of "$q0")
-mapB=$(map_of_devno "$q0n")
+q0=$(lab_path_of "$h0" 1)
+q0n=$(lab_devno_of "$q0")
+mapB=$(lab_map_of_devno "$q0n")
 lab_note "idle map $mapB: $q0 ($q0n) goes offline, no I/O"
 sleep 1
 t0=$(lab_now)

@@ -27,8 +27,6 @@ lab_capture lun-scan.json "$LAB_BIN/lun-scan" list --json || lab_fail "lun-scan 
 jq -r 'if type == "array" then . else .paths end | .[] | "\(.dev) \(.devno) \(.hctl) \(.wwid)"' \
   "$LAB_OUT/lun-scan.json" | sort -k3,3V >"$LAB_OUT/paths.txt"
 lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
-path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }
 wwid_of_lun() { awk -v h="$h0:0:0:$1" '$3 == h { print $4 }' "$LAB_OUT/paths.txt"; }
 w0=$(wwid_of_lun 0) w1=$(wwid_of_lun 1)
 [ -n "$w0" ] && [ -n "$w1" ] || lab_fail "no WWID for LUN0/LUN1 in lun-scan's list"
@@ -85,8 +83,8 @@ all_paths_F() { # MAP DEVNO...
 }
 
 # ------------------------------------------------------------------ 1. no_path_retry 3
-a0=$(path_of "$h0" 0) a1=$(path_of "$h1" 0)
-a0n=$(devno_of "$a0") a1n=$(devno_of "$a1")
+a0=$(lab_path_of "$h0" 0) a1=$(lab_path_of "$h1" 0)
+a0n=$(lab_devno_of "$a0") a1n=$(lab_devno_of "$a1")
 head -c 4096 /dev/urandom >"$W/a.pat"
 lab_path_offline "$a0"
 lab_path_offline "$a1"
@@ -119,8 +117,8 @@ lab_poll 10 table_queues "$mapA" \
 lab_expect_ok "write on $mapA after the paths returned" dd if="$W/a.pat" of="/dev/mapper/$mapA" bs=4096 count=1 oflag=direct status=none
 
 # ------------------------------------------------------------------ 2. no_path_retry queue
-b0=$(path_of "$h0" 1) b1=$(path_of "$h1" 1)
-b0n=$(devno_of "$b0") b1n=$(devno_of "$b1")
+b0=$(lab_path_of "$h0" 1) b1=$(lab_path_of "$h1" 1)
+b0n=$(lab_devno_of "$b0") b1n=$(lab_devno_of "$b1")
 head -c 65536 /dev/urandom >"$W/b.pat"
 lab_path_offline "$b0"
 lab_path_offline "$b1"
@@ -165,8 +163,8 @@ lab_assert_eq "tables after restart (adopted, no reload)" "$(cat "$LAB_OUT/table
   "$(cat "$LAB_OUT/tables-after-restart.txt")"
 lab_io_progress 3 "daemon restarted"
 # Checking resumed: an idle map's path fails after the restart.
-d1=$(path_of "$h1" 3)
-d1n=$(devno_of "$d1")
+d1=$(lab_path_of "$h1" 3)
+d1n=$(lab_devno_of "$d1")
 sleep 1
 t0=$(lab_now)
 lab_path_offline "$d1"
