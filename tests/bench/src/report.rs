@@ -379,6 +379,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                 fmt_mib(&p.peak_rss_mib)
             ));
         }
+        head.extend(rss_per_path_line(scale));
         if let Some(p) = scale.points.iter().max_by_key(|p| (p.paths, p.per_lun)) {
             head.push(format!(
                 "- Largest point, {} paths ({} LUNs x {}): cold start {}, peak RSS {} MiB.",
@@ -729,9 +730,38 @@ fn sections(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Issue 18's memory target, peak RSS per path at cold start (at most 4 KiB), judged at
+/// 32,768 paths with 8 and with 2 paths per LUN.
+fn rss_per_path_line(scale: &crate::scale::ScaleResults) -> Option<String> {
+    let per_path: Vec<String> = [(32768, 8), (32768, 2)]
+        .iter()
+        .filter_map(|&(paths, per_lun)| {
+            let p = scale
+                .points
+                .iter()
+                .find(|p| p.paths == paths && p.per_lun == per_lun)?;
+            let kib = p.peak_rss_mib.as_ref()?.median * 1024.0 / p.paths as f64;
+            Some(format!(
+                "{} LUNs x {}: {kib:.2} KiB/path (**{}**)",
+                p.luns,
+                p.per_lun,
+                if kib <= 4.0 { "met" } else { "NOT met" }
+            ))
+        })
+        .collect();
+    (!per_path.is_empty()).then(|| {
+        format!(
+            "- Peak RSS per path at cold start (issue 18, target <= 4 KiB): {}.",
+            per_path.join("; ")
+        )
+    })
+}
+
 /// A headline line the scale curve writes (the others come from the lab).
 fn headline_from_scale(line: &str) -> bool {
-    line.starts_with("- Cold start, ") || line.starts_with("- Largest point")
+    line.starts_with("- Cold start, ")
+        || line.starts_with("- Largest point")
+        || line.starts_with("- Peak RSS per path")
 }
 
 /// Keeps from the report being replaced what this run has no results for, so a run of one
@@ -1124,6 +1154,44 @@ mod tests {
             o.contains("- Target (issue 18, lab): idle path offline"),
             "{o}"
         );
+    }
+
+    #[test]
+    fn peak_rss_per_path_is_judged_at_8_and_2_paths_per_lun() {
+        let point = |per_lun: usize, mib: f64| crate::scale::PointResult {
+            paths: 32768,
+            per_lun,
+            luns: 32768 / per_lun,
+            generate_s: 0.0,
+            runs: Vec::new(),
+            scan: None,
+            plan: None,
+            create: None,
+            cold_start: None,
+            peak_rss_mib: Some(Summary {
+                median: mib,
+                min: mib,
+                max: mib,
+                n: 1,
+            }),
+            errors: Vec::new(),
+            skipped: None,
+        };
+        let mut scale = crate::scale::ScaleResults {
+            date: "d".into(),
+            runs_per_point: 1,
+            tree_fs: "tmpfs".into(),
+            points: vec![point(8, 120.0), point(2, 180.0)],
+        };
+        let line = rss_per_path_line(&scale).unwrap();
+        assert_eq!(
+            line,
+            "- Peak RSS per path at cold start (issue 18, target <= 4 KiB): 4096 LUNs x 8: 3.75 \
+             KiB/path (**met**); 16384 LUNs x 2: 5.62 KiB/path (**NOT met**)."
+        );
+        assert!(headline_from_scale(&line));
+        scale.points.clear();
+        assert_eq!(rss_per_path_line(&scale), None);
     }
 
     #[test]
