@@ -310,5 +310,5 @@ for rep in $(seq "$BENCH_REPS"); do
   done
   rep_cost=$((rep_t0 - $(left)))
 done
-bench_finish "scsi_debug $HOSTS hosts x $K LUNs"
+bench_finish "scsi_debug $HOSTS hosts x $K LUNs; udevd for both: sd add events only, masked ${MASKED//.rules/}"
 lab_note "done after $(bench_since "$T_START") s (start of the measurements: $rep_start s left)"
