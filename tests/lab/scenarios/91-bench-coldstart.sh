@@ -104,7 +104,7 @@ disk_table() {
     done
   done | sort -k1,1n -k2,2n >"$LAB_OUT/disks.txt"
 }
-disk_count() { local a=(/sys/class/scsi_disk/*); echo "${#a[@]}"; }
+disk_count() { local a=(/sys/block/sd*); echo "${#a[@]}"; }
 
 # udev_add FROM TO: "add" for the sd block devices of LUNs FROM..TO-1, until udevd processed them.
 udev_add() {
@@ -126,7 +126,7 @@ shrink_to() {
   done
   echo "$n" >"$LAB_SD_SYSFS/max_luns"
   udevd_up
-  lab_wait "$((HOSTS * n)) disks left" 120 sh -c "[ \$(ls /sys/class/scsi_disk | wc -l) -eq $((HOSTS * n)) ]"
+  lab_wait "$((HOSTS * n)) disks left" 120 sh -c "[ \$(ls -d /sys/block/sd* | wc -l) -eq $((HOSTS * n)) ]"
   disk_table
 }
 
@@ -175,7 +175,8 @@ lab_note "setup: udevd stopped; masked rules: $MASKED; host load in the guest: $
 t0=$(bench_now)
 lab_run modprobe scsi_debug add_host="$HOSTS" num_tgts=1 max_luns="$WANT" vpd_use_hostno=0 \
   dev_size_mb=8 || lab_fail "modprobe scsi_debug failed"
-lab_wait "$((HOSTS * WANT)) scsi_debug disks" 600 sh -c "[ \$(ls /sys/class/scsi_disk | wc -l) -ge $((HOSTS * WANT)) ]"
+# Block devices, not scsi_disk entries: sd makes its scsi_disk before the disk itself.
+lab_wait "$((HOSTS * WANT)) scsi_debug disks" 600 sh -c "[ \$(ls -d /sys/block/sd* | wc -l) -ge $((HOSTS * WANT)) ]"
 T_KERN=$(bench_since "$t0")
 C_KERN=$(div "$T_KERN" $((HOSTS * WANT)))
 disk_table
