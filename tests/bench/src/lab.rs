@@ -241,6 +241,8 @@ pub struct Params {
     pub fail_idle_reps: u32,
     /// 91: seconds over which idle CPU is measured.
     pub idle_window_s: u32,
+    /// 91: seconds it may take in all; it picks its LUN count to fit.
+    pub coldstart_budget_s: u32,
     /// Boot nothing: read what the last run of each scenario left in tests/lab/out.
     pub collect_only: bool,
 }
@@ -249,12 +251,13 @@ impl Params {
     fn env_file(&self) -> String {
         format!(
             "BENCH_REPS={}\nBENCH_REPS_ADDLUNS={}\nBENCH_REPS_COLDSTART={}\n\
-             BENCH_REPS_FAIL_IDLE={}\nBENCH_IDLE_WINDOW={}\n",
+             BENCH_REPS_FAIL_IDLE={}\nBENCH_IDLE_WINDOW={}\nBENCH_COLDSTART_BUDGET={}\n",
             self.reps,
             self.addluns_reps,
             self.coldstart_reps,
             self.fail_idle_reps,
-            self.idle_window_s
+            self.idle_window_s,
+            self.coldstart_budget_s
         )
     }
 }
