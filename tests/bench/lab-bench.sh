@@ -74,11 +74,19 @@ bench_ready() { [ "$(bench_maps)" -ge "$1" ] && { [ -z "$2" ] || [ "$(bench_path
 bench_hint() { return 0; }
 # Microseconds since the epoch, without a process.
 bench_us() { BENCH_US=${EPOCHREALTIME//[.,]/}; }
-# bench_sleep SECONDS: sleeps without a process (read times out on a pipe nobody writes).
+# bench_sleep SECONDS: sleeps without a process (read times out on a FIFO nobody writes; the
+# guest has no /dev/fd for a process substitution), or with sleep(1) when no FIFO can be made.
 BENCH_SLEEP_FD=""
 bench_sleep() {
-  [ -n "$BENCH_SLEEP_FD" ] || exec {BENCH_SLEEP_FD}<> <(:) || { sleep "$1"; return 0; }
-  read -rt "$1" -u "$BENCH_SLEEP_FD"
+  if [ -z "$BENCH_SLEEP_FD" ]; then
+    local f="/tmp/bench-sleep.$$"
+    BENCH_SLEEP_FD=none
+    if mkfifo "$f" 2>/dev/null; then
+      exec {BENCH_SLEEP_FD}<>"$f"
+      rm -f "$f"
+    fi
+  fi
+  if [ "$BENCH_SLEEP_FD" = none ]; then sleep "$1"; else read -rt "$1" -u "$BENCH_SLEEP_FD"; fi
   return 0
 }
 bench_wait_maps() {

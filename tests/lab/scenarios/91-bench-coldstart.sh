@@ -265,7 +265,7 @@ if [ "$K" = 256 ]; then sfx="" metric=cold_start_256; else sfx="_at_$K" metric="
 # Every measurement a shrunk run cannot make at 256 says why.
 if [ -n "${SHRUNK:-}" ]; then
   for tool in multipath-tools multipathd-rs; do
-    for metric in cold_start_256 idle_cpu idle_cpu_guest; do bench_record "$metric" "$tool" 1 "" "$SHRUNK"; done
+    for m in cold_start_256 idle_cpu idle_cpu_guest; do bench_record "$m" "$tool" 1 "" "$SHRUNK"; done
   done
 fi
 
