@@ -65,22 +65,45 @@ bench_paths() {
 
 # bench_wait_maps N TIMEOUT [PATHS]: until N maps exist, and with PATHS until the multipath
 # tables hold PATHS paths in all (a map made from its first path alone is not redundant yet).
-# Prints the error and returns 1 on failure.
+# Prints the error and returns 1 on failure. A scenario may define bench_hint N PATHS, a check
+# that forks nothing, to skip the dmsetup calls (several processes, ~0.1 s of CPU under
+# emulation) while it fails: at hundreds of maps the oracle would otherwise take CPU from the
+# daemon it times.
 BENCH_ERR=""
 bench_ready() { [ "$(bench_maps)" -ge "$1" ] && { [ -z "$2" ] || [ "$(bench_paths)" -ge "$2" ]; }; }
+bench_hint() { return 0; }
+# Microseconds since the epoch, without a process.
+bench_us() { BENCH_US=${EPOCHREALTIME//[.,]/}; }
+# bench_sleep SECONDS: sleeps without a process (read times out on a FIFO nobody writes; the
+# guest has no /dev/fd for a process substitution), or with sleep(1) when no FIFO can be made.
+BENCH_SLEEP_FD=""
+bench_sleep() {
+  if [ -z "$BENCH_SLEEP_FD" ]; then
+    local f="/tmp/bench-sleep.$$"
+    BENCH_SLEEP_FD=none
+    if mkfifo "$f" 2>/dev/null; then
+      exec {BENCH_SLEEP_FD}<>"$f"
+      rm -f "$f"
+    fi
+  fi
+  if [ "$BENCH_SLEEP_FD" = none ]; then sleep "$1"; else read -rt "$1" -u "$BENCH_SLEEP_FD"; fi
+  return 0
+}
 bench_wait_maps() {
   local n="$1" tmo="$2" paths="${3:-}" t0
-  t0=$(bench_now)
-  while ! bench_ready "$n" "$paths"; do
+  bench_us
+  t0=$BENCH_US
+  while ! { bench_hint "$n" "$paths" && bench_ready "$n" "$paths"; }; do
     if ! bench_alive; then
       BENCH_ERR="the $BENCH_TOOL daemon exited before $n maps existed (it made $(bench_maps), $(bench_paths) paths): $(bench_log_tail)"
       return 1
     fi
-    if awk -v a="$t0" -v b="$EPOCHREALTIME" -v t="$tmo" 'BEGIN { exit !(b - a > t) }'; then
+    bench_us
+    if ((BENCH_US - t0 > tmo * 1000000)); then
       BENCH_ERR="only $(bench_maps) of $n maps with $(bench_paths) of ${paths:-any} paths after ${tmo}s"
       return 1
     fi
-    sleep "$BENCH_POLL"
+    bench_sleep "$BENCH_POLL"
   done
 }
 
@@ -105,7 +128,9 @@ bench_start() {
   BENCH_PID=$!
 }
 
-# bench_stop: stops the daemon and removes every multipath map (both leave maps in place).
+# bench_stop: stops the daemon and removes every multipath map (both leave maps in place) with
+# $BENCH_REMOVE_MAPS (a function; lab_dm_remove_all unless the scenario sets another).
+BENCH_REMOVE_MAPS=lab_dm_remove_all
 bench_stop() {
   if bench_alive; then
     if [ "$BENCH_TOOL" = multipath-tools ]; then
@@ -121,7 +146,7 @@ bench_stop() {
   BENCH_PID=""
   pkill -x multipathd 2>/dev/null
   lab_settle 30
-  lab_dm_remove_all || lab_log "maps left after stopping $BENCH_TOOL: $(bench_map_names | tr '\n' ' ')"
+  "$BENCH_REMOVE_MAPS" || lab_log "maps left after stopping $BENCH_TOOL: $(bench_map_names | tr '\n' ' ')"
   rm -f /etc/multipath.conf
   bench_clean_state
 }
@@ -164,11 +189,11 @@ bench_proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat
 # Non-idle clock ticks of the whole guest (/proc/stat: user nice system irq softirq steal).
 bench_guest_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
-# bench_idle_cpu TOOL REP WINDOW: records idle_cpu (the daemon's own CPU seconds per second
+# bench_idle_cpu TOOL REP WINDOW [SUFFIX]: records idle_cpu (the daemon's own CPU seconds per second
 # over WINDOW seconds of doing nothing) and idle_cpu_guest (the whole guest's, udevd and kernel
-# workers included, in CPU seconds per second over its 2 CPUs).
+# workers included, in CPU seconds per second over its 2 CPUs), each metric's name + SUFFIX.
 bench_idle_cpu() {
-  local tool="$1" rep="$2" window="$3" hz p0 g0 p1 g1 t0 el
+  local tool="$1" rep="$2" window="$3" sfx="${4:-}" hz p0 g0 p1 g1 t0 el
   hz=$(getconf CLK_TCK)
   t0=$(bench_now)
   p0=$(bench_proc_ticks "$BENCH_PID") g0=$(bench_guest_ticks)
@@ -177,10 +202,10 @@ bench_idle_cpu() {
   el=$(bench_since "$t0")
   if [ -z "$p0" ] || [ -z "$p1" ] || ! bench_alive; then
     BENCH_ERR="the $BENCH_TOOL daemon exited during the idle window: $(bench_log_tail)"
-    bench_record idle_cpu "$tool" "$rep" "" "$BENCH_ERR"
-    bench_record idle_cpu_guest "$tool" "$rep" "" "$BENCH_ERR"
+    bench_record "idle_cpu$sfx" "$tool" "$rep" "" "$BENCH_ERR"
+    bench_record "idle_cpu_guest$sfx" "$tool" "$rep" "" "$BENCH_ERR"
     return 1
   fi
-  bench_record idle_cpu "$tool" "$rep" "$(awk -v a="$p0" -v b="$p1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
-  bench_record idle_cpu_guest "$tool" "$rep" "$(awk -v a="$g0" -v b="$g1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
+  bench_record "idle_cpu$sfx" "$tool" "$rep" "$(awk -v a="$p0" -v b="$p1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
+  bench_record "idle_cpu_guest$sfx" "$tool" "$rep" "$(awk -v a="$g0" -v b="$g1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
 }
