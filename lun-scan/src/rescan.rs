@@ -265,16 +265,27 @@ impl<'a> Rescanner<'a> {
     /// Writes "- - -" (or "- - L") to `scsi_host/hostN/scan` of each host (all when empty).
     pub fn scan_hosts(&mut self, hosts: &[String], lun: Option<u64>) -> Diff {
         let hosts = hosts.to_vec();
-        self.around(|me, errors| {
-            let value = match lun {
-                Some(l) => format!("- - {l}"),
-                None => "- - -".to_string(),
-            };
-            for h in me.hosts(&hosts, errors) {
-                let f = me.root.join("class/scsi_host").join(&h).join("scan");
-                me.write(&f, &value, errors);
-            }
-        })
+        self.around(|me, errors| me.write_host_scans(&hosts, lun, errors))
+    }
+
+    /// [`Rescanner::scan_hosts`] without the path scans before and after it (for a caller
+    /// that scans once itself and needs no difference): the writes, then the settle wait.
+    /// Returns the writes' errors and whether the SCSI layer settled.
+    pub fn trigger_host_scans(&mut self, hosts: &[String], lun: Option<u64>) -> (Vec<Error>, bool) {
+        let mut errors = Vec::new();
+        self.write_host_scans(hosts, lun, &mut errors);
+        (errors, wait_settled(&self.root, &self.settle))
+    }
+
+    fn write_host_scans(&mut self, hosts: &[String], lun: Option<u64>, errors: &mut Vec<Error>) {
+        let value = match lun {
+            Some(l) => format!("- - {l}"),
+            None => "- - -".to_string(),
+        };
+        for h in self.hosts(hosts, errors) {
+            let f = self.root.join("class/scsi_host").join(&h).join("scan");
+            self.write(&f, &value, errors);
+        }
     }
 
     /// Targeted FC scan as os-brick does: for every remote port whose port_name is `wwpn`

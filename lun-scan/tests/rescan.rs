@@ -229,3 +229,45 @@ fn resize_reports_old_and_new_size() {
     assert_eq!(c.size_after, Some(30 << 30));
     assert!(writes.borrow()[0].0.ends_with("0:0:0:1/rescan"));
 }
+
+#[test]
+fn triggered_host_scans_write_every_host_and_report_rejections() {
+    let (_d, sim) = fc();
+    let writes = RefCell::new(Vec::new());
+    sim.borrow_mut().add_luns(0, 2).unwrap();
+    let root = sim.borrow().root.clone();
+    let mut w = |p: &Path, v: &str| -> io::Result<()> {
+        writes.borrow_mut().push((
+            p.strip_prefix(&root).unwrap().display().to_string(),
+            v.to_string(),
+        ));
+        sim.borrow_mut().kernel_write(p, v)
+    };
+    let (errors, settled) =
+        Rescanner::new(&root, &mut w, Settle::none()).trigger_host_scans(&[], None);
+    assert!(errors.is_empty() && settled, "{errors:?}");
+    assert_eq!(
+        *writes.borrow(),
+        [
+            (
+                "class/scsi_host/host0/scan".to_string(),
+                "- - -".to_string()
+            ),
+            (
+                "class/scsi_host/host1/scan".to_string(),
+                "- - -".to_string()
+            ),
+        ]
+    );
+    // The kernel (sim) found the new LUNs: the caller's one scan sees them.
+    let (paths, _) = lun_scan::sysfs::scan_paths(&root);
+    assert_eq!(paths.iter().filter(|p| p.hctl.lun >= 4).count(), 8);
+    // A rejected write is named with its file and value.
+    let mut refuse =
+        |_: &Path, _: &str| -> io::Result<()> { Err(io::Error::from_raw_os_error(22)) };
+    let (errors, _) =
+        Rescanner::new(&root, &mut refuse, Settle::none()).trigger_host_scans(&[], Some(3));
+    assert_eq!(errors.len(), 2);
+    let msg = errors[1].to_string();
+    assert!(msg.contains("host1/scan") && msg.contains("- - 3"), "{msg}");
+}

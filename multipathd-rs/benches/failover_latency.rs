@@ -15,6 +15,11 @@
 //! for the path (a wrapper records it), checked against the map's status at the end.
 //! MULTIPATHD_BENCH_LUNS changes the LUN count, MULTIPATHD_BENCH_REPS the repetitions of
 //! the single-path figures (default 5).
+//!
+//! The daemon runs in this process, so the process runs under the glibc malloc settings the
+//! daemon's systemd unit gives it (contrib/multipathd-rs.service, `Environment=MALLOC_...`):
+//! the benchmark re-executes itself once with those that are not set already.
+//! MULTIPATHD_BENCH_GLIBC_DEFAULTS=1 measures glibc's defaults instead.
 
 #![allow(clippy::unwrap_used)]
 
@@ -124,6 +129,40 @@ fn note_peak(peaks: &mut Vec<(&'static str, u64)>, phase: &'static str) {
     eprintln!("peak RSS during {phase}: {} MiB", kb / 1024);
     peaks.push((phase, kb));
     reset_peak();
+}
+
+/// The `MALLOC_*` variables of the daemon's systemd unit (`Environment=` lines).
+fn unit_malloc_env() -> Vec<(String, String)> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/multipathd-rs.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.trim_matches('"').split_once('='))
+        .filter(|(k, _)| k.starts_with("MALLOC_"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Re-executes the benchmark with the unit's malloc settings that the environment lacks
+/// (glibc reads them at the process's first allocation); returns when none is missing.
+fn under_unit_malloc_env() {
+    if std::env::var_os("MULTIPATHD_BENCH_GLIBC_DEFAULTS").is_some() {
+        return;
+    }
+    let missing: Vec<(String, String)> = unit_malloc_env()
+        .into_iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(std::env::args_os().skip(1))
+        .envs(missing)
+        .status()
+        .unwrap();
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn load_avg() -> Option<f64> {
@@ -239,6 +278,7 @@ fn main() {
         show_clients(PathBuf::from(s));
         return;
     }
+    under_unit_malloc_env();
     let luns: u32 = std::env::var("MULTIPATHD_BENCH_LUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -518,6 +558,10 @@ fn main() {
         "peak_rss_per_path_over_base_kb": peak_rss_kb.saturating_sub(rss_base_kb) as f64 / paths as f64,
         "rss_target_per_path_kb": 4.0,
         "load_avg_1m": load_avg(),
+        // The glibc malloc settings in force (the unit's, unless overridden).
+        "malloc_env": std::env::vars()
+            .filter(|(k, _)| k.starts_with("MALLOC_"))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "peak_rss_kb_by_phase": peaks.iter().map(|(p, kb)| serde_json::json!({"phase": p, "kb": kb, "per_path_kb": *kb as f64 / paths as f64})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&json).unwrap();

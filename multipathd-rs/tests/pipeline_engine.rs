@@ -1385,3 +1385,44 @@ fn a_reload_keeps_failed_the_paths_the_daemon_holds_failed() {
         .unwrap();
     assert_eq!(dm_state(&e), [], "the hand reload left {dev} active");
 }
+
+/// Where each path's record keeps its name (the record's own allocation).
+fn record_addresses(e: &Engine) -> Vec<(String, usize)> {
+    e.paths()
+        .iter()
+        .map(|p| (p.dev.clone(), p.dev.as_ptr() as usize))
+        .collect()
+}
+
+#[test]
+fn a_rescan_keeps_the_records_of_the_paths_it_finds_unchanged() {
+    let mut lab = Lab::new();
+    let mut e = lab.engine();
+    e.sync().unwrap();
+    let before = record_addresses(&e);
+    // The rescan's scan is made while the old records live, so a swapped-in copy would sit
+    // at other addresses.
+    e.rescan().unwrap();
+    assert_eq!(
+        record_addresses(&e),
+        before,
+        "an unchanged rescan keeps every record"
+    );
+    // One path changes: only its record is replaced, the others stay where they were.
+    let dev = e.paths()[1].dev.clone();
+    lab.sim.set_state(&dev, "offline").unwrap();
+    e.rescan().unwrap();
+    let after = record_addresses(&e);
+    assert_eq!(after.len(), before.len());
+    for ((d, a), (_, b)) in after.iter().zip(&before) {
+        if *d == dev {
+            assert_ne!(a, b, "{d} changed: its record is the new one");
+        } else {
+            assert_eq!(a, b, "{d} did not change: its record stays");
+        }
+    }
+    assert_eq!(
+        e.paths().iter().find(|p| p.dev == dev).unwrap().state,
+        "offline"
+    );
+}

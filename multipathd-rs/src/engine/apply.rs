@@ -322,11 +322,21 @@ impl Engine {
                 .map_or(QNoPathRetry::Fail, |d| q_policy(d.settings.no_path_retry));
             match self.maps.get_mut(&wwid) {
                 Some(m) => {
-                    m.name = info.name.clone();
-                    m.info = info;
-                    m.table = ex.table;
-                    m.status = ex.status;
-                    if desired.is_some() {
+                    // What did not change keeps its record (a rescan re-reads every map;
+                    // see `Engine::keep_unchanged_paths`).
+                    if m.name != info.name {
+                        m.name = info.name.clone();
+                    }
+                    if m.info != info {
+                        m.info = info;
+                    }
+                    if m.table != ex.table {
+                        m.table = ex.table;
+                    }
+                    if m.status != ex.status {
+                        m.status = ex.status;
+                    }
+                    if desired.is_some() && m.desired != desired {
                         m.desired = desired;
                     }
                     if let Some(d) = &m.desired {

@@ -206,15 +206,18 @@ impl std::fmt::Debug for RescanDone {
 }
 
 impl RescanJob {
-    /// Asks every SCSI host to scan, waits for the SCSI layer to settle, reads sysfs.
+    /// Asks every SCSI host to scan, waits for the SCSI layer to settle, reads sysfs once.
+    /// (Not `scan_hosts`: its path scans before and after, for a difference nobody read,
+    /// made a rescan read every path three times and hold two extra copies of them, and
+    /// reported the scan's errors twice.)
     pub fn run(mut self) -> RescanDone {
-        let diff =
-            Rescanner::new(&self.root, self.writer.as_mut(), self.settle).scan_hosts(&[], None);
+        let (errors, _settled) = Rescanner::new(&self.root, self.writer.as_mut(), self.settle)
+            .trigger_host_scans(&[], None);
         let scan = lun_scan::scan(&self.root);
         RescanDone {
             writer: self.writer,
             scan,
-            errors: diff.errors.iter().map(ToString::to_string).collect(),
+            errors: errors.iter().map(ToString::to_string).collect(),
         }
     }
 }

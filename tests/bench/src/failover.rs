@@ -157,6 +157,25 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
             );
         }
     }
+    // The daemon's unit sets glibc malloc variables; the benchmark runs under them.
+    if let Some(env) = j.get("malloc_env").and_then(|v| v.as_object()) {
+        let vars: Vec<String> = env
+            .iter()
+            .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+            .collect();
+        let _ = if vars.is_empty() {
+            writeln!(
+                o,
+                "\nThe benchmark ran under glibc's malloc defaults, not the daemon unit's settings."
+            )
+        } else {
+            writeln!(
+                o,
+                "\nThe benchmark ran under the daemon unit's glibc malloc settings: {}.",
+                vars.join(" ")
+            )
+        };
+    }
     let _ = writeln!(
         o,
         "\nAlso: {} `show paths --json` answered per second to the 64 clients; the lost HBA's paths \
@@ -183,7 +202,8 @@ mod tests {
             "idle_cpu_s_per_s": 0.05, "sweep_s_median": 0.04, "nofile_limit": 20000,
             "sweep_thread": {"open_files": 18976, "fallback": 13792},
             "peak_rss_per_path_kb": 4.5, "peak_rss_per_path_over_base_kb": 3.9,
-            "peak_rss_kb_by_phase": [{"phase": "64 show clients", "kb": 100, "per_path_kb": 3.3}]
+            "peak_rss_kb_by_phase": [{"phase": "64 show clients", "kb": 100, "per_path_kb": 3.3}],
+            "malloc_env": {"MALLOC_ARENA_MAX": "2"}
         });
         let micro = Some(MicroResults {
             date: "d".into(),
@@ -203,6 +223,10 @@ mod tests {
         assert!(o.contains("0.400 s (0.900 s) | < 1 s | met"), "{o}");
         assert!(o.contains("4.50 KiB | 4 KiB | NOT met"), "{o}");
         assert!(o.contains("64 show clients 3.3 KiB/path"), "{o}");
+        assert!(
+            o.contains("the daemon unit's glibc malloc settings: MALLOC_ARENA_MAX=2."),
+            "{o}"
+        );
         assert!(
             o.contains("limit (20000) left the sweep thread 18976 state files")
                 && o.contains("the other 13792 paths are read by open/read/close,"),
