@@ -1158,24 +1158,16 @@ mod tests {
 
     #[test]
     fn peak_rss_per_path_is_judged_at_8_and_2_paths_per_lun() {
-        let point = |per_lun: usize, mib: f64| crate::scale::PointResult {
-            paths: 32768,
-            per_lun,
-            luns: 32768 / per_lun,
-            generate_s: 0.0,
-            runs: Vec::new(),
-            scan: None,
-            plan: None,
-            create: None,
-            cold_start: None,
-            peak_rss_mib: Some(Summary {
+        let point = |per_lun: usize, mib: f64| {
+            let mut p = PointResult::not_measured(32768, per_lun, String::new());
+            p.skipped = None;
+            p.peak_rss_mib = Some(Summary {
                 median: mib,
                 min: mib,
                 max: mib,
                 n: 1,
-            }),
-            errors: Vec::new(),
-            skipped: None,
+            });
+            p
         };
         let mut scale = crate::scale::ScaleResults {
             date: "d".into(),

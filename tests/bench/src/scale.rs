@@ -172,7 +172,7 @@ pub struct PointResult {
 
 impl PointResult {
     /// A point that was not measured, saying why (too slow a series, no tree).
-    fn not_measured(paths: usize, per_lun: usize, why: String) -> PointResult {
+    pub(crate) fn not_measured(paths: usize, per_lun: usize, why: String) -> PointResult {
         PointResult {
             paths,
             per_lun,
