@@ -17,11 +17,11 @@ fn topo(name: &str) -> PathBuf {
 }
 
 /// Runs `f` with a Rescanner whose writes go to the simulated kernel; records the writes.
-fn with_sim(
+fn with_sim<T>(
     sim: &RefCell<Sim>,
     writes: &RefCell<Vec<(String, String)>>,
-    f: impl FnOnce(&mut Rescanner) -> Diff,
-) -> Diff {
+    f: impl FnOnce(&mut Rescanner) -> T,
+) -> T {
     let root = sim.borrow().root.clone();
     let mut w = |p: &Path, v: &str| -> io::Result<()> {
         writes.borrow_mut().push((
@@ -236,15 +236,7 @@ fn triggered_host_scans_write_every_host_and_report_rejections() {
     let writes = RefCell::new(Vec::new());
     sim.borrow_mut().add_luns(0, 2).unwrap();
     let root = sim.borrow().root.clone();
-    let mut w = |p: &Path, v: &str| -> io::Result<()> {
-        writes.borrow_mut().push((
-            p.strip_prefix(&root).unwrap().display().to_string(),
-            v.to_string(),
-        ));
-        sim.borrow_mut().kernel_write(p, v)
-    };
-    let (errors, settled) =
-        Rescanner::new(&root, &mut w, Settle::none()).trigger_host_scans(&[], None);
+    let (errors, settled) = with_sim(&sim, &writes, |r| r.trigger_host_scans(&[], None));
     assert!(errors.is_empty() && settled, "{errors:?}");
     assert_eq!(
         *writes.borrow(),
