@@ -549,7 +549,8 @@ fn main() {
         "sweep_s_median": median(&mut sweeps),
         "sweep_thread": sweep,
         "nofile_limit": nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(None, |(soft, _)| Some(soft)),
+            .ok()
+            .map(|(soft, _)| soft),
         "daemon_ready_s": ready_s,
         "first_check_of_every_path_s": first_checks_s,
         "peak_rss_kb": peak_rss_kb,
