@@ -251,10 +251,13 @@ lab_sd_inject() {
 lab_devno() { cat "/sys/block/$1/dev"; }
 lab_hctl() { basename "$(readlink -f "/sys/block/$1/device")"; }
 # lab_paths_table: one line "sdX MAJ:MIN H:C:T:L" per scsi_debug disk into $LAB_OUT/paths.txt,
-# which lab_path_of, lab_devno_of and the scenarios read.
+# which lab_path_of, lab_devno_of and the scenarios read; sets h0 and h1 to the first two
+# scsi_debug host numbers and notes them with the table.
 lab_paths_table() {
   local d
+  read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
   for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
+  lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
 }
 lab_path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
 lab_devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }      # sdX -> MAJ:MIN

@@ -21,9 +21,7 @@ set -u
 trap lab_mpd_cleanup EXIT
 
 lab_scsi_debug 2 4
-read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
 lab_paths_table
-lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
 
 mkdir -p "$LAB_MPD_DIR"
 rm -f "$LAB_MPD_DIR/config.toml" # default settings

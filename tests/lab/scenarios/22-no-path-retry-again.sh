@@ -21,9 +21,7 @@ INTERVAL=2
 LO=$((2 * INTERVAL)) HI=$((5 * INTERVAL + 4)) # the window "about 3 intervals" (as 08)
 
 lab_scsi_debug 2 2
-read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
 lab_paths_table
-lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
 w1=$(lab_udev_serial "$(lab_path_of "$h0" 1)" 2>/dev/null)
 [ -n "$w1" ] || w1=$("$LAB_BIN/lun-scan" list --json | jq -r --arg d "$(lab_path_of "$h0" 1)" \
   'if type == "array" then . else .paths end | .[] | select(.dev == $d) | .wwid')

@@ -24,9 +24,7 @@ trap lab_mpd_cleanup EXIT
 INTERVAL=2
 
 lab_scsi_debug 2 3
-read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
 lab_paths_table
-lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
 first_group_devno() { dmsetup table "$1" | grep -oE '[0-9]+:[0-9]+' | head -n1; }
 
 mkdir -p "$LAB_MPD_DIR"
