@@ -113,6 +113,16 @@ enum Cmd {
         #[arg(long)]
         per_lun: usize,
     },
+    /// (internal) render a scale point's sysfs tree into DIR (which must not exist), to
+    /// profile `bench point` on it by hand.
+    Tree {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        paths: usize,
+        #[arg(long)]
+        per_lun: usize,
+    },
     /// Rewrite BENCHMARKS.md and the plots from the saved results only.
     Render,
 }
@@ -221,6 +231,17 @@ fn main() -> Result<()> {
     {
         let r = scale::run_point(tree, *paths, *per_lun)?;
         println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    if let Some(Cmd::Tree {
+        out,
+        paths,
+        per_lun,
+    }) = &cli.cmd
+    {
+        let topo = scale::topology(*paths, *per_lun)?;
+        lun_scan::topology::Sim::render(&topo, out)
+            .with_context(|| format!("cannot generate {paths} paths in {}", out.display()))?;
         return Ok(());
     }
     let ws = workspace();
