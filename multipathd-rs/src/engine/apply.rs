@@ -173,30 +173,36 @@ impl Engine {
         for r in &report.pending_renames {
             self.pending_renames.insert(r.wwid.clone(), r.clone());
         }
-        let mut planned = HashMap::new();
         for outcome in self.apply_all(plans) {
             if let Some(e) = &outcome.plan.error {
                 report.errors.push(e.clone());
             }
-            planned.insert(
-                outcome.plan.desired.wwid.clone(),
-                Arc::clone(&outcome.plan.desired.0),
-            );
             report.maps.push(outcome);
         }
-        let reloaded: Vec<String> = planned.keys().cloned().collect();
+        // Keyed by the report's own WWIDs: no second copy of every WWID at the peak of a cold
+        // start (refresh_maps is where every map's state is built).
+        let planned: HashMap<&str, Arc<DesiredMap>> = report
+            .maps
+            .iter()
+            .map(|o| (o.plan.desired.wwid.as_str(), Arc::clone(&o.plan.desired.0)))
+            .collect();
         self.refresh_maps(only, planned)?;
         // A reload may have loaded queueing the no_path_retry countdown had switched off.
-        for w in reloaded {
-            if self.maps.get(&w).is_some_and(|m| m.queue.needs_update()) {
-                match self.map_decisions(&w, None) {
-                    Ok(sent) => {
-                        for s in sent {
-                            tracing::info!(map = %s.map, "{} after the reload", s.message);
-                        }
+        let requeue: Vec<String> = report
+            .maps
+            .iter()
+            .map(|o| &o.plan.desired.wwid)
+            .filter(|w| self.maps.get(*w).is_some_and(|m| m.queue.needs_update()))
+            .cloned()
+            .collect();
+        for w in requeue {
+            match self.map_decisions(&w, None) {
+                Ok(sent) => {
+                    for s in sent {
+                        tracing::info!(map = %s.map, "{} after the reload", s.message);
                     }
-                    Err(e) => report.errors.push(e.to_string()),
                 }
+                Err(e) => report.errors.push(e.to_string()),
             }
         }
         report.errors.extend(self.set_fc_timeouts(only));
@@ -310,12 +316,12 @@ impl Engine {
     pub(super) fn refresh_maps(
         &mut self,
         only: Option<&BTreeSet<String>>,
-        mut planned: HashMap<String, Arc<DesiredMap>>,
+        mut planned: HashMap<&str, Arc<DesiredMap>>,
     ) -> Result<()> {
         let (existing, all) = self.existing_maps(only)?;
         let polling = interval_policy(&self.config).polling_interval;
         for (wwid, (info, ex)) in existing {
-            let desired = planned.remove(&wwid);
+            let desired = planned.remove(wwid.as_str());
             let queueing_now = ex.table.has_feature(&dm_tables::Feature::QueueIfNoPath);
             let npr = desired
                 .as_ref()
