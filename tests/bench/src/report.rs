@@ -1131,7 +1131,7 @@ mod tests {
                     reps: 1,
                     kernel: String::new(),
                     multipath_tools: String::new(),
-                    profile: Vec::new(),
+                    profile: vec!["multipathd-rs rep 1: scan 1.0 s, apply 44 s".into()],
                     measurements: ms,
                 }),
             }],
@@ -1153,6 +1153,11 @@ mod tests {
         assert!(o.contains("| 1.300 s | <= 1 s | NOT met |"), "{o}");
         assert!(
             o.contains("`91-bench-coldstart` (scsi_debug 2 hosts x 256 LUNs): PASS"),
+            "{o}"
+        );
+        // the scenario's profile follows its run, one line each
+        assert!(
+            o.contains("repetition(s)\n  - multipathd-rs rep 1: scan 1.0 s, apply 44 s\n"),
             "{o}"
         );
         assert!(
