@@ -25,7 +25,12 @@ use crate::table::MultipathTable;
 pub const NODE_WAIT: Duration = Duration::from_secs(3);
 
 /// Operations on different maps the kernel backend runs at once ([`DmBackend::concurrency`]).
-pub const KERNEL_CONCURRENCY: usize = 16;
+/// Each one is mostly a thread blocked on its udev cookie (no CPU, a few KiB): at 16, lab 91's
+/// cold start of 64 maps under emulation came in waves of 16 that each waited for udevd
+/// (28 s from the first map to the last), although the ioctls of all 64 take under a second.
+/// With every map of a cold start in flight at once they all exist at once, and udevd works
+/// through their events while the daemon waits for all of them together.
+pub const KERNEL_CONCURRENCY: usize = 256;
 
 /// How long a reload watches for its new table to go live (to send its messages early), and
 /// how often it looks; past the watch the messages wait for the resume to return.

@@ -15,6 +15,10 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if matches!(cli.command, multipathd_rs::cli::Cmd::Daemon { .. }) {
+        // The first line of a daemon's log: where its start's profile begins.
+        tracing::info!("starting (pid {})", std::process::id());
+    }
     match multipathd_rs::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

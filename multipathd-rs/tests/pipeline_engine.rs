@@ -772,6 +772,15 @@ fn maps_are_created_concurrently_with_the_same_result_as_one_by_one() {
     assert_eq!(concurrent.backend().list().unwrap().len(), 24);
     let most = most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=8).contains(&most), "{most} creates overlapped");
+    // the profile the daemon logs for its cold start: each create took 20 ms, 24 of them
+    // 8 at a time took at least 3 rounds, and far less than 24 one after another
+    let t = rc.timings;
+    assert!(t.scan.is_some());
+    assert_eq!(t.width, 8);
+    let ms = std::time::Duration::from_millis;
+    assert!(t.slowest_map >= ms(20), "{t}");
+    assert!(t.apply >= ms(60) && t.apply < ms(24 * 20), "{t}");
+    assert_eq!(rs.timings.width, 1, "the sim serialises everything");
 }
 
 const SIGHUP_CHANGE: &str = "[overrides]\npath_selector = \"round-robin 0\"\n";

@@ -32,11 +32,20 @@ bench_record() {
   if [ -n "$secs" ]; then lab_note "bench: $1 $2 rep $3: ${secs}s"; else lab_note "bench: $1 $2 rep $3: not measured: $err"; fi
 }
 
+# bench_profile LINE: one sentence of where a measured time went (results.json's profile).
+BENCH_PROFILE="$LAB_OUT/profile.txt"
+: >"$BENCH_PROFILE"
+bench_profile() {
+  printf '%s\n' "$*" >>"$BENCH_PROFILE"
+  lab_note "profile: $*"
+}
+
 # bench_finish TOPOLOGY: writes results.json.
 bench_finish() {
   jq -s --arg sc "$LAB_SCENARIO" --arg topo "$1" --argjson reps "$BENCH_REPS" \
-    --arg k "$(uname -r)" --arg mpt "$(bench_mpt_version)" \
-    '{scenario: $sc, topology: $topo, reps: $reps, kernel: $k, multipath_tools: $mpt, measurements: .}' \
+    --arg k "$(uname -r)" --arg mpt "$(bench_mpt_version)" --rawfile prof "$BENCH_PROFILE" \
+    '{scenario: $sc, topology: $topo, reps: $reps, kernel: $k, multipath_tools: $mpt, measurements: .,
+      profile: ($prof | split("\n") | map(select(. != "")))}' \
     "$BENCH_JSONL" >"$LAB_OUT/results.json"
   lab_note "results: $(jq -c '[.measurements[] | [.metric, .tool, .seconds]]' "$LAB_OUT/results.json")"
 }
@@ -89,11 +98,27 @@ bench_sleep() {
   if [ "$BENCH_SLEEP_FD" = none ]; then sleep "$1"; else read -rt "$1" -u "$BENCH_SLEEP_FD"; fi
   return 0
 }
+# BENCH_POLLS / BENCH_LOOKS: the wait's polls, and those whose hint passed (dmsetup ran).
+# BENCH_SEEN_US: when the poll that succeeded began (its hint read the kernel's state then; the
+# dmsetup look that confirmed it may take seconds to fork under emulation); BENCH_DONE_US: when
+# the wait returned.
+BENCH_POLLS=0
+BENCH_LOOKS=0
+BENCH_SEEN_US=""
+BENCH_DONE_US=""
 bench_wait_maps() {
-  local n="$1" tmo="$2" paths="${3:-}" t0
+  local n="$1" tmo="$2" paths="${3:-}" t0 p
   bench_us
   t0=$BENCH_US
-  while ! { bench_hint "$n" "$paths" && bench_ready "$n" "$paths"; }; do
+  BENCH_POLLS=0 BENCH_LOOKS=0 BENCH_SEEN_US=""
+  while :; do
+    ((++BENCH_POLLS))
+    bench_us
+    p=$BENCH_US
+    if bench_hint "$n" "$paths"; then
+      ((++BENCH_LOOKS))
+      bench_ready "$n" "$paths" && break
+    fi
     if ! bench_alive; then
       BENCH_ERR="the $BENCH_TOOL daemon exited before $n maps existed (it made $(bench_maps), $(bench_paths) paths): $(bench_log_tail)"
       return 1
@@ -105,7 +130,13 @@ bench_wait_maps() {
     fi
     bench_sleep "$BENCH_POLL"
   done
+  BENCH_SEEN_US=$p
+  bench_us
+  BENCH_DONE_US=$BENCH_US
 }
+
+# bench_us_since T0 US: seconds from T0 (an $EPOCHREALTIME) to US (microseconds, bench_us).
+bench_us_since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / 1e6 - a }'; }
 
 bench_clean_state() {
   rm -f /etc/multipath/bindings /etc/multipath/wwids /etc/multipathd-rs/aliases.toml

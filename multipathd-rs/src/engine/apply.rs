@@ -141,8 +141,12 @@ impl Engine {
 
     /// Scans, plans every map and applies the plan.
     pub fn sync(&mut self) -> Result<SyncReport> {
+        let t0 = Instant::now();
         let scan = lun_scan::scan(&self.opts.sysfs_root);
-        self.sync_scanned(scan)
+        let took = t0.elapsed();
+        let mut r = self.sync_scanned(scan)?;
+        r.timings.scan = Some(took);
+        Ok(r)
     }
 
     /// [`Engine::sync`] with a scan made elsewhere (the daemon scans without its lock).
@@ -163,7 +167,9 @@ impl Engine {
         force: &BTreeSet<String>,
         mut report: SyncReport,
     ) -> Result<SyncReport> {
+        let t0 = Instant::now();
         let plans = self.build_plan(only, force, &self.store, &mut report)?;
+        report.timings.plan = t0.elapsed();
         if only.is_none() {
             self.ignored = report.ignored.clone();
         }
@@ -173,7 +179,12 @@ impl Engine {
         for r in &report.pending_renames {
             self.pending_renames.insert(r.wwid.clone(), r.clone());
         }
-        for outcome in self.apply_all(plans) {
+        let t0 = Instant::now();
+        let (outcomes, slowest) = self.apply_all(plans);
+        report.timings.apply = t0.elapsed();
+        report.timings.slowest_map = slowest;
+        report.timings.width = self.backend.concurrency();
+        for outcome in outcomes {
             if let Some(e) = &outcome.plan.error {
                 report.errors.push(e.clone());
             }
@@ -186,7 +197,9 @@ impl Engine {
             .iter()
             .map(|o| (o.plan.desired.wwid.as_str(), Arc::clone(&o.plan.desired.0)))
             .collect();
+        let t0 = Instant::now();
         self.refresh_maps(only, planned)?;
+        report.timings.refresh = t0.elapsed();
         // A reload may have loaded queueing the no_path_retry countdown had switched off.
         let requeue: Vec<String> = report
             .maps
@@ -249,23 +262,32 @@ impl Engine {
     /// and in order (one may free the name another plan takes); every other plan touches only
     /// its own map, so those run [`DmBackend::concurrency`] at a time: on the kernel each
     /// resume waits for udevd, and a cold start or a burst of new LUNs should not wait for
-    /// those one after another.
-    pub(super) fn apply_all(&mut self, plans: Vec<MapPlan>) -> Vec<MapOutcome> {
+    /// those one after another. Also returns the slowest map's wall time.
+    pub(super) fn apply_all(&mut self, plans: Vec<MapPlan>) -> (Vec<MapOutcome>, Duration) {
         let is_rename = |p: &MapPlan| matches!(p.action, Action::Rename | Action::RenameReload);
         let backend = &*self.backend;
+        let slowest = std::sync::Mutex::new(Duration::ZERO);
+        let timed = |p: &MapPlan| {
+            let t0 = Instant::now();
+            let r = apply_to_backend(backend, p);
+            let took = t0.elapsed();
+            tracing::debug!(map = %p.name, action = p.action.as_str(), "applied in {:.3} s", took.as_secs_f64());
+            let mut s = slowest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *s = (*s).max(took);
+            r
+        };
         let mut done: Vec<Option<Applied>> = plans
             .iter()
-            .map(|p| is_rename(p).then(|| apply_to_backend(backend, p)))
+            .map(|p| is_rename(p).then(|| timed(p)))
             .collect();
         let rest: Vec<&MapPlan> = plans.iter().filter(|p| !is_rename(p)).collect();
-        let mut results = run_concurrently(backend.concurrency(), &rest, |p| {
-            apply_to_backend(backend, p)
-        })
-        .into_iter();
+        let mut results = run_concurrently(backend.concurrency(), &rest, |p| timed(p)).into_iter();
         for slot in done.iter_mut().filter(|d| d.is_none()) {
             *slot = results.next().flatten();
         }
-        plans
+        let outcomes = plans
             .into_iter()
             .zip(done)
             .map(|(plan, d)| {
@@ -278,7 +300,13 @@ impl Engine {
                 });
                 self.record(plan, messages, res)
             })
-            .collect()
+            .collect();
+        (
+            outcomes,
+            slowest
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Books one carried-out plan: its error, the map's desired state, the load count.

@@ -122,6 +122,44 @@ pub struct SyncReport {
     /// WWIDs whose map could not be built because they got no name (see `errors`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unnamed: Vec<String>,
+    /// Where the sync's time went (the daemon logs it for its first sync).
+    #[serde(skip)]
+    pub timings: SyncTimings,
+}
+
+/// Wall time of a sync's phases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncTimings {
+    /// The sysfs scan (lun-scan: every disk's attributes and VPD pages); None when the scan
+    /// was made elsewhere.
+    pub scan: Option<Duration>,
+    /// Filter, settings, groups, tables, names and actions.
+    pub plan: Duration,
+    /// Every map's ioctls, on the kernel each resume with its wait for udevd's cookie.
+    pub apply: Duration,
+    /// The slowest single map of the apply.
+    pub slowest_map: Duration,
+    /// How many maps the backend was asked to work on at once.
+    pub width: usize,
+    /// Re-reading the maps from the backend afterwards.
+    pub refresh: Duration,
+}
+
+impl std::fmt::Display for SyncTimings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(scan) = self.scan {
+            write!(f, "scan {:.3} s, ", scan.as_secs_f64())?;
+        }
+        write!(
+            f,
+            "plan {:.3} s, apply {:.3} s ({} at a time, slowest map {:.3} s), refresh {:.3} s",
+            self.plan.as_secs_f64(),
+            self.apply.as_secs_f64(),
+            self.width,
+            self.slowest_map.as_secs_f64(),
+            self.refresh.as_secs_f64()
+        )
+    }
 }
 
 /// A path kept out of the map of the WWID it reports, and why.

@@ -45,6 +45,9 @@ pub struct ScenarioFile {
     pub multipath_tools: String,
     #[serde(default)]
     pub measurements: Vec<Measurement>,
+    /// Where a measured time went, one sentence a line (lab 91: the cold start's split).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +368,7 @@ fn partial(dir: &Path, scenario: &str) -> Option<ScenarioFile> {
         reps: measurements.iter().map(|m| m.rep).max().unwrap_or(0),
         kernel: String::new(),
         multipath_tools: String::new(),
+        profile: Vec::new(),
         measurements,
     })
 }
@@ -609,6 +613,7 @@ mod tests {
                     reps: 5,
                     kernel: String::new(),
                     multipath_tools: String::new(),
+                    profile: Vec::new(),
                     measurements,
                 }),
             }],
@@ -756,6 +761,7 @@ mod tests {
                     reps: 2,
                     kernel: String::new(),
                     multipath_tools: String::new(),
+                    profile: Vec::new(),
                     measurements: vec![
                         m("cold_start_256", THEIRS, Some(2.0), None),
                         m("cold_start_256", THEIRS, Some(4.0), None),

@@ -623,7 +623,8 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                  the dd loop running they depend on whether its I/O was going through the failed \
                  path (each repetition is in `tests/lab/out/92-bench-failover/results.json`). \
                  Adding LUNs: multipathd-rs reads the new paths from kernel uevents and sysfs and \
-                 creates the maps 16 at a time; multipath-tools waits for udevd to finish with \
+                 has every new map's ioctls in flight at once (up to 256, each waiting for its udev \
+                 cookie); multipath-tools waits for udevd to finish with \
                  each new disk first."
             );
             let _ = writeln!(o, "\nGuest runs:\n");
@@ -645,6 +646,9 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                         .map(|e| format!(" — {e}"))
                         .unwrap_or_default()
                 );
+                for line in r.file.iter().flat_map(|f| &f.profile) {
+                    let _ = writeln!(o, "  - {line}");
+                }
             }
             let _ = writeln!(o);
         }
@@ -1127,6 +1131,7 @@ mod tests {
                     reps: 1,
                     kernel: String::new(),
                     multipath_tools: String::new(),
+                    profile: vec!["multipathd-rs rep 1: scan 1.0 s, apply 44 s".into()],
                     measurements: ms,
                 }),
             }],
@@ -1148,6 +1153,11 @@ mod tests {
         assert!(o.contains("| 1.300 s | <= 1 s | NOT met |"), "{o}");
         assert!(
             o.contains("`91-bench-coldstart` (scsi_debug 2 hosts x 256 LUNs): PASS"),
+            "{o}"
+        );
+        // the scenario's profile follows its run, one line each
+        assert!(
+            o.contains("repetition(s)\n  - multipathd-rs rep 1: scan 1.0 s, apply 44 s\n"),
             "{o}"
         );
         assert!(

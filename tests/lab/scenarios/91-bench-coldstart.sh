@@ -30,6 +30,12 @@
 #   largest count of 256, 128, 64, 32 whose setup and both measurements fit its time budget,
 #   deletes the other LUNs and records why (cold_start_256 not measured, cold_start_N measured).
 # The kernel's block uevents during each daemon's window are counted (uevents.log).
+# The cold start is timed to the poll whose sysfs look (builtins only, bench_hint) saw every map
+# live with all its paths; dmsetup confirms it after (under emulation its processes took up to
+# 3.5 s to answer while udevd worked through the maps' events, more than multipathd-rs' whole
+# start). The profile (results.json, profile.txt) splits each start on the guest's clocks: the
+# daemon's log (multipathd-rs: first line, initial sync's scan / plan / apply / refresh, ready),
+# the maps' dm uevents (first add, last first-change = last map live), the oracle's polls.
 # Repetitions: $BENCH_REPS_COLDSTART, as long as the budget holds. multipathd-rs goes first in odd
 # repetitions (the guest may run out of time during multipath-tools'). Writes results.json for
 # `cargo run --release -p bench` (never asserts times).
@@ -40,7 +46,9 @@ set -u
 # shellcheck source=../../bench/lab-bench.sh
 . "$LAB_WS/tests/bench/lab-bench.sh"
 
-HOSTS=2 WANT=256 CAL=16 BATCH=32
+# BENCH_COLDSTART_LUNS: fewer LUNs (16, 32, ...) for a quick run while working on the cold start.
+HOSTS=2 WANT=${BENCH_COLDSTART_LUNS:-256} BATCH=32
+CAL=$((WANT < 16 ? WANT : 16))
 BENCH_REPS=${BENCH_REPS_COLDSTART:-$BENCH_REPS}
 BENCH_IDLE_WINDOW=${BENCH_IDLE_WINDOW:-20}
 BENCH_POLL=0.2 # even a builtin glob over 256 maps' slaves every 50 ms would take CPU from the daemons
@@ -138,13 +146,24 @@ remove_maps() {
 }
 BENCH_REMOVE_MAPS=remove_maps
 
-# The wait's cheap pre-check: paths in loaded dm tables, from sysfs with builtins only.
+# The wait's pre-check, from sysfs with builtins only (forks nothing: dmsetup's processes cost
+# seconds under emulation while udevd works through the maps' events): N maps with a multipath
+# uuid and a live table (a size: 0 until the first resume), whose slaves hold PATHS paths. The
+# cold start is timed to the poll where this passed; dmsetup then confirms it (bench_ready).
 bench_hint() {
-  local s
+  local d u sz n=0 p=0 s
   shopt -s nullglob
   s=(/sys/block/dm-*/slaves/*)
+  if [ "${#s[@]}" -ge "${2:-$1}" ]; then
+    for d in /sys/block/dm-*; do
+      { read -r u <"$d/dm/uuid" && read -r sz <"$d/size"; } 2>/dev/null || continue
+      [[ $u == mpath-* ]] && ((sz > 0)) || continue
+      s=("$d"/slaves/*)
+      n=$((n + 1)) p=$((p + ${#s[@]}))
+    done
+  fi
   shopt -u nullglob
-  [ "${#s[@]}" -ge "${2:-$1}" ]
+  ((n >= $1 && p >= ${2:-0}))
 }
 
 # probe CMD...: the wall time of its second run (the first reads it over 9p), as evidence of
@@ -164,6 +183,35 @@ uevent_counts() {
     END { for (k in n) printf "%s %d, ", k, n[k] }'
 }
 uevent_lines() { wc -l <"$LAB_OUT/uevents.log"; }
+
+# log_at TOOL PATTERN RT0: seconds from RT0 (realtime) to the last line of the tool's log that
+# matches (the daemon's own UTC timestamps); ? without one.
+log_at() {
+  local ts
+  ts=$(grep -a -- "$2" "$LAB_OUT/$1.log" | tail -n 1 | grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z' | head -n 1)
+  if [ -n "$ts" ]; then awk -v a="$3" -v b="$(date -d "$ts" +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; else printf '?'; fi
+}
+
+# profile TOOL REP UP0 RT0 EV0 SECS: where the cold start's SECS went, on the guest's clocks
+# from the daemon's start (UP0 = /proc/uptime, the clock of udevadm monitor's KERNEL[...]
+# stamps; RT0 = realtime, the clock of the daemon's log): the daemon's own phases from its log,
+# the maps' dm uevents, and the oracle's polls.
+profile() {
+  local tool="$1" rep="$2" up0="$3" rt0="$4" ev0="$5" secs="$6" up1 rt1 first live n drift sync=""
+  read -r up1 _ </proc/uptime
+  rt1=$EPOCHREALTIME
+  read -r first live n <<<"$(tail -n +"$((ev0 + 1))" "$LAB_OUT/uevents.log" | awk -v u0="$up0" '
+    $1 ~ /^KERNEL\[/ && $3 ~ /\/dm-[0-9]+$/ {
+      t = substr($1, 8, length($1) - 8) - u0
+      if ($2 == "add" && first == "") first = t
+      if ($2 == "change" && !($3 in up)) { up[$3] = t; n++; if (t > last) last = t } }
+    END { printf "%.2f %.2f %d\n", first, last, n }')"
+  drift=$(awk -v a="$up0" -v b="$up1" -v c="$rt0" -v d="$rt1" 'BEGIN { printf "%.2f", (d - c) - (b - a) }')
+  if [ "$tool" = multipathd-rs ]; then
+    sync="first log line at $(log_at "$tool" 'starting (pid' "$rt0") s, initial sync from $(log_at "$tool" 'initial sync: start' "$rt0") s to $(log_at "$tool" 'initial sync: [0-9]* maps;' "$rt0") s ($(grep -a 'initial sync: [0-9]* maps;' "$LAB_OUT/$tool.log" | tail -n 1 | sed 's/.*initial sync: //')); ready at $(log_at "$tool" 'ready: ' "$rt0") s; "
+  fi
+  bench_profile "$tool rep $rep, $K LUNs, cold start ${secs:-not measured} s: ${sync}first map's dm add at $first s, the last of $n maps live (first dm change) at $live s; the oracle saw them all in sysfs at ${secs:-?} s (poll $BENCH_POLLS, every ${BENCH_POLL}s; $BENCH_LOOKS ran dmsetup), dmsetup confirmed at ${confirmed:-?} s; clocks drift ${drift} s"
+}
 
 # ------------------------------------------------------------------------------------ setup
 grep -q '^scsi_dh_alua ' /proc/modules || lab_fail "scsi_dh_alua must be loaded before scsi_debug"
@@ -230,6 +278,7 @@ plan() {
 }
 K=$CAL
 for k in 256 128 64 32; do
+  ((k <= WANT)) || continue
   lab_note "plan: $k LUNs would take about $(plan "$k") s of the $(left) s left"
   if [ "$(plan "$k")" -le "$(left)" ]; then K=$k && break; fi
 done
@@ -289,17 +338,26 @@ for rep in $(seq "$BENCH_REPS"); do
     fi
     ev0=$(uevent_lines)
     lab_note "$tool: start (timeout ${tmo}s, guest load $(loadavg))"
+    read -r up0 _ </proc/uptime
     t0=$(bench_now)
     bench_start "$tool"
     if bench_wait_maps "$K" "$tmo" "$PATHS"; then
-      bench_record "$metric" "$tool" "$rep" "$(bench_since "$t0")"
+      secs=$(bench_us_since "$t0" "$BENCH_SEEN_US")
+      confirmed=$(bench_us_since "$t0" "$BENCH_DONE_US")
+      bench_record "$metric" "$tool" "$rep" "$secs"
+      polls="$BENCH_POLLS $BENCH_LOOKS"
       t1=$(bench_now)
       # The maps' own uevents are udevd's work after the start, not idle time.
       lab_settle "$(($(left) > 400 ? 300 : 60))"
       lab_note "$tool: udevd settled $(bench_since "$t1") s after the last map; block uevents since the start: $(uevent_counts "$ev0")"
+      # After the settle: the daemon's own log has its whole start by then.
+      read -r BENCH_POLLS BENCH_LOOKS <<<"$polls"
+      profile "$tool" "$rep" "$up0" "$t0" "$ev0" "$secs"
       bench_idle_cpu "$tool" "$rep" "$BENCH_IDLE_WINDOW" "$sfx"
     else
       bench_record "$metric" "$tool" "$rep" "" "$BENCH_ERR"
+      confirmed=""
+      profile "$tool" "$rep" "$up0" "$t0" "$ev0" ""
       bench_record "idle_cpu$sfx" "$tool" "$rep" "" "no maps: $BENCH_ERR"
       bench_record "idle_cpu_guest$sfx" "$tool" "$rep" "" "no maps: $BENCH_ERR"
       lab_note "$tool: block uevents since the start: $(uevent_counts "$ev0")"
