@@ -12,7 +12,7 @@
 //!   `RLIMIT_NOFILE` is raised towards the hard one at start; members beyond what the fd
 //!   budget allows are read by open/read/close, counted (`show status`: `sweep:`): opened
 //!   with `openat` relative to their SCSI target's directory, held (`O_PATH`, one per target,
-//!   at most [`DIR_MAX`]), so only `H:C:T:L/state` is resolved; a target directory removed
+//!   at most `DIR_MAX`), so only `H:C:T:L/state` is resolved; a target directory removed
 //!   and made again is noticed (the member is not found through it but is by its absolute
 //!   path) and the new one held. `show status` also gives the last pass's CPU time.
 //! - **Direct fail**: a move from any other state into one every checker calls failed
