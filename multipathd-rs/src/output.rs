@@ -413,10 +413,11 @@ pub fn status_text(status: &DaemonStatus) -> String {
     if w.running || w.passes > 0 {
         let _ = writeln!(
             out,
-            "sweep: {} paths every {} ms, last pass {} us, {} files open, {} read by open/read/close, {} transport ports watched, {} early reads, {} failed at once, {} map gone, {} fail errors, {} read errors",
+            "sweep: {} paths every {} ms, last pass {} us ({} us CPU), {} files open, {} read by open/read/close, {} transport ports watched, {} early reads, {} failed at once, {} map gone, {} fail errors, {} read errors",
             w.members,
             w.period_ms,
             w.last_pass_us,
+            w.last_pass_cpu_us,
             w.open_files,
             w.fallback,
             w.ports,

@@ -10,7 +10,11 @@
 //!   [`FileExt::read_at`] at offset 0 (sysfs regenerates the text on every read at offset 0),
 //!   into a stack buffer: no path join, no allocation per path per pass. The soft
 //!   `RLIMIT_NOFILE` is raised towards the hard one at start; members beyond what the fd
-//!   budget allows are read by open/read/close, counted (`show status`: `sweep:`).
+//!   budget allows are read by open/read/close, counted (`show status`: `sweep:`): opened
+//!   with `openat` relative to their SCSI target's directory, held (`O_PATH`, one per target,
+//!   at most `DIR_MAX`), so only `H:C:T:L/state` is resolved; a target directory removed
+//!   and made again is noticed (the member is not found through it but is by its absolute
+//!   path) and the new one held. `show status` also gives the last pass's CPU time.
 //! - **Direct fail**: a move from any other state into one every checker calls failed
 //!   (`offline`, `transport-offline`, `deleted`; see [`is_down`]) sends `fail_path` for that
 //!   device number to the map straight through the backend. `blocked` (an FC remote port lost,
@@ -30,7 +34,9 @@
 //!   racing with the sweep loads it failed (see `Engine::take_sweep_news`).
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,6 +52,12 @@ pub const SWEEP_PERIOD: Duration = Duration::from_millis(200);
 /// File descriptors left for everything else (checks, socket clients, dm control) when the
 /// sweep sizes its budget of open state files.
 const FD_RESERVE: u64 = 1024;
+
+/// The most directories held open for members beyond the fd budget (taken from
+/// [`FD_RESERVE`]): each member's state file is then opened relative to its SCSI target's
+/// directory (`targetH:C:T`, shared by every LUN behind the port) instead of resolving the
+/// whole absolute path from `/`.
+const DIR_MAX: usize = 64;
 
 /// Longest state text kept (`transport-offline` is 17 bytes).
 const STATE_MAX: usize = 32;
@@ -105,6 +117,9 @@ pub struct SweepStats {
     pub passes: u64,
     /// Duration of the last pass, in microseconds.
     pub last_pass_us: u64,
+    /// The thread's CPU time in the last pass, in microseconds (what paces the passes).
+    #[serde(default)]
+    pub last_pass_cpu_us: u64,
     /// State files held open (read with one `pread` each).
     pub open_files: u64,
     /// Members read by open/read/close because the fd budget is spent.
@@ -146,6 +161,7 @@ impl Default for SweepOptions {
 struct Counters {
     passes: AtomicU64,
     last_pass_us: AtomicU64,
+    last_pass_cpu_us: AtomicU64,
     members: AtomicU64,
     open_files: AtomicU64,
     fallback: AtomicU64,
@@ -251,6 +267,7 @@ impl SweepLink {
             members: get(&c.members),
             passes: get(&c.passes),
             last_pass_us: get(&c.last_pass_us),
+            last_pass_cpu_us: get(&c.last_pass_cpu_us),
             open_files: get(&c.open_files),
             fallback: get(&c.fallback),
             ports: get(&c.ports),
@@ -294,9 +311,8 @@ impl Sweep {
                     let t = Instant::now();
                     worker.tick();
                     if t >= next_full {
-                        let cpu = thread_cpu();
                         worker.pass();
-                        next_full = t + pause_after(period, thread_cpu().saturating_sub(cpu));
+                        next_full = t + pause_after(period, worker.last_pass_cpu);
                     }
                     let next = t + period;
                     while let Some(left) = next.checked_duration_since(Instant::now()) {
@@ -383,6 +399,8 @@ pub fn worker(
         ports: Vec::new(),
         early_next: Instant::now(),
         early: Vec::new(),
+        last_pass_cpu: Duration::ZERO,
+        dirs: HashMap::new(),
     };
     (SweepLink { shared }, worker)
 }
@@ -413,15 +431,37 @@ pub fn fd_budget() -> usize {
     usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
-/// One member's reader: its open state file (None: beyond the budget, or it could not be
-/// opened) and the last state read.
+/// How a member's state file is read.
+enum Reader {
+    /// Held open, read with one `pread` at offset 0.
+    Held(File),
+    /// Beyond the fd budget: `openat` of `name` (`0:0:1:5/state`) relative to a held directory
+    /// (the SCSI target's), read, close.
+    At { dir: Arc<OwnedFd>, name: CString },
+    /// Beyond the fd budget with no directory held: open/read/close by the absolute path.
+    Path,
+}
+
+/// One member's reader and the last state read.
 struct Slot {
-    file: Option<File>,
+    reader: Reader,
     last: [u8; STATE_MAX],
     len: u8,
 }
 
 impl Slot {
+    fn new(reader: Reader) -> Slot {
+        Slot {
+            reader,
+            last: [0; STATE_MAX],
+            len: 0,
+        }
+    }
+
+    fn held(&self) -> bool {
+        matches!(self.reader, Reader::Held(_))
+    }
+
     fn last(&self) -> &[u8] {
         &self.last[..usize::from(self.len)]
     }
@@ -447,6 +487,10 @@ pub struct SweepWorker {
     early_next: Instant,
     /// Reused list of the members an early read covers.
     early: Vec<usize>,
+    /// The thread CPU time the last full pass took.
+    last_pass_cpu: Duration,
+    /// Directories held open for the members beyond the budget (see [`DIR_MAX`]), by path.
+    dirs: HashMap<PathBuf, Arc<OwnedFd>>,
 }
 
 /// One transport port's reader.
@@ -483,6 +527,64 @@ fn device_gone(e: &std::io::Error) -> bool {
         || e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32)
 }
 
+/// The reader of a member beyond the fd budget: `openat` relative to its SCSI target's
+/// directory, held open (`O_PATH`) in `dirs` and shared by the members under it, while fewer
+/// than [`DIR_MAX`] are held; else open/read/close by the absolute path.
+/// `stale`: a directory the member was not found through, opened again if `dirs` still holds it.
+fn reader_beyond_budget(
+    dirs: &mut HashMap<PathBuf, Arc<OwnedFd>>,
+    state_file: &Path,
+    stale: Option<&Arc<OwnedFd>>,
+) -> Reader {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(dir) = state_file.parent().and_then(Path::parent) else {
+        return Reader::Path;
+    };
+    let Ok(name) = state_file
+        .strip_prefix(dir)
+        .map_err(drop)
+        .and_then(|rel| CString::new(rel.as_os_str().as_bytes()).map_err(drop))
+    else {
+        return Reader::Path;
+    };
+    let fresh = |dir: &Path| {
+        use nix::fcntl::{OFlag, open};
+        open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(Arc::new)
+    };
+    let held = match dirs.get(dir) {
+        Some(d) if !stale.is_some_and(|s| Arc::ptr_eq(s, d)) => Some(Arc::clone(d)),
+        Some(_) => fresh(dir),
+        None if dirs.len() < DIR_MAX => fresh(dir),
+        None => None,
+    };
+    match held {
+        Some(d) => {
+            dirs.insert(dir.to_path_buf(), Arc::clone(&d));
+            Reader::At { dir: d, name }
+        }
+        None => Reader::Path,
+    }
+}
+
+/// Opens `name` relative to `dir`, reads it at offset 0 and closes it.
+fn read_in(dir: &OwnedFd, name: &std::ffi::CStr, buf: &mut [u8]) -> std::io::Result<usize> {
+    use nix::fcntl::{OFlag, openat};
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    File::from(fd).read_at(buf, 0)
+}
+
 impl SweepWorker {
     /// Takes a new membership when the engine replaced it: open files and last states are
     /// kept for the members that stay. Whether it did.
@@ -506,35 +608,36 @@ impl SweepWorker {
             .map(|m| m.state_file.as_path())
             .zip(std::mem::take(&mut self.slots))
             .collect();
-        let mut open = old.values().filter(|s| s.file.is_some()).count();
-        let mut slots = Vec::with_capacity(self.members.members.len());
-        for m in &self.members.members {
+        let mut open = old.values().filter(|s| s.held()).count();
+        let members = Arc::clone(&self.members);
+        let mut slots = Vec::with_capacity(members.members.len());
+        for m in &members.members {
             let slot = match old.remove(m.state_file.as_path()) {
                 Some(s) => s,
                 None => {
-                    let mut s = Slot {
-                        file: None,
-                        last: [0; STATE_MAX],
-                        len: 0,
+                    let held = if open < self.max_open {
+                        File::open(&m.state_file).ok()
+                    } else {
+                        None
                     };
+                    open += usize::from(held.is_some());
+                    let mut s = Slot::new(match held {
+                        Some(f) => Reader::Held(f),
+                        None => reader_beyond_budget(&mut self.dirs, &m.state_file, None),
+                    });
                     s.set(m.known.as_bytes());
-                    if open < self.max_open
-                        && let Ok(f) = File::open(&m.state_file)
-                    {
-                        s.file = Some(f);
-                        open += 1;
-                    }
                     s
                 }
             };
             slots.push(slot);
         }
-        // Files of members that left are closed here.
+        // Files of members that left are closed here, and directories no member reads in.
         drop(old);
         self.slots = slots;
+        self.dirs.retain(|_, d| Arc::strong_count(d) > 1);
         self.refresh_ports(&old_members.ports);
         let c = &self.shared.counters;
-        let held = self.slots.iter().filter(|s| s.file.is_some()).count();
+        let held = self.slots.iter().filter(|s| s.held()).count();
         c.open_files.store(held as u64, Ordering::Relaxed);
         c.members.store(self.slots.len() as u64, Ordering::Relaxed);
         true
@@ -553,10 +656,8 @@ impl SweepWorker {
             .ports
             .iter()
             .map(|p| PortSlot {
-                slot: old.remove(p.state_file.as_path()).unwrap_or_else(|| Slot {
-                    file: File::open(&p.state_file).ok(),
-                    last: [0; STATE_MAX],
-                    len: 0,
+                slot: old.remove(p.state_file.as_path()).unwrap_or_else(|| {
+                    Slot::new(File::open(&p.state_file).map_or(Reader::Path, Reader::Held))
                 }),
                 healthy: p.healthy,
                 members: Vec::new(),
@@ -586,9 +687,9 @@ impl SweepWorker {
         let mut moved_port = false;
         self.early.clear();
         for ps in &mut self.ports {
-            let read = match &ps.slot.file {
-                Some(f) => f.read_at(&mut buf, 0),
-                None => continue,
+            let read = match &ps.slot.reader {
+                Reader::Held(f) => f.read_at(&mut buf, 0),
+                Reader::At { .. } | Reader::Path => continue,
             };
             let Ok(n) = read else {
                 continue;
@@ -634,15 +735,21 @@ impl SweepWorker {
     pub fn pass(&mut self) -> usize {
         self.refresh();
         let t = Instant::now();
+        let cpu = thread_cpu();
         let mut moved = 0;
         let mut fallback = 0u64;
         let mut buf = [0u8; STATE_MAX];
         for i in 0..self.slots.len() {
-            fallback += u64::from(self.slots[i].file.is_none());
+            fallback += u64::from(!self.slots[i].held());
             moved += usize::from(self.read_member(i, &mut buf));
         }
+        self.last_pass_cpu = thread_cpu().saturating_sub(cpu);
         let c = &self.shared.counters;
         c.fallback.store(fallback, Ordering::Relaxed);
+        c.last_pass_cpu_us.store(
+            u64::try_from(self.last_pass_cpu.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         c.passes.fetch_add(1, Ordering::Relaxed);
         c.last_pass_us.store(
             u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -660,14 +767,33 @@ impl SweepWorker {
         let c = &self.shared.counters;
         let m = &self.members.members[i];
         let slot = &mut self.slots[i];
-        let read = match &slot.file {
-            Some(f) => f.read_at(buf, 0),
-            None => File::open(&m.state_file).and_then(|f| f.read_at(buf, 0)),
+        let read = match &slot.reader {
+            Reader::Held(f) => f.read_at(buf, 0),
+            Reader::At { dir, name } => read_in(dir, name, buf),
+            Reader::Path => File::open(&m.state_file).and_then(|f| f.read_at(buf, 0)),
+        };
+        let read = match (read, &slot.reader) {
+            // The directory held may be one the kernel removed and made again (a target
+            // rescanned): the absolute path tells, and then the new directory is held.
+            (Err(e), Reader::At { dir, .. }) if device_gone(&e) => {
+                let stale = Arc::clone(dir);
+                match File::open(&m.state_file) {
+                    Ok(f) => {
+                        slot.reader =
+                            reader_beyond_budget(&mut self.dirs, &m.state_file, Some(&stale));
+                        f.read_at(buf, 0)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            (read, _) => read,
         };
         let now: &[u8] = match read {
             Ok(n) => trimmed(&buf[..n]),
             Err(e) if device_gone(&e) => {
-                slot.file = None;
+                if slot.held() {
+                    slot.reader = Reader::Path;
+                }
                 b"deleted"
             }
             Err(e) => {
@@ -716,6 +842,145 @@ impl SweepWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tree of `targets` SCSI target directories with `luns` devices each (`state`
+    /// "running"), and a worker (no fd held for state files: `max_open`) sweeping all of them.
+    fn tree(
+        targets: u32,
+        luns: u32,
+        max_open: usize,
+    ) -> (tempfile::TempDir, SweepLink, SweepWorker) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut members = Vec::new();
+        for t in 0..targets {
+            for l in 0..luns {
+                let dev_dir = dir.path().join(format!("target0:0:{t}/0:0:{t}:{l}"));
+                std::fs::create_dir_all(&dev_dir).unwrap();
+                std::fs::write(dev_dir.join("state"), "running\n").unwrap();
+                members.push(Member {
+                    dev: format!("sd{t}x{l}"),
+                    devno: DevNo::new(8, t * 16 + l),
+                    map: format!("mpath{l}"),
+                    state_file: dev_dir.join("state"),
+                    known: "running".into(),
+                    port: None,
+                });
+            }
+        }
+        let (link, w) = worker(
+            Arc::new(dm_tables::SimBackend::new()),
+            SweepOptions {
+                max_open: Some(max_open),
+                ..SweepOptions::default()
+            },
+            Box::new(|| {}),
+        );
+        link.set_membership(Membership {
+            members,
+            ports: Vec::new(),
+        });
+        (dir, link, w)
+    }
+
+    fn set(dir: &Path, t: u32, l: u32, state: &str) {
+        std::fs::write(
+            dir.join(format!("target0:0:{t}/0:0:{t}:{l}/state")),
+            format!("{state}\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn beyond_the_fd_budget_members_are_opened_relative_to_their_target_directory() {
+        let (dir, link, mut w) = tree(2, 3, 2);
+        assert_eq!(w.pass(), 0);
+        let s = link.stats();
+        assert_eq!((s.members, s.open_files, s.fallback), (6, 2, 4), "{s:?}");
+        // Two held, four read through the two target directories (one fd each, shared).
+        assert_eq!(w.dirs.len(), 2);
+        let at = w
+            .slots
+            .iter()
+            .filter(|s| matches!(s.reader, Reader::At { .. }))
+            .count();
+        assert_eq!(at, 4);
+        // A held member and two read by openat, on both targets.
+        set(dir.path(), 0, 0, "offline");
+        set(dir.path(), 0, 2, "transport-offline");
+        set(dir.path(), 1, 1, "blocked");
+        assert_eq!(w.pass(), 3);
+        assert_eq!(
+            link.take_news(),
+            vec![
+                ("sd0x0".to_string(), "offline".to_string()),
+                ("sd0x2".to_string(), "transport-offline".to_string()),
+                ("sd1x1".to_string(), "blocked".to_string()),
+            ]
+        );
+        assert_eq!(w.pass(), 0, "the same states read again are no move");
+        assert_eq!(link.stats().read_errors, 0);
+    }
+
+    #[test]
+    fn a_device_that_vanished_reads_deleted_whatever_its_reader() {
+        let (dir, link, mut w) = tree(1, 3, 1);
+        assert_eq!(w.pass(), 0);
+        for l in [0, 2] {
+            std::fs::remove_dir_all(dir.path().join(format!("target0:0:0/0:0:0:{l}"))).unwrap();
+        }
+        // tmpfs keeps a removed file readable through a held fd (sysfs answers ENODEV): the
+        // held member 0 is not asserted here, member 2 (openat) is.
+        w.pass();
+        let news = link.take_news();
+        assert!(
+            news.contains(&("sd0x2".to_string(), "deleted".to_string())),
+            "{news:?}"
+        );
+        assert_eq!(link.stats().read_errors, 0);
+    }
+
+    #[test]
+    fn a_target_directory_made_again_is_read_through_the_new_one() {
+        let (dir, link, mut w) = tree(1, 2, 0);
+        assert_eq!(w.pass(), 0);
+        // The target goes away and comes back (a rescan) with the same names: the directory
+        // held is the removed one; the members are still read, from the new one.
+        let target = dir.path().join("target0:0:0");
+        std::fs::remove_dir_all(&target).unwrap();
+        for l in 0..2 {
+            std::fs::create_dir_all(target.join(format!("0:0:0:{l}"))).unwrap();
+            set(dir.path(), 0, l, "running");
+        }
+        assert_eq!(w.pass(), 0, "nothing moved: {:?}", link.take_news());
+        set(dir.path(), 0, 1, "offline");
+        assert_eq!(w.pass(), 1);
+        assert_eq!(
+            link.take_news(),
+            vec![("sd0x1".to_string(), "offline".to_string())]
+        );
+        assert_eq!(w.dirs.len(), 1, "the new directory replaced the old one");
+        // Control: the same pass through a stale directory would have read "deleted".
+        std::fs::remove_dir_all(&target).unwrap();
+        w.pass();
+        let news = link.take_news();
+        assert_eq!(news.len(), 2, "{news:?}");
+        assert!(news.iter().all(|(_, s)| s == "deleted"), "{news:?}");
+    }
+
+    #[test]
+    fn past_the_directory_cap_members_are_read_by_their_absolute_path() {
+        let (dir, link, mut w) = tree(u32::try_from(DIR_MAX).unwrap() + 1, 1, 0);
+        assert_eq!(w.pass(), 0);
+        assert_eq!(w.dirs.len(), DIR_MAX);
+        assert!(matches!(w.slots[DIR_MAX].reader, Reader::Path));
+        let last = u32::try_from(DIR_MAX).unwrap();
+        set(dir.path(), last, 0, "offline");
+        assert_eq!(w.pass(), 1);
+        assert_eq!(
+            link.take_news(),
+            vec![(format!("sd{last}x0"), "offline".to_string())]
+        );
+    }
 
     #[test]
     fn a_slow_pass_spaces_the_passes_out_to_a_tenth_of_a_core() {

@@ -481,6 +481,7 @@ fn status_outputs() {
             members: 6,
             passes: 40,
             last_pass_us: 35,
+            last_pass_cpu_us: 30,
             open_files: 4,
             fallback: 2,
             ports: 0,
@@ -500,7 +501,7 @@ paths: 6
 maps: 3
 busy: False
 checks: 120 submitted, 3 refused, 1 timed out, 1 late, 0 queued late (16 workers, 2/4096 in flight)
-sweep: 6 paths every 200 ms, last pass 35 us, 4 files open, 2 read by open/read/close, 0 transport ports watched, 0 early reads, 1 failed at once, 0 map gone, 0 fail errors, 0 read errors
+sweep: 6 paths every 200 ms, last pass 35 us (30 us CPU), 4 files open, 2 read by open/read/close, 0 transport ports watched, 0 early reads, 1 failed at once, 0 map gone, 0 fail errors, 0 read errors
 uptime: 01:02:05
 version: 0.1.0
 ";
