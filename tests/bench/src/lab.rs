@@ -55,7 +55,12 @@ pub struct ScenarioRun {
     pub scenario: String,
     /// The lab's verdict line for it (PASS/FAIL) and exit status of `tests/lab/run`.
     pub lab_status: String,
+    /// Seconds the lab took for it: the whole `tests/lab/run` when the bench booted it, the
+    /// scenario's own time in the guest (the lab's results.tsv) when collected; 0: not known.
     pub wall_s: f64,
+    /// When the guest ran it (UTC); for a collected run, when its results.json was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<String>,
     pub file: Option<ScenarioFile>,
     pub error: Option<String>,
 }
@@ -286,10 +291,16 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
         }
         eprintln!("bench: lab scenario {scenario} ({params:?})");
         let t = Instant::now();
-        let lab_status = if params.collect_only {
-            "collected from an earlier run".to_string()
+        let (lab_status, wall_s, ran) = if params.collect_only {
+            let (status, secs) = collected_verdict(&out_dir, scenario);
+            (
+                status,
+                secs,
+                written_at(&out_dir.join(scenario).join("results.json")),
+            )
         } else {
-            match Command::new(lws.join("tests/lab/run"))
+            let ran = Some(crate::report::now_utc());
+            let status = match Command::new(lws.join("tests/lab/run"))
                 .current_dir(&lws)
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .arg("--keep")
@@ -299,9 +310,9 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
                 Ok(s) if s.success() => "PASS".to_string(),
                 Ok(s) => format!("FAIL ({s})"),
                 Err(e) => format!("not run: {e}"),
-            }
+            };
+            (status, t.elapsed().as_secs_f64(), ran)
         };
-        let wall_s = t.elapsed().as_secs_f64();
         if let Ok(text) = std::fs::read_to_string(out_dir.join("summary.json"))
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
         {
@@ -341,17 +352,69 @@ pub fn run_all(ws: &Path, params: Params, only: &[String]) -> LabResults {
             scenario: scenario.to_string(),
             lab_status,
             wall_s,
+            ran,
             file,
             error,
         });
     }
+    // Collected: the section is as old as the newest guest run it shows, and its repetition
+    // count is the runs' own when they agree.
+    let (date, reps) = if params.collect_only {
+        let newest = runs.iter().filter_map(|r| r.ran.clone()).max();
+        let mut rs = runs.iter().filter_map(|r| r.file.as_ref().map(|f| f.reps));
+        let first = rs.next();
+        let same = first.filter(|f| rs.all(|r| r == *f));
+        (
+            newest.unwrap_or_else(crate::report::now_utc),
+            same.unwrap_or(reps),
+        )
+    } else {
+        (crate::report::now_utc(), reps)
+    };
     LabResults {
-        date: crate::report::now_utc(),
+        date,
         reps,
         guest_kernel,
         qemu,
         runs,
     }
+}
+
+/// A collected scenario's verdict and its time in the guest, from the lab's results.tsv
+/// (`scenario exit-status seconds` a line, of the last `tests/lab/run`), so that collecting
+/// keeps what the run found; it says so when that run's line is gone (a later lab run with
+/// other scenarios rewrote the file).
+fn collected_verdict(out_dir: &Path, scenario: &str) -> (String, f64) {
+    let line = std::fs::read_to_string(out_dir.join("results.tsv"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rfind(|l| l.split_whitespace().next() == Some(scenario))
+                .map(str::to_string)
+        });
+    let Some(line) = line else {
+        return (
+            "collected (its lab verdict is no longer on record in tests/lab/out/results.tsv)"
+                .to_string(),
+            0.0,
+        );
+    };
+    let mut f = line.split_whitespace().skip(1);
+    let rc = f.next().unwrap_or("?");
+    let secs = f.next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = match rc {
+        "0" => "PASS (collected)".to_string(),
+        "124" => "FAIL (collected: timed out)".to_string(),
+        rc => format!("FAIL (collected: exit {rc})"),
+    };
+    (status, secs)
+}
+
+/// When a file was last written, as the report prints dates (UTC); None when unreadable.
+fn written_at(path: &Path) -> Option<String> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    let secs = m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(crate::report::format_utc(secs))
 }
 
 /// The measurements a scenario recorded before it stopped (its measurements.jsonl, one JSON
@@ -606,6 +669,7 @@ mod tests {
                 scenario: "92-bench-failover".into(),
                 lab_status: "PASS".into(),
                 wall_s: 1.0,
+                ran: None,
                 error: None,
                 file: Some(ScenarioFile {
                     scenario: "92-bench-failover".into(),
@@ -744,6 +808,61 @@ mod tests {
     }
 
     #[test]
+    fn collecting_keeps_the_runs_verdict_time_date_and_repetitions() {
+        let ws = crate::Scratch::new(&std::env::temp_dir(), "bench-collect-test").unwrap();
+        let out = ws.path().join("tests/lab/out");
+        std::fs::create_dir_all(out.join("93-bench-addluns")).unwrap();
+        std::fs::create_dir_all(out.join("92-bench-failover")).unwrap();
+        // 93 ran in the last lab run and passed; 92's line is gone (a later run rewrote the file).
+        std::fs::write(out.join("results.tsv"), "93-bench-addluns 0 1021.4\n").unwrap();
+        for s in ["93-bench-addluns", "92-bench-failover"] {
+            std::fs::write(
+                out.join(s).join("results.json"),
+                format!("{{\"scenario\":\"{s}\",\"reps\":2,\"measurements\":[]}}"),
+            )
+            .unwrap();
+        }
+        let params = Params {
+            reps: 5,
+            addluns_reps: 5,
+            coldstart_reps: 1,
+            fail_idle_reps: 10,
+            idle_window_s: 10,
+            coldstart_budget_s: 100,
+            collect_only: true,
+        };
+        let only = ["92".to_string(), "93".to_string()];
+        let l = run_all(ws.path(), params, &only);
+        assert_eq!(l.runs.len(), 2);
+        let r93 = l
+            .runs
+            .iter()
+            .find(|r| r.scenario == "93-bench-addluns")
+            .unwrap();
+        assert_eq!(r93.lab_status, "PASS (collected)");
+        assert!((r93.wall_s - 1021.4).abs() < 1e-9);
+        let r92 = l
+            .runs
+            .iter()
+            .find(|r| r.scenario == "92-bench-failover")
+            .unwrap();
+        assert!(
+            r92.lab_status.contains("no longer on record"),
+            "{}",
+            r92.lab_status
+        );
+        assert_eq!(r92.wall_s, 0.0);
+        // Dated by the files (written just now), repetitions from the files, not the default 5.
+        let ran = r93.ran.clone().unwrap();
+        assert!(ran.ends_with(" UTC") && ran.len() == 23, "{ran}");
+        assert_eq!(
+            l.date,
+            l.runs.iter().filter_map(|r| r.ran.clone()).max().unwrap()
+        );
+        assert_eq!(l.reps, 2);
+    }
+
+    #[test]
     fn missing_figures_carry_their_reason() {
         let lab = LabResults {
             date: String::new(),
@@ -754,6 +873,7 @@ mod tests {
                 scenario: "91-bench-coldstart".into(),
                 lab_status: "PASS".into(),
                 wall_s: 1.0,
+                ran: None,
                 error: None,
                 file: Some(ScenarioFile {
                     scenario: "91-bench-coldstart".into(),

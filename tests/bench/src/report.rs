@@ -631,7 +631,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             for r in &labr.runs {
                 let _ = writeln!(
                     o,
-                    "- `{}`{}: {} in {:.0} s, {} repetition(s){}",
+                    "- `{}`{}: {}{}{}, {} repetition(s){}",
                     r.scenario,
                     r.file
                         .as_ref()
@@ -639,7 +639,15 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                         .map(|f| format!(" ({})", f.topology))
                         .unwrap_or_default(),
                     r.lab_status,
-                    r.wall_s,
+                    if r.wall_s > 0.0 {
+                        format!(" in {:.0} s", r.wall_s)
+                    } else {
+                        String::new()
+                    },
+                    r.ran
+                        .as_ref()
+                        .map(|d| format!(", run {d}"))
+                        .unwrap_or_default(),
                     r.file.as_ref().map_or(0, |f| f.reps),
                     r.error
                         .as_ref()
@@ -1124,6 +1132,7 @@ mod tests {
                 scenario: "91-bench-coldstart".into(),
                 lab_status: "PASS".into(),
                 wall_s: 600.0,
+                ran: None,
                 error: None,
                 file: Some(lab::ScenarioFile {
                     scenario: "91-bench-coldstart".into(),
