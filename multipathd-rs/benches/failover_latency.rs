@@ -144,6 +144,34 @@ fn unit_malloc_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The unit's `LimitNOFILE=` (the hard limit; `soft:hard` gives both), if it sets one.
+fn unit_nofile() -> Option<u64> {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/multipathd-rs.service");
+    let text = std::fs::read_to_string(&unit).ok()?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("LimitNOFILE="))
+        .next_back()
+        .and_then(|v| v.rsplit(':').next()?.trim().parse().ok())
+}
+
+/// Gives this process the unit's open-file limit (as systemd would the daemon), when it may
+/// (raising the hard limit needs root); otherwise runs under the limit it has, and the report
+/// says which (`nofile_limit`, `nofile_unit`).
+fn under_unit_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (Some(want), Ok((soft, hard))) = (unit_nofile(), getrlimit(Resource::RLIMIT_NOFILE)) else {
+        return;
+    };
+    if hard >= want {
+        return;
+    }
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, soft.max(want.min(1024)), want) {
+        eprintln!(
+            "cannot give the benchmark the unit's LimitNOFILE={want} ({e}); it runs with {hard}"
+        );
+    }
+}
+
 /// Re-executes the benchmark with the unit's malloc settings that the environment lacks
 /// (glibc reads them at the process's first allocation); returns when none is missing.
 fn under_unit_malloc_env() {
@@ -279,6 +307,7 @@ fn main() {
         return;
     }
     under_unit_malloc_env();
+    under_unit_nofile();
     let luns: u32 = std::env::var("MULTIPATHD_BENCH_LUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -555,6 +584,7 @@ fn main() {
         "nofile_limit": nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .ok()
             .map(|(soft, _)| soft),
+        "nofile_unit": unit_nofile(),
         "daemon_ready_s": ready_s,
         "first_check_of_every_path_s": first_checks_s,
         "peak_rss_kb": peak_rss_kb,
