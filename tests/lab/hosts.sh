@@ -35,7 +35,8 @@ lab_host_alive() {
   local ctl pid
   ctl="$(lab_host_ctl "$1")"
   [ -e "$ctl/ready" ] || return 1
-  pid="$(cat "$ctl/qemu.pid" 2>/dev/null)"
+  pid=""
+  { read -r pid <"$ctl/qemu.pid"; } 2>/dev/null
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
@@ -80,9 +81,9 @@ on() {
       printf 'on %s: no answer within %ss\n' "$host" "$((tmo + 30))" >"$jobs/$id.err"
       break
     fi
-    sleep 0.1
+    lab_sleep 0.1
   done
-  [ -n "$rc" ] || rc="$(cat "$jobs/$id.rc")"
+  [ -n "$rc" ] || read -r rc <"$jobs/$id.rc"
   {
     flock 9
     printf '%s$ %s\n' "$host" "$cmd"

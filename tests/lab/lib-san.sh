@@ -191,7 +191,7 @@ san_service_start() {
   local name="$1" pid
   shift
   if san_service_running "$name"; then lab_fail "$name is already running on $LAB_HOST (pid $(cat "$LAB_SAN_RUN/$name.pid"))"; fi
-  printf '\n==== [%s] start: %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*" >>"$LAB_OUT/$name.log"
+  printf '\n==== [%s] start: %s\n' "$(lab_uptime)" "$*" >>"$LAB_OUT/$name.log"
   setsid "$@" >>"$LAB_OUT/$name.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$LAB_SAN_RUN/$name.pid"
@@ -228,10 +228,10 @@ san_mpd_start() {
     --config "$LAB_MPD_DIR/config.toml" --aliases-table "$LAB_MPD_DIR/aliases.toml" \
     --bindings-file "$LAB_MPD_DIR/bindings" daemon
   local i
-  for i in $(seq 300); do
+  for ((i = 0; i < 300; i++)); do
     san_service_alive mpd
     lab_mpd show status >/dev/null 2>&1 && return 0
-    sleep 0.2
+    lab_sleep 0.2
   done
   lab_fail "multipathd-rs did not answer on $LAB_MPD_SOCK within 60 s on $LAB_HOST"
 }
@@ -261,13 +261,13 @@ san_etcd_start() {
     --listen-peer-urls "http://$LAB_IP:2380" --initial-advertise-peer-urls "http://$LAB_IP:2380" \
     --initial-cluster "$LAB_HOST=http://$LAB_IP:2380" --initial-cluster-state new
   local i
-  for i in $(seq 120); do
+  for ((i = 0; i < 120; i++)); do
     san_service_alive etcd
     san_etcdctl --endpoints "$(san_etcd_url)" endpoint health >/dev/null 2>&1 && {
       lab_note "$LAB_HOST: etcd healthy at $(san_etcd_url)"
       return 0
     }
-    sleep 0.5
+    lab_sleep 0.5
   done
   lab_fail "etcd on $LAB_HOST is not healthy after 60 s"
 }
