@@ -70,7 +70,8 @@ on() {
   deadline=$((SECONDS + tmo + 30))
   local t0=$EPOCHREALTIME
   rc=""
-  while [ ! -e "$jobs/$id.rc" ]; do
+  # Done when ID.rc holds a whole line (the agent writes it in one write; see guest/agent).
+  until { read -r rc <"$jobs/$id.rc"; } 2>/dev/null; do
     if ! lab_host_alive "$host"; then
       rc=125
       printf 'on %s: host %s is not running (see tests/lab/out/console-%s.log)\n' "$host" "$host" "$host" >"$jobs/$id.err"
@@ -83,7 +84,6 @@ on() {
     fi
     lab_sleep 0.1
   done
-  [ -n "$rc" ] || read -r rc <"$jobs/$id.rc"
   {
     flock 9
     printf '%s$ %s\n' "$host" "$cmd"
