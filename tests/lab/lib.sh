@@ -709,7 +709,7 @@ lab_io_progress() {
 }
 lab_io_stop() {
   local i
-  [ -n "$LAB_IO_PID" ] || LAB_IO_PID="$(cat "$LAB_IO_DIR/pid" 2>/dev/null)"
+  [ -n "$LAB_IO_PID" ] || { read -r LAB_IO_PID <"$LAB_IO_DIR/pid"; } 2>/dev/null
   [ -n "$LAB_IO_PID" ] || return 0
   touch "$LAB_IO_DIR/stop"
   # Not our child when another shell started it: poll until it is gone.
@@ -718,7 +718,7 @@ lab_io_stop() {
   rm -f "$LAB_IO_DIR/pid"
 }
 lab_io_verify() {
-  [ -n "$LAB_IO_DEV" ] || LAB_IO_DEV="$(cat "$LAB_IO_DIR/dev" 2>/dev/null)"
+  [ -n "$LAB_IO_DEV" ] || { read -r LAB_IO_DEV <"$LAB_IO_DIR/dev"; } 2>/dev/null
   lab_expect_ok "${1:-everything written reads back}: $LAB_IO_DEV = shadow" \
     sh -c "dd if='$LAB_IO_DEV' bs=1M count=$((($(stat -c %s "$LAB_IO_DIR/shadow") + 1048575) / 1048576)) iflag=direct status=none | head -c $(stat -c %s "$LAB_IO_DIR/shadow") | cmp - '$LAB_IO_DIR/shadow'"
 }
