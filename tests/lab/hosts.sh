@@ -35,7 +35,8 @@ lab_host_alive() {
   local ctl pid
   ctl="$(lab_host_ctl "$1")"
   [ -e "$ctl/ready" ] || return 1
-  pid="$(cat "$ctl/qemu.pid" 2>/dev/null)"
+  pid=""
+  { read -r pid <"$ctl/qemu.pid"; } 2>/dev/null
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
@@ -69,7 +70,8 @@ on() {
   deadline=$((SECONDS + tmo + 30))
   local t0=$EPOCHREALTIME
   rc=""
-  while [ ! -e "$jobs/$id.rc" ]; do
+  # Done when ID.rc holds a whole line (the agent writes it in one write; see guest/agent).
+  until { read -r rc <"$jobs/$id.rc"; } 2>/dev/null; do
     if ! lab_host_alive "$host"; then
       rc=125
       printf 'on %s: host %s is not running (see tests/lab/out/console-%s.log)\n' "$host" "$host" "$host" >"$jobs/$id.err"
@@ -80,9 +82,8 @@ on() {
       printf 'on %s: no answer within %ss\n' "$host" "$((tmo + 30))" >"$jobs/$id.err"
       break
     fi
-    sleep 0.1
+    lab_sleep 0.1
   done
-  [ -n "$rc" ] || rc="$(cat "$jobs/$id.rc")"
   {
     flock 9
     printf '%s$ %s\n' "$host" "$cmd"

@@ -13,7 +13,43 @@ LAB_TARGET_CFS=/sys/kernel/config/target
 
 # ------------------------------------------------------------------ logging, evidence, asserts
 
-lab_log() { printf '[%s] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$*"; }
+# Under emulation every process costs 15-30 ms to fork and 65-75 ms to exec: the helpers below
+# that run in loops or at every step (logging, polling, the disk and map lists) use bash
+# builtins (read, globs, parameter expansion) instead of cat/cut/awk/sed/sort pipelines.
+
+# lab_uptime: the guest's uptime in seconds (the first field of /proc/uptime), no fork.
+lab_uptime() {
+  local u _
+  read -r u _ </proc/uptime
+  printf '%s' "$u"
+}
+
+lab_log() {
+  local u _
+  read -r u _ </proc/uptime
+  printf '[%s] %s\n' "$u" "$*"
+}
+
+# lab_sleep SECONDS: sleep without a process: a read with a timeout on a FIFO nobody writes
+# to, opened once per shell (fd LAB_SLEEP_FD; falls back to sleep(1) if no FIFO can be made).
+LAB_SLEEP_FD=""
+lab_sleep() {
+  if [ -z "$LAB_SLEEP_FD" ]; then
+    local f="${TMPDIR:-/tmp}/.lab-sleep.$BASHPID.$RANDOM"
+    if mkfifo -m 600 "$f" 2>/dev/null && exec {LAB_SLEEP_FD}<>"$f"; then
+      rm -f "$f"
+    else
+      rm -f "$f"
+      LAB_SLEEP_FD=none
+    fi
+  fi
+  if [ "$LAB_SLEEP_FD" = none ]; then
+    sleep "$1"
+  else
+    read -r -t "$1" -u "$LAB_SLEEP_FD" _ || :
+  fi
+  return 0
+}
 
 lab_note() { # free-form evidence line
   printf '# %s\n' "$*" >>"$LAB_EVIDENCE"
@@ -109,13 +145,20 @@ lab_wait() {
     if ((i > tmo * 5)); then
       lab_fail "timed out after ${tmo}s waiting for: $desc"
     fi
-    sleep 0.2
+    lab_sleep 0.2
   done
 }
 
 # ------------------------------------------------------------------------------ udev
 
-lab_udevd_running() { pgrep -x systemd-udevd >/dev/null 2>&1; }
+# lab_udevd_running: a process called systemd-udevd exists (pgrep -x, without its exec).
+lab_udevd_running() {
+  local f c
+  for f in /proc/[0-9]*/comm; do
+    { read -r c <"$f"; } 2>/dev/null && [ "$c" = systemd-udevd ] && return 0
+  done
+  return 1
+}
 
 lab_udevd_start() {
   lab_udevd_running && return 0
@@ -135,7 +178,7 @@ lab_udevd_stop() {
   lab_udevd_running || return 0
   udevadm control --exit 2>/dev/null || pkill -x systemd-udevd
   local i
-  for i in $(seq 50); do lab_udevd_running || break; sleep 0.1; done
+  for ((i = 0; i < 50; i++)); do lab_udevd_running || break; lab_sleep 0.1; done
   lab_udevd_running && pkill -9 -x systemd-udevd
   # libudev (and so libdevmapper's udev sync in dmsetup/lvm) decides "udev is running" from
   # /run/udev/control: left behind, every dmsetup create/remove would wait forever for a udev
@@ -151,27 +194,58 @@ lab_settle() {
 # ------------------------------------------------------------------------- scsi_debug SAN
 
 # scsi_debug-backed disks (sdX names), sorted by H:C:T:L.
+# (No fork: the sort is an indexed array keyed by H:C:T:L as one number, which bash lists in
+# ascending order.)
 lab_sd_disks() {
-  local d hctl
+  local d m b name hctl h c t l k
+  local -a by=()
   for d in /sys/bus/scsi/drivers/sd/*:*:*:*; do
     [ -e "$d" ] || continue
-    [ "$(cat "$d/model" 2>/dev/null | tr -d ' ')" = scsi_debug ] || continue
-    hctl="$(basename "$d")"
-    printf '%s %s\n' "$hctl" "$(ls "$d/block" 2>/dev/null | head -n1)"
-  done | sort -t: -k1,1n -k2,2n -k3,3n -k4,4n | awk '$2 != "" { print $2 }'
+    m=""
+    { read -r m <"$d/model"; } 2>/dev/null
+    [ "${m// /}" = scsi_debug ] || continue
+    name=""
+    for b in "$d"/block/*; do
+      [ -e "$b" ] && name="${b##*/}"
+      break
+    done
+    [ -n "$name" ] || continue
+    hctl="${d##*/}"
+    h="${hctl%%:*}" hctl="${hctl#*:}"
+    c="${hctl%%:*}" hctl="${hctl#*:}"
+    t="${hctl%%:*}" l="${hctl#*:}"
+    k=$((((h * 1000 + c) * 1000 + t) * 1000000 + l))
+    by[k]="$name"
+  done
+  for k in "${!by[@]}"; do printf '%s\n' "${by[k]}"; done
 }
 
 # SCSI host numbers (N of hostN) that belong to scsi_debug, ascending.
 lab_sd_hosts() {
-  local h
+  local h n
+  local -a by=()
   for h in "$LAB_SD_SYSFS"/adapter*/host*; do
     [ -e "$h" ] || continue
-    basename "$h" | sed 's/^host//'
-  done | sort -n
+    n="${h##*/host}"
+    by[n]="$n"
+  done
+  for n in "${!by[@]}"; do printf '%s\n' "$n"; done
 }
 
-lab_count() { wc -l | tr -d ' '; }
-lab_sd_disk_count() { lab_sd_disks | lab_count; }
+# lab_count: lines on stdin (wc -l: a last line without its newline is not counted).
+lab_count() {
+  local -a l
+  local n
+  mapfile l
+  n=${#l[@]}
+  ((n)) && [[ ${l[n - 1]} != *$'\n' ]] && n=$((n - 1))
+  printf '%s\n' "$n"
+}
+lab_sd_disk_count() {
+  local n=0 d
+  for d in $(lab_sd_disks); do n=$((n + 1)); done
+  printf '%s\n' "$n"
+}
 
 # lab_wait_sd_disks N [TIMEOUT]: until exactly N scsi_debug disks exist (and udev settled).
 lab_wait_sd_disks() {
@@ -186,8 +260,8 @@ lab_wait_sd_disks() {
 lab_scsi_debug() {
   local hosts="$1" luns="$2"
   shift 2
-  grep -q '^scsi_dh_alua ' /proc/modules || lab_fail "scsi_dh_alua must be loaded before scsi_debug"
-  grep -q '^scsi_debug ' /proc/modules && lab_fail "scsi_debug is already loaded (a previous scenario leaked it)"
+  lab_module_loaded scsi_dh_alua || lab_fail "scsi_dh_alua must be loaded before scsi_debug"
+  lab_module_loaded scsi_debug && lab_fail "scsi_debug is already loaded (a previous scenario leaked it)"
   lab_run modprobe scsi_debug add_host="$hosts" num_tgts=1 max_luns="$luns" vpd_use_hostno=0 \
     dev_size_mb=8 "$@" || lab_fail "modprobe scsi_debug failed"
   lab_wait_sd_disks $((hosts * luns))
@@ -218,7 +292,7 @@ lab_sd_add_luns() {
 lab_path_offline() { lab_run sh -c "echo offline > /sys/block/$1/device/state"; }
 lab_path_running() { lab_run sh -c "echo running > /sys/block/$1/device/state"; }
 lab_path_delete() { lab_run sh -c "echo 1 > /sys/block/$1/device/delete"; lab_settle; }
-lab_path_state() { cat "/sys/block/$1/device/state"; }
+lab_path_state() { lab_attr "/sys/block/$1/device/state"; }
 
 # lab_hba_remove: remove the most recently added scsi_debug host with all its paths.
 lab_hba_remove() {
@@ -247,24 +321,52 @@ lab_sd_inject() {
   lab_run sh -c "echo ${2:-0} > $LAB_SD_SYSFS/every_nth && echo $1 > $LAB_SD_SYSFS/opts"
 }
 
+# lab_attr FILE: the first line of a sysfs attribute, like cat for a one-line file (no fork; an
+# unreadable file: the error on stderr, status 1).
+lab_attr() {
+  local v=""
+  { IFS= read -r v || :; } <"$1" || return 1
+  printf '%s\n' "$v"
+}
+
 # Identity helpers.
-lab_devno() { cat "/sys/block/$1/dev"; }
-lab_hctl() { basename "$(readlink -f "/sys/block/$1/device")"; }
+lab_devno() { lab_attr "/sys/block/$1/dev"; }
+# lab_hctl sdX: H:C:T:L, the name of the disk's scsi_device (= basename of its device link).
+lab_hctl() {
+  local x
+  for x in "/sys/block/$1/device/scsi_device/"*; do
+    [ -e "$x" ] && printf '%s\n' "${x##*/}"
+    break
+  done
+}
 # lab_paths_table: one line "sdX MAJ:MIN H:C:T:L" per scsi_debug disk into $LAB_OUT/paths.txt,
 # which lab_path_of, lab_devno_of and the scenarios read; sets h0 and h1 to the first two
 # scsi_debug host numbers and notes them with the table.
 lab_paths_table() {
-  local d
-  read -r h0 h1 <<<"$(lab_sd_hosts | tr '\n' ' ')"
-  for d in $(lab_sd_disks); do printf '%s %s %s\n' "$d" "$(lab_devno "$d")" "$(lab_hctl "$d")"; done >"$LAB_OUT/paths.txt"
-  lab_note "hosts $h0 $h1; paths: $(tr '\n' ';' <"$LAB_OUT/paths.txt")"
+  local d hs line table=""
+  hs="$(lab_sd_hosts)"
+  read -r h0 h1 <<<"${hs//$'\n'/ }"
+  for d in $(lab_sd_disks); do
+    line="$d $(lab_devno "$d") $(lab_hctl "$d")"
+    printf '%s\n' "$line"
+    table+="$line;"
+  done >"$LAB_OUT/paths.txt"
+  lab_note "hosts $h0 $h1; paths: $table"
 }
-lab_path_of() { awk -v h="$1:0:0:$2" '$3 == h { print $1 }' "$LAB_OUT/paths.txt"; } # HOST LUN -> sdX
-lab_devno_of() { awk -v d="$1" '$1 == d { print $2 }' "$LAB_OUT/paths.txt"; }      # sdX -> MAJ:MIN
+lab_path_of() { # HOST LUN -> sdX
+  local d n h
+  while read -r d n h _; do [ "$h" = "$1:0:0:$2" ] && printf '%s\n' "$d"; done <"$LAB_OUT/paths.txt"
+  return 0
+}
+lab_devno_of() { # sdX -> MAJ:MIN
+  local d n _
+  while read -r d n _; do [ "$d" = "$1" ] && printf '%s\n' "$n"; done <"$LAB_OUT/paths.txt"
+  return 0
+}
 # lab_map_of_devno MAJ:MIN: the multipath map whose table holds that path.
 lab_map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
 lab_udev_serial() { udevadm info --query=property --name="/dev/$1" | sed -n 's/^ID_SERIAL=//p'; }
-lab_sectors() { cat "/sys/block/$1/size"; }
+lab_sectors() { lab_attr "/sys/block/$1/size"; }
 
 # ------------------------------------------------------------------------- tcm_loop (LIO)
 
@@ -326,16 +428,32 @@ lab_dm_node() {
   [ -b "/dev/mapper/$1" ] || lab_fail "/dev/mapper/$1 does not exist"
 }
 
+# lab_dm_names [ARG...]: the names of the maps `dmsetup ls ARG...` lists (nothing when it says
+# "No devices found"), one per line; one process.
+lab_dm_names() {
+  local out name _
+  out="$(dmsetup ls "$@" 2>/dev/null)"
+  while read -r name _; do [ -n "$name" ] && [ "$name" != No ] && printf '%s\n' "$name"; done <<<"$out"
+  return 0
+}
+
+# lab_module_loaded NAME: NAME is in /proc/modules (grep -q '^NAME ', without the process).
+lab_module_loaded() {
+  local m _
+  while read -r m _; do [ "$m" = "$1" ] && return 0; done </proc/modules
+  return 1
+}
+
 # lab_dm_remove_all: remove every dm map (multipath maps through multipath -F first).
 lab_dm_remove_all() {
   local n
-  if dmsetup ls --target multipath 2>/dev/null | grep -qv 'No devices found'; then
+  if [ -n "$(lab_dm_names --target multipath)" ]; then
     command -v multipath >/dev/null && multipath -F >/dev/null 2>&1
   fi
-  for n in $(dmsetup ls 2>/dev/null | awk '$1 != "No" { print $1 }'); do
+  for n in $(lab_dm_names); do
     dmsetup remove --retry "$n" >/dev/null 2>&1 || dmsetup remove --force "$n" >/dev/null 2>&1
   done
-  dmsetup ls 2>/dev/null | grep -qv 'No devices found' && return 1
+  [ -n "$(lab_dm_names)" ] && return 1
   return 0
 }
 
@@ -345,28 +463,36 @@ lab_dm_remove_all() {
 # scenario; scenarios may call it too). Kills processes holding lab disks open, removes dm maps,
 # tcm_loop and scsi_debug, stops multipathd, drops guest-local multipath config.
 lab_teardown_all() {
-  local pid
-  lab_log "teardown: start (maps: $(dmsetup ls 2>/dev/null | awk '$1 != "No" { print $1 }' | tr '\n' ' '))"
+  local pid maps f pids=" " comm
+  maps="$(lab_dm_names)"
+  lab_log "teardown: start (maps: ${maps:+${maps//$'\n'/ } })"
   pkill -x multipathd 2>/dev/null
   # Processes that still hold a block device open (e.g. `sleep` with fd 3 on /dev/mapper/X);
   # one find over /proc instead of a process per pid (every exec is slow under emulation).
-  for pid in $(find /proc/[0-9]*/fd -maxdepth 1 \( -lname '/dev/dm-*' -o -lname '/dev/sd*' \
-    -o -lname '/dev/mapper/*' \) 2>/dev/null | cut -d/ -f3 | sort -u); do
+  while read -r f; do
+    f="${f#/proc/}"
+    f="${f%%/*}"
+    case "$pids" in *" $f "*) ;; *) pids+="$f " ;; esac
+  done < <(find /proc/[0-9]*/fd -maxdepth 1 \( -lname '/dev/dm-*' -o -lname '/dev/sd*' \
+    -o -lname '/dev/mapper/*' \) 2>/dev/null)
+  for pid in $pids; do
     [ "$pid" -le 1 ] || [ "$pid" = $$ ] || [ "$pid" = "$BASHPID" ] && continue
-    case "$(cat "/proc/$pid/comm" 2>/dev/null)" in *udev*) continue ;; esac
+    comm=""
+    { read -r comm <"/proc/$pid/comm"; } 2>/dev/null
+    case "$comm" in *udev*) continue ;; esac
     lab_log "killing pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) which holds a lab device open"
     kill -9 "$pid" 2>/dev/null
   done
   lab_settle 30
   lab_dm_remove_all || lab_log "some dm maps could not be removed: $(dmsetup ls 2>&1 | tr '\n' ' ')"
   lab_tcm_loop_teardown
-  if grep -q '^scsi_debug ' /proc/modules; then
+  if lab_module_loaded scsi_debug; then
     local i
-    for i in $(seq 20); do
+    for ((i = 0; i < 20; i++)); do
       rmmod scsi_debug 2>/dev/null && break
-      sleep 0.5
+      lab_sleep 0.5
     done
-    grep -q '^scsi_debug ' /proc/modules && lab_log "scsi_debug could not be removed"
+    lab_module_loaded scsi_debug && lab_log "scsi_debug could not be removed"
   fi
   rm -f /etc/multipath.conf /etc/multipath/bindings /etc/multipath/wwids
   lab_settle 30
@@ -393,7 +519,7 @@ lab_mpd() {
 lab_mpd_start() {
   local log="${1:-daemon.log}"
   mkdir -p "$LAB_MPD_DIR"
-  printf '\n==== [%s] start: multipathd-rs daemon\n' "$(cut -d' ' -f1 /proc/uptime)" >>"$LAB_OUT/$log"
+  printf '\n==== [%s] start: multipathd-rs daemon\n' "$(lab_uptime)" >>"$LAB_OUT/$log"
   # A simple command, not the lab_mpd function: $! must be the daemon itself, not a subshell.
   NO_COLOR=1 "$LAB_BIN/multipathd-rs" --dm-backend kernel --socket "$LAB_MPD_SOCK" \
     --config "$LAB_MPD_DIR/config.toml" --aliases-table "$LAB_MPD_DIR/aliases.toml" \
@@ -401,10 +527,10 @@ lab_mpd_start() {
   LAB_MPD_PID=$!
   lab_note "multipathd-rs daemon started, pid $LAB_MPD_PID (config $LAB_MPD_DIR/config.toml, socket $LAB_MPD_SOCK)"
   local i
-  for i in $(seq 300); do
+  for ((i = 0; i < 300; i++)); do
     kill -0 "$LAB_MPD_PID" 2>/dev/null || { tail -n 20 "$LAB_OUT/$log" >&2; lab_fail "multipathd-rs daemon exited at start (see $log)"; }
     lab_mpd show status >/dev/null 2>&1 && return 0
-    sleep 0.2
+    lab_sleep 0.2
   done
   lab_fail "multipathd-rs daemon did not answer on $LAB_MPD_SOCK within 60 s"
 }
@@ -414,7 +540,7 @@ lab_mpd_start() {
 lab_stop_pid() {
   local i
   kill -s "$2" "$1" 2>/dev/null
-  for i in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
+  for ((i = 0; i < 100; i++)); do kill -0 "$1" 2>/dev/null || return 0; lab_sleep 0.2; done
   kill -9 "$1" 2>/dev/null
   lab_log "$3 pid $1 ignored SIG$2 for 20 s; killed"
   return 1
@@ -438,16 +564,27 @@ lab_mpd_stop() {
 
 # Multipath maps in the kernel: names, count.
 lab_mpath_maps() { dmsetup ls --target multipath 2>/dev/null | awk '$1 != "No" { print $1 }' | sort; }
-lab_mpath_count() { lab_mpath_maps | lab_count; }
+lab_mpath_count() { # one dmsetup, counted here
+  local out n=0 name _
+  out="$(dmsetup ls --target multipath 2>/dev/null)"
+  while read -r name _; do [ -n "$name" ] && [ "$name" != No ] && n=$((n + 1)); done <<<"$out"
+  printf '%s\n' "$n"
+}
 # lab_mpath_of_wwid WWID: the name of the map with uuid mpath-WWID.
 lab_mpath_of_wwid() {
   dmsetup info -c --noheadings -o name,uuid --separator ' ' 2>/dev/null | awk -v u="mpath-$1" '$2 == u { print $1 }'
 }
 # lab_dm_path_state MAP MAJ:MIN: A or F from `dmsetup status`, "absent" when not in the table.
 lab_dm_path_state() {
-  local s
-  s=$(dmsetup status "$1" 2>/dev/null | awk -v d="$2" '{ for (i = 1; i < NF; i++) if ($i == d) { print $(i + 1); exit } }')
-  printf '%s\n' "${s:-absent}"
+  local out i
+  local -a w
+  out="$(dmsetup status "$1" 2>/dev/null)"
+  while read -r -a w; do
+    for ((i = 0; i < ${#w[@]} - 1; i++)); do
+      [ "${w[i]}" = "$2" ] && { printf '%s\n' "${w[i + 1]:-absent}"; return 0; }
+    done
+  done <<<"$out"
+  printf 'absent\n'
 }
 # lab_map_devnos MAP: the paths' major:minor of a map's table, sorted, space-separated.
 lab_map_devnos() { dmsetup table "$1" 2>/dev/null | grep -oE '[0-9]+:[0-9]+' | sort | tr '\n' ' ' | sed 's/ $//'; }
@@ -494,12 +631,12 @@ lab_mpd_path_dm_state() {
   lab_mpd show paths --json 2>/dev/null | jq -r --arg d "$1" '[.paths[] | select(.dev == $d) | .dm_state][0] // "absent"'
 }
 lab_poll() {
-  local tmo="$1" t0
+  local tmo="$1" end
   shift
-  t0=$(lab_now)
+  end=$((${EPOCHREALTIME/[.,]/} + tmo * 1000000))
   until "$@" >/dev/null 2>&1; do
-    awk -v a="$t0" -v b="$(lab_now)" -v t="$tmo" 'BEGIN { exit !(b - a > t) }' && return 1
-    sleep 0.05
+    ((${EPOCHREALTIME/[.,]/} > end)) && return 1
+    lab_sleep 0.05
   done
 }
 
@@ -572,16 +709,16 @@ lab_io_progress() {
 }
 lab_io_stop() {
   local i
-  [ -n "$LAB_IO_PID" ] || LAB_IO_PID="$(cat "$LAB_IO_DIR/pid" 2>/dev/null)"
+  [ -n "$LAB_IO_PID" ] || { read -r LAB_IO_PID <"$LAB_IO_DIR/pid"; } 2>/dev/null
   [ -n "$LAB_IO_PID" ] || return 0
   touch "$LAB_IO_DIR/stop"
   # Not our child when another shell started it: poll until it is gone.
-  wait "$LAB_IO_PID" 2>/dev/null || for i in $(seq 300); do kill -0 "$LAB_IO_PID" 2>/dev/null || break; sleep 0.1; done
+  wait "$LAB_IO_PID" 2>/dev/null || for ((i = 0; i < 300; i++)); do kill -0 "$LAB_IO_PID" 2>/dev/null || break; lab_sleep 0.1; done
   LAB_IO_PID=""
   rm -f "$LAB_IO_DIR/pid"
 }
 lab_io_verify() {
-  [ -n "$LAB_IO_DEV" ] || LAB_IO_DEV="$(cat "$LAB_IO_DIR/dev" 2>/dev/null)"
+  [ -n "$LAB_IO_DEV" ] || { read -r LAB_IO_DEV <"$LAB_IO_DIR/dev"; } 2>/dev/null
   lab_expect_ok "${1:-everything written reads back}: $LAB_IO_DEV = shadow" \
     sh -c "dd if='$LAB_IO_DEV' bs=1M count=$((($(stat -c %s "$LAB_IO_DIR/shadow") + 1048575) / 1048576)) iflag=direct status=none | head -c $(stat -c %s "$LAB_IO_DIR/shadow") | cmp - '$LAB_IO_DIR/shadow'"
 }
