@@ -29,6 +29,7 @@ use crate::events::{EventNumbers, EventSource};
 use crate::message::Message;
 use crate::status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 use crate::table::{Feature, HwHandler, MultipathTable, QueueMode, Selector, TablePath};
+use crate::words::{Words, word, words, words_of};
 
 /// The major number the simulated maps get (device-mapper's usual dynamic major).
 pub const SIM_DM_MAJOR: u32 = 253;
@@ -332,7 +333,7 @@ impl SimMap {
         t.features = features;
         t.hw_handler = t.hw_handler.map(|h| HwHandler {
             name: h.name,
-            args: Vec::new(),
+            args: Words::default(),
         });
         t.initial_group = self
             .requested_group
@@ -345,8 +346,10 @@ impl SimMap {
                 _ => 0,
             };
             for p in &mut g.paths {
-                while p.args.len() < want {
-                    p.args.push("1".into());
+                if p.args.len() < want {
+                    let mut v = p.args.to_vec();
+                    v.resize(want, word("1"));
+                    p.args = words_of(v);
                 }
             }
         }
@@ -369,19 +372,19 @@ impl SimMap {
                 } else {
                     GroupState::Enabled
                 };
-                let info = |p: &TablePath| -> Vec<String> {
+                let info = |p: &TablePath| -> Words {
                     match g.selector {
-                        Selector::ServiceTime => vec![
-                            "0".into(),
-                            p.args.get(1).cloned().unwrap_or_else(|| "1".into()),
-                        ],
-                        Selector::QueueLength => vec!["0".into()],
-                        _ => Vec::new(),
+                        Selector::ServiceTime => words_of(vec![
+                            word("0"),
+                            p.args.get(1).cloned().unwrap_or_else(|| word("1")),
+                        ]),
+                        Selector::QueueLength => words(&["0"]),
+                        _ => Words::default(),
                     }
                 };
                 GroupStatus {
                     state,
-                    selector_status: Vec::new(),
+                    selector_status: Words::default(),
                     paths: g
                         .paths
                         .iter()
@@ -409,8 +412,8 @@ impl SimMap {
             pg_init_count: u32::from(
                 self.table.hw_handler.is_some() && self.active_group.is_some(),
             ),
-            extra_features: Vec::new(),
-            hw_handler_status: Vec::new(),
+            extra_features: Words::default(),
+            hw_handler_status: Words::default(),
             current_group: self
                 .requested_group
                 .or(self.active_group)
@@ -879,7 +882,7 @@ impl SimBackend {
             }
         }
         if let Some(h) = &table.hw_handler
-            && !KNOWN_HANDLERS.contains(&h.name.as_str())
+            && !KNOWN_HANDLERS.contains(&h.name.as_ref())
         {
             return bad(format!("unknown hardware handler type '{}'", h.name));
         }

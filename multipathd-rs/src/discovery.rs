@@ -633,7 +633,7 @@ mod tests {
             "NetApp queues"
         );
         assert_eq!(
-            d.table.hw_handler.as_ref().map(|h| h.name.as_str()),
+            d.table.hw_handler.as_ref().map(|h| h.name.as_ref()),
             Some("alua")
         );
     }

@@ -21,7 +21,7 @@ pub fn hwhandler_text(t: &MultipathTable) -> String {
         None => "0".into(),
         Some(h) => {
             let mut s = format!("{} {}", h.args.len() + 1, h.name);
-            for a in &h.args {
+            for a in h.args.iter() {
                 s.push(' ');
                 s.push_str(a);
             }
@@ -161,7 +161,7 @@ impl Engine {
                     .unwrap_or(0)
             };
             let mut selector = format!("{} {}", g.selector, g.selector_args.len());
-            for a in &g.selector_args {
+            for a in g.selector_args.iter() {
                 selector.push(' ');
                 selector.push_str(a);
             }
