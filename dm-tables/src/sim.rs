@@ -39,8 +39,10 @@ const KNOWN_HANDLERS: &[&str] = &["alua", "emc", "rdac", "hp_sw"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SimState {
+    /// Boxed: a B-tree node holds eleven values and is often half full, so inline maps
+    /// (table and all) left a large part of the simulator's memory empty at 16k maps.
     #[serde(default)]
-    maps: BTreeMap<String, SimMap>,
+    maps: BTreeMap<String, Box<SimMap>>,
     #[serde(default)]
     next_minor: u32,
     /// Block devices that exist; None accepts any device number.
@@ -70,7 +72,7 @@ impl SimState {
         f: impl FnOnce(&mut SimMap, &BTreeSet<DevNo>) -> Result<T>,
     ) -> Result<T> {
         let failing = std::mem::take(&mut self.failing);
-        let r = match self.maps.get_mut(name) {
+        let r = match self.maps.get_mut(name).map(|m| &mut **m) {
             Some(m) => {
                 let before = m.event_nr;
                 let r = f(m, &failing);
@@ -124,12 +126,62 @@ struct SimPath {
     fail_count: u32,
 }
 
+/// A map's paths by device number: a sorted list (a map has a handful of paths; a B-tree
+/// allocated room for eleven), stored in the state file as the map it stands for.
+#[derive(Debug, Clone, Default)]
+struct PathMap(Vec<(DevNo, SimPath)>);
+
+impl PathMap {
+    fn get(&self, d: &DevNo) -> Option<&SimPath> {
+        self.0
+            .binary_search_by_key(d, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, d: &DevNo) -> Option<&mut SimPath> {
+        self.0
+            .binary_search_by_key(d, |(k, _)| *k)
+            .ok()
+            .map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, d: &DevNo) -> bool {
+        self.get(d).is_some()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SimPath> {
+        self.0.iter().map(|(_, p)| p)
+    }
+}
+
+impl FromIterator<(DevNo, SimPath)> for PathMap {
+    fn from_iter<I: IntoIterator<Item = (DevNo, SimPath)>>(it: I) -> Self {
+        let m: BTreeMap<DevNo, SimPath> = it.into_iter().collect();
+        let mut v: Vec<(DevNo, SimPath)> = m.into_iter().collect();
+        v.shrink_to_fit();
+        PathMap(v)
+    }
+}
+
+impl Serialize for PathMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for PathMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        BTreeMap::<DevNo, SimPath>::deserialize(d).map(|m| m.into_iter().collect())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimMap {
     uuid: Option<String>,
     minor: u32,
     table: MultipathTable,
-    paths: BTreeMap<DevNo, SimPath>,
+    paths: PathMap,
     queue_if_no_path: bool,
     /// The group I/O goes to (1-based), None when no path works.
     active_group: Option<u32>,
@@ -946,15 +998,21 @@ fn write_atomic(path: &Path, state: &SimState) -> Result<()> {
 }
 
 fn map_mut<'a>(s: &'a mut SimState, name: &str) -> Result<&'a mut SimMap> {
-    s.maps.get_mut(name).ok_or_else(|| Error::NoSuchMap {
-        name: name.to_string(),
-    })
+    s.maps
+        .get_mut(name)
+        .map(|m| &mut **m)
+        .ok_or_else(|| Error::NoSuchMap {
+            name: name.to_string(),
+        })
 }
 
 fn map_ref<'a>(s: &'a SimState, name: &str) -> Result<&'a SimMap> {
-    s.maps.get(name).ok_or_else(|| Error::NoSuchMap {
-        name: name.to_string(),
-    })
+    s.maps
+        .get(name)
+        .map(|m| &**m)
+        .ok_or_else(|| Error::NoSuchMap {
+            name: name.to_string(),
+        })
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -1006,8 +1064,16 @@ impl DmBackend for SimBackend {
             let mut m = SimMap {
                 uuid: (!uuid.is_empty()).then(|| uuid.to_string()),
                 minor,
-                table: table.clone(),
-                paths: BTreeMap::new(),
+                // `load` below puts the table in (one copy, not two)
+                table: MultipathTable {
+                    start: 0,
+                    length: 0,
+                    features: Vec::new(),
+                    hw_handler: None,
+                    initial_group: 0,
+                    groups: Vec::new(),
+                },
+                paths: PathMap::default(),
                 queue_if_no_path: false,
                 active_group: None,
                 requested_group: None,
@@ -1026,7 +1092,7 @@ impl DmBackend for SimBackend {
             if let (Some(index), Some(u)) = (&mut s.uuid_index, &m.uuid) {
                 index.insert(u.clone(), name.to_string());
             }
-            s.maps.insert(name.to_string(), m);
+            s.maps.insert(name.to_string(), Box::new(m));
             // DM_DEV_CREATE raises a global event (IOCTL_FLAGS_ISSUE_GLOBAL_EVENT) and so
             // does the first resume's table swap (dm_swap_table); the map's own number
             // starts at 0.
