@@ -13,7 +13,7 @@
 //! event (`event_callback` in drivers/md/dm.c), on each table swap (`dm_swap_table`), and after
 //! a create, remove or rename ioctl (`IOCTL_FLAGS_ISSUE_GLOBAL_EVENT`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -52,11 +52,13 @@ struct SimState {
     /// [`SimBackend::set_failing`].
     #[serde(default)]
     failing: BTreeSet<DevNo>,
-    /// uuid -> map name, built on first use so N creates do not scan every map for a taken
-    /// uuid (O(N^2)); dropped whenever a map goes away or is renamed. Never stored: a
-    /// file-backed state is read anew for every operation.
+    /// Hashes of the maps' uuids, built on first use so N creates do not scan every map for
+    /// a taken uuid (O(N^2)); only a hit (a taken uuid, or a rare hash collision) looks at
+    /// the maps. Hashes, not the uuids and names: at 16k maps those copies were 3 MB.
+    /// Dropped whenever a map goes away or is renamed. Never stored: a file-backed state is
+    /// read anew for every operation.
     #[serde(skip)]
-    uuid_index: Option<HashMap<String, String>>,
+    uuid_index: Option<HashSet<u64>>,
     /// The kernel's `dm_global_event_nr`: what arm-poll waiters compare with (module docs).
     #[serde(default)]
     global_event_nr: u64,
@@ -90,15 +92,24 @@ impl SimState {
     /// The map that carries `uuid`, if any.
     fn map_with_uuid(&mut self, uuid: &str) -> Option<&str> {
         let maps = &self.maps;
-        self.uuid_index
-            .get_or_insert_with(|| {
-                maps.iter()
-                    .filter_map(|(name, m)| Some((m.uuid.clone()?, name.clone())))
-                    .collect()
-            })
-            .get(uuid)
-            .map(String::as_str)
+        let index = self.uuid_index.get_or_insert_with(|| {
+            maps.values()
+                .filter_map(|m| m.uuid.as_deref().map(uuid_hash))
+                .collect()
+        });
+        if !index.contains(&uuid_hash(uuid)) {
+            return None;
+        }
+        maps.iter()
+            .find(|(_, m)| m.uuid.as_deref() == Some(uuid))
+            .map(|(name, _)| name.as_str())
     }
+}
+
+/// The key of a uuid in [`SimState::uuid_index`].
+fn uuid_hash(uuid: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(uuid)
 }
 
 /// I/O a test sent to a simulated map ([`SimBackend::submit_io`]), counted in requests.
@@ -1090,7 +1101,7 @@ impl DmBackend for SimBackend {
             m.load(table.clone());
             let info = m.info(name);
             if let (Some(index), Some(u)) = (&mut s.uuid_index, &m.uuid) {
-                index.insert(u.clone(), name.to_string());
+                index.insert(uuid_hash(u));
             }
             s.maps.insert(name.to_string(), Box::new(m));
             // DM_DEV_CREATE raises a global event (IOCTL_FLAGS_ISSUE_GLOBAL_EVENT) and so
