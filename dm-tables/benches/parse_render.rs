@@ -60,7 +60,7 @@ fn make(rng: &mut Lcg) -> (MultipathTable, MultipathStatus) {
             } else {
                 GroupState::Enabled
             },
-            selector_status: vec![],
+            selector_status: dm_tables::Words::default(),
             paths: g
                 .paths
                 .iter()
@@ -72,7 +72,7 @@ fn make(rng: &mut Lcg) -> (MultipathTable, MultipathStatus) {
                         PathState::Active
                     },
                     fail_count: rng.next(10) as u32,
-                    selector_info: vec!["0".into(), "1".into()],
+                    selector_info: dm_tables::words(&["0", "1"]),
                 })
                 .collect(),
         })
@@ -82,8 +82,8 @@ fn make(rng: &mut Lcg) -> (MultipathTable, MultipathStatus) {
         length: t.length,
         queue_io: false,
         pg_init_count: 1,
-        extra_features: vec![],
-        hw_handler_status: vec![],
+        extra_features: dm_tables::Words::default(),
+        hw_handler_status: dm_tables::Words::default(),
         current_group: 1,
         groups,
     };

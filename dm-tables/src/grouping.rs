@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::devno::DevNo;
 use crate::error::Error;
 use crate::table::{Feature, HwHandler, MultipathTable, PathGroup, Selector, TablePath};
+use crate::words::{Words, word, words};
 
 /// What a grouping policy knows about one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,8 +169,8 @@ pub struct TableBuilder {
     features: Vec<Feature>,
     hw_handler: Option<HwHandler>,
     selector: Selector,
-    selector_args: Vec<String>,
-    path_args: Option<Vec<String>>,
+    selector_args: Words,
+    path_args: Option<Words>,
     groups: Vec<Vec<DevNo>>,
 }
 
@@ -181,7 +182,7 @@ impl TableBuilder {
             features: Vec::new(),
             hw_handler: None,
             selector: Selector::ServiceTime,
-            selector_args: Vec::new(),
+            selector_args: Words::default(),
             path_args: None,
             groups: Vec::new(),
         }
@@ -203,21 +204,21 @@ impl TableBuilder {
 
     pub fn hw_handler(mut self, name: &str, args: &[&str]) -> Self {
         self.hw_handler = Some(HwHandler {
-            name: name.to_string(),
-            args: args.iter().map(|a| (*a).to_string()).collect(),
+            name: word(name),
+            args: words(args),
         });
         self
     }
 
     pub fn selector(mut self, selector: Selector, selector_args: &[&str]) -> Self {
         self.selector = selector;
-        self.selector_args = selector_args.iter().map(|a| (*a).to_string()).collect();
+        self.selector_args = words(selector_args);
         self
     }
 
     /// Per-path selector args (defaults to [`Selector::default_path_args`]).
     pub fn path_args(mut self, args: &[&str]) -> Self {
-        self.path_args = Some(args.iter().map(|a| (*a).to_string()).collect());
+        self.path_args = Some(words(args));
         self
     }
 

@@ -21,6 +21,7 @@ pub mod sim;
 pub mod status;
 pub mod table;
 mod tokens;
+pub mod words;
 
 pub use backend::{
     DmBackend, MPATH_UUID_PREFIX, MapInfo, RemoveMode, Removed, SuspendFlags, uuid_for_wwid,
@@ -37,3 +38,4 @@ pub use sim::{SimBackend, SimIo, devices_from_sysfs};
 pub use status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 pub use table::{Feature, HwHandler, MultipathTable, PathGroup, QueueMode, Selector, TablePath};
 pub use tokens::split_name_prefix;
+pub use words::{Word, Words, word, words};

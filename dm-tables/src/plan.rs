@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::status::{MultipathStatus, PathState};
 use crate::table::{Feature, MultipathTable, QueueMode, Selector};
+use crate::words::Word;
 
 /// One difference between the loaded and the desired table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +187,7 @@ fn normalise_features(f: &[Feature]) -> (bool, Vec<Feature>) {
 
 /// Per-path args as the kernel prints them: service-time given only a repeat count prints the
 /// default relative throughput 1 after it.
-fn normalise_path_args(sel: &Selector, args: &[String]) -> Vec<String> {
+fn normalise_path_args(sel: &Selector, args: &[Word]) -> Vec<Word> {
     let mut v = args.to_vec();
     if *sel == Selector::ServiceTime && v.len() == 1 {
         v.push("1".into());
@@ -194,7 +195,7 @@ fn normalise_path_args(sel: &Selector, args: &[String]) -> Vec<String> {
     v
 }
 
-fn selector_str(sel: &Selector, args: &[String]) -> String {
+fn selector_str(sel: &Selector, args: &[Word]) -> String {
     let mut s = format!("{sel} {}", args.len());
     for a in args {
         s.push(' ');
@@ -287,8 +288,8 @@ pub fn plan(
             if old != new {
                 changes.push(Change::PathArgsChanged {
                     devno: p.devno,
-                    old,
-                    new,
+                    old: old.iter().map(ToString::to_string).collect(),
+                    new: new.iter().map(ToString::to_string).collect(),
                 });
             }
         }
@@ -312,8 +313,8 @@ pub fn plan(
         });
     }
     let (old_h, new_h) = (
-        current.hw_handler.as_ref().map(|h| h.name.clone()),
-        desired.hw_handler.as_ref().map(|h| h.name.clone()),
+        current.hw_handler.as_ref().map(|h| h.name.to_string()),
+        desired.hw_handler.as_ref().map(|h| h.name.to_string()),
     );
     if new_h.is_some() && old_h != new_h {
         changes.push(Change::HwHandlerChanged {

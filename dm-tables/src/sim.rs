@@ -13,7 +13,7 @@
 //! event (`event_callback` in drivers/md/dm.c), on each table swap (`dm_swap_table`), and after
 //! a create, remove or rename ioctl (`IOCTL_FLAGS_ISSUE_GLOBAL_EVENT`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use crate::events::{EventNumbers, EventSource};
 use crate::message::Message;
 use crate::status::{GroupState, GroupStatus, MultipathStatus, PathState, PathStatus};
 use crate::table::{Feature, HwHandler, MultipathTable, QueueMode, Selector, TablePath};
+use crate::words::{Words, word, words, words_of};
 
 /// The major number the simulated maps get (device-mapper's usual dynamic major).
 pub const SIM_DM_MAJOR: u32 = 253;
@@ -38,8 +39,10 @@ const KNOWN_HANDLERS: &[&str] = &["alua", "emc", "rdac", "hp_sw"];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SimState {
+    /// Boxed: a B-tree node holds eleven values and is often half full, so inline maps
+    /// (table and all) left a large part of the simulator's memory empty at 16k maps.
     #[serde(default)]
-    maps: BTreeMap<String, SimMap>,
+    maps: BTreeMap<String, Box<SimMap>>,
     #[serde(default)]
     next_minor: u32,
     /// Block devices that exist; None accepts any device number.
@@ -49,11 +52,13 @@ struct SimState {
     /// [`SimBackend::set_failing`].
     #[serde(default)]
     failing: BTreeSet<DevNo>,
-    /// uuid -> map name, built on first use so N creates do not scan every map for a taken
-    /// uuid (O(N^2)); dropped whenever a map goes away or is renamed. Never stored: a
-    /// file-backed state is read anew for every operation.
+    /// Hashes of the maps' uuids, built on first use so N creates do not scan every map for
+    /// a taken uuid (O(N^2)); only a hit (a taken uuid, or a rare hash collision) looks at
+    /// the maps. Hashes, not the uuids and names: at 16k maps those copies were 3 MB.
+    /// Dropped whenever a map goes away or is renamed. Never stored: a file-backed state is
+    /// read anew for every operation.
     #[serde(skip)]
-    uuid_index: Option<HashMap<String, String>>,
+    uuid_index: Option<HashSet<u64>>,
     /// The kernel's `dm_global_event_nr`: what arm-poll waiters compare with (module docs).
     #[serde(default)]
     global_event_nr: u64,
@@ -69,7 +74,7 @@ impl SimState {
         f: impl FnOnce(&mut SimMap, &BTreeSet<DevNo>) -> Result<T>,
     ) -> Result<T> {
         let failing = std::mem::take(&mut self.failing);
-        let r = match self.maps.get_mut(name) {
+        let r = match self.maps.get_mut(name).map(|m| &mut **m) {
             Some(m) => {
                 let before = m.event_nr;
                 let r = f(m, &failing);
@@ -87,15 +92,24 @@ impl SimState {
     /// The map that carries `uuid`, if any.
     fn map_with_uuid(&mut self, uuid: &str) -> Option<&str> {
         let maps = &self.maps;
-        self.uuid_index
-            .get_or_insert_with(|| {
-                maps.iter()
-                    .filter_map(|(name, m)| Some((m.uuid.clone()?, name.clone())))
-                    .collect()
-            })
-            .get(uuid)
-            .map(String::as_str)
+        let index = self.uuid_index.get_or_insert_with(|| {
+            maps.values()
+                .filter_map(|m| m.uuid.as_deref().map(uuid_hash))
+                .collect()
+        });
+        if !index.contains(&uuid_hash(uuid)) {
+            return None;
+        }
+        maps.iter()
+            .find(|(_, m)| m.uuid.as_deref() == Some(uuid))
+            .map(|(name, _)| name.as_str())
     }
+}
+
+/// The key of a uuid in [`SimState::uuid_index`].
+fn uuid_hash(uuid: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(uuid)
 }
 
 /// I/O a test sent to a simulated map ([`SimBackend::submit_io`]), counted in requests.
@@ -123,12 +137,62 @@ struct SimPath {
     fail_count: u32,
 }
 
+/// A map's paths by device number: a sorted list (a map has a handful of paths; a B-tree
+/// allocated room for eleven), stored in the state file as the map it stands for.
+#[derive(Debug, Clone, Default)]
+struct PathMap(Vec<(DevNo, SimPath)>);
+
+impl PathMap {
+    fn get(&self, d: &DevNo) -> Option<&SimPath> {
+        self.0
+            .binary_search_by_key(d, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, d: &DevNo) -> Option<&mut SimPath> {
+        self.0
+            .binary_search_by_key(d, |(k, _)| *k)
+            .ok()
+            .map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, d: &DevNo) -> bool {
+        self.get(d).is_some()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SimPath> {
+        self.0.iter().map(|(_, p)| p)
+    }
+}
+
+impl FromIterator<(DevNo, SimPath)> for PathMap {
+    fn from_iter<I: IntoIterator<Item = (DevNo, SimPath)>>(it: I) -> Self {
+        let m: BTreeMap<DevNo, SimPath> = it.into_iter().collect();
+        let mut v: Vec<(DevNo, SimPath)> = m.into_iter().collect();
+        v.shrink_to_fit();
+        PathMap(v)
+    }
+}
+
+impl Serialize for PathMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for PathMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        BTreeMap::<DevNo, SimPath>::deserialize(d).map(|m| m.into_iter().collect())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SimMap {
     uuid: Option<String>,
     minor: u32,
     table: MultipathTable,
-    paths: BTreeMap<DevNo, SimPath>,
+    paths: PathMap,
     queue_if_no_path: bool,
     /// The group I/O goes to (1-based), None when no path works.
     active_group: Option<u32>,
@@ -332,7 +396,7 @@ impl SimMap {
         t.features = features;
         t.hw_handler = t.hw_handler.map(|h| HwHandler {
             name: h.name,
-            args: Vec::new(),
+            args: Words::default(),
         });
         t.initial_group = self
             .requested_group
@@ -345,8 +409,10 @@ impl SimMap {
                 _ => 0,
             };
             for p in &mut g.paths {
-                while p.args.len() < want {
-                    p.args.push("1".into());
+                if p.args.len() < want {
+                    let mut v = p.args.to_vec();
+                    v.resize(want, word("1"));
+                    p.args = words_of(v);
                 }
             }
         }
@@ -369,19 +435,19 @@ impl SimMap {
                 } else {
                     GroupState::Enabled
                 };
-                let info = |p: &TablePath| -> Vec<String> {
+                let info = |p: &TablePath| -> Words {
                     match g.selector {
-                        Selector::ServiceTime => vec![
-                            "0".into(),
-                            p.args.get(1).cloned().unwrap_or_else(|| "1".into()),
-                        ],
-                        Selector::QueueLength => vec!["0".into()],
-                        _ => Vec::new(),
+                        Selector::ServiceTime => words_of(vec![
+                            word("0"),
+                            p.args.get(1).cloned().unwrap_or_else(|| word("1")),
+                        ]),
+                        Selector::QueueLength => words(&["0"]),
+                        _ => Words::default(),
                     }
                 };
                 GroupStatus {
                     state,
-                    selector_status: Vec::new(),
+                    selector_status: Words::default(),
                     paths: g
                         .paths
                         .iter()
@@ -409,8 +475,8 @@ impl SimMap {
             pg_init_count: u32::from(
                 self.table.hw_handler.is_some() && self.active_group.is_some(),
             ),
-            extra_features: Vec::new(),
-            hw_handler_status: Vec::new(),
+            extra_features: Words::default(),
+            hw_handler_status: Words::default(),
             current_group: self
                 .requested_group
                 .or(self.active_group)
@@ -879,7 +945,7 @@ impl SimBackend {
             }
         }
         if let Some(h) = &table.hw_handler
-            && !KNOWN_HANDLERS.contains(&h.name.as_str())
+            && !KNOWN_HANDLERS.contains(&h.name.as_ref())
         {
             return bad(format!("unknown hardware handler type '{}'", h.name));
         }
@@ -943,15 +1009,21 @@ fn write_atomic(path: &Path, state: &SimState) -> Result<()> {
 }
 
 fn map_mut<'a>(s: &'a mut SimState, name: &str) -> Result<&'a mut SimMap> {
-    s.maps.get_mut(name).ok_or_else(|| Error::NoSuchMap {
-        name: name.to_string(),
-    })
+    s.maps
+        .get_mut(name)
+        .map(|m| &mut **m)
+        .ok_or_else(|| Error::NoSuchMap {
+            name: name.to_string(),
+        })
 }
 
 fn map_ref<'a>(s: &'a SimState, name: &str) -> Result<&'a SimMap> {
-    s.maps.get(name).ok_or_else(|| Error::NoSuchMap {
-        name: name.to_string(),
-    })
+    s.maps
+        .get(name)
+        .map(|m| &**m)
+        .ok_or_else(|| Error::NoSuchMap {
+            name: name.to_string(),
+        })
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -1003,8 +1075,16 @@ impl DmBackend for SimBackend {
             let mut m = SimMap {
                 uuid: (!uuid.is_empty()).then(|| uuid.to_string()),
                 minor,
-                table: table.clone(),
-                paths: BTreeMap::new(),
+                // `load` below puts the table in (one copy, not two)
+                table: MultipathTable {
+                    start: 0,
+                    length: 0,
+                    features: Vec::new(),
+                    hw_handler: None,
+                    initial_group: 0,
+                    groups: Vec::new(),
+                },
+                paths: PathMap::default(),
                 queue_if_no_path: false,
                 active_group: None,
                 requested_group: None,
@@ -1021,9 +1101,9 @@ impl DmBackend for SimBackend {
             m.load(table.clone());
             let info = m.info(name);
             if let (Some(index), Some(u)) = (&mut s.uuid_index, &m.uuid) {
-                index.insert(u.clone(), name.to_string());
+                index.insert(uuid_hash(u));
             }
-            s.maps.insert(name.to_string(), m);
+            s.maps.insert(name.to_string(), Box::new(m));
             // DM_DEV_CREATE raises a global event (IOCTL_FLAGS_ISSUE_GLOBAL_EVENT) and so
             // does the first resume's table swap (dm_swap_table); the map's own number
             // starts at 0.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
 use crate::tokens::{Tokens, split_name_prefix};
+use crate::words::Words;
 
 /// A path group's state in the status line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,7 +67,7 @@ pub struct PathStatus {
     /// The selector's per-path info args (service-time: in-flight size, relative throughput;
     /// queue-length: in-flight count; round-robin: none).
     #[serde(default)]
-    pub selector_info: Vec<String>,
+    pub selector_info: Words,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ pub struct GroupStatus {
     pub state: GroupState,
     /// The selector's group-level status args (empty for every in-tree selector).
     #[serde(default)]
-    pub selector_status: Vec<String>,
+    pub selector_status: Words,
     pub paths: Vec<PathStatus>,
 }
 
@@ -95,10 +96,10 @@ pub struct MultipathStatus {
     pub pg_init_count: u32,
     /// Feature args beyond the two above (none on current kernels), kept verbatim.
     #[serde(default)]
-    pub extra_features: Vec<String>,
+    pub extra_features: Words,
     /// Hardware handler status args (current kernels print none).
     #[serde(default)]
-    pub hw_handler_status: Vec<String>,
+    pub hw_handler_status: Words,
     /// The group the kernel will use / uses now (1-based; 0 when there are no groups).
     pub current_group: u32,
     #[serde(default)]
@@ -223,23 +224,23 @@ impl fmt::Display for MultipathStatus {
             u8::from(self.queue_io),
             self.pg_init_count
         )?;
-        for a in &self.extra_features {
+        for a in self.extra_features.iter() {
             write!(f, " {a}")?;
         }
         write!(f, " {}", self.hw_handler_status.len())?;
-        for a in &self.hw_handler_status {
+        for a in self.hw_handler_status.iter() {
             write!(f, " {a}")?;
         }
         write!(f, " {} {}", self.groups.len(), self.current_group)?;
         for g in &self.groups {
             write!(f, " {} {}", g.state.letter(), g.selector_status.len())?;
-            for a in &g.selector_status {
+            for a in g.selector_status.iter() {
                 write!(f, " {a}")?;
             }
             write!(f, " {} {}", g.paths.len(), g.info_arg_count())?;
             for p in &g.paths {
                 write!(f, " {} {} {}", p.devno, p.state.letter(), p.fail_count)?;
-                for a in &p.selector_info {
+                for a in p.selector_info.iter() {
                     write!(f, " {a}")?;
                 }
             }

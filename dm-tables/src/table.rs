@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
 use crate::tokens::{Tokens, split_name_prefix};
+use crate::words::{Word, Words, words};
 
 /// `queue_mode` feature values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -83,9 +84,9 @@ impl fmt::Display for Feature {
 /// Hardware handler (`scsi_dh` module name) with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HwHandler {
-    pub name: String,
+    pub name: Word,
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Words,
 }
 
 /// Path selector names. Unknown names are kept.
@@ -123,11 +124,11 @@ impl Selector {
     /// The per-path arguments the kernel prints for this selector when none were given
     /// (`repeat_count` 1, and relative throughput 1 for service-time). Used by the table builder
     /// so a table we load reads back identical.
-    pub fn default_path_args(&self) -> Vec<String> {
+    pub fn default_path_args(&self) -> Words {
         match self {
-            Selector::ServiceTime => vec!["1".into(), "1".into()],
-            Selector::RoundRobin | Selector::QueueLength => vec!["1".into()],
-            Selector::HistoricalServiceTime | Selector::Other(_) => Vec::new(),
+            Selector::ServiceTime => words(&["1", "1"]),
+            Selector::RoundRobin | Selector::QueueLength => words(&["1"]),
+            Selector::HistoricalServiceTime | Selector::Other(_) => words::<&str>(&[]),
         }
     }
 }
@@ -143,7 +144,7 @@ impl fmt::Display for Selector {
 pub struct TablePath {
     pub devno: DevNo,
     #[serde(default)]
-    pub args: Vec<String>,
+    pub args: Words,
 }
 
 /// One priority group. All its paths carry the same number of args (the grammar has one count
@@ -152,7 +153,7 @@ pub struct TablePath {
 pub struct PathGroup {
     pub selector: Selector,
     #[serde(default)]
-    pub selector_args: Vec<String>,
+    pub selector_args: Words,
     pub paths: Vec<TablePath>,
 }
 
@@ -209,7 +210,7 @@ impl MultipathTable {
             None => f.write_str(" 0")?,
             Some(h) => {
                 write!(f, " {} {}", h.args.len() + 1, h.name)?;
-                for a in &h.args {
+                for a in h.args.iter() {
                     write!(f, " {a}")?;
                 }
             }
@@ -217,13 +218,13 @@ impl MultipathTable {
         write!(f, " {} {}", self.groups.len(), self.initial_group)?;
         for g in &self.groups {
             write!(f, " {} {}", g.selector, g.selector_args.len())?;
-            for a in &g.selector_args {
+            for a in g.selector_args.iter() {
                 write!(f, " {a}")?;
             }
             write!(f, " {} {}", g.paths.len(), g.path_arg_count())?;
             for p in &g.paths {
                 write!(f, " {}", p.devno)?;
-                for a in &p.args {
+                for a in p.args.iter() {
                     write!(f, " {a}")?;
                 }
             }
@@ -359,7 +360,7 @@ impl MultipathTable {
         let hw_handler = if nhw == 0 {
             None
         } else {
-            let name = t.next("a hardware handler name")?.to_string();
+            let name = t.word("a hardware handler name")?;
             Some(HwHandler {
                 name,
                 args: t.words(nhw - 1, "a hardware handler arg")?,

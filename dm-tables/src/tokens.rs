@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use crate::devno::DevNo;
 use crate::error::{Error, Result};
+use crate::words::{Word, Words, word, words};
 
 /// Splits off an optional leading `name: ` as printed by `dmsetup table`/`dmsetup status`.
 /// Returns (name, rest).
@@ -87,10 +88,19 @@ impl<'a> Tokens<'a> {
             .map_err(|_| self.err_at(pos, format!("expected {expected}")))
     }
 
-    pub(crate) fn words(&mut self, n: usize, expected: &str) -> Result<Vec<String>> {
-        (0..n)
-            .map(|_| self.next(expected).map(str::to_string))
-            .collect()
+    /// The next `n` tokens as a compact list ([`crate::words`]).
+    pub(crate) fn words(&mut self, n: usize, expected: &str) -> Result<Words> {
+        // Never more room than tokens are left: a corrupt count must not allocate wildly.
+        let mut v: Vec<&str> = Vec::with_capacity(n.min(self.toks.len() - self.pos));
+        for _ in 0..n {
+            v.push(self.next(expected)?);
+        }
+        Ok(words(&v))
+    }
+
+    /// The next token as a word ([`crate::words`]).
+    pub(crate) fn word(&mut self, expected: &str) -> Result<Word> {
+        self.next(expected).map(word)
     }
 
     pub(crate) fn pos(&self) -> usize {

@@ -68,7 +68,7 @@ fn kernel_table_fixture_round_trips() {
             t.hw_handler,
             Some(HwHandler {
                 name: "alua".into(),
-                args: vec![]
+                args: vec![].into()
             })
         );
         t.validate("fixture").unwrap();
@@ -136,7 +136,7 @@ fn all_known_features_and_unknown_ones_are_kept() {
         t.hw_handler,
         Some(HwHandler {
             name: "emc".into(),
-            args: vec!["1".into()]
+            args: vec!["1".into()].into()
         })
     );
     assert_eq!(t.to_string(), line);

@@ -54,10 +54,13 @@ fn group() -> impl Strategy<Value = PathGroup> {
             prop::collection::vec((devno(), prop::collection::vec(word(), npa..=npa)), np..=np)
                 .prop_map(move |ps| PathGroup {
                     selector: selector.clone(),
-                    selector_args: sargs.clone(),
+                    selector_args: dm_tables::words(&sargs),
                     paths: ps
                         .into_iter()
-                        .map(|(devno, args)| TablePath { devno, args })
+                        .map(|(devno, args)| TablePath {
+                            devno,
+                            args: dm_tables::words(&args),
+                        })
                         .collect(),
                 })
         })
@@ -69,8 +72,12 @@ fn table() -> impl Strategy<Value = MultipathTable> {
         any::<u64>(),
         prop::collection::vec(feature(), 0..5),
         prop::option::of(
-            ("[a-z]{1,6}", prop::collection::vec(word(), 0..3))
-                .prop_map(|(name, args)| HwHandler { name, args }),
+            ("[a-z]{1,6}", prop::collection::vec(word(), 0..3)).prop_map(|(name, args)| {
+                HwHandler {
+                    name: name.into(),
+                    args: dm_tables::words(&args),
+                }
+            }),
         ),
         prop::collection::vec(group(), 0..5),
         any::<u32>(),
@@ -111,7 +118,7 @@ fn gstatus() -> impl Strategy<Value = GroupStatus> {
             )
             .prop_map(move |ps| GroupStatus {
                 state,
-                selector_status: sel.clone(),
+                selector_status: dm_tables::words(&sel),
                 paths: ps
                     .into_iter()
                     .map(|(devno, ok, fail_count, selector_info)| PathStatus {
@@ -122,7 +129,7 @@ fn gstatus() -> impl Strategy<Value = GroupStatus> {
                             PathState::Failed
                         },
                         fail_count,
-                        selector_info,
+                        selector_info: dm_tables::words(&selector_info),
                     })
                     .collect(),
             })
@@ -157,8 +164,8 @@ fn status() -> impl Strategy<Value = MultipathStatus> {
                     length,
                     queue_io,
                     pg_init_count,
-                    extra_features,
-                    hw_handler_status,
+                    extra_features: dm_tables::words(&extra_features),
+                    hw_handler_status: dm_tables::words(&hw_handler_status),
                     current_group,
                     groups,
                 }

@@ -13,7 +13,7 @@ pub mod vpd;
 
 pub use error::{Error, Result};
 pub use model::{
-    DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
-    ScsiPath, Transport, WwidSource,
+    DevNo, FcHost, FcRemotePort, Hctl, Host, Interner, IscsiHost, IscsiSession, SasEndDevice,
+    SasHost, Scan, ScsiPath, Shared, Transport, WwidSource,
 };
 pub use sysfs::{PathContext, scan, scan_path, scan_path_in};

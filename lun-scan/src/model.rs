@@ -6,10 +6,142 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
 use crate::error::Error;
+
+/// An immutable string shared by every path that carries the same value: an HBA's WWPN, a
+/// target port's name, the vendor, the device state. A scan keeps one heap copy of each
+/// distinct value instead of one per path (at 32,768 paths, a dozen such fields per path
+/// were a sixth of a daemon's cold-start memory). Reads as a `str` (`Deref`), compares with
+/// strings and serializes as one, so the JSON is the same as a `String`'s.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Shared(Arc<str>);
+
+impl Shared {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Shared {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Shared {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Self {
+        Shared(Arc::from(s))
+    }
+}
+
+impl From<String> for Shared {
+    fn from(s: String) -> Self {
+        Shared(Arc::from(s))
+    }
+}
+
+impl From<Shared> for String {
+    fn from(s: Shared) -> Self {
+        s.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Shared {
+    fn eq(&self, o: &str) -> bool {
+        &*self.0 == o
+    }
+}
+
+impl PartialEq<&str> for Shared {
+    fn eq(&self, o: &&str) -> bool {
+        &*self.0 == *o
+    }
+}
+
+impl PartialEq<String> for Shared {
+    fn eq(&self, o: &String) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<Shared> for str {
+    fn eq(&self, o: &Shared) -> bool {
+        self == &*o.0
+    }
+}
+
+impl PartialEq<Shared> for &str {
+    fn eq(&self, o: &Shared) -> bool {
+        *self == &*o.0
+    }
+}
+
+impl PartialEq<Shared> for String {
+    fn eq(&self, o: &Shared) -> bool {
+        **self == *o.0
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Shared::from)
+    }
+}
+
+/// Hands out one [`Shared`] per distinct value (a scan's threads share one).
+#[derive(Debug, Default)]
+pub struct Interner(std::sync::Mutex<std::collections::HashSet<Shared>>);
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn get(&self, s: &str) -> Shared {
+        let mut set = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = set.get(s) {
+            return v.clone();
+        }
+        let v = Shared::from(s);
+        set.insert(v.clone());
+        v
+    }
+}
 
 /// A SCSI address `host:channel:target:lun`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -193,44 +325,44 @@ pub struct ScsiPath {
     pub wwid: Option<String>,
     pub wwid_source: WwidSource,
     /// INQUIRY vendor, model and revision, trimmed.
-    pub vendor: String,
-    pub model: String,
-    pub rev: String,
+    pub vendor: Shared,
+    pub model: Shared,
+    pub rev: Shared,
     /// Peripheral device type (0 = disk).
     pub scsi_type: Option<u8>,
     /// The kernel's `scsi_level` (SCSI revision + 1).
     pub scsi_level: Option<u8>,
     /// SCSI device state: "running", "offline", "blocked", "transport-offline", ...
-    pub state: String,
+    pub state: Shared,
     /// Capacity in bytes (`size` is in 512-byte sectors).
     pub size_bytes: Option<u64>,
     pub queue_depth: Option<u32>,
     /// ALUA access state ("active/optimized", ...), null when the device has none.
-    pub access_state: Option<String>,
+    pub access_state: Option<Shared>,
     /// ALUA preferred-path bit.
     pub preferred_path: Option<bool>,
     /// Attached device handler ("alua", "emc", ... or "detached").
-    pub dh_state: Option<String>,
+    pub dh_state: Option<Shared>,
     pub transport: Transport,
     /// SCSI host name, `"host0"`.
-    pub host: String,
+    pub host: Shared,
     /// Initiator port WWPN (FC: the fc_host's port_name), `"0x..."`.
-    pub host_wwpn: Option<String>,
+    pub host_wwpn: Option<Shared>,
     /// Initiator node name (FC: the fc_host's node_name), `"0x..."`.
-    pub host_wwnn: Option<String>,
+    pub host_wwnn: Option<Shared>,
     /// The HBA's address: its PCI address (FC, SAS, any PCI HBA), or the initiator's IP
     /// address for iSCSI; None for virtual hosts such as scsi_debug.
-    pub host_adapter: Option<String>,
+    pub host_adapter: Option<Shared>,
     /// The block device's `ro` attribute: true for a read-only (write-protected) LUN.
     pub read_only: Option<bool>,
     /// FC remote port name the path runs through, `"rport-0:0-1"`.
-    pub rport: Option<String>,
+    pub rport: Option<Shared>,
     /// Target port WWPN (FC: the rport's port_name).
-    pub target_wwpn: Option<String>,
+    pub target_wwpn: Option<Shared>,
     /// Target node name (FC: the rport's node_name; iSCSI: the session's targetname).
-    pub target_node_name: Option<String>,
+    pub target_node_name: Option<Shared>,
     /// iSCSI session name, `"session1"`.
-    pub iscsi_session: Option<String>,
+    pub iscsi_session: Option<Shared>,
     /// ALUA target port group from VPD 0x83 (designator type 5).
     pub target_port_group: Option<u16>,
     /// Relative target port from VPD 0x83 (designator type 4).
@@ -255,19 +387,19 @@ impl ScsiPath {
             sg: None,
             wwid: None,
             wwid_source: WwidSource::None,
-            vendor: String::new(),
-            model: String::new(),
-            rev: String::new(),
+            vendor: Shared::default(),
+            model: Shared::default(),
+            rev: Shared::default(),
             scsi_type: None,
             scsi_level: None,
-            state: String::new(),
+            state: Shared::default(),
             size_bytes: None,
             queue_depth: None,
             access_state: None,
             preferred_path: None,
             dh_state: None,
             transport: Transport::Other,
-            host: format!("host{}", hctl.host),
+            host: Shared::from(format!("host{}", hctl.host)),
             host_wwpn: None,
             host_wwnn: None,
             host_adapter: None,

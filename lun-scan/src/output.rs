@@ -54,8 +54,9 @@ pub fn human_size(b: Option<u64>) -> String {
     }
 }
 
-fn opt(s: &Option<String>) -> String {
-    s.clone().unwrap_or_else(|| "-".into())
+fn opt<S: AsRef<str>>(s: &Option<S>) -> String {
+    s.as_ref()
+        .map_or_else(|| "-".into(), |v| v.as_ref().to_string())
 }
 
 /// The `list` table.
@@ -67,10 +68,10 @@ pub fn paths_table(paths: &[ScsiPath]) -> String {
                 p.hctl.to_string(),
                 p.dev.clone(),
                 p.devno.map_or("-".into(), |d| d.to_string()),
-                p.state.clone(),
+                p.state.to_string(),
                 human_size(p.size_bytes),
                 p.transport.to_string(),
-                p.host.clone(),
+                p.host.to_string(),
                 opt(&p.target_wwpn.clone().or_else(|| p.target_node_name.clone())),
                 opt(&p.access_state),
                 format!("{} {}", p.vendor, p.model),

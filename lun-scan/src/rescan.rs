@@ -132,8 +132,8 @@ pub fn diff(before: &[ScsiPath], after: &[ScsiPath]) -> Diff {
                         wwid: p.wwid.clone(),
                         size_before: old.size_bytes,
                         size_after: p.size_bytes,
-                        state_before: old.state.clone(),
-                        state_after: p.state.clone(),
+                        state_before: old.state.to_string(),
+                        state_after: p.state.to_string(),
                     });
                 }
             }

@@ -23,8 +23,8 @@ use nix::sys::stat::Mode;
 
 use crate::error::Error;
 use crate::model::{
-    DevNo, FcHost, FcRemotePort, Hctl, Host, IscsiHost, IscsiSession, SasEndDevice, SasHost, Scan,
-    ScsiPath, Transport, WwidSource,
+    DevNo, FcHost, FcRemotePort, Hctl, Host, Interner, IscsiHost, IscsiSession, SasEndDevice,
+    SasHost, Scan, ScsiPath, Shared, Transport, WwidSource,
 };
 use crate::vpd;
 
@@ -165,15 +165,25 @@ fn pci_address(syspath: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A required attribute as a shared string (empty when it cannot be read).
+fn shared_req(dd: &AttrDir, ctx: &Context, name: &str, errors: &mut Vec<Error>) -> Shared {
+    dd.req(name, errors)
+        .map(|v| ctx.names.get(&v))
+        .unwrap_or_default()
+}
+
 /// What a path needs to know about hosts, remote ports and sessions.
 #[derive(Default)]
 struct Context {
     host_transport: HashMap<String, Transport>,
-    host_wwpn: HashMap<String, String>,
-    host_wwnn: HashMap<String, String>,
-    host_adapter: HashMap<String, String>,
-    rport: HashMap<String, (Option<String>, Option<String>)>,
-    session_target: HashMap<String, String>,
+    host_wwpn: HashMap<String, Shared>,
+    host_wwnn: HashMap<String, Shared>,
+    host_adapter: HashMap<String, Shared>,
+    rport: HashMap<String, (Option<Shared>, Option<Shared>)>,
+    session_target: HashMap<String, Shared>,
+    /// One copy of each host, port and session name and each repeated attribute value
+    /// (vendor, state, ...) for every path that carries it.
+    names: Interner,
 }
 
 impl Context {
@@ -182,10 +192,10 @@ impl Context {
         for h in hosts {
             c.host_transport.insert(h.name.clone(), h.transport);
             if let Some(w) = h.fc.as_ref().and_then(|f| f.port_name.clone()) {
-                c.host_wwpn.insert(h.name.clone(), w);
+                c.host_wwpn.insert(h.name.clone(), w.into());
             }
             if let Some(w) = h.fc.as_ref().and_then(|f| f.node_name.clone()) {
-                c.host_wwnn.insert(h.name.clone(), w);
+                c.host_wwnn.insert(h.name.clone(), w.into());
             }
             let adapter = h
                 .iscsi
@@ -193,16 +203,21 @@ impl Context {
                 .and_then(|i| i.ipaddress.clone())
                 .or_else(|| pci_address(&h.syspath));
             if let Some(a) = adapter {
-                c.host_adapter.insert(h.name.clone(), a);
+                c.host_adapter.insert(h.name.clone(), a.into());
             }
         }
         for r in rports {
-            c.rport
-                .insert(r.name.clone(), (r.port_name.clone(), r.node_name.clone()));
+            c.rport.insert(
+                r.name.clone(),
+                (
+                    r.port_name.as_deref().map(Shared::from),
+                    r.node_name.as_deref().map(Shared::from),
+                ),
+            );
         }
         for s in sessions {
             if let Some(t) = &s.targetname {
-                c.session_target.insert(s.name.clone(), t.clone());
+                c.session_target.insert(s.name.clone(), t.as_str().into());
             }
         }
         c
@@ -739,7 +754,7 @@ fn scan_block(
     p.syspath = dev_dir.to_path_buf();
     let chain = chain_of(dev_dir);
     if let Some(h) = &chain.host {
-        p.host = h.clone();
+        p.host = ctx.names.get(h);
     }
     p.transport = if chain.rport.is_some() {
         Transport::Fc
@@ -749,22 +764,22 @@ fn scan_block(
         Transport::Sas
     } else {
         ctx.host_transport
-            .get(&p.host)
+            .get(p.host.as_str())
             .copied()
             .unwrap_or(Transport::Other)
     };
-    p.host_wwpn = ctx.host_wwpn.get(&p.host).cloned();
-    p.host_wwnn = ctx.host_wwnn.get(&p.host).cloned();
-    p.host_adapter = ctx.host_adapter.get(&p.host).cloned();
+    p.host_wwpn = ctx.host_wwpn.get(p.host.as_str()).cloned();
+    p.host_wwnn = ctx.host_wwnn.get(p.host.as_str()).cloned();
+    p.host_adapter = ctx.host_adapter.get(p.host.as_str()).cloned();
     if let Some(r) = &chain.rport {
-        p.rport = Some(r.clone());
+        p.rport = Some(ctx.names.get(r));
         if let Some((wwpn, node)) = ctx.rport.get(r) {
             p.target_wwpn = wwpn.clone();
             p.target_node_name = node.clone();
         }
     }
     if let Some(s) = &chain.session {
-        p.iscsi_session = Some(s.clone());
+        p.iscsi_session = Some(ctx.names.get(s));
         p.target_node_name = ctx.session_target.get(s).cloned();
     }
     let vanished = |p: &mut ScsiPath| {
@@ -803,7 +818,7 @@ fn scan_block(
         let text = |r: std::ops::Range<usize>| {
             let b = &inq[r];
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            String::from_utf8_lossy(&b[..end]).trim().to_string()
+            ctx.names.get(String::from_utf8_lossy(&b[..end]).trim())
         };
         p.vendor = text(8..16);
         p.model = text(16..32);
@@ -814,12 +829,12 @@ fn scan_block(
             level += 1;
         }
         p.scsi_level = Some(level);
-        p.state = dd.req("state", &mut errors).unwrap_or_default();
+        p.state = shared_req(&dd, ctx, "state", &mut errors);
     } else {
-        p.vendor = dd.req("vendor", &mut errors).unwrap_or_default();
-        p.model = dd.req("model", &mut errors).unwrap_or_default();
-        p.rev = dd.req("rev", &mut errors).unwrap_or_default();
-        p.state = dd.req("state", &mut errors).unwrap_or_default();
+        p.vendor = shared_req(&dd, ctx, "vendor", &mut errors);
+        p.model = shared_req(&dd, ctx, "model", &mut errors);
+        p.rev = shared_req(&dd, ctx, "rev", &mut errors);
+        p.state = shared_req(&dd, ctx, "state", &mut errors);
         let t = dd.req("type", &mut errors);
         p.scsi_type = parse_num(
             &dev_dir.join("type"),
@@ -864,14 +879,16 @@ fn scan_block(
     .map(|s| s.saturating_mul(512));
     let ro = dd.opt(&format!("block/{dev}/ro"), &mut errors);
     p.read_only = parse_num::<u8>(&block_dir.join("ro"), ro, "0 or 1", &mut errors).map(|v| v != 0);
-    p.access_state = dd.opt_dh("access_state", &mut errors);
+    p.access_state = dd
+        .opt_dh("access_state", &mut errors)
+        .map(|v| ctx.names.get(&v));
     if p.access_state.is_some() {
         let pp = dd.opt_dh("preferred_path", &mut errors);
         p.preferred_path =
             parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors)
                 .map(|v| v != 0);
     }
-    p.dh_state = dd.opt("dh_state", &mut errors);
+    p.dh_state = dd.opt("dh_state", &mut errors).map(|v| ctx.names.get(&v));
     if !walk {
         match list_dir(&block_dir.join("holders")) {
             Ok(h) => p.holders = h,

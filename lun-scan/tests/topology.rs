@@ -30,7 +30,7 @@ fn check_matches(sim: &Sim) -> lun_scan::Scan {
         );
         assert_eq!(p.state, sp.state);
         assert_eq!(p.size_bytes, Some(sp.size_bytes));
-        assert_eq!(p.access_state, sp.access_state);
+        assert_eq!(p.access_state.as_deref(), sp.access_state.as_deref());
     }
     scan
 }
@@ -203,7 +203,7 @@ fn states(root: &Path) -> Vec<(String, String)> {
     lun_scan::scan(root)
         .paths
         .into_iter()
-        .map(|p| (p.dev, p.state))
+        .map(|p| (p.dev, p.state.to_string()))
         .collect()
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use dm_tables::{DevNo, Feature, MultipathTable, PathInfo, Selector, TableBuilder};
-use lun_scan::{ScsiPath, Transport};
+use lun_scan::{ScsiPath, Shared, Transport};
 use serde::Serialize;
 
 use crate::config::{
@@ -47,8 +47,8 @@ pub fn identity_of(p: &ScsiPath) -> PathIdentity {
     PathIdentity {
         devnode: p.dev.clone(),
         wwid: p.wwid.clone(),
-        vendor: p.vendor.clone(),
-        product: p.model.clone(),
+        vendor: p.vendor.to_string(),
+        product: p.model.to_string(),
         protocol: Some(protocol_of(p.transport).to_string()),
     }
 }
@@ -193,10 +193,10 @@ pub struct MemberPath {
     pub dev: String,
     pub devno: DevNo,
     pub hctl: String,
-    pub host: String,
+    pub host: Shared,
     pub priority: i32,
-    pub access_state: Option<String>,
-    pub state: String,
+    pub access_state: Option<Shared>,
+    pub state: Shared,
     pub usable: bool,
 }
 
@@ -348,7 +348,7 @@ pub fn desired_map(
             devno,
             priority,
             tpg: p.target_port_group,
-            node_name: p.target_node_name.clone(),
+            node_name: p.target_node_name.as_deref().map(str::to_string),
             serial: p.serial.clone(),
             usable: ok,
         });
@@ -395,9 +395,9 @@ pub fn desired_map(
     Ok(DesiredMap {
         wwid: wwid.to_string(),
         uuid: dm_tables::uuid_for_wwid(wwid),
-        vendor: first.vendor.clone(),
-        product: first.model.clone(),
-        revision: first.rev.clone(),
+        vendor: first.vendor.to_string(),
+        product: first.model.to_string(),
+        revision: first.rev.to_string(),
         size_sectors,
         settings: MapSettings {
             policy: s.path_grouping_policy.value.as_str(),
@@ -574,7 +574,7 @@ mod tests {
         p.model = "LUN C-Mode".into();
         p.state = "running".into();
         p.size_bytes = Some(1 << 30);
-        p.access_state = access.map(str::to_string);
+        p.access_state = access.map(Into::into);
         p.transport = Transport::Fc;
         p
     }
@@ -633,7 +633,7 @@ mod tests {
             "NetApp queues"
         );
         assert_eq!(
-            d.table.hw_handler.as_ref().map(|h| h.name.as_str()),
+            d.table.hw_handler.as_ref().map(|h| h.name.as_ref()),
             Some("alua")
         );
     }

@@ -154,7 +154,10 @@ impl Ports {
             match self.ports.get_mut(r) {
                 Some((w, maps)) => {
                     *w = w.combine(want);
-                    if !maps.iter().any(|m| m == map) {
+                    // A map's paths come in one call: skipping a repeat of the last map is
+                    // enough here; `apply` drops the rest. (Searching the whole list made a
+                    // cold start O(maps^2): at 16384 maps over two ports, seconds.)
+                    if maps.last().is_none_or(|m| m != map) {
                         maps.push(map.to_string());
                     }
                 }
@@ -178,7 +181,13 @@ impl Ports {
             .map(|(rport, (want, maps))| {
                 let mut out = PortOutcome {
                     rport: rport.clone(),
-                    maps: maps.clone(),
+                    maps: {
+                        let mut seen = std::collections::HashSet::new();
+                        maps.iter()
+                            .filter(|m| seen.insert(m.as_str()))
+                            .cloned()
+                            .collect()
+                    },
                     written: Vec::new(),
                     notes: Vec::new(),
                     error: None,
@@ -265,6 +274,20 @@ mod tests {
             dev_loss: dl,
             dev_loss_floor: floor,
         }
+    }
+
+    #[test]
+    fn a_port_lists_each_of_its_maps_once_in_first_seen_order() {
+        let w = want(FastIoFail::Seconds(5), None, None);
+        let mut ports = Ports::default();
+        ports.add("mpatha", w, ["rport-0:0-1", "rport-0:0-1"]);
+        ports.add("mpathb", w, ["rport-0:0-1"]);
+        ports.add("mpatha", w, ["rport-0:0-1"]);
+        // Nothing exists under this root: every write fails, the outcome still names the maps.
+        let root = std::env::temp_dir().join(format!("fc-tmo-none-{}", std::process::id()));
+        let out = ports.apply(&root, &mut lun_scan::rescan::KernelWriter);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].maps, ["mpatha", "mpathb"]);
     }
 
     #[test]

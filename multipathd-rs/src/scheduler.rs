@@ -76,7 +76,9 @@ pub struct PathSchedule {
 #[derive(Debug, Clone)]
 pub struct CheckScheduler {
     policy: IntervalPolicy,
-    paths: HashMap<String, PathSchedule>,
+    /// Boxed: the table has a power of two of slots and is as little as half full after a
+    /// cold start's `reserve`, so inline schedules left up to half their memory empty.
+    paths: HashMap<String, Box<PathSchedule>>,
 }
 
 impl CheckScheduler {
@@ -106,12 +108,12 @@ impl CheckScheduler {
     pub fn add_path(&mut self, dev: &str, map: &str, now: Instant) {
         self.paths.insert(
             dev.to_string(),
-            PathSchedule {
+            Box::new(PathSchedule {
                 map: map.to_string(),
                 interval: self.policy.polling_interval,
                 next_due: now,
                 last_state: None,
-            },
+            }),
         );
     }
 
@@ -123,11 +125,11 @@ impl CheckScheduler {
 
     /// Stops scheduling `dev`; returns its last schedule.
     pub fn remove_path(&mut self, dev: &str) -> Option<PathSchedule> {
-        self.paths.remove(dev)
+        self.paths.remove(dev).map(|b| *b)
     }
 
     pub fn get(&self, dev: &str) -> Option<&PathSchedule> {
-        self.paths.get(dev)
+        self.paths.get(dev).map(|b| &**b)
     }
 
     pub fn len(&self) -> usize {

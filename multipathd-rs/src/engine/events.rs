@@ -25,7 +25,7 @@ impl Engine {
             .iter()
             .filter_map(|p| {
                 let old = self.path(&p.dev)?;
-                (old.state != p.state).then(|| (p.dev.as_str(), old.state.clone()))
+                (old.state != p.state).then(|| (p.dev.as_str(), old.state.to_string()))
             })
             .collect();
         for (dev, from) in moved {

@@ -64,7 +64,7 @@ impl Engine {
             };
             if now_state != self.paths[i].state {
                 tracing::info!(dev, from = %self.paths[i].state, to = %now_state, "SCSI device state changed; checking the path now");
-                self.paths[i].state = now_state;
+                self.paths[i].state = now_state.into();
                 self.scheduler.recheck_path(&dev, now);
                 moved.push(dev);
             }
@@ -148,11 +148,15 @@ impl Engine {
             // The ALUA state can move without the checker's verdict changing (optimized ->
             // non-optimized is "ready" both times): compare it on every check, one sysfs
             // read; a changed verdict also re-reads the SCSI state (one more read).
-            let known_access = self.path(&dev).and_then(|p| p.access_state.clone());
+            let known_access = self
+                .path(&dev)
+                .and_then(|p| p.access_state.as_deref().map(str::to_string));
             let now_access = self.access_state_now(&dev);
             if now_access != known_access {
                 let _ = self.rescan_path(&dev);
-                let reread = self.path(&dev).and_then(|p| p.access_state.clone());
+                let reread = self
+                    .path(&dev)
+                    .and_then(|p| p.access_state.as_deref().map(str::to_string));
                 if reread != known_access {
                     // Priorities follow the ALUA state: re-plan the map so its groups are
                     // re-ordered (a reload only when the grouping really changed).
@@ -255,7 +259,7 @@ impl Engine {
         let state = std::fs::read_to_string(f)
             .map_or_else(|_| "deleted".to_string(), |s| s.trim().to_string());
         if let Some(&i) = self.by_dev.get(dev) {
-            self.paths[i].state = state;
+            self.paths[i].state = state.into();
         }
     }
 

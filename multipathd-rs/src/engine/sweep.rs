@@ -45,14 +45,17 @@ impl Engine {
         let class = self.opts.sysfs_root.join("class");
         if let Some(r) = &p.rport {
             Some(Port {
-                name: r.clone(),
-                state_file: class.join("fc_remote_ports").join(r).join("port_state"),
+                name: r.to_string(),
+                state_file: class
+                    .join("fc_remote_ports")
+                    .join(r.as_str())
+                    .join("port_state"),
                 healthy: "Online",
             })
         } else {
             p.iscsi_session.as_ref().map(|s| Port {
-                name: s.clone(),
-                state_file: class.join("iscsi_session").join(s).join("state"),
+                name: s.to_string(),
+                state_file: class.join("iscsi_session").join(s.as_str()).join("state"),
                 healthy: "LOGGED_IN",
             })
         }
@@ -117,7 +120,7 @@ impl Engine {
                         devno: d,
                         map: m.name.clone(),
                         state_file: self.state_file_of(p),
-                        known: p.state.clone(),
+                        known: p.state.to_string(),
                         port,
                     });
                 }
@@ -141,7 +144,7 @@ impl Engine {
             let Some(&i) = self.by_dev.get(&dev) else {
                 continue;
             };
-            self.paths[i].state = state;
+            self.paths[i].state = state.into();
             self.scheduler.recheck_path(&dev, now);
             moved.push(dev);
         }

@@ -21,7 +21,7 @@ pub fn hwhandler_text(t: &MultipathTable) -> String {
         None => "0".into(),
         Some(h) => {
             let mut s = format!("{} {}", h.args.len() + 1, h.name);
-            for a in &h.args {
+            for a in h.args.iter() {
                 s.push(' ');
                 s.push_str(a);
             }
@@ -88,15 +88,15 @@ impl Engine {
             checker,
             priority,
             wwid: p.wwid.clone().unwrap_or_default(),
-            vendor: p.vendor.clone(),
-            product: p.model.clone(),
-            revision: p.rev.clone(),
+            vendor: p.vendor.to_string(),
+            product: p.model.to_string(),
+            revision: p.rev.to_string(),
             size_sectors: p.size_bytes.unwrap_or(0) / 512,
-            host_wwnn: p.host_wwnn.clone(),
-            host_wwpn: p.host_wwpn.clone(),
-            target_wwnn: p.target_node_name.clone(),
-            target_wwpn: p.target_wwpn.clone(),
-            host_adapter: p.host_adapter.clone(),
+            host_wwnn: p.host_wwnn.as_deref().map(str::to_string),
+            host_wwpn: p.host_wwpn.as_deref().map(str::to_string),
+            target_wwnn: p.target_node_name.as_deref().map(str::to_string),
+            target_wwpn: p.target_wwpn.as_deref().map(str::to_string),
+            host_adapter: p.host_adapter.as_deref().map(str::to_string),
             marginal: false,
             fail_count,
             next_check,
@@ -161,7 +161,7 @@ impl Engine {
                     .unwrap_or(0)
             };
             let mut selector = format!("{} {}", g.selector, g.selector_args.len());
-            for a in &g.selector_args {
+            for a in g.selector_args.iter() {
                 selector.push(' ');
                 selector.push_str(a);
             }
@@ -217,15 +217,15 @@ impl Engine {
             size_sectors: m.table.length,
             vendor: first
                 .map(|d| d.vendor.clone())
-                .or_else(|| fallback_path().map(|p| p.vendor.clone()))
+                .or_else(|| fallback_path().map(|p| p.vendor.to_string()))
                 .unwrap_or_default(),
             product: first
                 .map(|d| d.product.clone())
-                .or_else(|| fallback_path().map(|p| p.model.clone()))
+                .or_else(|| fallback_path().map(|p| p.model.to_string()))
                 .unwrap_or_default(),
             revision: first
                 .map(|d| d.revision.clone())
-                .or_else(|| fallback_path().map(|p| p.rev.clone()))
+                .or_else(|| fallback_path().map(|p| p.rev.to_string()))
                 .unwrap_or_default(),
             features: features_text(&m.table),
             hwhandler: hwhandler_text(&m.table),
