@@ -444,6 +444,25 @@ lab_module_loaded() {
   return 1
 }
 
+# lab_map_remove MAP: a teardown's removal of a map nobody should hold any more. udev's probes
+# of the map (blkid on a change event, e.g. after a path came back) open it briefly, so wait for
+# udev first and let dmsetup retry a busy map for a few seconds. If it stays busy, log what holds
+# it (open count, holders) before failing, so a real leak is told apart from a probe.
+lab_map_remove() {
+  lab_settle 30
+  dmsetup remove --retry "$1" && return 0
+  local k f who=
+  k=$(dmsetup info -c --noheadings -o blkdevname "$1" 2>/dev/null)
+  for f in /proc/[0-9]*/fd/*; do
+    case "$(readlink "$f" 2>/dev/null)" in "/dev/$k" | "/dev/mapper/$1")
+      f=${f#/proc/} && who+=" ${f%%/*}($(<"/proc/${f%%/*}/comm"))" ;;
+    esac
+  done
+  lab_log "$1 ($k) still busy after udev settled: open count $(dmsetup info -c --noheadings -o open "$1" 2>&1);" \
+    "holders: $(ls "/sys/block/$k/holders" 2>&1 | tr '\n' ' ');" "open by:${who:- no process}"
+  return 1
+}
+
 # lab_dm_remove_all: remove every dm map (multipath maps through multipath -F first).
 lab_dm_remove_all() {
   local n

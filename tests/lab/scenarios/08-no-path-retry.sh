@@ -184,5 +184,5 @@ lab_run cat "$LAB_OUT/timings.json"
 
 # ------------------------------------------------------------------ teardown
 lab_mpd_stop TERM || lab_fail "the daemon did not stop on SIGTERM"
-for m in $(lab_mpath_maps); do lab_expect_ok "remove $m" dmsetup remove "$m"; done
+for m in $(lab_mpath_maps); do lab_expect_ok "remove $m" lab_map_remove "$m"; done
 lab_expect_ok "rmmod scsi_debug" rmmod scsi_debug
