@@ -717,8 +717,22 @@ impl EventLoop {
                 Ok(r) if r.changed() > 0 => {
                     tracing::info!("uevents: {}", report_text(&r).trim_end())
                 }
+                Ok(r) => {
+                    tracing::debug!(ignored = ?r.ignored, errors = ?r.errors, maps = r.maps.len(), "uevents: nothing changed");
+                }
+                Err(err) => tracing::error!(
+                    "uevent handling failed: {err} (its devices are read again in a moment)"
+                ),
+            }
+        }
+        if e.retries_due() {
+            self.dirty = true;
+            match e.run_due_retries() {
+                Ok(r) if r.changed() > 0 => {
+                    tracing::info!("re-read devices: {}", report_text(&r).trim_end())
+                }
                 Ok(_) => {}
-                Err(err) => tracing::error!("uevent handling failed: {err}"),
+                Err(err) => tracing::error!("re-reading devices failed: {err}"),
             }
         }
         let reconcile = self.reconcile_due(e, now);

@@ -1435,3 +1435,96 @@ fn a_rescan_keeps_the_records_of_the_paths_it_finds_unchanged() {
         "offline"
     );
 }
+
+/// The identity files of a simulated disk, moved aside (`hide`) or back: while hidden the
+/// disk reads with no WWID, as a disk whose VPD pages the kernel has not read yet.
+fn identity_files(lab: &Lab, dev: &str, hide: bool) {
+    let p = lab.sim.paths.iter().find(|p| p.dev == dev).unwrap();
+    let dir = lab.sim.root.join(p.dev_dir());
+    for f in ["vpd_pg83", "vpd_pg80", "wwid"] {
+        let (from, to) = (dir.join(f), dir.join(format!("{f}.hidden")));
+        let (from, to) = if hide { (from, to) } else { (to, from) };
+        if from.exists() {
+            std::fs::rename(from, to).unwrap();
+        }
+    }
+}
+
+/// A new LUN's paths, added to the array and scanned (no event sent yet).
+fn new_lun(lab: &mut Lab) -> Vec<String> {
+    lab.sim.add_luns(0, 1).unwrap();
+    let added = lab.sim.scan_all().unwrap();
+    assert!(added.len() >= 3, "{added:?}");
+    added
+}
+
+#[test]
+fn a_disk_with_no_wwid_at_its_event_is_read_again_and_joins_its_map() {
+    let mut lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let mut e = lab.engine_full(Config::builtin(), None, clock.clone());
+    e.sync().unwrap();
+    let before = e.map_names().len();
+    let added = new_lun(&mut lab);
+    identity_files(&lab, &added[0], true);
+    let r = e
+        .on_uevents(added.iter().map(|d| uevent("add", d)).collect())
+        .unwrap();
+    // The other paths are not held up by the one that cannot be used yet.
+    assert_eq!(r.changed(), 1, "{r:?}");
+    assert_eq!(e.map_names().len(), before + 1);
+    let name = r.maps[0].plan.name.clone();
+    assert_eq!(e.map_view_of(&name).unwrap().path_count(), added.len() - 1);
+    let queued: Vec<String> = e.retries().into_iter().map(|(d, ..)| d).collect();
+    assert_eq!(queued, [added[0].clone()]);
+    // Not before its backoff.
+    assert!(!e.retries_due());
+    identity_files(&lab, &added[0], false);
+    clock.advance(std::time::Duration::from_secs(1));
+    assert!(e.retries_due());
+    let r = e.run_due_retries().unwrap();
+    assert_eq!(r.changed(), 1, "{r:?}");
+    assert_eq!(r.maps[0].plan.action, Action::Reload);
+    assert_eq!(e.map_view_of(&name).unwrap().path_count(), added.len());
+    assert!(e.retries().is_empty(), "{:?}", e.retries());
+}
+
+#[test]
+fn a_new_map_the_kernel_refuses_is_tried_again_until_it_is_made() {
+    let mut lab = Lab::new();
+    let clock = Arc::new(ManualClock::new());
+    let mut e = lab.engine_full(Config::builtin(), None, clock.clone());
+    e.sync().unwrap();
+    let before = e.map_names().len();
+    // The kernel does not have the new disks yet: a table naming them is refused.
+    let old = dm_tables::sim::devices_from_sysfs(&lab.sim.root).unwrap();
+    let added = new_lun(&mut lab);
+    lab.backend().set_devices(old).unwrap();
+    let r = e
+        .on_uevents(added.iter().map(|d| uevent("add", d)).collect())
+        .unwrap();
+    assert_eq!(r.changed(), 0, "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(e.map_names().len(), before);
+    let mut queued: Vec<String> = e.retries().into_iter().map(|(d, ..)| d).collect();
+    queued.sort();
+    let mut want = added.clone();
+    want.sort();
+    assert_eq!(queued, want);
+    // Still refused at the first re-read: queued again, further out.
+    clock.advance(std::time::Duration::from_secs(1));
+    let r = e.run_due_retries().unwrap();
+    assert_eq!(r.changed(), 0);
+    assert!(e.retries().iter().all(|(_, attempt, _)| *attempt == 2));
+    clock.advance(std::time::Duration::from_secs(1));
+    assert!(!e.retries_due(), "the second re-read waits 2 s");
+    // The disks exist now.
+    let all = dm_tables::sim::devices_from_sysfs(&lab.sim.root).unwrap();
+    lab.backend().set_devices(all).unwrap();
+    clock.advance(std::time::Duration::from_secs(1));
+    let r = e.run_due_retries().unwrap();
+    assert_eq!(r.changed(), 1, "{r:?}");
+    assert_eq!(r.maps[0].plan.action, Action::Create);
+    assert_eq!(e.map_names().len(), before + 1);
+    assert!(e.retries().is_empty());
+}

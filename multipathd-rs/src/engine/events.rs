@@ -136,6 +136,7 @@ impl Engine {
     }
 
     pub(super) fn forget_path(&mut self, dev: &str) -> Option<String> {
+        self.retries.settled(dev);
         let i = self.by_dev.remove(dev)?;
         let p = self.paths.remove(i);
         if let Some(d) = p.devno.map(discovery::dm_devno)
@@ -237,41 +238,54 @@ impl Engine {
             .filter_map(|p| Some((p.dev.clone(), p.wwid.clone()?)))
             .collect();
         let burst = uevent::coalesce(batch, |o| by_dev.get(o.last.kernel_name()).cloned());
-        let mut affected = BTreeSet::new();
         let outcomes = burst
             .maps
             .iter()
             .flat_map(|m| m.devices.iter())
             .chain(burst.unkeyed.iter());
-        let mut todo: Vec<(String, DeviceChange)> = Vec::new();
-        for o in outcomes {
-            if !o.last.is_disk() {
-                continue;
-            }
-            todo.push((o.last.kernel_name().to_string(), o.change));
-        }
+        let todo: Vec<(String, DeviceChange)> = outcomes
+            .filter(|o| o.last.is_disk())
+            .map(|o| (o.last.kernel_name().to_string(), o.change))
+            .collect();
+        self.reread_devices(todo)
+    }
+
+    /// Re-reads or forgets each device, then re-plans the maps they belong to (before and
+    /// after). A device that cannot be used yet (unreadable, no WWID, or its map's create or
+    /// reload failed) is queued for another read (`retry.rs`) instead of being dropped, and
+    /// the other devices go on.
+    pub(super) fn reread_devices(
+        &mut self,
+        todo: Vec<(String, DeviceChange)>,
+    ) -> Result<SyncReport> {
+        let mut affected = BTreeSet::new();
+        // Devices read with a WWID: settled once their map is planned without error.
+        let mut read: Vec<(String, String)> = Vec::new();
         for (dev, change) in todo {
-            if let Some(w) = by_dev.get(&dev) {
-                affected.insert(w.clone());
+            if let Some(w) = self.path(&dev).and_then(|p| p.wwid.clone()) {
+                affected.insert(w);
             }
             match change {
                 DeviceChange::Removed => {
                     self.forget_path(&dev);
                 }
                 DeviceChange::Added | DeviceChange::Changed | DeviceChange::Replaced => {
-                    match self.rescan_path(&dev) {
+                    let got = self.rescan_path(&dev);
+                    tracing::debug!(dev, ?change, read = ?got.as_ref().map(|w| w.as_deref()), "uevent: path re-read");
+                    match got {
                         Ok(Some(w)) => {
-                            affected.insert(w);
+                            affected.insert(w.clone());
                             if change != DeviceChange::Changed {
                                 self.checks.remove(&dev);
                             }
+                            read.push((dev, w));
                         }
-                        Ok(None) => {}
+                        Ok(None) => self.retry_later(&dev, "it has no WWID yet".into()),
                         Err(Error::NoSuchPath { .. }) => {
                             // Not a SCSI disk (a dm map, a partition...), or gone already.
                             self.forget_path(&dev);
                         }
-                        Err(e) => return Err(e),
+                        Err(e) => self.retry_later(&dev, e.to_string()),
                     }
                 }
             }
@@ -279,7 +293,33 @@ impl Engine {
         if affected.is_empty() {
             return Ok(SyncReport::default());
         }
-        let report = self.sync_wwids(&affected)?;
+        tracing::debug!(wwids = ?affected, "uevent: planning");
+        let report = match self.sync_wwids(&affected) {
+            Ok(r) => r,
+            Err(e) => {
+                for (dev, _) in &read {
+                    self.retry_later(dev, e.to_string());
+                }
+                return Err(e);
+            }
+        };
+        let failed: HashMap<&str, &str> = report
+            .maps
+            .iter()
+            .filter_map(|m| Some((m.plan.desired.wwid.as_str(), m.plan.error.as_deref()?)))
+            .chain(
+                report
+                    .unnamed
+                    .iter()
+                    .map(|w| (w.as_str(), "it got no map name")),
+            )
+            .collect();
+        for (dev, w) in &read {
+            match failed.get(w.as_str()) {
+                Some(why) => self.retry_later(dev, format!("map of {w}: {why}")),
+                None => self.retries.settled(dev),
+            }
+        }
         // New members are checked at once.
         let now = self.clock.now();
         for w in &affected {

@@ -49,6 +49,7 @@ mod apply;
 mod events;
 mod paths;
 mod plan;
+mod retry;
 mod sweep;
 mod views;
 
@@ -316,6 +317,8 @@ pub struct Engine {
     cluster: Option<std::sync::Mutex<crate::cluster::Cluster>>,
     /// The sweep thread's handle, when one runs (see [`crate::sweep`] and `engine/sweep.rs`).
     sweep: Option<crate::sweep::SweepLink>,
+    /// Devices an event could not use yet, to read again (`retry.rs`).
+    retries: retry::Retries,
 }
 
 impl std::fmt::Debug for Engine {
@@ -416,6 +419,7 @@ impl Engine {
             pending_renames: BTreeMap::new(),
             resizing: BTreeSet::new(),
             forced_renames: BTreeSet::new(),
+            retries: retry::Retries::default(),
             started: Instant::now(),
             busy: false,
             path_ctx: None,
