@@ -219,6 +219,7 @@ impl Engine {
             }
         }
         report.errors.extend(self.set_fc_timeouts(only));
+        self.retry_by_outcome(&report);
         Ok(report)
     }
 
