@@ -409,6 +409,13 @@ pub fn status_text(status: &DaemonStatus) -> String {
         k.in_flight,
         k.max_in_flight
     );
+    for r in &status.rereads {
+        let _ = writeln!(
+            out,
+            "waiting to be read again: {} (re-read {}: {})",
+            r.dev, r.attempt, r.why
+        );
+    }
     let w = &status.sweep;
     if w.running || w.passes > 0 {
         let _ = writeln!(

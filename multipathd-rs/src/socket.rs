@@ -891,6 +891,7 @@ pub fn answer_read(command: &Command, snapshot: &crate::state::Snapshot) -> Opti
                 busy: false,
                 checks: Default::default(),
                 sweep: Default::default(),
+                rereads: Vec::new(),
             })
     };
     Some(match command {

@@ -438,6 +438,19 @@ pub struct DaemonStatus {
     /// The sweep thread (SCSI state reads, direct fails).
     #[serde(default)]
     pub sweep: crate::sweep::SweepStats,
+    /// Devices an event could not use yet, waiting to be read again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rereads: Vec<Reread>,
+}
+
+/// A device waiting to be read again (see `show status`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reread {
+    pub dev: String,
+    /// The re-read it waits for (1 = the first).
+    pub attempt: u32,
+    /// Why the last read could not use it.
+    pub why: String,
 }
 
 /// Everything the read-only commands show, captured at one moment. The composition layer

@@ -491,6 +491,7 @@ fn status_outputs() {
             fail_errors: 0,
             read_errors: 0,
         },
+        rereads: Vec::new(),
     };
     let expected = "\
 path checker states:

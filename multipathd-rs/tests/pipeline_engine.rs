@@ -1477,6 +1477,20 @@ fn a_disk_with_no_wwid_at_its_event_is_read_again_and_joins_its_map() {
     assert_eq!(e.map_view_of(&name).unwrap().path_count(), added.len() - 1);
     let queued: Vec<String> = e.retries().into_iter().map(|(d, ..)| d).collect();
     assert_eq!(queued, [added[0].clone()]);
+    // `show status` says so.
+    let st = e.status();
+    assert_eq!(st.rereads.len(), 1, "{st:?}");
+    assert_eq!(st.rereads[0].dev, added[0]);
+    assert_eq!(st.rereads[0].attempt, 1);
+    assert!(st.rereads[0].why.contains("no WWID"), "{st:?}");
+    let text = multipathd_rs::output::status_text(&st);
+    assert!(
+        text.contains(&format!(
+            "waiting to be read again: {} (re-read 1",
+            added[0]
+        )),
+        "{text}"
+    );
     // Not before its backoff.
     assert!(!e.retries_due());
     identity_files(&lab, &added[0], false);
@@ -1487,6 +1501,7 @@ fn a_disk_with_no_wwid_at_its_event_is_read_again_and_joins_its_map() {
     assert_eq!(r.maps[0].plan.action, Action::Reload);
     assert_eq!(e.map_view_of(&name).unwrap().path_count(), added.len());
     assert!(e.retries().is_empty(), "{:?}", e.retries());
+    assert!(e.status().rereads.is_empty());
 }
 
 #[test]

@@ -390,6 +390,7 @@ impl Engine {
             }
         }
         report.errors.extend(self.set_fc_timeouts(only.as_ref()));
+        self.retry_by_outcome(report);
         Ok(())
     }
 

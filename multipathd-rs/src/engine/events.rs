@@ -303,21 +303,20 @@ impl Engine {
                 return Err(e);
             }
         };
-        let failed: HashMap<&str, &str> = report
-            .maps
-            .iter()
-            .filter_map(|m| Some((m.plan.desired.wwid.as_str(), m.plan.error.as_deref()?)))
-            .chain(
-                report
-                    .unnamed
-                    .iter()
-                    .map(|w| (w.as_str(), "it got no map name")),
-            )
-            .collect();
-        for (dev, w) in &read {
-            match failed.get(w.as_str()) {
-                Some(why) => self.retry_later(dev, format!("map of {w}: {why}")),
-                None => self.retries.settled(dev),
+        // A device whose map was planned is settled or queued by the sync's outcome
+        // (`retry_by_outcome`); one whose WWID needed no plan (a lone path waiting for its
+        // sibling, a map already right) has nothing left to wait for.
+        if !self.retries.is_empty() {
+            let planned: HashSet<&str> = report
+                .maps
+                .iter()
+                .map(|m| m.plan.desired.wwid.as_str())
+                .chain(report.unnamed.iter().map(String::as_str))
+                .collect();
+            for (dev, w) in &read {
+                if !planned.contains(w.as_str()) {
+                    self.retries.settled(dev);
+                }
             }
         }
         // New members are checked at once.

@@ -102,6 +102,55 @@ impl Engine {
         }
     }
 
+    /// After a sync's maps were carried out: the devices of a map that failed (or got no
+    /// name) are read again later, the queued devices of a map that was made, reloaded or
+    /// kept are settled.
+    pub(super) fn retry_by_outcome(&mut self, report: &SyncReport) {
+        let failed: HashMap<&str, &str> = report
+            .maps
+            .iter()
+            .filter_map(|m| Some((m.plan.desired.wwid.as_str(), m.plan.error.as_deref()?)))
+            .chain(
+                report
+                    .unnamed
+                    .iter()
+                    .map(|w| (w.as_str(), "it got no map name")),
+            )
+            .collect();
+        if !self.retries.is_empty() {
+            let done: HashSet<&str> = report
+                .maps
+                .iter()
+                .filter(|m| m.plan.error.is_none())
+                .map(|m| m.plan.desired.wwid.as_str())
+                .collect();
+            for (dev, ..) in self.retries.list() {
+                if self
+                    .path(&dev)
+                    .and_then(|p| p.wwid.as_deref())
+                    .is_some_and(|w| done.contains(w))
+                {
+                    self.retries.settled(&dev);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        let again: Vec<(String, String)> = self
+            .paths
+            .iter()
+            .filter_map(|p| {
+                let w = p.wwid.as_deref()?;
+                let why = failed.get(w)?;
+                Some((p.dev.clone(), format!("the map of {w}: {why}")))
+            })
+            .collect();
+        for (dev, why) in again {
+            self.retry_later(&dev, why);
+        }
+    }
+
     /// Whether a re-read is due (cheap: the daemon asks every pass).
     pub fn retries_due(&self) -> bool {
         !self.retries.is_empty() && self.retries.any_due(self.clock.now())

@@ -329,6 +329,11 @@ impl Engine {
             busy: self.busy,
             checks: self.runner_stats,
             sweep: self.sweep_stats(),
+            rereads: self
+                .retries()
+                .into_iter()
+                .map(|(dev, attempt, why)| state::Reread { dev, attempt, why })
+                .collect(),
         }
     }
 }
