@@ -1113,6 +1113,20 @@ fn serve(
     // Bound before the first sync: a socket another daemon answers on stops us before we
     // touch a map (the caller's pid file lock is the first guard; this is the second).
     let server = Server::bind(&opts.socket, ServerOptions::default())?;
+    // Listening before the initial scan: a disk added while the first sync runs (or before
+    // the loop starts) is in the socket's queue, not lost until the periodic reconcile. An
+    // event about a disk the scan already found costs one re-read.
+    let feed: Option<Box<dyn UeventFeed>> = if opts.uevents {
+        match KernelUeventSocket::open(true) {
+            Ok(s) => Some(Box::new(s)),
+            Err(e) => {
+                tracing::warn!("no kernel uevents ({e}); paths are found by rescan only");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let daemon = Arc::new(Daemon::new(engine));
     {
         let mut e = daemon.engine();
@@ -1168,17 +1182,6 @@ fn serve(
         let _ = r.send(daemon.clone());
     }
 
-    let feed: Option<Box<dyn UeventFeed>> = if opts.uevents {
-        match KernelUeventSocket::open(true) {
-            Ok(s) => Some(Box::new(s)),
-            Err(e) => {
-                tracing::warn!("no kernel uevents ({e}); paths are found by rescan only");
-                None
-            }
-        }
-    } else {
-        None
-    };
     let mut events = EventLoop::new(clock.clone(), feed);
     events.scan_outside_the_lock();
     // From here on a sync only plans under the lock; the applier threads carry it out.

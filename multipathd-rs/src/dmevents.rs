@@ -105,7 +105,11 @@ impl DmEvents {
             }
         };
         let (tx, rx) = mpsc::channel();
-        let pending = Arc::new(AtomicBool::new(false));
+        // The watcher's baseline is taken: an event from now on wakes the loop through the
+        // thread. One before it (after the initial sync) is found by the first pass's
+        // comparison, so that pass runs now, not a whole tick later.
+        let pending = Arc::new(AtomicBool::new(true));
+        wake();
         let stop = Arc::new(AtomicBool::new(false));
         let spawned = {
             let (pending, stop) = (pending.clone(), stop.clone());
