@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::checker::runner::CheckRunner;
@@ -21,6 +21,7 @@ use crate::state::{self, MapView};
 use crate::uevent::netlink::KernelUeventSocket;
 use crate::uevent::{BurstCollector, UeventFeed};
 
+pub mod applier;
 mod pidfile;
 pub use pidfile::{DEFAULT_PIDFILE, PidFile};
 
@@ -43,6 +44,9 @@ pub struct Daemon {
     wanted: AtomicBool,
     /// One rescan at a time (its slow part runs without the engine lock).
     rescanning: Mutex<()>,
+    /// Signalled (with the engine lock) when an apply finished: a command that syncs waits
+    /// on it, without the lock, until no apply is in flight.
+    applied: Condvar,
 }
 
 /// What the read commands see: a snapshot of the engine and the configuration text, with
@@ -126,6 +130,7 @@ impl Daemon {
             published: Mutex::new(published),
             wanted: AtomicBool::new(false),
             rescanning: Mutex::new(()),
+            applied: Condvar::new(),
         }
     }
 
@@ -165,10 +170,67 @@ impl Daemon {
             .unwrap_or_else(PoisonError::into_inner);
         let job = self.engine().begin_rescan();
         let done = job.run();
+        report_response(self.sync_applying_here(|e| e.finish_rescan(done)))
+    }
+
+    /// A command that syncs: waits (without the lock) until no apply is in flight, runs `f`
+    /// under the lock (it plans), applies the jobs it made on this thread without the lock,
+    /// and books them under the lock again. The report is the one after the apply.
+    fn sync_applying_here(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<SyncReport, Error>,
+    ) -> Result<SyncReport, Error> {
         let mut e = self.engine();
-        let r = report_response(e.finish_rescan(done));
+        // (Woken when an apply is booked; the timeout only re-checks, e.g. after a stop.)
+        while !e.applies_idle() && !self.stopping() {
+            e = self
+                .applied
+                .wait_timeout(e, Duration::from_secs(1))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let r = f(&mut e);
+        let jobs = e.take_jobs();
+        if jobs.is_empty() {
+            self.publish(&e);
+            return r;
+        }
+        let backend = e.shared_backend();
+        drop(e);
+        let done: Vec<_> = jobs
+            .into_iter()
+            .map(|j| j.apply(backend.as_ref()))
+            .collect();
+        let mut e = self.engine();
+        let r = match r {
+            Ok(mut report) => {
+                report.maps.clear();
+                let mut res = Ok(());
+                for d in done {
+                    let mut part = SyncReport::default();
+                    if let Err(err) = e.finish_job_into(d, &mut part) {
+                        res = Err(err);
+                    }
+                    report.maps.extend(part.maps);
+                    report.errors.extend(part.errors);
+                }
+                res.map(|()| report)
+            }
+            Err(err) => {
+                for d in done {
+                    applier::log_finished(e.finish_job(d));
+                }
+                Err(err)
+            }
+        };
+        self.applied.notify_all();
         self.publish(&e);
         r
+    }
+
+    /// Wakes the commands waiting for the applies to finish (call with the engine locked).
+    fn applies_finished(&self) {
+        self.applied.notify_all();
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
@@ -219,6 +281,13 @@ impl CommandHandler for Daemon {
         }
         if *command == Command::Rescan {
             return Arc::new(self.rescan());
+        }
+        if command_syncs(command) {
+            // (command_syncs: sync_command has an answer for it)
+            let r = self.sync_applying_here(|e| {
+                sync_command(e, command).unwrap_or_else(|| Ok(SyncReport::default()))
+            });
+            return Arc::new(sync_response(command, r));
         }
         let mut e = self.engine();
         let r = handle_command(&mut e, command);
@@ -397,23 +466,52 @@ pub fn handle_command(e: &mut Engine, command: &Command) -> Response {
         Command::FailPath { dev } => sent_response(e.fail_path(dev)),
         Command::ReinstatePath { dev } => sent_response(e.reinstate_path(dev)),
         Command::SwitchGroup { map, group } => sent_response(e.switch_group(map, *group)),
-        Command::ResizeMap { map } => report_response(e.resize_map(map)),
-        Command::RenameMapForce { map } => report_response(e.force_rename(map)),
-        Command::AddPath { dev } => report_response(e.add_path(dev)),
-        Command::DelPath { dev } => report_response(e.del_path(dev)),
-        Command::AddMap { map } => report_response(e.add_map(map)),
         Command::DelMap { map } => match e.del_map(map) {
             Ok(name) => Response::ok(format!("{name}: removed\n")),
             Err(err) => error_response(&err),
         },
-        Command::Reconfigure => match e.reconfigure() {
-            Err(err @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })) => {
-                Response::failed(format!("{}\n", kept_config(&err)))
-            }
-            r => report_response(r),
-        },
         Command::Rescan => report_response(e.rescan()),
         Command::Shutdown => Response::ok("shutting down\n"),
+        c => sync_command(e, c).map_or_else(
+            || Response::failed("unhandled command\n"),
+            |r| sync_response(c, r),
+        ),
+    }
+}
+
+/// Whether a command re-plans maps and answers with a sync report (besides `rescan`).
+fn command_syncs(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::ResizeMap { .. }
+            | Command::RenameMapForce { .. }
+            | Command::AddPath { .. }
+            | Command::DelPath { .. }
+            | Command::AddMap { .. }
+            | Command::Reconfigure
+    )
+}
+
+/// Runs a command that syncs (see [`command_syncs`]); None for any other.
+fn sync_command(e: &mut Engine, command: &Command) -> Option<Result<SyncReport, Error>> {
+    Some(match command {
+        Command::ResizeMap { map } => e.resize_map(map),
+        Command::RenameMapForce { map } => e.force_rename(map),
+        Command::AddPath { dev } => e.add_path(dev),
+        Command::DelPath { dev } => e.del_path(dev),
+        Command::AddMap { map } => e.add_map(map),
+        Command::Reconfigure => e.reconfigure(),
+        _ => return None,
+    })
+}
+
+fn sync_response(command: &Command, r: Result<SyncReport, Error>) -> Response {
+    match (command, r) {
+        (
+            Command::Reconfigure,
+            Err(err @ (Error::ConfigRead { .. } | Error::ConfigInvalid { .. })),
+        ) => Response::failed(format!("{}\n", kept_config(&err))),
+        (_, r) => report_response(r),
     }
 }
 
@@ -583,6 +681,8 @@ pub enum Signal {
     DmEvents,
     /// The sweep thread read a path's SCSI state move ([`crate::sweep`]): run a pass now.
     Swept,
+    /// The applier carried out a job ([`applier`]): book it now.
+    Applied,
 }
 
 fn spawn_signal_thread(tx: mpsc::Sender<Signal>) -> Result<(), Error> {
@@ -1084,6 +1184,23 @@ fn serve(
 
     let mut events = EventLoop::new(clock.clone(), feed);
     events.scan_outside_the_lock();
+    // From here on a sync only plans under the lock; the applier threads carry it out.
+    let mut applier = {
+        let mut e = daemon.engine();
+        e.defer_applies();
+        let backend = e.shared_backend();
+        let wake = Mutex::new(wake.clone());
+        applier::Applier::start(
+            Arc::clone(&backend),
+            applier::width(backend.as_ref()),
+            Box::new(move || {
+                let _ = wake
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .send(Signal::Applied);
+            }),
+        )
+    };
     events.take_dm_events_from(crate::dmevents::DmEvents::start(
         daemon.engine().backend(),
         Box::new(move || {
@@ -1118,11 +1235,13 @@ fn serve(
                     }
                     Err(err) => tracing::error!("reconfigure failed: {err}"),
                 }
+                applier::dispatch(&mut e, &mut applier);
                 daemon.publish(&e);
                 last_publish = std::time::Instant::now();
                 sd_notify("STATUS=reconfigured");
             }
-            Ok(Signal::DmEvents | Signal::Swept) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Signal::DmEvents | Signal::Swept | Signal::Applied)
+            | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if daemon.stopping() {
@@ -1131,7 +1250,15 @@ fn serve(
         let now = clock.now();
         {
             let mut e = daemon.engine();
+            if applier::finish_done(&mut e, &mut applier) {
+                stale = true;
+                daemon.applies_finished();
+            }
             events.step(&mut e, now);
+            applier::dispatch(&mut e, &mut applier);
+            if e.applies_idle() {
+                daemon.applies_finished();
+            }
             stale |= events.take_dirty();
             if (stale && last_publish.elapsed() >= PUBLISH_INTERVAL) || daemon.snapshot_wanted() {
                 daemon.publish(&e);
@@ -1145,12 +1272,23 @@ fn serve(
             let scan = lun_scan::scan(&root);
             let mut e = daemon.engine();
             events.finish_reconcile(&mut e, scan, why);
+            applier::dispatch(&mut e, &mut applier);
             daemon.publish(&e);
             last_publish = std::time::Instant::now();
         }
     }
     sd_notify("STOPPING=1");
     daemon.request_stop();
+    // Applies in flight end as they would have: their jobs are carried out and booked (a
+    // command waiting for them sees the stop and goes on).
+    let rest = applier.stop();
+    {
+        let mut e = daemon.engine();
+        for d in rest {
+            applier::log_finished(e.finish_job(d));
+        }
+        daemon.applies_finished();
+    }
     handle.join();
     tracing::info!("stopped; every map stays in place");
     Ok(())

@@ -161,68 +161,6 @@ impl Engine {
         self.sync_planned(Some(wwids), &BTreeSet::new(), SyncReport::default())
     }
 
-    pub(super) fn sync_planned(
-        &mut self,
-        only: Option<&BTreeSet<String>>,
-        force: &BTreeSet<String>,
-        mut report: SyncReport,
-    ) -> Result<SyncReport> {
-        let t0 = Instant::now();
-        let plans = self.build_plan(only, force, &self.store, &mut report)?;
-        report.timings.plan = t0.elapsed();
-        if only.is_none() {
-            self.ignored = report.ignored.clone();
-        }
-        for p in &plans {
-            self.pending_renames.remove(&p.desired.wwid);
-        }
-        for r in &report.pending_renames {
-            self.pending_renames.insert(r.wwid.clone(), r.clone());
-        }
-        let t0 = Instant::now();
-        let (outcomes, slowest) = self.apply_all(plans);
-        report.timings.apply = t0.elapsed();
-        report.timings.slowest_map = slowest;
-        report.timings.width = self.backend.concurrency();
-        for outcome in outcomes {
-            if let Some(e) = &outcome.plan.error {
-                report.errors.push(e.clone());
-            }
-            report.maps.push(outcome);
-        }
-        // Keyed by the report's own WWIDs: no second copy of every WWID at the peak of a cold
-        // start (refresh_maps is where every map's state is built).
-        let planned: HashMap<&str, Arc<DesiredMap>> = report
-            .maps
-            .iter()
-            .map(|o| (o.plan.desired.wwid.as_str(), Arc::clone(&o.plan.desired.0)))
-            .collect();
-        let t0 = Instant::now();
-        self.refresh_maps(only, planned)?;
-        report.timings.refresh = t0.elapsed();
-        // A reload may have loaded queueing the no_path_retry countdown had switched off.
-        let requeue: Vec<String> = report
-            .maps
-            .iter()
-            .map(|o| &o.plan.desired.wwid)
-            .filter(|w| self.maps.get(*w).is_some_and(|m| m.queue.needs_update()))
-            .cloned()
-            .collect();
-        for w in requeue {
-            match self.map_decisions(&w, None) {
-                Ok(sent) => {
-                    for s in sent {
-                        tracing::info!(map = %s.map, "{} after the reload", s.message);
-                    }
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        report.errors.extend(self.set_fc_timeouts(only));
-        self.retry_by_outcome(&report);
-        Ok(report)
-    }
-
     /// Writes `fast_io_fail_tmo` / `dev_loss_tmo` on the FC remote ports of the maps' paths
     /// (of `only`'s maps when given), as multipath-tools does on every map setup; see
     /// [`crate::fc_tmo`]. Returns the ports that could not be set, as sentences.
@@ -257,57 +195,6 @@ impl Engine {
             }
         }
         errors
-    }
-
-    /// Carries out the plans; outcomes in the plans' order. Renames go first, one at a time
-    /// and in order (one may free the name another plan takes); every other plan touches only
-    /// its own map, so those run [`DmBackend::concurrency`] at a time: on the kernel each
-    /// resume waits for udevd, and a cold start or a burst of new LUNs should not wait for
-    /// those one after another. Also returns the slowest map's wall time.
-    pub(super) fn apply_all(&mut self, plans: Vec<MapPlan>) -> (Vec<MapOutcome>, Duration) {
-        let is_rename = |p: &MapPlan| matches!(p.action, Action::Rename | Action::RenameReload);
-        let backend = &*self.backend;
-        let slowest = std::sync::Mutex::new(Duration::ZERO);
-        let timed = |p: &MapPlan| {
-            let t0 = Instant::now();
-            let r = apply_to_backend(backend, p);
-            let took = t0.elapsed();
-            tracing::debug!(map = %p.name, action = p.action.as_str(), "applied in {:.3} s", took.as_secs_f64());
-            let mut s = slowest
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *s = (*s).max(took);
-            r
-        };
-        let mut done: Vec<Option<Applied>> = plans
-            .iter()
-            .map(|p| is_rename(p).then(|| timed(p)))
-            .collect();
-        let rest: Vec<&MapPlan> = plans.iter().filter(|p| !is_rename(p)).collect();
-        let mut results = run_concurrently(backend.concurrency(), &rest, |p| timed(p)).into_iter();
-        for slot in done.iter_mut().filter(|d| d.is_none()) {
-            *slot = results.next().flatten();
-        }
-        let outcomes = plans
-            .into_iter()
-            .zip(done)
-            .map(|(plan, d)| {
-                let (messages, res) = d.unwrap_or_else(|| {
-                    let e = Error::MapBuild {
-                        wwid: plan.desired.wwid.clone(),
-                        reason: "the plan was not carried out (its worker thread stopped)".into(),
-                    };
-                    (Vec::new(), Err(e))
-                });
-                self.record(plan, messages, res)
-            })
-            .collect();
-        (
-            outcomes,
-            slowest
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
     }
 
     /// Books one carried-out plan: its error, the map's desired state, the load count.

@@ -364,6 +364,8 @@ impl Engine {
             match now.get(&name) {
                 Some(&nr) if nr != seen => due.extend(self.on_dm_event(&wwid)?),
                 Some(_) => {}
+                // Renamed by an apply still in flight: its finish re-reads it.
+                None if self.apply_in_flight(&wwid) => {}
                 None => {
                     // Removed behind our back (dmsetup remove): forget it.
                     self.maps.remove(&wwid);

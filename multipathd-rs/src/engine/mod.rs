@@ -6,8 +6,10 @@
 //! One state ([`Engine`], this module: its types and lookups), four jobs, one module each:
 //! - `plan`: the planner. Paths and configuration -> desired maps and per-map plans; talks
 //!   to no backend.
-//! - `apply`: the applier. Reads the live maps and carries plans and messages out on the
-//!   [`DmBackend`] (sync, reconfigure, resize, add/del map, cluster names).
+//! - `apply`: talks to the [`DmBackend`]: reads the live maps, carries a plan and messages
+//!   out, runs the map commands (reconfigure, resize, add/del map, cluster names).
+//! - `applier`: a sync as prepare (under the lock) / apply (no engine) / finish (under the
+//!   lock), and the daemon's per-map ordering of applies.
 //! - `paths`: the path state machine. Due checks, the SCSI state sweep, check results ->
 //!   fail_path / reinstate_path, queueing and failback.
 //! - `events`: event intake. Scans and single-path rescans (incremental indexes), `rescan`,
@@ -45,6 +47,7 @@ use crate::scheduler::{CheckScheduler, IntervalPolicy};
 use crate::state::{self, MapView, PathView};
 use crate::uevent::{self, DeviceChange, Uevent};
 
+mod applier;
 mod apply;
 mod events;
 mod paths;
@@ -53,6 +56,7 @@ mod retry;
 mod sweep;
 mod views;
 
+pub use applier::{AppliedJob, ApplyJob};
 pub use views::{features_text, hwhandler_text};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -319,6 +323,8 @@ pub struct Engine {
     sweep: Option<crate::sweep::SweepLink>,
     /// Devices an event could not use yet, to read again (`retry.rs`).
     retries: retry::Retries,
+    /// Daemon mode: applies run on the daemon's applier (see `engine/applier.rs`).
+    applies: Option<applier::Applies>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -426,6 +432,7 @@ impl Engine {
             runner_stats: Default::default(),
             cluster,
             sweep: None,
+            applies: None,
         })
     }
 
