@@ -227,12 +227,13 @@ pub struct Budget {
 fn run_child(
     exe: &Path,
     tree: &Path,
-    paths: usize,
-    per_lun: usize,
+    (paths, per_lun): (usize, usize),
+    env: &std::collections::BTreeMap<String, String>,
     timeout_s: f64,
 ) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut child = Command::new(exe)
+        .envs(env)
         .arg("point")
         .arg("--tree")
         .arg(tree)
@@ -278,6 +279,29 @@ pub struct ScaleResults {
     pub runs_per_point: usize,
     pub tree_fs: String,
     pub points: Vec<PointResult>,
+    /// The glibc malloc settings the children ran with (the daemon unit's `MALLOC_*`).
+    #[serde(default)]
+    pub malloc_env: std::collections::BTreeMap<String, String>,
+}
+
+/// The `MALLOC_*` settings of the daemon's systemd unit (`Environment=` lines of
+/// contrib/multipathd-rs.service), which the scale children run with: the peak RSS per path is
+/// the daemon's as it is deployed (with one arena per thread, glibc's default, the 256
+/// concurrent creates of a cold start leave memory in up to 16 arenas, and the peak varies by
+/// half with the load). A setting already in the bench's own environment wins.
+pub fn unit_malloc_env(workspace: &Path) -> std::collections::BTreeMap<String, String> {
+    let unit = workspace.join("contrib/multipathd-rs.service");
+    let text = std::fs::read_to_string(&unit).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.trim_matches('"').split_once('='))
+        .filter(|(k, _)| k.starts_with("MALLOC_"))
+        .map(|(k, v)| {
+            let v = std::env::var(k).unwrap_or_else(|_| v.to_string());
+            (k.to_string(), v)
+        })
+        .collect()
 }
 
 /// Where the trees are generated. A 64k-path tree needs about 3.2 million inodes, more than
@@ -358,11 +382,13 @@ pub fn run_curve(
     let base = tree_fs.base.clone();
     let mut points = Vec::new();
     let mut too_slow: std::collections::HashMap<usize, String> = Default::default();
+    let malloc_env = unit_malloc_env(&crate::workspace());
     let snapshot = |points: &Vec<PointResult>| ScaleResults {
         date: crate::report::now_utc(),
         runs_per_point: runs,
         tree_fs: tree_fs.describe(),
         points: points.clone(),
+        malloc_env: malloc_env.clone(),
     };
     for &paths in sizes {
         for &per_lun in per_luns {
@@ -400,7 +426,13 @@ pub fn run_curve(
                     ));
                     break;
                 }
-                let out = match run_child(exe, dir.path(), paths, per_lun, budget.run_timeout_s) {
+                let out = match run_child(
+                    exe,
+                    dir.path(),
+                    (paths, per_lun),
+                    &malloc_env,
+                    budget.run_timeout_s,
+                ) {
                     Ok(o) => o,
                     Err(e) => {
                         eprintln!("bench: run {} of {paths}x{per_lun} failed: {e}", i + 1);
@@ -465,6 +497,7 @@ pub fn run_curve(
         runs_per_point: runs,
         tree_fs: tree_fs.describe(),
         points,
+        malloc_env,
     })
 }
 
@@ -505,4 +538,11 @@ mod tests {
         assert!(r.hwm_after_scan_kb <= r.hwm_after_plan_kb);
         assert!(r.hwm_after_plan_kb <= r.peak_rss_kb);
     }
+}
+
+#[test]
+fn the_children_get_the_daemon_units_malloc_settings() {
+    let env = unit_malloc_env(&crate::workspace());
+    assert!(env.contains_key("MALLOC_ARENA_MAX"), "{env:?}");
+    assert!(env.keys().all(|k| k.starts_with("MALLOC_")), "{env:?}");
 }
