@@ -314,7 +314,9 @@ impl Engine {
                 .chain(report.unnamed.iter().map(String::as_str))
                 .collect();
             for (dev, w) in &read {
-                if !planned.contains(w.as_str()) {
+                // A WWID with an apply in flight is planned again after it (daemon mode):
+                // that plan's outcome decides.
+                if !planned.contains(w.as_str()) && !self.apply_in_flight(w) {
                     self.retries.settled(dev);
                 }
             }

@@ -52,6 +52,15 @@ impl Retries {
         true
     }
 
+    /// Moves a queued device's next re-read one backoff (of its current attempt) past `now`,
+    /// without counting an attempt: while its re-read's plan is being applied, it is not read
+    /// again; the outcome then settles it or queues it with the next attempt.
+    pub fn postpone(&mut self, dev: &str, now: Instant) {
+        if let Some(p) = self.pending.get_mut(dev) {
+            p.due = now + backoff(p.attempt);
+        }
+    }
+
     /// The device no longer needs a re-read (it was used, or it is gone).
     pub fn settled(&mut self, dev: &str) {
         self.pending.remove(dev);
@@ -168,6 +177,10 @@ impl Engine {
             return Ok(SyncReport::default());
         }
         tracing::debug!(devices = ?due, "re-reading devices an earlier event could not use");
+        let now = self.clock.now();
+        for dev in &due {
+            self.retries.postpone(dev, now);
+        }
         self.reread_devices(
             due.into_iter()
                 .map(|d| (d, DeviceChange::Changed))
@@ -202,6 +215,13 @@ mod tests {
             assert!(r.schedule("sdb", "no WWID".into(), t0));
         }
         assert!(!r.schedule("sdb", "no WWID".into(), t0), "one too many");
+        // Postponing moves the due time, not the attempt count.
+        r.schedule("sdd", "x".into(), t0);
+        r.postpone("sdd", t0 + Duration::from_secs(5));
+        assert!(!r.any_due(t0 + Duration::from_secs(5)));
+        assert!(r.any_due(t0 + Duration::from_secs(6)));
+        assert_eq!(r.list()[0].1, 1);
+        r.settled("sdd");
         assert!(r.is_empty());
         r.schedule("sdc", "x".into(), t0);
         r.settled("sdc");
