@@ -303,9 +303,9 @@ impl Engine {
                 return Err(e);
             }
         };
-        // A device whose map was planned is settled or queued by the sync's outcome
-        // (`retry_by_outcome`); one whose WWID needed no plan (a lone path waiting for its
-        // sibling, a map already right) has nothing left to wait for.
+        // A device whose map was planned (kept, made, reloaded or failed) is settled or queued
+        // by the sync's outcome (`retry_by_outcome`); one whose WWID got no plan (a lone path
+        // waiting for its sibling) has nothing left to wait for.
         if !self.retries.is_empty() {
             let planned: HashSet<&str> = report
                 .maps
