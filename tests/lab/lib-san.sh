@@ -245,9 +245,17 @@ san_mpd_start() {
 
 # san_dm_paths_in STATE: how many paths of this host's multipath maps are in dm state STATE
 # (A or F), from the kernel (dmsetup status).
+# One dmsetup, counted here (polled by lab_poll).
 san_dm_paths_in() {
-  dmsetup status --target multipath 2>/dev/null \
-    | awk -v s="$1" '{ for (i = 1; i < NF; i++) if ($i ~ /^[0-9]+:[0-9]+$/ && $(i + 1) == s) n++ } END { print n + 0 }'
+  local out i n=0
+  local -a w
+  out="$(dmsetup status --target multipath 2>/dev/null)"
+  while read -r -a w; do
+    for ((i = 0; i < ${#w[@]} - 1; i++)); do
+      [[ ${w[i]} =~ ^[0-9]+:[0-9]+$ ]] && [ "${w[i + 1]}" = "$1" ] && n=$((n + 1))
+    done
+  done <<<"$out"
+  printf '%s\n' "$n"
 }
 # san_offline_paths: this host's SAN paths whose SCSI device state is not "running".
 san_offline_paths() {

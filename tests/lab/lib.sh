@@ -363,9 +363,33 @@ lab_devno_of() { # sdX -> MAJ:MIN
   while read -r d n _; do [ "$d" = "$1" ] && printf '%s\n' "$n"; done <"$LAB_OUT/paths.txt"
   return 0
 }
-# lab_map_of_devno MAJ:MIN: the multipath map whose table holds that path.
-lab_map_of_devno() { dmsetup table --target multipath | awk -v d="$1" '{ for (i = 2; i <= NF; i++) if ($i == d) { sub(":$", "", $1); print $1; exit } }'; }
-lab_udev_serial() { udevadm info --query=property --name="/dev/$1" | sed -n 's/^ID_SERIAL=//p'; }
+# lab_map_of_devno MAJ:MIN: the multipath map whose table holds that path (the first such map;
+# one dmsetup, parsed here).
+lab_map_of_devno() {
+  local out i
+  local -a w
+  out="$(dmsetup table --target multipath)"
+  while read -r -a w; do
+    for ((i = 1; i < ${#w[@]}; i++)); do
+      [ "${w[i]}" = "$1" ] && { printf '%s\n' "${w[0]%:}"; return 0; }
+    done
+  done <<<"$out"
+  return 0
+}
+# lab_udev_serial sdX: udev's ID_SERIAL of /dev/sdX, read from udev's database entry of the
+# device (/run/udev/data/b<major>:<minor>, the "E:" lines `udevadm info --query=property`
+# prints) without a process; when there is no entry to read, udevadm as before.
+lab_udev_serial() {
+  local devno="" l
+  { read -r devno <"/sys/class/block/$1/dev"; } 2>/dev/null
+  if [ -n "$devno" ] && [ -r "/run/udev/data/b$devno" ]; then
+    while IFS= read -r l || [ -n "$l" ]; do
+      [ "${l#E:ID_SERIAL=}" != "$l" ] && printf '%s\n' "${l#E:ID_SERIAL=}"
+    done <"/run/udev/data/b$devno"
+    return 0
+  fi
+  udevadm info --query=property --name="/dev/$1" | sed -n 's/^ID_SERIAL=//p'
+}
 lab_sectors() { lab_attr "/sys/block/$1/size"; }
 
 # ------------------------------------------------------------------------- tcm_loop (LIO)
@@ -582,7 +606,23 @@ lab_mpd_stop() {
 }
 
 # Multipath maps in the kernel: names, count.
-lab_mpath_maps() { dmsetup ls --target multipath 2>/dev/null | awk '$1 != "No" { print $1 }' | sort; }
+# (One dmsetup; the names sorted here as sort(1) does, by the locale's collation.)
+lab_mpath_maps() {
+  local out name i j _
+  local -a found=()
+  out="$(dmsetup ls --target multipath 2>/dev/null)"
+  while read -r name _; do
+    [ -n "$name" ] && [ "$name" != No ] || continue
+    for ((i = ${#found[@]}; i > 0; i--)); do
+      j="${found[i - 1]}"
+      [[ $name < $j ]] || break
+      found[i]="$j"
+    done
+    found[i]="$name"
+  done <<<"$out"
+  ((${#found[@]})) && printf '%s\n' "${found[@]}"
+  return 0
+}
 lab_mpath_count() { # one dmsetup, counted here
   local out n=0 name _
   out="$(dmsetup ls --target multipath 2>/dev/null)"
@@ -590,8 +630,14 @@ lab_mpath_count() { # one dmsetup, counted here
   printf '%s\n' "$n"
 }
 # lab_mpath_of_wwid WWID: the name of the map with uuid mpath-WWID.
+# (One dmsetup, parsed here.)
 lab_mpath_of_wwid() {
-  dmsetup info -c --noheadings -o name,uuid --separator ' ' 2>/dev/null | awk -v u="mpath-$1" '$2 == u { print $1 }'
+  local out name uuid _
+  out="$(dmsetup info -c --noheadings -o name,uuid --separator ' ' 2>/dev/null)"
+  while read -r name uuid _; do
+    [ -n "$uuid" ] && [ "$uuid" = "mpath-$1" ] && printf '%s\n' "$name"
+  done <<<"$out"
+  return 0
 }
 # lab_dm_path_state MAP MAJ:MIN: A or F from `dmsetup status`, "absent" when not in the table.
 lab_dm_path_state() {
@@ -605,8 +651,27 @@ lab_dm_path_state() {
   done <<<"$out"
   printf 'absent\n'
 }
-# lab_map_devnos MAP: the paths' major:minor of a map's table, sorted, space-separated.
-lab_map_devnos() { dmsetup table "$1" 2>/dev/null | grep -oE '[0-9]+:[0-9]+' | sort | tr '\n' ' ' | sed 's/ $//'; }
+# lab_map_devnos MAP: the paths' major:minor of a map's table, sorted (as sort(1) does, by the
+# locale's collation), space-separated, no newline. One dmsetup; the matching and sorting are
+# done here.
+lab_map_devnos() {
+  local out m i j
+  local -a found=()
+  out="$(dmsetup table "$1" 2>/dev/null)"
+  while [[ $out =~ [0-9]+:[0-9]+ ]]; do
+    m="${BASH_REMATCH[0]}"
+    out="${out#*"$m"}"
+    # insertion sort (a map has a handful of paths)
+    for ((i = ${#found[@]}; i > 0; i--)); do
+      j="${found[i - 1]}"
+      [[ $m < $j ]] || break
+      found[i]="$j"
+    done
+    found[i]="$m"
+  done
+  local IFS=' '
+  printf '%s' "${found[*]}"
+}
 
 # lab_alive PID: "alive" while PID runs, "gone" once it exited (a zombie counts as gone).
 lab_alive() {
