@@ -220,6 +220,82 @@ bench_proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat
 # Non-idle clock ticks of the whole guest (/proc/stat: user nice system irq softirq steal).
 bench_guest_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
+# bench_task_ticks PID: one line per thread of PID, "NAME TICKS" (utime + stime), the name with
+# a trailing -NUMBER cut (checker-3 -> checker), from /proc/PID/task/*/stat; bash
+# builtins only (a fork costs tens of ms under emulation).
+bench_task_ticks() {
+  local f line name rest
+  local -a v
+  for f in /proc/"$1"/task/*/stat; do
+    { read -r line <"$f"; } 2>/dev/null || continue
+    name=${line#*(}
+    name=${name%%) *}
+    rest=${line##*) }
+    read -ra v <<<"$rest"
+    [[ $name =~ ^(.*)-[0-9:]+$ ]] && name=${BASH_REMATCH[1]}
+    printf '%s %d\n' "${name:-?}" "$((v[11] + v[12]))"
+  done
+}
+
+# bench_thread_split BEFORE AFTER SECONDS: from two bench_task_ticks outputs, CPU seconds per
+# second by thread name over SECONDS, the busiest first ("sweep 0.061, checker 0.030, ...").
+# A thread that came or went in between counts from 0.
+bench_thread_split() {
+  awk -v s="$3" -v hz="$(getconf CLK_TCK)" '
+    FNR == NR { b[$1] += $2; next }
+    { a[$1] += $2 }
+    END {
+      for (n in a) { d = (a[n] - b[n]) / hz / s; if (d > 0) out[n] = d }
+      while (length(out)) {
+        m = ""; for (n in out) if (m == "" || out[n] > out[m]) m = n
+        printf "%s%s %.3f", sep, m, out[m]; sep = ", "; delete out[m]
+      }
+      if (sep == "") printf "none measurable"
+    }' "$1" "$2"
+}
+
+# bench_sampler_start PID / bench_sampler_stop: every 0.5 s one line "REALTIME GUEST_BUSY_TICKS
+# PID_TICKS" into $LAB_OUT/cpu-samples-<tool>.txt (builtins only), so a profile can say how busy
+# the guest's CPUs were, and how much of it was the daemon, up to any moment of a cold start.
+BENCH_SAMPLER_PID=""
+bench_sampler_start() {
+  local pid="$1" out="$LAB_OUT/cpu-samples-$BENCH_TOOL.txt"
+  : >"$out"
+  (
+    local line rest _c u n sy _i _w irq sirq st
+    local -a v
+    while :; do
+      read -r _c u n sy _i _w irq sirq st _ </proc/stat
+      line="" v=()
+      { read -r line <"/proc/$pid/stat"; } 2>/dev/null
+      rest=${line##*) }
+      [ -n "$line" ] && read -ra v <<<"$rest"
+      printf '%s %d %d\n' "$EPOCHREALTIME" "$((u + n + sy + irq + sirq + st))" "$((${v[11]:-0} + ${v[12]:-0}))" >>"$out"
+      bench_sleep 0.5
+    done
+  ) &
+  BENCH_SAMPLER_PID=$!
+}
+bench_sampler_stop() {
+  [ -n "$BENCH_SAMPLER_PID" ] && kill "$BENCH_SAMPLER_PID" 2>/dev/null
+  wait "$BENCH_SAMPLER_PID" 2>/dev/null
+  BENCH_SAMPLER_PID=""
+}
+
+# bench_cpu_until TOOL T0 SECS: "guest busy X of Y CPU-s (Z%), the daemon D CPU-s" from the
+# first sample to the last one at or before T0 + SECS (T0 a realtime), or "no samples".
+bench_cpu_until() {
+  awk -v t0="$2" -v secs="$3" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" '
+    NR == 1 { ft = $1; fg = $2; fd = $3 }
+    $1 <= t0 + secs { lt = $1; lg = $2; ld = $3 }
+    END {
+      if (lt == "" || lt <= ft) { printf "no samples"; exit }
+      w = lt - ft
+      printf "over %.1f s from %.1f s: guest busy %.2f of %.2f CPU-s (%.0f%%), the daemon %.2f CPU-s",
+        w, ft - t0, (lg - fg) / hz, w * cpus, 100 * (lg - fg) / hz / (w * cpus), (ld - fd) / hz
+    }' "$LAB_OUT/cpu-samples-$1.txt"
+}
+
 # bench_idle_cpu TOOL REP WINDOW [SUFFIX]: records idle_cpu (the daemon's own CPU seconds per second
 # over WINDOW seconds of doing nothing) and idle_cpu_guest (the whole guest's, udevd and kernel
 # workers included, in CPU seconds per second over its 2 CPUs), each metric's name + SUFFIX.
@@ -227,10 +303,12 @@ bench_idle_cpu() {
   local tool="$1" rep="$2" window="$3" sfx="${4:-}" hz p0 g0 p1 g1 t0 el
   hz=$(getconf CLK_TCK)
   t0=$(bench_now)
+  bench_task_ticks "$BENCH_PID" >"$LAB_OUT/threads-$tool-$rep.0"
   p0=$(bench_proc_ticks "$BENCH_PID") g0=$(bench_guest_ticks)
   sleep "$window"
   p1=$(bench_proc_ticks "$BENCH_PID") g1=$(bench_guest_ticks)
   el=$(bench_since "$t0")
+  bench_task_ticks "$BENCH_PID" >"$LAB_OUT/threads-$tool-$rep.1"
   if [ -z "$p0" ] || [ -z "$p1" ] || ! bench_alive; then
     BENCH_ERR="the $BENCH_TOOL daemon exited during the idle window: $(bench_log_tail)"
     bench_record "idle_cpu$sfx" "$tool" "$rep" "" "$BENCH_ERR"
@@ -239,4 +317,5 @@ bench_idle_cpu() {
   fi
   bench_record "idle_cpu$sfx" "$tool" "$rep" "$(awk -v a="$p0" -v b="$p1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
   bench_record "idle_cpu_guest$sfx" "$tool" "$rep" "$(awk -v a="$g0" -v b="$g1" -v hz="$hz" -v s="$el" 'BEGIN { printf "%.4f", (b - a) / hz / s }')"
+  bench_profile "$tool rep $rep, idle CPU by thread (CPU s/s over ${el} s): $(bench_thread_split "$LAB_OUT/threads-$tool-$rep.0" "$LAB_OUT/threads-$tool-$rep.1" "$el")"
 }

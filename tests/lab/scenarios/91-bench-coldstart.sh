@@ -197,20 +197,28 @@ log_at() {
 # stamps; RT0 = realtime, the clock of the daemon's log): the daemon's own phases from its log,
 # the maps' dm uevents, and the oracle's polls.
 profile() {
-  local tool="$1" rep="$2" up0="$3" rt0="$4" ev0="$5" secs="$6" up1 rt1 first live n drift sync=""
+  local tool="$1" rep="$2" up0="$3" rt0="$4" ev0="$5" secs="$6" up1 rt1 first live n lastadd med slow drift sync=""
   read -r up1 _ </proc/uptime
   rt1=$EPOCHREALTIME
-  read -r first live n <<<"$(tail -n +"$((ev0 + 1))" "$LAB_OUT/uevents.log" | awk -v u0="$up0" '
+  # Per map: its dm add (DM_DEV_CREATE) and its first change (the resume that made it live);
+  # the median and slowest time from one to the other is the kernel's (and the daemon's) work
+  # on that map, the spread of the adds how long the maps waited to be started.
+  read -r first live n lastadd med slow <<<"$(tail -n +"$((ev0 + 1))" "$LAB_OUT/uevents.log" | awk -v u0="$up0" '
     $1 ~ /^KERNEL\[/ && $3 ~ /\/dm-[0-9]+$/ {
       t = substr($1, 8, length($1) - 8) - u0
-      if ($2 == "add" && first == "") first = t
+      if ($2 == "add") { if (first == "") first = t; if (!($3 in add)) { add[$3] = t; if (t > lastadd) lastadd = t } }
       if ($2 == "change" && !($3 in up)) { up[$3] = t; n++; if (t > last) last = t } }
-    END { printf "%.2f %.2f %d\n", first, last, n }')"
+    END {
+      k = 0
+      for (d in up) if (d in add) lat[++k] = up[d] - add[d]
+      # insertion sort: at most a few hundred maps
+      for (i = 2; i <= k; i++) { v = lat[i]; for (j = i - 1; j >= 1 && lat[j] > v; j--) lat[j + 1] = lat[j]; lat[j + 1] = v }
+      printf "%.2f %.2f %d %.2f %.2f %.2f\n", first, last, n, lastadd, k ? lat[int((k + 1) / 2)] : -1, k ? lat[k] : -1 }')"
   drift=$(awk -v a="$up0" -v b="$up1" -v c="$rt0" -v d="$rt1" 'BEGIN { printf "%.2f", (d - c) - (b - a) }')
   if [ "$tool" = multipathd-rs ]; then
     sync="first log line at $(log_at "$tool" 'starting (pid' "$rt0") s, initial sync from $(log_at "$tool" 'initial sync: start' "$rt0") s to $(log_at "$tool" 'initial sync: [0-9]* maps;' "$rt0") s ($(grep -a 'initial sync: [0-9]* maps;' "$LAB_OUT/$tool.log" | tail -n 1 | sed 's/.*initial sync: //')); ready at $(log_at "$tool" 'ready: ' "$rt0") s; "
   fi
-  bench_profile "$tool rep $rep, $K LUNs, cold start ${secs:-not measured} s: ${sync}first map's dm add at $first s, the last of $n maps live (first dm change) at $live s; the oracle saw them all in sysfs at ${secs:-?} s (poll $BENCH_POLLS, every ${BENCH_POLL}s; $BENCH_LOOKS ran dmsetup), dmsetup confirmed at ${confirmed:-?} s; clocks drift ${drift} s"
+  bench_profile "$tool rep $rep, $K LUNs, cold start ${secs:-not measured} s: ${sync}first map's dm add at $first s, the last at $lastadd s, the last of $n maps live (first dm change) at $live s, a map's add to live median $med s, slowest $slow s; CPU $(bench_cpu_until "$tool" "$rt0" "${secs:-$live}"); the oracle saw them all in sysfs at ${secs:-?} s (poll $BENCH_POLLS, every ${BENCH_POLL}s; $BENCH_LOOKS ran dmsetup), dmsetup confirmed at ${confirmed:-?} s; clocks drift ${drift} s"
 }
 
 # ------------------------------------------------------------------------------------ setup
@@ -341,7 +349,9 @@ for rep in $(seq "$BENCH_REPS"); do
     read -r up0 _ </proc/uptime
     t0=$(bench_now)
     bench_start "$tool"
+    bench_sampler_start "$BENCH_PID"
     if bench_wait_maps "$K" "$tmo" "$PATHS"; then
+      bench_sampler_stop
       secs=$(bench_us_since "$t0" "$BENCH_SEEN_US")
       confirmed=$(bench_us_since "$t0" "$BENCH_DONE_US")
       bench_record "$metric" "$tool" "$rep" "$secs"
@@ -355,6 +365,7 @@ for rep in $(seq "$BENCH_REPS"); do
       profile "$tool" "$rep" "$up0" "$t0" "$ev0" "$secs"
       bench_idle_cpu "$tool" "$rep" "$BENCH_IDLE_WINDOW" "$sfx"
     else
+      bench_sampler_stop
       bench_record "$metric" "$tool" "$rep" "" "$BENCH_ERR"
       confirmed=""
       profile "$tool" "$rep" "$up0" "$t0" "$ev0" ""
