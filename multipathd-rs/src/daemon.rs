@@ -15,7 +15,7 @@ use crate::engine::{Engine, SyncReport};
 use crate::error::Error;
 use crate::output;
 use crate::socket::{
-    Command, CommandHandler, Format, Peer, Response, Server, ServerOptions, Stopper,
+    Command, CommandHandler, Format, Peer, Response, Server, ServerHandle, ServerOptions, Stopper,
 };
 use crate::state::{self, MapView};
 use crate::uevent::netlink::KernelUeventSocket;
@@ -1002,6 +1002,46 @@ impl EventLoop {
     }
 }
 
+/// What the daemon does once its initial sync is booked.
+struct Starting {
+    server: Option<Server>,
+    ready: Option<mpsc::Sender<Arc<Daemon>>>,
+}
+
+impl Starting {
+    /// Serves the control socket, tells systemd (READY=1) and [`start`]'s caller.
+    fn ready(&mut self, daemon: &Arc<Daemon>, socket: &Path) -> Result<ServerHandle, Error> {
+        let server = self.server.take().ok_or_else(|| Error::Io {
+            path: socket.to_path_buf(),
+            source: std::io::Error::other("the control socket is already served"),
+        })?;
+        let handle = server.spawn(daemon.clone())?;
+        let status = {
+            let e = daemon.engine();
+            format!("{} maps, {} paths", e.map_names().len(), e.paths().len())
+        };
+        sd_notify(&format!("READY=1\nSTATUS={status}"));
+        tracing::info!("ready: {status}; control socket {}", socket.display());
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(daemon.clone());
+        }
+        Ok(handle)
+    }
+}
+
+/// Logs the initial sync's outcome (lab 91's cold-start profile reads its timings line).
+fn log_initial(r: Result<SyncReport, Error>) {
+    match r {
+        Ok(r) => {
+            tracing::info!("initial sync: {} maps; {}", r.maps.len(), r.timings);
+            for line in report_text(&r).lines() {
+                tracing::info!("{line}");
+            }
+        }
+        Err(err) => tracing::error!("initial sync failed: {err}"),
+    }
+}
+
 fn log_reconcile(r: Result<SyncReport, Error>, why: Reconcile) {
     match r {
         Ok(r) if r.changed() > 0 || !r.errors.is_empty() => tracing::info!(
@@ -1128,23 +1168,60 @@ fn serve(
         None
     };
     let daemon = Arc::new(Daemon::new(engine));
-    {
+    // From here on a sync only plans under the lock; the applier threads carry it out.
+    let mut applier = {
+        let mut e = daemon.engine();
+        e.defer_applies();
+        let backend = e.shared_backend();
+        let wake = Mutex::new(wake.clone());
+        applier::Applier::start(
+            Arc::clone(&backend),
+            applier::width(backend.as_ref()),
+            Box::new(move || {
+                let _ = wake
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .send(Signal::Applied);
+            }),
+        )
+    };
+    // The initial sync plans here and is carried out on a thread of its own while the loop
+    // runs: on the kernel a cold start's resumes wait for udevd (tens of seconds for 256 maps
+    // on a busy host), and a disk added or a path lost meanwhile is handled then. The daemon
+    // is ready (READY=1, `start` returns) once it is booked.
+    let mut initial = {
         let mut e = daemon.engine();
         tracing::info!("initial sync: start");
-        match e.sync() {
-            Ok(r) => {
-                // The cold start's profile (lab 91 splits its time with it).
-                tracing::info!("initial sync: {} maps; {}", r.maps.len(), r.timings);
-                for line in report_text(&r).lines() {
-                    tracing::info!("{line}");
-                }
-            }
-            Err(err) => tracing::error!("initial sync failed: {err}"),
-        }
-        // Every member path is due at once: the loop's first pass checks them all through
-        // the asynchronous runner, so one hung path cannot hold up the start.
+        let r = e.sync();
+        let jobs = e.take_jobs();
+        // Every member path is due at once when its map is booked: the loop's first pass
+        // checks them all through the asynchronous runner, so one hung path cannot hold up
+        // the start.
         daemon.publish(&e);
-    }
+        match r {
+            Ok(prepared) => {
+                let wake = Mutex::new(wake.clone());
+                Some(applier::InitialApply::start(
+                    jobs,
+                    e.shared_backend(),
+                    prepared,
+                    Box::new(move || {
+                        let _ = wake
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .send(Signal::Applied);
+                    }),
+                ))
+            }
+            Err(err) => {
+                tracing::error!("initial sync failed: {err}");
+                for job in jobs {
+                    applier.submit(job);
+                }
+                None
+            }
+        }
+    };
     // Failover that never waits for the engine lock: the sweep thread reads every member
     // path's SCSI state and fails a path that went down itself (see crate::sweep).
     let _sweep = {
@@ -1171,36 +1248,19 @@ fn serve(
         }
     };
     daemon.set_stopper(server.stopper());
-    let handle = server.spawn(daemon.clone())?;
-    let status = {
-        let e = daemon.engine();
-        format!("{} maps, {} paths", e.map_names().len(), e.paths().len())
+    // The socket answers once the initial sync is booked: a client connecting before waits
+    // in the listen queue for a view with the maps, as it did when the sync ran here.
+    let mut starting = Starting {
+        server: Some(server),
+        ready,
     };
-    sd_notify(&format!("READY=1\nSTATUS={status}"));
-    tracing::info!("ready: {status}; control socket {}", opts.socket.display());
-    if let Some(r) = ready {
-        let _ = r.send(daemon.clone());
+    let mut handle = None;
+    if initial.is_none() {
+        handle = Some(starting.ready(&daemon, &opts.socket)?);
     }
 
     let mut events = EventLoop::new(clock.clone(), feed);
     events.scan_outside_the_lock();
-    // From here on a sync only plans under the lock; the applier threads carry it out.
-    let mut applier = {
-        let mut e = daemon.engine();
-        e.defer_applies();
-        let backend = e.shared_backend();
-        let wake = Mutex::new(wake.clone());
-        applier::Applier::start(
-            Arc::clone(&backend),
-            applier::width(backend.as_ref()),
-            Box::new(move || {
-                let _ = wake
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .send(Signal::Applied);
-            }),
-        )
-    };
     events.take_dm_events_from(crate::dmevents::DmEvents::start(
         daemon.engine().backend(),
         Box::new(move || {
@@ -1248,8 +1308,16 @@ fn serve(
             break;
         }
         let now = clock.now();
+        let mut booked_initial = false;
         {
             let mut e = daemon.engine();
+            if let Some(r) = initial.as_mut().and_then(|i| i.try_finish(&mut e)) {
+                initial = None;
+                log_initial(r);
+                booked_initial = true;
+                stale = true;
+                daemon.applies_finished();
+            }
             if applier::finish_done(&mut e, &mut applier) {
                 stale = true;
                 daemon.applies_finished();
@@ -1260,10 +1328,22 @@ fn serve(
                 daemon.applies_finished();
             }
             stale |= events.take_dirty();
-            if (stale && last_publish.elapsed() >= PUBLISH_INTERVAL) || daemon.snapshot_wanted() {
+            if (stale && last_publish.elapsed() >= PUBLISH_INTERVAL)
+                || daemon.snapshot_wanted()
+                || booked_initial
+            {
                 daemon.publish(&e);
                 last_publish = std::time::Instant::now();
                 stale = false;
+            }
+        }
+        if booked_initial {
+            match starting.ready(&daemon, &opts.socket) {
+                Ok(h) => handle = Some(h),
+                Err(err) => {
+                    tracing::error!("{err}");
+                    break;
+                }
             }
         }
         if let Some(why) = events.take_reconcile() {
@@ -1284,12 +1364,17 @@ fn serve(
     let rest = applier.stop();
     {
         let mut e = daemon.engine();
+        if let Some(i) = initial.take() {
+            log_initial(i.wait_finish(&mut e));
+        }
         for d in rest {
             applier::log_finished(e.finish_job(d));
         }
         daemon.applies_finished();
     }
-    handle.join();
+    if let Some(h) = handle {
+        h.join();
+    }
     tracing::info!("stopped; every map stays in place");
     Ok(())
 }

@@ -20,6 +20,7 @@ use multipathd_rs::clock::{Clock, ManualClock, SystemClock};
 use multipathd_rs::config::Config;
 use multipathd_rs::daemon::{self, DaemonOptions};
 use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::socket;
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -150,6 +151,15 @@ impl Lab {
 
     /// A synced engine on `gate`: checks every second, a reconcile every second.
     fn engine(&self, gate: &Arc<Gate>, clock: Arc<dyn Clock>) -> Engine {
+        let mut e = self.engine_unsynced(gate, clock);
+        let r = e.sync().unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(e.map_names().len(), 4);
+        e
+    }
+
+    /// [`Lab::engine`] before its first sync (a daemon's cold start).
+    fn engine_unsynced(&self, gate: &Arc<Gate>, clock: Arc<dyn Clock>) -> Engine {
         let config = Config::parse_str(
             "[defaults]\npolling_interval = 1\nmax_polling_interval = 1\nreconcile_interval = 1\n",
             Path::new("test.toml"),
@@ -164,11 +174,7 @@ impl Lab {
             },
             checker_override: Some("sysfs".into()),
         };
-        let mut e = Engine::new(config, opts, Box::new(Shared(Arc::clone(gate))), clock).unwrap();
-        let r = e.sync().unwrap();
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(e.map_names().len(), 4);
-        e
+        Engine::new(config, opts, Box::new(Shared(Arc::clone(gate))), clock).unwrap()
     }
 }
 
@@ -344,4 +350,69 @@ fn a_path_that_fails_while_its_map_is_loaded_is_failed_again_when_the_apply_is_b
     let again = e.plan_wanted();
     assert_eq!(again.len(), 1);
     assert!(e.applies_idle() || !e.take_jobs().is_empty());
+}
+
+#[test]
+fn while_the_initial_sync_waits_a_new_lun_gets_its_map_and_ready_waits_for_it() {
+    // A cold start whose first create waits (on the kernel: its resume waiting for a busy
+    // udevd): the daemon's loop already runs, so a LUN added meanwhile gets its map; the
+    // daemon is ready (start returns, the socket answers) only once the initial sync is done.
+    let mut lab = Lab::new();
+    let gate = Gate::new();
+    let e = lab.engine_unsynced(&gate, Arc::new(SystemClock));
+    assert!(e.map_names().is_empty());
+    let (entered, release) = gate.hold("mpatha");
+    let (started_tx, started) = mpsc::channel();
+    let socket = lab.dir.path().join("sock");
+    let starter = std::thread::spawn({
+        let socket = socket.clone();
+        move || {
+            let h = daemon::start(
+                e,
+                Arc::new(SystemClock),
+                DaemonOptions {
+                    socket,
+                    uevents: false,
+                    tick: Duration::from_millis(50),
+                },
+            );
+            let _ = started_tx.send(());
+            h
+        }
+    });
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the initial sync creates mpatha");
+    let backend: &dyn DmBackend = &gate.inner;
+    let before = backend.list_multipath().unwrap().len();
+    lab.sim.add_luns(0, 1).unwrap();
+    assert!(!lab.sim.scan_all().unwrap().is_empty());
+    // (the reconcile, every second here, finds the new LUN: uevents are off)
+    eventually(
+        "the new LUN's map is created while the initial sync waits",
+        || backend.list_multipath().unwrap().len() > before,
+    );
+    assert!(
+        backend.info("mpatha").is_err(),
+        "the held create has not happened yet"
+    );
+    assert!(
+        started.try_recv().is_err(),
+        "ready before the initial sync was done"
+    );
+    let ask = || socket::request_line(&socket, "show maps", Duration::from_millis(300));
+    assert!(
+        ask().is_err(),
+        "the socket answered before the initial sync was done"
+    );
+    release.send(()).unwrap();
+    started
+        .recv_timeout(Duration::from_secs(30))
+        .expect("ready once the initial sync is done");
+    let handle = starter.join().unwrap().unwrap();
+    assert!(ask().unwrap().is_ok(), "the socket answers once ready");
+    assert!(backend.info("mpatha").is_ok());
+    assert_eq!(backend.list_multipath().unwrap().len(), 5);
+    assert_eq!(handle.daemon().published().snapshot.maps.len(), 5);
+    handle.stop().unwrap();
 }

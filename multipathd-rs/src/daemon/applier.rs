@@ -164,3 +164,128 @@ pub fn dispatch(e: &mut crate::engine::Engine, applier: &mut Applier) {
         }
     }
 }
+
+/// The daemon's first sync, carried out on a thread of its own: the loop runs meanwhile
+/// (uevents, dm events, the checks of whatever is booked), so a disk added while a cold
+/// start's resumes wait for udevd is handled then, not after. The daemon is ready once it
+/// is booked ([`InitialApply::try_finish`]).
+pub struct InitialApply {
+    done: mpsc::Receiver<Vec<AppliedJob>>,
+    thread: Option<JoinHandle<()>>,
+    /// The prepared sync's report: its scan and plan times, its planning errors.
+    prepared: crate::engine::SyncReport,
+}
+
+impl std::fmt::Debug for InitialApply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialApply")
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl InitialApply {
+    /// Carries out `jobs` (the initial sync's) on a new thread; with no thread, here.
+    pub fn start(
+        jobs: Vec<ApplyJob>,
+        backend: Arc<dyn DmBackend>,
+        prepared: crate::engine::SyncReport,
+        wake: Wake,
+    ) -> InitialApply {
+        let (tx, done) = mpsc::channel();
+        let work = {
+            let backend = Arc::clone(&backend);
+            move |jobs: Vec<ApplyJob>| -> Vec<AppliedJob> {
+                jobs.into_iter()
+                    .map(|j| j.apply(backend.as_ref()))
+                    .collect()
+            }
+        };
+        let jobs = Arc::new(Mutex::new(Some(jobs)));
+        let spawned = {
+            let jobs = Arc::clone(&jobs);
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("initial-apply".into())
+                .spawn(move || {
+                    let mine = jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let _ = tx.send(work(mine.unwrap_or_default()));
+                    wake();
+                })
+        };
+        let thread = match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!("cannot start the initial apply's thread ({e}); applying here");
+                let mine = jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let _ = tx.send(
+                    mine.unwrap_or_default()
+                        .into_iter()
+                        .map(|j| j.apply(backend.as_ref()))
+                        .collect(),
+                );
+                None
+            }
+        };
+        InitialApply {
+            done,
+            thread,
+            prepared,
+        }
+    }
+
+    /// Once the jobs are carried out: books them (engine locked) and returns the whole
+    /// initial sync's report (the prepared one's scan, plan and errors, the apply's maps and
+    /// times). `None` while they run.
+    pub fn try_finish(
+        &mut self,
+        e: &mut crate::engine::Engine,
+    ) -> Option<Result<crate::engine::SyncReport, crate::Error>> {
+        let done = match self.done.try_recv() {
+            Ok(d) => d,
+            Err(mpsc::TryRecvError::Empty) => return None,
+            // the thread died without an answer (a panic in the backend): nothing to book
+            Err(mpsc::TryRecvError::Disconnected) => Vec::new(),
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Some(self.book(e, done))
+    }
+
+    /// Waits for the jobs (the daemon is stopping) and books them.
+    pub fn wait_finish(
+        mut self,
+        e: &mut crate::engine::Engine,
+    ) -> Result<crate::engine::SyncReport, crate::Error> {
+        let done = self.done.recv().unwrap_or_default();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.book(e, done)
+    }
+
+    fn book(
+        &mut self,
+        e: &mut crate::engine::Engine,
+        done: Vec<AppliedJob>,
+    ) -> Result<crate::engine::SyncReport, crate::Error> {
+        let mut report = std::mem::take(&mut self.prepared);
+        report.maps.clear();
+        let mut res = Ok(());
+        for d in done {
+            let mut part = crate::engine::SyncReport::default();
+            if let Err(err) = e.finish_job_into(d, &mut part) {
+                res = Err(err);
+            }
+            report.maps.extend(part.maps);
+            report.errors.extend(part.errors);
+            let (t, p) = (&mut report.timings, part.timings);
+            t.apply += p.apply;
+            t.slowest_map = t.slowest_map.max(p.slowest_map);
+            t.width = t.width.max(p.width);
+            t.refresh += p.refresh;
+        }
+        res.map(|()| report)
+    }
+}
