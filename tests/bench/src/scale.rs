@@ -313,8 +313,56 @@ struct TreeFs {
     mounted: bool,
 }
 
+/// The private tree tmpfs mounts in `mounts` (`/proc/self/mounts` text) under `tmp` whose
+/// bench process is gone (`alive(pid)` false): a bench killed before its [`TreeFs`] was
+/// dropped leaves its tmpfs, gigabytes of memory, mounted.
+fn stale_tree_mounts(mounts: &str, tmp: &Path, alive: impl Fn(u32) -> bool) -> Vec<PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (src, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            if src != "mpbench" || fstype != "tmpfs" {
+                return None;
+            }
+            let dir = Path::new(dir);
+            let pid: u32 = dir
+                .strip_prefix(tmp)
+                .ok()?
+                .to_str()?
+                .strip_prefix("mpbench-tmpfs-")?
+                .parse()
+                .ok()?;
+            (!alive(pid)).then(|| dir.to_path_buf())
+        })
+        .collect()
+}
+
 impl TreeFs {
+    /// Unmounts the trees of bench processes that were killed (see [`stale_tree_mounts`]).
+    fn unmount_stale() {
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+            return;
+        };
+        let tmp = std::env::temp_dir();
+        for dir in stale_tree_mounts(&mounts, &tmp, |pid| {
+            Path::new("/proc").join(pid.to_string()).exists()
+        }) {
+            match nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    eprintln!(
+                        "bench: unmounted {}, left by a bench that was killed",
+                        dir.display()
+                    );
+                }
+                Err(e) => eprintln!("bench: cannot unmount the stale {}: {e}", dir.display()),
+            }
+        }
+    }
+
     fn new() -> TreeFs {
+        Self::unmount_stale();
         let mnt = std::env::temp_dir().join(format!("mpbench-tmpfs-{}", std::process::id()));
         let mounted = std::fs::create_dir_all(&mnt).is_ok()
             && nix::mount::mount(
@@ -517,6 +565,18 @@ fn generate(topo: &Topology, base: &Path) -> Result<crate::Scratch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_tree_mounts_of_dead_benches_are_stale() {
+        let mounts = "mpbench /tmp/mpbench-tmpfs-3668 tmpfs rw,nosuid,nodev 0 0\n\
+                      mpbench /tmp/mpbench-tmpfs-42 tmpfs rw 0 0\n\
+                      tmpfs /tmp/mpbench-tmpfs-7 tmpfs rw 0 0\n\
+                      mpbench /other/mpbench-tmpfs-9 tmpfs rw 0 0\n\
+                      mpbench /tmp/mpbench-tmpfs-x tmpfs rw 0 0\n\
+                      proc /proc proc rw 0 0\n";
+        let stale = stale_tree_mounts(mounts, Path::new("/tmp"), |pid| pid == 42);
+        assert_eq!(stale, vec![PathBuf::from("/tmp/mpbench-tmpfs-3668")]);
+    }
 
     #[test]
     fn topology_splits_paths_over_two_hbas() {
