@@ -255,7 +255,7 @@ bench_thread_split() {
 }
 
 # bench_sampler_start PID / bench_sampler_stop: every 0.5 s one line "REALTIME GUEST_BUSY_TICKS
-# PID_TICKS" into $LAB_OUT/cpu-samples-<tool>.txt (builtins only), so a profile can say how busy
+# PID_TICKS PID_SYSTEM_TICKS" into $LAB_OUT/cpu-samples-<tool>.txt (builtins only), so a profile can say how busy
 # the guest's CPUs were, and how much of it was the daemon, up to any moment of a cold start.
 BENCH_SAMPLER_PID=""
 bench_sampler_start() {
@@ -270,7 +270,7 @@ bench_sampler_start() {
       { read -r line <"/proc/$pid/stat"; } 2>/dev/null
       rest=${line##*) }
       [ -n "$line" ] && read -ra v <<<"$rest"
-      printf '%s %d %d\n' "$EPOCHREALTIME" "$((u + n + sy + irq + sirq + st))" "$((${v[11]:-0} + ${v[12]:-0}))" >>"$out"
+      printf '%s %d %d %d\n' "$EPOCHREALTIME" "$((u + n + sy + irq + sirq + st))" "$((${v[11]:-0} + ${v[12]:-0}))" "${v[12]:-0}" >>"$out"
       bench_sleep 0.5
     done
   ) &
@@ -282,17 +282,18 @@ bench_sampler_stop() {
   BENCH_SAMPLER_PID=""
 }
 
-# bench_cpu_until TOOL T0 SECS: "guest busy X of Y CPU-s (Z%), the daemon D CPU-s" from the
+# bench_cpu_until TOOL T0 SECS: "guest busy X of Y CPU-s (Z%), the daemon D CPU-s (K in the
+# kernel)" from the
 # first sample to the last one at or before T0 + SECS (T0 a realtime), or "no samples".
 bench_cpu_until() {
   awk -v t0="$2" -v secs="$3" -v hz="$(getconf CLK_TCK)" -v cpus="$(nproc)" '
-    NR == 1 { ft = $1; fg = $2; fd = $3 }
-    $1 <= t0 + secs { lt = $1; lg = $2; ld = $3 }
+    NR == 1 { ft = $1; fg = $2; fd = $3; fs = $4 }
+    $1 <= t0 + secs { lt = $1; lg = $2; ld = $3; ls = $4 }
     END {
       if (lt == "" || lt <= ft) { printf "no samples"; exit }
       w = lt - ft
-      printf "over %.1f s from %.1f s: guest busy %.2f of %.2f CPU-s (%.0f%%), the daemon %.2f CPU-s",
-        w, ft - t0, (lg - fg) / hz, w * cpus, 100 * (lg - fg) / hz / (w * cpus), (ld - fd) / hz
+      printf "over %.1f s from %.1f s: guest busy %.2f of %.2f CPU-s (%.0f%%), the daemon %.2f CPU-s (%.2f of them in the kernel: its ioctls and sysfs reads)",
+        w, ft - t0, (lg - fg) / hz, w * cpus, 100 * (lg - fg) / hz / (w * cpus), (ld - fd) / hz, (ls - fs) / hz
     }' "$LAB_OUT/cpu-samples-$1.txt"
 }
 

@@ -352,6 +352,9 @@ for rep in $(seq "$BENCH_REPS"); do
     bench_sampler_start "$BENCH_PID"
     if bench_wait_maps "$K" "$tmo" "$PATHS"; then
       bench_sampler_stop
+      # Which of the daemon's threads (those still there) used its cold start's CPU.
+      printf 'none 0\n' >"$LAB_OUT/threads-start-$tool-$rep.0"
+      bench_task_ticks "$BENCH_PID" >"$LAB_OUT/threads-start-$tool-$rep.1"
       secs=$(bench_us_since "$t0" "$BENCH_SEEN_US")
       confirmed=$(bench_us_since "$t0" "$BENCH_DONE_US")
       bench_record "$metric" "$tool" "$rep" "$secs"
@@ -363,6 +366,7 @@ for rep in $(seq "$BENCH_REPS"); do
       # After the settle: the daemon's own log has its whole start by then.
       read -r BENCH_POLLS BENCH_LOOKS <<<"$polls"
       profile "$tool" "$rep" "$up0" "$t0" "$ev0" "$secs"
+      bench_profile "$tool rep $rep, the cold start's CPU by thread (CPU-s from its start to the oracle's dmsetup confirmation; threads that ended by then are not counted): $(bench_thread_split "$LAB_OUT/threads-start-$tool-$rep.0" "$LAB_OUT/threads-start-$tool-$rep.1" 1)"
       bench_idle_cpu "$tool" "$rep" "$BENCH_IDLE_WINDOW" "$sfx"
     else
       bench_sampler_stop
