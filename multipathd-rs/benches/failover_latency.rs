@@ -14,7 +14,9 @@
 //! "Failed in the backend" is the moment the sim backend accepted the `fail_path` message
 //! for the path (a wrapper records it), checked against the map's status at the end.
 //! MULTIPATHD_BENCH_LUNS changes the LUN count, MULTIPATHD_BENCH_REPS the repetitions of
-//! the single-path figures (default 5).
+//! the single-path figures (default 5). MULTIPATHD_BENCH_PHASES (a comma-separated list of
+//! `hba`, `rescan`, `show`, `idle`; default all) runs only those phases, for iterating on one
+//! figure: the others are null in the JSON.
 //!
 //! The daemon runs in this process, so the process runs under the glibc malloc settings the
 //! daemon's systemd unit gives it (contrib/multipathd-rs.service, `Environment=MALLOC_...`):
@@ -221,6 +223,12 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Whether MULTIPATHD_BENCH_PHASES asks for `phase` (all phases when it is unset).
+fn want(phase: &str) -> bool {
+    std::env::var("MULTIPATHD_BENCH_PHASES")
+        .map_or(true, |v| v.split(',').any(|p| p.trim() == phase))
+}
+
 fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -406,56 +414,69 @@ fn main() {
         .filter(|p| p.hctl.host == host)
         .map(|p| devno_of(&b.sim, &p.dev))
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let t0 = Instant::now();
-    b.sim.host_down(&format!("host{host}")).unwrap();
-    let write_s = t0.elapsed().as_secs_f64();
-    let all_failed = wait_for(Duration::from_secs(60), || {
-        let f = b.rec.failed.lock().unwrap();
-        lost.iter().all(|d| f.get(d).is_some_and(|t| *t >= t0))
-    });
-    let hba_loss_s = {
-        let f = b.rec.failed.lock().unwrap();
-        lost.iter()
-            .filter_map(|d| f.get(d))
-            .max()
-            .map(|t| (*t - t0).as_secs_f64())
+    let (write_s, all_failed, hba_loss_s, failed_in_status, all_back, hba_return_s) = if want("hba")
+    {
+        std::thread::sleep(Duration::from_secs(2));
+        let t0 = Instant::now();
+        b.sim.host_down(&format!("host{host}")).unwrap();
+        let write_s = t0.elapsed().as_secs_f64();
+        let all_failed = wait_for(Duration::from_secs(60), || {
+            let f = b.rec.failed.lock().unwrap();
+            lost.iter().all(|d| f.get(d).is_some_and(|t| *t >= t0))
+        });
+        let hba_loss_s = {
+            let f = b.rec.failed.lock().unwrap();
+            lost.iter()
+                .filter_map(|d| f.get(d))
+                .max()
+                .map(|t| (*t - t0).as_secs_f64())
+        };
+        // Checked against the kernel's (sim's) own statuses.
+        let failed_in_status: usize = b
+            .rec
+            .inner
+            .list()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                b.rec
+                    .inner
+                    .status(&m.name)
+                    .map(|s| {
+                        s.groups
+                            .iter()
+                            .flat_map(|g| g.paths.iter())
+                            .filter(|p| p.state == dm_tables::PathState::Failed)
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        eprintln!(
+            "HBA loss: {} paths failed in {:?} s (sim writes took {write_s:.2} s), {failed_in_status} failed in the statuses",
+            lost.len(),
+            hba_loss_s
+        );
+        let t1 = Instant::now();
+        b.sim.host_up(&format!("host{host}")).unwrap();
+        let all_back = wait_for(Duration::from_secs(120), || {
+            let r = b.rec.reinstated.lock().unwrap();
+            lost.iter().all(|d| r.get(d).is_some_and(|t| *t >= t1))
+        });
+        let hba_return_s = t1.elapsed().as_secs_f64();
+        eprintln!("HBA back: reinstated in {hba_return_s:.2} s ({all_back})");
+        note_peak(&mut peaks, "HBA loss and return");
+        (
+            write_s,
+            all_failed,
+            hba_loss_s,
+            failed_in_status,
+            all_back,
+            hba_return_s,
+        )
+    } else {
+        (f64::NAN, false, None, 0, false, f64::NAN)
     };
-    // Checked against the kernel's (sim's) own statuses.
-    let failed_in_status: usize = b
-        .rec
-        .inner
-        .list()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            b.rec
-                .inner
-                .status(&m.name)
-                .map(|s| {
-                    s.groups
-                        .iter()
-                        .flat_map(|g| g.paths.iter())
-                        .filter(|p| p.state == dm_tables::PathState::Failed)
-                        .count()
-                })
-                .unwrap_or(0)
-        })
-        .sum();
-    eprintln!(
-        "HBA loss: {} paths failed in {:?} s (sim writes took {write_s:.2} s), {failed_in_status} failed in the statuses",
-        lost.len(),
-        hba_loss_s
-    );
-    let t1 = Instant::now();
-    b.sim.host_up(&format!("host{host}")).unwrap();
-    let all_back = wait_for(Duration::from_secs(120), || {
-        let r = b.rec.reinstated.lock().unwrap();
-        lost.iter().all(|d| r.get(d).is_some_and(|t| *t >= t1))
-    });
-    let hba_return_s = t1.elapsed().as_secs_f64();
-    eprintln!("HBA back: reinstated in {hba_return_s:.2} s ({all_back})");
-    note_peak(&mut peaks, "HBA loss and return");
 
     // Idle paths to fail: one per map, spread over the maps, on the other host.
     let idle: Vec<String> = b
@@ -470,7 +491,7 @@ fn main() {
     // ---- One idle path offline during a rescan of every host.
     let mut during_rescan = Vec::new();
     let mut rescan_s = Vec::new();
-    for dev in &idle {
+    for dev in idle.iter().filter(|_| want("rescan")) {
         let s = b.socket.clone();
         let t = Instant::now();
         let rescan = std::thread::spawn(move || {
@@ -490,56 +511,64 @@ fn main() {
         );
     }
 
-    note_peak(&mut peaks, "rescans of every host");
-    // ---- One idle path offline while 64 clients loop on `show paths --json`. The clients
-    // are another process (this benchmark's binary in client mode), as real clients are: the
-    // answers they hold do not count in the daemon's RSS.
-    let mut clients = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(CLIENTS_ENV, &b.socket)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let mut during_show = Vec::new();
-    let ts = Instant::now();
-    for dev in &idle {
-        if let Some(x) = b.fail_one(dev) {
-            during_show.push(x);
-        }
-        eprintln!(
-            "under 64 show clients: {dev} failed after {:?}",
-            during_show.last()
-        );
+    if want("rescan") {
+        note_peak(&mut peaks, "rescans of every host");
     }
-    let show_s = ts.elapsed().as_secs_f64();
-    // Closing their stdin stops the clients; they print how many answers they got.
-    drop(clients.stdin.take());
-    let out = clients.wait_with_output().unwrap();
-    let answered: f64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(f64::NAN);
-    let shows_per_s = answered / show_s;
-    note_peak(&mut peaks, "64 show clients");
+    let mut during_show = Vec::new();
+    let mut shows_per_s = f64::NAN;
+    if want("show") {
+        // ---- One idle path offline while 64 clients loop on `show paths --json`. The clients
+        // are another process (this benchmark's binary in client mode), as real clients are: the
+        // answers they hold do not count in the daemon's RSS.
+        let mut clients = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(CLIENTS_ENV, &b.socket)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let ts = Instant::now();
+        for dev in &idle {
+            if let Some(x) = b.fail_one(dev) {
+                during_show.push(x);
+            }
+            eprintln!(
+                "under 64 show clients: {dev} failed after {:?}",
+                during_show.last()
+            );
+        }
+        let show_s = ts.elapsed().as_secs_f64();
+        // Closing their stdin stops the clients; they print how many answers they got.
+        drop(clients.stdin.take());
+        let out = clients.wait_with_output().unwrap();
+        let answered: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN);
+        shows_per_s = answered / show_s;
+        note_peak(&mut peaks, "64 show clients");
+    }
 
     // ---- Idle: CPU per second once the check intervals have grown to their ceiling.
-    std::thread::sleep(Duration::from_secs(25));
-    let c0 = cpu_ticks();
-    let ti = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
-    let idle_cpu = (cpu_ticks() - c0) as f64 / 100.0 / ti.elapsed().as_secs_f64();
-    // The sweep thread's pass (one pread of device/state per member path), as it reports it.
+    let mut idle_cpu = f64::NAN;
     let mut sweeps = Vec::new();
     let mut sweep_cpu = Vec::new();
     let mut sweep = multipathd_rs::sweep::SweepStats::default();
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(250));
-        sweep = d.engine().status().sweep;
-        sweeps.push(sweep.last_pass_us as f64 / 1e6);
-        sweep_cpu.push(sweep.last_pass_cpu_us as f64 / 1e6);
+    if want("idle") {
+        std::thread::sleep(Duration::from_secs(25));
+        let c0 = cpu_ticks();
+        let ti = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        idle_cpu = (cpu_ticks() - c0) as f64 / 100.0 / ti.elapsed().as_secs_f64();
+        // The sweep thread's pass (one pread of device/state per member path), as it reports it.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(250));
+            sweep = d.engine().status().sweep;
+            sweeps.push(sweep.last_pass_us as f64 / 1e6);
+            sweep_cpu.push(sweep.last_pass_cpu_us as f64 / 1e6);
+        }
+        note_peak(&mut peaks, "idle and sweeps");
     }
-    note_peak(&mut peaks, "idle and sweeps");
     let peak_rss_kb = peaks
         .iter()
         .map(|(_, kb)| *kb)

@@ -1150,6 +1150,9 @@ fn serve(
     (rx, wake): (&mpsc::Receiver<Signal>, mpsc::Sender<Signal>),
     ready: Option<mpsc::Sender<Arc<Daemon>>>,
 ) -> Result<(), Error> {
+    // Every thread started from here (sweep, checks, applier, dm events, the socket's) inherits
+    // the failover priority; control connections answer reads below it (crate::priority).
+    crate::priority::raise_for_failover();
     // Bound before the first sync: a socket another daemon answers on stops us before we
     // touch a map (the caller's pid file lock is the first guard; this is the second).
     let server = Server::bind(&opts.socket, ServerOptions::default())?;

@@ -21,6 +21,7 @@ pub mod fc_tmo;
 pub mod hwtable;
 pub mod import;
 pub mod output;
+pub mod priority;
 pub mod scheduler;
 pub mod settings;
 pub mod socket;

@@ -13,6 +13,7 @@
 //!   peer's kernel credentials (SO_PEERCRED), never with anything the client claims.
 
 use crate::error::Error;
+use crate::priority::ThreadPriority;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +22,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/multipathd-rs.sock";
 pub const MAX_REQUEST_LEN: usize = 4096;
 /// How often the accept loop looks at its stop flag when no connection arrives.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(200);
+/// How long a connection beyond the limit waits for a slot before its 503 (see
+/// [`ServerOptions::busy_wait`]).
+pub const BUSY_WAIT: Duration = Duration::from_millis(250);
 /// Longest response body the client accepts.
 pub const MAX_RESPONSE_LEN: usize = 256 * 1024 * 1024;
 
@@ -491,6 +495,13 @@ pub struct ServerOptions {
     /// How the server learns who is connected. [`peer_credentials`] in production; tests
     /// inject another function to act as a non-root user.
     pub credentials: fn(&UnixStream) -> std::io::Result<Peer>,
+    /// The nice value a connection's thread answers read commands at (its starting one for
+    /// changes), so `show` traffic never takes the CPU from failover (see
+    /// [`crate::priority`]); None: every command at the accept thread's priority.
+    pub read_nice: Option<i32>,
+    /// How long a connection beyond `max_connections` waits for a slot before it is
+    /// answered 503 (the accept loop waits with it; further connections queue meanwhile).
+    pub busy_wait: Duration,
 }
 
 impl Default for ServerOptions {
@@ -502,6 +513,8 @@ impl Default for ServerOptions {
             reserved_for_root: 4,
             socket_mode: 0o666,
             credentials: peer_credentials,
+            read_nice: Some(crate::priority::READ_NICE),
+            busy_wait: BUSY_WAIT,
         }
     }
 }
@@ -647,7 +660,11 @@ impl Server {
 
     /// Serve on this thread until stopped; then remove the socket file (if it is still ours).
     pub fn run<H: CommandHandler>(self, handler: Arc<H>) {
-        let active = Arc::new(AtomicUsize::new(0));
+        let active = Arc::new(Slots::default());
+        // The accept loop (credentials, 503s) and the connections it starts run at the read
+        // priority; a connection goes back to this thread's priority for a change.
+        let base_nice = crate::priority::thread_nice().ok();
+        ThreadPriority::of_this_thread(base_nice, self.options.read_nice).for_command(false);
         if let Err(e) = self.listener.set_nonblocking(true) {
             tracing::warn!(socket = %self.path.display(), "cannot make the listener non-blocking: {e}");
         }
@@ -681,8 +698,10 @@ impl Server {
                     .max_connections
                     .saturating_sub(self.options.reserved_for_root)
             };
-            let busy = active.load(Ordering::SeqCst);
-            if busy >= limit {
+            // At the limit, the connection waits a little for a slot, and the others wait in
+            // the listen queue meanwhile: clients that retry a 503 at once cannot keep this
+            // thread (and their own) spinning.
+            if let Err(busy) = active.take_within(limit, self.options.busy_wait) {
                 let _ = Response::new(
                     Status::Busy,
                     format!("the daemon is already serving {busy} connections; try again"),
@@ -690,7 +709,6 @@ impl Server {
                 .write_to(&mut &stream);
                 continue;
             }
-            active.fetch_add(1, Ordering::SeqCst);
             let guard = ActiveGuard(active.clone());
             let handler = handler.clone();
             let options = self.options.clone();
@@ -699,7 +717,7 @@ impl Server {
                 .name("control-conn".into())
                 .spawn(move || {
                     let _guard = guard;
-                    serve_connection(stream, peer, handler.as_ref(), &options, &stop);
+                    serve_connection(stream, peer, handler.as_ref(), &options, &stop, base_nice);
                 });
             if let Err(e) = spawned {
                 // The closure (and with it the guard) was dropped: the count is restored.
@@ -715,11 +733,49 @@ impl Server {
     }
 }
 
-struct ActiveGuard(Arc<AtomicUsize>);
+/// The connections being served, and a wait for one to end.
+#[derive(Default)]
+struct Slots {
+    taken: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    /// Takes a slot if fewer than `limit` are taken, waiting up to `wait` for one to free up;
+    /// else the number taken.
+    fn take_within(&self, limit: usize, wait: Duration) -> std::result::Result<(), usize> {
+        let deadline = Instant::now() + wait;
+        let mut n = self
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n >= limit {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(*n);
+            }
+            n = self
+                .freed
+                .wait_timeout(n, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
+struct ActiveGuard(Arc<Slots>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut n = self
+            .0
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 
@@ -781,12 +837,15 @@ impl Read for DeadlineReader<'_> {
     }
 }
 
+/// `base_nice`: the priority changes run at (the server's before its accept thread lowered
+/// itself; the connection's thread starts at the accept thread's).
 fn serve_connection(
     stream: UnixStream,
     peer: Peer,
     handler: &dyn CommandHandler,
     options: &ServerOptions,
     stop: &AtomicBool,
+    base_nice: Option<i32>,
 ) {
     let _ = stream.set_write_timeout(Some(options.idle_timeout));
     let mut reader = BufReader::new(DeadlineReader {
@@ -794,6 +853,7 @@ fn serve_connection(
         deadline: Instant::now() + options.idle_timeout,
     });
     let mut writer = &stream;
+    let mut priority = ThreadPriority::of_this_thread(base_nice, options.read_nice);
     loop {
         reader.get_mut().deadline = Instant::now() + options.idle_timeout;
         let line = match read_line(&mut reader, options.max_request_len) {
@@ -821,7 +881,7 @@ fn serve_connection(
         let response = if stop.load(Ordering::SeqCst) {
             Arc::new(Response::new(Status::Busy, "the daemon is shutting down"))
         } else {
-            answer(&line, &peer, handler)
+            answer(&line, &peer, handler, &mut priority)
         };
         if let Err(e) = response.write_to(&mut writer) {
             tracing::debug!(uid = peer.uid, "cannot send a control response: {e}");
@@ -830,8 +890,13 @@ fn serve_connection(
     }
 }
 
-/// Parse, authorise and run one request line.
-fn answer(line: &[u8], peer: &Peer, handler: &dyn CommandHandler) -> Arc<Response> {
+/// Parse, authorise and run one request line (a read at the connection's read priority).
+fn answer(
+    line: &[u8],
+    peer: &Peer,
+    handler: &dyn CommandHandler,
+    priority: &mut ThreadPriority,
+) -> Arc<Response> {
     let Ok(text) = std::str::from_utf8(line) else {
         return Arc::new(Response::bad_request("request is not valid UTF-8"));
     };
@@ -855,6 +920,8 @@ fn answer(line: &[u8], peer: &Peer, handler: &dyn CommandHandler) -> Arc<Respons
         ));
     }
     tracing::debug!(uid = peer.uid, %command, "control request");
+    // The answer is rendered (a read's) and sent on this thread at this priority.
+    priority.for_command(command.is_change());
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handler.handle_shared(&command, peer)
     })) {

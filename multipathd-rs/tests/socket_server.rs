@@ -607,3 +607,29 @@ fn open_connections_run_nothing_after_stop() {
     assert_eq!(&buf[..n], b"503 27\nthe daemon is shutting down");
     assert_eq!(r.fake.seen(), vec![Command::ShowConfig]);
 }
+
+#[test]
+fn a_connection_beyond_the_limit_waits_for_a_slot_instead_of_a_503() {
+    let r = start(ServerOptions {
+        max_connections: 1,
+        reserved_for_root: 0,
+        busy_wait: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let mut first = UnixStream::connect(&r.path).unwrap();
+    first.write_all(b"show config\n").unwrap();
+    let mut buf = [0u8; 64];
+    first.set_read_timeout(Some(T)).unwrap();
+    assert!(first.read(&mut buf).unwrap() > 0);
+    let path = r.path.clone();
+    let second = std::thread::spawn(move || request(&path, &Command::ShowConfig).unwrap());
+    // The second waits (no 503) while the first is served, and is served once it is gone.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !second.is_finished(),
+        "answered while the only slot was taken"
+    );
+    drop(first);
+    let resp = second.join().unwrap();
+    assert_eq!(resp.status, Status::Ok, "{}", resp.body);
+}
