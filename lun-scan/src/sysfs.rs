@@ -17,6 +17,7 @@ use std::io;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
@@ -329,6 +330,15 @@ pub fn scan_paths(root: &Path) -> (Vec<ScsiPath>, Vec<Error>) {
 }
 
 fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    scan_paths_threads(root, ctx, threads)
+}
+
+/// [`scan_paths_with`] on `threads` walker threads (the result does not depend on it).
+fn scan_paths_threads(root: &Path, ctx: &Context, threads: usize) -> (Vec<ScsiPath>, Vec<Error>) {
     let mut errors = Vec::new();
     let mut class = root.join("class/block");
     let names = match fs::read_dir(&class) {
@@ -350,11 +360,6 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
     // Cheap pre-filter: dm, loop and ram devices never have a SCSI parent, so they are not
     // readlinked (see `is_scsi_candidate`); their `slaves/` are listed for the holders.
 
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let chunk = names.len().div_ceil(threads).max(64);
     let class_fd = openat(
         AT_FDCWD,
         &class,
@@ -363,56 +368,40 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
     )
     .ok();
     let by_devno = dev_block_links(root, threads);
-    let mut results: Vec<WalkPart> = Vec::new();
+    // The names are handed out in small chunks from a shared counter instead of one fixed
+    // share per thread: on a busy machine a thread that is scheduled out no longer holds back
+    // the whole scan while the others sit idle. Results are merged in chunk order, so the
+    // output does not depend on which thread read what.
+    let chunks: Vec<&[String]> = names.chunks(WALK_CHUNK).collect();
+    let next = AtomicUsize::new(0);
+    let workers = threads.clamp(1, chunks.len().max(1));
+    let mut results: Vec<(usize, WalkPart)> = Vec::with_capacity(chunks.len());
     std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                let class = &class;
-                let class_fd = class_fd.as_ref();
-                let by_devno = &by_devno;
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (class, class_fd, by_devno) = (&class, class_fd.as_ref(), &by_devno);
+                let (chunks, next) = (&chunks, &next);
                 s.spawn(move || {
-                    let mut out = WalkPart::default();
+                    let mut done = Vec::new();
                     let mut parent = ParentCache::default();
-                    for name in part {
-                        if !is_scsi_candidate(name) {
-                            // dm, loop, ram: never a SCSI disk, but possibly a holder.
-                            out.list_slaves(class, name);
-                            continue;
-                        }
-                        let link = class.join(name);
-                        let (target, devno) = match by_devno.get(name.as_str()) {
-                            Some((devno, target)) => (Ok(target.clone()), Some(*devno)),
-                            None => (read_class_link(class, class_fd, name, &link), None),
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = chunks.get(i) else {
+                            break;
                         };
-                        match target {
-                            Ok(target) => {
-                                match scan_block(&target, name, ctx, Some(&mut parent), devno) {
-                                    Some(p) => out.paths.push(p),
-                                    // A whole disk that is not a SCSI device (md, nvme, ...)
-                                    // may hold SCSI paths; partitions never hold anything.
-                                    None if target.parent().and_then(Path::file_name)
-                                        == Some(std::ffi::OsStr::new("block")) =>
-                                    {
-                                        out.dangling(&link, &target);
-                                        out.list_slaves(class, name)
-                                    }
-                                    None => out.dangling(&link, &target),
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                // Removed between readdir and readlink: not a path any more.
-                            }
-                            Err(e) => out.errors.push(Error::read(&link, &e)),
+                        let mut out = WalkPart::default();
+                        for name in *part {
+                            walk_one(name, class, class_fd, by_devno, ctx, &mut parent, &mut out);
                         }
+                        done.push((i, out));
                     }
-                    out
+                    done
                 })
             })
             .collect();
         for h in handles {
             match h.join() {
-                Ok(r) => results.push(r),
+                Ok(r) => results.extend(r),
                 Err(_) => errors.push(Error::Read {
                     path: class.clone(),
                     kind: io::ErrorKind::Other,
@@ -421,12 +410,13 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             }
         }
     });
+    results.sort_unstable_by_key(|(i, _)| *i);
     let mut paths = Vec::with_capacity(names.len());
     // holders/ of a disk and slaves/ of its holder are the two ends of one kernel link
     // (bd_link_disk_holder), so each path's holders come from the slaves of the few non-SCSI
     // disks instead of one directory listing per path.
     let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-    for part in results {
+    for (_, part) in results {
         paths.extend(part.paths);
         errors.extend(part.errors);
         for (holder, slaves) in part.slaves {
@@ -447,6 +437,49 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             .then_with(|| natural_cmp(&a.dev, &b.dev))
     });
     (paths, errors)
+}
+
+/// Names handed to a walker thread at a time (see [`scan_paths_with`]).
+const WALK_CHUNK: usize = 128;
+
+/// Reads one `class/block` entry into `out`: a SCSI path, a holder's `slaves/`, or an error.
+fn walk_one(
+    name: &str,
+    class: &Path,
+    class_fd: Option<&OwnedFd>,
+    by_devno: &HashMap<String, (DevNo, PathBuf)>,
+    ctx: &Context,
+    parent: &mut ParentCache,
+    out: &mut WalkPart,
+) {
+    if !is_scsi_candidate(name) {
+        // dm, loop, ram: never a SCSI disk, but possibly a holder.
+        out.list_slaves(class, name);
+        return;
+    }
+    let link = class.join(name);
+    let (target, devno) = match by_devno.get(name) {
+        Some((devno, target)) => (Ok(target.clone()), Some(*devno)),
+        None => (read_class_link(class, class_fd, name, &link), None),
+    };
+    match target {
+        Ok(target) => match scan_block(&target, name, ctx, Some(parent), devno) {
+            Some(p) => out.paths.push(p),
+            // A whole disk that is not a SCSI device (md, nvme, ...) may hold SCSI paths;
+            // partitions never hold anything.
+            None if target.parent().and_then(Path::file_name)
+                == Some(std::ffi::OsStr::new("block")) =>
+            {
+                out.dangling(&link, &target);
+                out.list_slaves(class, name)
+            }
+            None => out.dangling(&link, &target),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Removed between readdir and readlink: not a path any more.
+        }
+        Err(e) => out.errors.push(Error::read(&link, &e)),
+    }
 }
 
 /// Resolves `class/NAME` through the class directory's descriptor when there is one.
@@ -1327,6 +1360,65 @@ mod tests {
         // No dev/block at all.
         fs::remove_dir_all(root.join("dev/block")).unwrap();
         assert_eq!(json(&scan(root)), json(&full));
+    }
+
+    /// The walk's output does not depend on how many threads read which names: paths,
+    /// holders and errors (a dangling link, a vanished device) come out byte-identical with
+    /// one walker and with several, on a tree of many chunks.
+    #[test]
+    fn walk_is_the_same_on_one_thread_and_many() {
+        use crate::topology::{Sim, Topology};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // 2 HBAs x 1 port x 160 LUNs = 320 paths: three chunks of names.
+        let mut sim = Sim::render(&Topology::big_fc(2, 1, 160), root).unwrap();
+        let ctx = PathContext::read(root);
+        let (paths, errors) = scan_paths_threads(root, &ctx.0, 1);
+        assert_eq!(paths.len(), 320);
+        assert!(errors.is_empty(), "{errors:?}");
+        let holders: Vec<&str> = paths
+            .iter()
+            .filter(|p| p.hctl.lun == 7)
+            .map(|p| p.dev.as_str())
+            .collect();
+        sim.add_dm_map("mpathh", "mpath-h", &holders).unwrap();
+        // A vanished device directory (its class link stays) and two dangling class links,
+        // one sorted into the first chunk of names and one into the last.
+        let gone = paths[200].syspath.clone();
+        fs::remove_dir_all(&gone).unwrap();
+        for name in ["aaa", "sdzz"] {
+            std::os::unix::fs::symlink(
+                format!("../../devices/nowhere/block/{name}"),
+                root.join("class/block").join(name),
+            )
+            .unwrap();
+        }
+        let json = |(p, e): &(Vec<ScsiPath>, Vec<Error>)| {
+            let errs: Vec<String> = e.iter().map(ToString::to_string).collect();
+            format!("{}\n{errs:?}", serde_json::to_string(p).unwrap())
+        };
+        let one = scan_paths_threads(root, &ctx.0, 1);
+        assert_eq!(one.0.len(), 320);
+        assert_eq!(one.1.len(), 2, "the dangling links: {:?}", one.1);
+        assert!(
+            one.1[0].to_string().contains("class/block/aaa"),
+            "{:?}",
+            one.1
+        );
+        assert!(
+            one.0
+                .iter()
+                .any(|p| p.syspath == gone
+                    && matches!(p.errors.as_slice(), [Error::Vanished { .. }]))
+        );
+        assert!(one.0.iter().filter(|p| p.holders == ["dm-0"]).count() == holders.len());
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                json(&scan_paths_threads(root, &ctx.0, threads)),
+                json(&one),
+                "{threads} threads"
+            );
+        }
     }
 
     #[test]
