@@ -168,8 +168,7 @@ fn pci_address(syspath: &Path) -> Option<String> {
 
 /// A required attribute as a shared string (empty when it cannot be read).
 fn shared_req(dd: &AttrDir, ctx: &Context, name: &str, errors: &mut Vec<Error>) -> Shared {
-    dd.req(name, errors)
-        .map(|v| ctx.names.get(&v))
+    dd.req_with(name, errors, |v| ctx.names.get(v))
         .unwrap_or_default()
 }
 
@@ -682,8 +681,11 @@ impl<'a> AttrDir<'a> {
         Self::open(path)
     }
 
-    /// Reads attribute `name`; `Ok(None)` when it does not exist.
-    fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// Reads attribute `name` and hands its bytes to `f`; `Ok(None)` when it does not exist.
+    /// An attribute that fits in [`ATTR_BUF`] bytes (every text attribute and VPD page the
+    /// scan reads, in practice) is read into a stack buffer with no allocation; a longer one
+    /// is read on to its end into a vector.
+    fn read_with<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
         let err = |e: io::Error| Error::read(&self.path.join(name), &e);
         let fd = match openat(
             &self.fd,
@@ -695,29 +697,40 @@ impl<'a> AttrDir<'a> {
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(err(io::Error::from(e))),
         };
-        let mut f = fs::File::from(fd);
-        let mut chunk = [0u8; 4096];
-        let mut out = Vec::new();
-        loop {
-            let n = f.read(&mut chunk).map_err(err)?;
-            out.extend_from_slice(&chunk[..n]);
-            // sysfs returns an attribute in one read; a short read is the end.
-            if n < chunk.len() {
-                break;
-            }
+        let mut file = fs::File::from(fd);
+        let mut buf = [0u8; ATTR_BUF];
+        let n = file.read(&mut buf).map_err(err)?;
+        // A short read is the end (sysfs returns an attribute in one read when it fits).
+        if n < buf.len() {
+            return Ok(Some(f(&buf[..n])));
         }
-        Ok(Some(out))
+        let mut out = buf.to_vec();
+        file.read_to_end(&mut out).map_err(err)?;
+        Ok(Some(f(&out)))
+    }
+
+    /// Reads text attribute `name` and hands it, trimmed, to `f`.
+    fn text_with<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> Result<Option<R>, Error> {
+        self.read_with(name, |b| f(String::from_utf8_lossy(b).trim()))
     }
 
     fn read_text(&self, name: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .read_bytes(name)?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+        self.text_with(name, str::to_string)
     }
 
     /// An optional attribute: absent is None, a read error is recorded.
     fn opt(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        self.read_text(name).unwrap_or_else(|e| {
+        self.opt_with(name, errors, str::to_string)
+    }
+
+    /// [`AttrDir::opt`] handing the trimmed text to `f` instead of copying it.
+    fn opt_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        self.text_with(name, f).unwrap_or_else(|e| {
             errors.push(e);
             None
         })
@@ -726,8 +739,13 @@ impl<'a> AttrDir<'a> {
     /// `access_state` / `preferred_path`: present on every SCSI device, but the kernel answers
     /// EINVAL while no device handler (scsi_dh_alua, ...) is attached, i.e. on a path without
     /// ALUA (scsi_sysfs.c, sdev_show_access_state): that is "none", not a read error.
-    fn opt_dh(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        match self.read_text(name) {
+    fn opt_dh_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        match self.text_with(name, f) {
             Ok(v) => v,
             Err(e) if no_device_handler(&e) => None,
             Err(e) => {
@@ -737,10 +755,47 @@ impl<'a> AttrDir<'a> {
         }
     }
 
+    /// A number in attribute `name`: absent is None (or an error
+    /// when `required`), a value that does not parse is an error naming the file.
+    fn num<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        required: bool,
+        expected: &'static str,
+        errors: &mut Vec<Error>,
+    ) -> Option<T> {
+        let parsed = if required {
+            self.req_with(name, errors, |v| v.parse::<T>().map_err(|_| v.to_string()))
+        } else {
+            self.opt_with(name, errors, |v| v.parse::<T>().map_err(|_| v.to_string()))
+        };
+        match parsed? {
+            Ok(n) => Some(n),
+            Err(value) => {
+                errors.push(Error::Parse {
+                    path: self.path.join(name),
+                    value,
+                    expected,
+                });
+                None
+            }
+        }
+    }
+
     /// A required attribute: absent is an error too (or `vanished` when the directory itself
     /// is gone).
     fn req(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        match self.read_text(name) {
+        self.req_with(name, errors, str::to_string)
+    }
+
+    /// [`AttrDir::req`] handing the trimmed text to `f` instead of copying it.
+    fn req_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        match self.text_with(name, f) {
             Ok(Some(v)) => Some(v),
             Ok(None) => {
                 if self.path.exists() {
@@ -763,6 +818,9 @@ impl<'a> AttrDir<'a> {
         }
     }
 }
+
+/// The stack buffer [`AttrDir::read_with`] reads an attribute into (a longer one is read on).
+const ATTR_BUF: usize = 512;
 
 /// Reads one SCSI block device whose block directory is `block_dir`
 /// (`.../H:C:T:L/block/<dev>`). None if it is not a SCSI block device (a partition, a virtual
@@ -843,24 +901,34 @@ fn scan_block(
     // The standard INQUIRY data holds vendor, model, rev, type and version: one read instead
     // of five (the kernel's attributes are views of the same buffer).
     let inq = dd
-        .read_bytes("inquiry")
+        .read_with("inquiry", |inq| {
+            (inq.len() >= 36).then(|| {
+                let text = |r: std::ops::Range<usize>| {
+                    let b = &inq[r];
+                    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                    ctx.names.get(String::from_utf8_lossy(&b[..end]).trim())
+                };
+                let mut level = inq[2] & 0x0f;
+                if level >= 2 || (level == 1 && inq[3] & 0x0f == 1) {
+                    level += 1;
+                }
+                (
+                    text(8..16),
+                    text(16..32),
+                    text(32..36),
+                    inq[0] & 0x1f,
+                    level,
+                )
+            })
+        })
         .ok()
         .flatten()
-        .filter(|b| b.len() >= 36);
-    if let Some(inq) = inq {
-        let text = |r: std::ops::Range<usize>| {
-            let b = &inq[r];
-            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            ctx.names.get(String::from_utf8_lossy(&b[..end]).trim())
-        };
-        p.vendor = text(8..16);
-        p.model = text(16..32);
-        p.rev = text(32..36);
-        p.scsi_type = Some(inq[0] & 0x1f);
-        let mut level = inq[2] & 0x0f;
-        if level >= 2 || (level == 1 && inq[3] & 0x0f == 1) {
-            level += 1;
-        }
+        .flatten();
+    if let Some((vendor, model, rev, scsi_type, level)) = inq {
+        p.vendor = vendor;
+        p.model = model;
+        p.rev = rev;
+        p.scsi_type = Some(scsi_type);
         p.scsi_level = Some(level);
         p.state = shared_req(&dd, ctx, "state", &mut errors);
     } else {
@@ -868,28 +936,10 @@ fn scan_block(
         p.model = shared_req(&dd, ctx, "model", &mut errors);
         p.rev = shared_req(&dd, ctx, "rev", &mut errors);
         p.state = shared_req(&dd, ctx, "state", &mut errors);
-        let t = dd.req("type", &mut errors);
-        p.scsi_type = parse_num(
-            &dev_dir.join("type"),
-            t,
-            "a SCSI peripheral type",
-            &mut errors,
-        );
-        let lvl = dd.opt("scsi_level", &mut errors);
-        p.scsi_level = parse_num(
-            &dev_dir.join("scsi_level"),
-            lvl,
-            "a SCSI level",
-            &mut errors,
-        );
+        p.scsi_type = dd.num("type", true, "a SCSI peripheral type", &mut errors);
+        p.scsi_level = dd.num("scsi_level", false, "a SCSI level", &mut errors);
     }
-    let q = dd.req("queue_depth", &mut errors);
-    p.queue_depth = parse_num(
-        &dev_dir.join("queue_depth"),
-        q,
-        "a queue depth",
-        &mut errors,
-    );
+    p.queue_depth = dd.num("queue_depth", true, "a queue depth", &mut errors);
     if devno.is_some() {
         p.devno = devno;
     } else if let Some(d) = dd.req(&bdev, &mut errors) {
@@ -902,26 +952,31 @@ fn scan_block(
             }),
         }
     }
-    let sz = dd.req(&bsize, &mut errors);
-    p.size_bytes = parse_num::<u64>(
-        &block_dir.join("size"),
-        sz,
-        "a size in 512-byte sectors",
-        &mut errors,
-    )
-    .map(|s| s.saturating_mul(512));
-    let ro = dd.opt(&format!("block/{dev}/ro"), &mut errors);
-    p.read_only = parse_num::<u8>(&block_dir.join("ro"), ro, "0 or 1", &mut errors).map(|v| v != 0);
-    p.access_state = dd
-        .opt_dh("access_state", &mut errors)
-        .map(|v| ctx.names.get(&v));
+    p.size_bytes = dd
+        .num::<u64>(&bsize, true, "a size in 512-byte sectors", &mut errors)
+        .map(|s| s.saturating_mul(512));
+    p.read_only = dd
+        .num::<u8>(&format!("block/{dev}/ro"), false, "0 or 1", &mut errors)
+        .map(|v| v != 0);
+    p.access_state = dd.opt_dh_with("access_state", &mut errors, |v| ctx.names.get(v));
     if p.access_state.is_some() {
-        let pp = dd.opt_dh("preferred_path", &mut errors);
-        p.preferred_path =
-            parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors)
-                .map(|v| v != 0);
+        let pp = dd.opt_dh_with("preferred_path", &mut errors, |v| {
+            v.parse::<u8>().map_err(|_| v.to_string())
+        });
+        p.preferred_path = match pp {
+            Some(Ok(v)) => Some(v != 0),
+            Some(Err(value)) => {
+                errors.push(Error::Parse {
+                    path: dev_dir.join("preferred_path"),
+                    value,
+                    expected: "0 or 1",
+                });
+                None
+            }
+            None => None,
+        };
     }
-    p.dh_state = dd.opt("dh_state", &mut errors).map(|v| ctx.names.get(&v));
+    p.dh_state = dd.opt_with("dh_state", &mut errors, |v| ctx.names.get(v));
     if !walk {
         match list_dir(&block_dir.join("holders")) {
             Ok(h) => p.holders = h,
@@ -947,8 +1002,8 @@ fn scan_block(
     };
 
     // Identity: VPD 0x83 (udev ID_SERIAL), else VPD 0x80, else the kernel's wwid.
-    match dd.read_bytes("vpd_pg83") {
-        Ok(Some(page)) => match vpd::decode_pg83(&page) {
+    match dd.read_with("vpd_pg83", vpd::decode_pg83) {
+        Ok(Some(decoded)) => match decoded {
             Ok(s) => {
                 if let Some(id) = s.id_serial {
                     p.wwid = Some(id);
@@ -971,8 +1026,8 @@ fn scan_block(
         Ok(None) => {}
         Err(e) => errors.push(e),
     }
-    match dd.read_bytes("vpd_pg80") {
-        Ok(Some(page)) => match vpd::decode_pg80(&page) {
+    match dd.read_with("vpd_pg80", vpd::decode_pg80) {
+        Ok(Some(decoded)) => match decoded {
             Ok((serial, problem)) => {
                 p.serial = serial;
                 if let Some(reason) = problem {
@@ -1419,6 +1474,48 @@ mod tests {
                 "{threads} threads"
             );
         }
+    }
+
+    /// Attributes up to, at and beyond the stack buffer's size are read whole; a missing one
+    /// is None and a directory in its place is an error naming it.
+    #[test]
+    fn attributes_of_any_length_are_read_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for len in [
+            0,
+            1,
+            ATTR_BUF - 1,
+            ATTR_BUF,
+            ATTR_BUF + 1,
+            3 * ATTR_BUF + 7,
+            9000,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            fs::write(dir.join(format!("a{len}")), &data).unwrap();
+            let dd = AttrDir::open(dir).unwrap();
+            let got = dd.read_with(&format!("a{len}"), <[u8]>::to_vec).unwrap();
+            assert_eq!(got, Some(data), "{len} bytes");
+        }
+        let dd = AttrDir::open(dir).unwrap();
+        assert_eq!(dd.read_with("absent", <[u8]>::to_vec).unwrap(), None);
+        fs::create_dir(dir.join("sub")).unwrap();
+        let e = dd.read_with("sub", <[u8]>::to_vec).unwrap_err();
+        assert!(e.to_string().contains("sub"), "{e}");
+        fs::write(dir.join("n"), " 42\n").unwrap();
+        fs::write(dir.join("bad"), "4x2\n").unwrap();
+        let mut errors = Vec::new();
+        assert_eq!(dd.num::<u32>("n", true, "a number", &mut errors), Some(42));
+        assert_eq!(dd.num::<u32>("bad", true, "a number", &mut errors), None);
+        assert_eq!(
+            dd.num::<u32>("absent", false, "a number", &mut errors),
+            None
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            matches!(&errors[0], Error::Parse { path, value, .. } if path.ends_with("bad") && value == "4x2"),
+            "{errors:?}"
+        );
     }
 
     #[test]
