@@ -172,9 +172,33 @@ fn shared_req(dd: &AttrDir, ctx: &Context, name: &str, errors: &mut Vec<Error>) 
         .unwrap_or_default()
 }
 
+/// What a scan reads for each path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// `queue_depth`, `preferred_path` and `dh_state`: shown by `lun-scan`, but nothing
+    /// multipathd-rs decides (WWID, grouping, priority, checker, hardware table, views) reads
+    /// them, and they are 3 of the 11 files opened per path. Without them those fields are
+    /// `None` and a broken one is not an error. On by default.
+    pub details: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { details: true }
+    }
+}
+
+impl ScanOptions {
+    /// Everything but the details (see [`ScanOptions::details`]).
+    pub const fn without_details() -> Self {
+        ScanOptions { details: false }
+    }
+}
+
 /// What a path needs to know about hosts, remote ports and sessions.
 #[derive(Default)]
 struct Context {
+    opts: ScanOptions,
     host_transport: HashMap<String, Transport>,
     host_wwpn: HashMap<String, Shared>,
     host_wwnn: HashMap<String, Shared>,
@@ -187,8 +211,16 @@ struct Context {
 }
 
 impl Context {
-    fn build(hosts: &[Host], rports: &[FcRemotePort], sessions: &[IscsiSession]) -> Self {
-        let mut c = Context::default();
+    fn build(
+        hosts: &[Host],
+        rports: &[FcRemotePort],
+        sessions: &[IscsiSession],
+        opts: ScanOptions,
+    ) -> Self {
+        let mut c = Context {
+            opts,
+            ..Context::default()
+        };
         for h in hosts {
             c.host_transport.insert(h.name.clone(), h.transport);
             if let Some(w) = h.fc.as_ref().and_then(|f| f.port_name.clone()) {
@@ -227,6 +259,11 @@ impl Context {
 /// Scans everything: hosts, FC remote ports, iSCSI sessions, SAS end devices and SCSI paths.
 /// Never panics and never fails as a whole; see [`Scan`].
 pub fn scan(root: &Path) -> Scan {
+    scan_with(root, ScanOptions::default())
+}
+
+/// [`scan`] reading what `opts` says for each path.
+pub fn scan_with(root: &Path, opts: ScanOptions) -> Scan {
     let mut s = Scan::default();
     if let Err(e) = fs::metadata(root) {
         s.errors.push(Error::read(root, &e));
@@ -240,7 +277,7 @@ pub fn scan(root: &Path) -> Scan {
     s.errors.extend(e);
     let (sas, e) = scan_sas_devices(root);
     s.errors.extend(e);
-    let ctx = Context::build(&hosts, &rports, &sessions);
+    let ctx = Context::build(&hosts, &rports, &sessions, opts);
     let (paths, e) = scan_paths_with(root, &ctx);
     s.errors.extend(e);
     s.hosts = hosts;
@@ -283,6 +320,7 @@ impl std::fmt::Debug for PathContext {
             .field("hosts", &self.0.host_transport.len())
             .field("rports", &self.0.rport.len())
             .field("sessions", &self.0.session_target.len())
+            .field("opts", &self.0.opts)
             .finish()
     }
 }
@@ -290,10 +328,15 @@ impl std::fmt::Debug for PathContext {
 impl PathContext {
     /// Reads every host, remote port and session under `root`.
     pub fn read(root: &Path) -> Self {
+        Self::read_with(root, ScanOptions::default())
+    }
+
+    /// [`PathContext::read`], for single-path scans that read what `opts` says.
+    pub fn read_with(root: &Path, opts: ScanOptions) -> Self {
         let (hosts, _) = scan_hosts(root);
         let (rports, _) = scan_rports(root);
         let (sessions, _) = scan_sessions(root);
-        PathContext(Context::build(&hosts, &rports, &sessions))
+        PathContext(Context::build(&hosts, &rports, &sessions, opts))
     }
 }
 
@@ -325,7 +368,10 @@ pub fn scan_paths(root: &Path) -> (Vec<ScsiPath>, Vec<Error>) {
     let (hosts, _) = scan_hosts(root);
     let (rports, _) = scan_rports(root);
     let (sessions, _) = scan_sessions(root);
-    scan_paths_with(root, &Context::build(&hosts, &rports, &sessions))
+    scan_paths_with(
+        root,
+        &Context::build(&hosts, &rports, &sessions, ScanOptions::default()),
+    )
 }
 
 fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
@@ -939,7 +985,9 @@ fn scan_block(
         p.scsi_type = dd.num("type", true, "a SCSI peripheral type", &mut errors);
         p.scsi_level = dd.num("scsi_level", false, "a SCSI level", &mut errors);
     }
-    p.queue_depth = dd.num("queue_depth", true, "a queue depth", &mut errors);
+    if ctx.opts.details {
+        p.queue_depth = dd.num("queue_depth", true, "a queue depth", &mut errors);
+    }
     if devno.is_some() {
         p.devno = devno;
     } else if let Some(d) = dd.req(&bdev, &mut errors) {
@@ -959,7 +1007,7 @@ fn scan_block(
         .num::<u8>(&format!("block/{dev}/ro"), false, "0 or 1", &mut errors)
         .map(|v| v != 0);
     p.access_state = dd.opt_dh_with("access_state", &mut errors, |v| ctx.names.get(v));
-    if p.access_state.is_some() {
+    if ctx.opts.details && p.access_state.is_some() {
         let pp = dd.opt_dh_with("preferred_path", &mut errors, |v| {
             v.parse::<u8>().map_err(|_| v.to_string())
         });
@@ -976,7 +1024,9 @@ fn scan_block(
             None => None,
         };
     }
-    p.dh_state = dd.opt_with("dh_state", &mut errors, |v| ctx.names.get(v));
+    if ctx.opts.details {
+        p.dh_state = dd.opt_with("dh_state", &mut errors, |v| ctx.names.get(v));
+    }
     if !walk {
         match list_dir(&block_dir.join("holders")) {
             Ok(h) => p.holders = h,
