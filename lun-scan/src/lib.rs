@@ -16,4 +16,4 @@ pub use model::{
     DevNo, FcHost, FcRemotePort, Hctl, Host, Interner, IscsiHost, IscsiSession, SasEndDevice,
     SasHost, Scan, ScsiPath, Shared, Transport, WwidSource,
 };
-pub use sysfs::{PathContext, scan, scan_path, scan_path_in};
+pub use sysfs::{PathContext, ScanOptions, scan, scan_path, scan_path_in, scan_with};

@@ -17,6 +17,7 @@ use std::io;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
@@ -167,14 +168,37 @@ fn pci_address(syspath: &Path) -> Option<String> {
 
 /// A required attribute as a shared string (empty when it cannot be read).
 fn shared_req(dd: &AttrDir, ctx: &Context, name: &str, errors: &mut Vec<Error>) -> Shared {
-    dd.req(name, errors)
-        .map(|v| ctx.names.get(&v))
+    dd.req_with(name, errors, |v| ctx.names.get(v))
         .unwrap_or_default()
+}
+
+/// What a scan reads for each path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// `queue_depth`, `preferred_path` and `dh_state`: shown by `lun-scan`, but nothing
+    /// multipathd-rs decides (WWID, grouping, priority, checker, hardware table, views) reads
+    /// them, and they are 3 of the 11 files opened per path. Without them those fields are
+    /// `None` and a broken one is not an error. On by default.
+    pub details: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions { details: true }
+    }
+}
+
+impl ScanOptions {
+    /// Everything but the details (see [`ScanOptions::details`]).
+    pub const fn without_details() -> Self {
+        ScanOptions { details: false }
+    }
 }
 
 /// What a path needs to know about hosts, remote ports and sessions.
 #[derive(Default)]
 struct Context {
+    opts: ScanOptions,
     host_transport: HashMap<String, Transport>,
     host_wwpn: HashMap<String, Shared>,
     host_wwnn: HashMap<String, Shared>,
@@ -187,8 +211,16 @@ struct Context {
 }
 
 impl Context {
-    fn build(hosts: &[Host], rports: &[FcRemotePort], sessions: &[IscsiSession]) -> Self {
-        let mut c = Context::default();
+    fn build(
+        hosts: &[Host],
+        rports: &[FcRemotePort],
+        sessions: &[IscsiSession],
+        opts: ScanOptions,
+    ) -> Self {
+        let mut c = Context {
+            opts,
+            ..Context::default()
+        };
         for h in hosts {
             c.host_transport.insert(h.name.clone(), h.transport);
             if let Some(w) = h.fc.as_ref().and_then(|f| f.port_name.clone()) {
@@ -227,6 +259,11 @@ impl Context {
 /// Scans everything: hosts, FC remote ports, iSCSI sessions, SAS end devices and SCSI paths.
 /// Never panics and never fails as a whole; see [`Scan`].
 pub fn scan(root: &Path) -> Scan {
+    scan_with(root, ScanOptions::default())
+}
+
+/// [`scan`] reading what `opts` says for each path.
+pub fn scan_with(root: &Path, opts: ScanOptions) -> Scan {
     let mut s = Scan::default();
     if let Err(e) = fs::metadata(root) {
         s.errors.push(Error::read(root, &e));
@@ -240,7 +277,7 @@ pub fn scan(root: &Path) -> Scan {
     s.errors.extend(e);
     let (sas, e) = scan_sas_devices(root);
     s.errors.extend(e);
-    let ctx = Context::build(&hosts, &rports, &sessions);
+    let ctx = Context::build(&hosts, &rports, &sessions, opts);
     let (paths, e) = scan_paths_with(root, &ctx);
     s.errors.extend(e);
     s.hosts = hosts;
@@ -283,6 +320,7 @@ impl std::fmt::Debug for PathContext {
             .field("hosts", &self.0.host_transport.len())
             .field("rports", &self.0.rport.len())
             .field("sessions", &self.0.session_target.len())
+            .field("opts", &self.0.opts)
             .finish()
     }
 }
@@ -290,10 +328,15 @@ impl std::fmt::Debug for PathContext {
 impl PathContext {
     /// Reads every host, remote port and session under `root`.
     pub fn read(root: &Path) -> Self {
+        Self::read_with(root, ScanOptions::default())
+    }
+
+    /// [`PathContext::read`], for single-path scans that read what `opts` says.
+    pub fn read_with(root: &Path, opts: ScanOptions) -> Self {
         let (hosts, _) = scan_hosts(root);
         let (rports, _) = scan_rports(root);
         let (sessions, _) = scan_sessions(root);
-        PathContext(Context::build(&hosts, &rports, &sessions))
+        PathContext(Context::build(&hosts, &rports, &sessions, opts))
     }
 }
 
@@ -325,10 +368,22 @@ pub fn scan_paths(root: &Path) -> (Vec<ScsiPath>, Vec<Error>) {
     let (hosts, _) = scan_hosts(root);
     let (rports, _) = scan_rports(root);
     let (sessions, _) = scan_sessions(root);
-    scan_paths_with(root, &Context::build(&hosts, &rports, &sessions))
+    scan_paths_with(
+        root,
+        &Context::build(&hosts, &rports, &sessions, ScanOptions::default()),
+    )
 }
 
 fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    scan_paths_threads(root, ctx, threads)
+}
+
+/// [`scan_paths_with`] on `threads` walker threads (the result does not depend on it).
+fn scan_paths_threads(root: &Path, ctx: &Context, threads: usize) -> (Vec<ScsiPath>, Vec<Error>) {
     let mut errors = Vec::new();
     let mut class = root.join("class/block");
     let names = match fs::read_dir(&class) {
@@ -350,11 +405,6 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
     // Cheap pre-filter: dm, loop and ram devices never have a SCSI parent, so they are not
     // readlinked (see `is_scsi_candidate`); their `slaves/` are listed for the holders.
 
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let chunk = names.len().div_ceil(threads).max(64);
     let class_fd = openat(
         AT_FDCWD,
         &class,
@@ -363,56 +413,40 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
     )
     .ok();
     let by_devno = dev_block_links(root, threads);
-    let mut results: Vec<WalkPart> = Vec::new();
+    // The names are handed out in small chunks from a shared counter instead of one fixed
+    // share per thread: on a busy machine a thread that is scheduled out no longer holds back
+    // the whole scan while the others sit idle. Results are merged in chunk order, so the
+    // output does not depend on which thread read what.
+    let chunks: Vec<&[String]> = names.chunks(WALK_CHUNK).collect();
+    let next = AtomicUsize::new(0);
+    let workers = threads.clamp(1, chunks.len().max(1));
+    let mut results: Vec<(usize, WalkPart)> = Vec::with_capacity(chunks.len());
     std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                let class = &class;
-                let class_fd = class_fd.as_ref();
-                let by_devno = &by_devno;
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (class, class_fd, by_devno) = (&class, class_fd.as_ref(), &by_devno);
+                let (chunks, next) = (&chunks, &next);
                 s.spawn(move || {
-                    let mut out = WalkPart::default();
+                    let mut done = Vec::new();
                     let mut parent = ParentCache::default();
-                    for name in part {
-                        if !is_scsi_candidate(name) {
-                            // dm, loop, ram: never a SCSI disk, but possibly a holder.
-                            out.list_slaves(class, name);
-                            continue;
-                        }
-                        let link = class.join(name);
-                        let (target, devno) = match by_devno.get(name.as_str()) {
-                            Some((devno, target)) => (Ok(target.clone()), Some(*devno)),
-                            None => (read_class_link(class, class_fd, name, &link), None),
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = chunks.get(i) else {
+                            break;
                         };
-                        match target {
-                            Ok(target) => {
-                                match scan_block(&target, name, ctx, Some(&mut parent), devno) {
-                                    Some(p) => out.paths.push(p),
-                                    // A whole disk that is not a SCSI device (md, nvme, ...)
-                                    // may hold SCSI paths; partitions never hold anything.
-                                    None if target.parent().and_then(Path::file_name)
-                                        == Some(std::ffi::OsStr::new("block")) =>
-                                    {
-                                        out.dangling(&link, &target);
-                                        out.list_slaves(class, name)
-                                    }
-                                    None => out.dangling(&link, &target),
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                // Removed between readdir and readlink: not a path any more.
-                            }
-                            Err(e) => out.errors.push(Error::read(&link, &e)),
+                        let mut out = WalkPart::default();
+                        for name in *part {
+                            walk_one(name, class, class_fd, by_devno, ctx, &mut parent, &mut out);
                         }
+                        done.push((i, out));
                     }
-                    out
+                    done
                 })
             })
             .collect();
         for h in handles {
             match h.join() {
-                Ok(r) => results.push(r),
+                Ok(r) => results.extend(r),
                 Err(_) => errors.push(Error::Read {
                     path: class.clone(),
                     kind: io::ErrorKind::Other,
@@ -421,12 +455,13 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             }
         }
     });
+    results.sort_unstable_by_key(|(i, _)| *i);
     let mut paths = Vec::with_capacity(names.len());
     // holders/ of a disk and slaves/ of its holder are the two ends of one kernel link
     // (bd_link_disk_holder), so each path's holders come from the slaves of the few non-SCSI
     // disks instead of one directory listing per path.
     let mut holders: HashMap<String, Vec<String>> = HashMap::new();
-    for part in results {
+    for (_, part) in results {
         paths.extend(part.paths);
         errors.extend(part.errors);
         for (holder, slaves) in part.slaves {
@@ -447,6 +482,49 @@ fn scan_paths_with(root: &Path, ctx: &Context) -> (Vec<ScsiPath>, Vec<Error>) {
             .then_with(|| natural_cmp(&a.dev, &b.dev))
     });
     (paths, errors)
+}
+
+/// Names handed to a walker thread at a time (see [`scan_paths_with`]).
+const WALK_CHUNK: usize = 128;
+
+/// Reads one `class/block` entry into `out`: a SCSI path, a holder's `slaves/`, or an error.
+fn walk_one(
+    name: &str,
+    class: &Path,
+    class_fd: Option<&OwnedFd>,
+    by_devno: &HashMap<String, (DevNo, PathBuf)>,
+    ctx: &Context,
+    parent: &mut ParentCache,
+    out: &mut WalkPart,
+) {
+    if !is_scsi_candidate(name) {
+        // dm, loop, ram: never a SCSI disk, but possibly a holder.
+        out.list_slaves(class, name);
+        return;
+    }
+    let link = class.join(name);
+    let (target, devno) = match by_devno.get(name) {
+        Some((devno, target)) => (Ok(target.clone()), Some(*devno)),
+        None => (read_class_link(class, class_fd, name, &link), None),
+    };
+    match target {
+        Ok(target) => match scan_block(&target, name, ctx, Some(parent), devno) {
+            Some(p) => out.paths.push(p),
+            // A whole disk that is not a SCSI device (md, nvme, ...) may hold SCSI paths;
+            // partitions never hold anything.
+            None if target.parent().and_then(Path::file_name)
+                == Some(std::ffi::OsStr::new("block")) =>
+            {
+                out.dangling(&link, &target);
+                out.list_slaves(class, name)
+            }
+            None => out.dangling(&link, &target),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Removed between readdir and readlink: not a path any more.
+        }
+        Err(e) => out.errors.push(Error::read(&link, &e)),
+    }
 }
 
 /// Resolves `class/NAME` through the class directory's descriptor when there is one.
@@ -649,8 +727,11 @@ impl<'a> AttrDir<'a> {
         Self::open(path)
     }
 
-    /// Reads attribute `name`; `Ok(None)` when it does not exist.
-    fn read_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// Reads attribute `name` and hands its bytes to `f`; `Ok(None)` when it does not exist.
+    /// An attribute that fits in [`ATTR_BUF`] bytes (every text attribute and VPD page the
+    /// scan reads, in practice) is read into a stack buffer with no allocation; a longer one
+    /// is read on to its end into a vector.
+    fn read_with<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
         let err = |e: io::Error| Error::read(&self.path.join(name), &e);
         let fd = match openat(
             &self.fd,
@@ -662,29 +743,40 @@ impl<'a> AttrDir<'a> {
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(err(io::Error::from(e))),
         };
-        let mut f = fs::File::from(fd);
-        let mut chunk = [0u8; 4096];
-        let mut out = Vec::new();
-        loop {
-            let n = f.read(&mut chunk).map_err(err)?;
-            out.extend_from_slice(&chunk[..n]);
-            // sysfs returns an attribute in one read; a short read is the end.
-            if n < chunk.len() {
-                break;
-            }
+        let mut file = fs::File::from(fd);
+        let mut buf = [0u8; ATTR_BUF];
+        let n = file.read(&mut buf).map_err(err)?;
+        // A short read is the end (sysfs returns an attribute in one read when it fits).
+        if n < buf.len() {
+            return Ok(Some(f(&buf[..n])));
         }
-        Ok(Some(out))
+        let mut out = buf.to_vec();
+        file.read_to_end(&mut out).map_err(err)?;
+        Ok(Some(f(&out)))
+    }
+
+    /// Reads text attribute `name` and hands it, trimmed, to `f`.
+    fn text_with<R>(&self, name: &str, f: impl FnOnce(&str) -> R) -> Result<Option<R>, Error> {
+        self.read_with(name, |b| f(String::from_utf8_lossy(b).trim()))
     }
 
     fn read_text(&self, name: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .read_bytes(name)?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+        self.text_with(name, str::to_string)
     }
 
     /// An optional attribute: absent is None, a read error is recorded.
     fn opt(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        self.read_text(name).unwrap_or_else(|e| {
+        self.opt_with(name, errors, str::to_string)
+    }
+
+    /// [`AttrDir::opt`] handing the trimmed text to `f` instead of copying it.
+    fn opt_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        self.text_with(name, f).unwrap_or_else(|e| {
             errors.push(e);
             None
         })
@@ -693,8 +785,13 @@ impl<'a> AttrDir<'a> {
     /// `access_state` / `preferred_path`: present on every SCSI device, but the kernel answers
     /// EINVAL while no device handler (scsi_dh_alua, ...) is attached, i.e. on a path without
     /// ALUA (scsi_sysfs.c, sdev_show_access_state): that is "none", not a read error.
-    fn opt_dh(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        match self.read_text(name) {
+    fn opt_dh_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        match self.text_with(name, f) {
             Ok(v) => v,
             Err(e) if no_device_handler(&e) => None,
             Err(e) => {
@@ -704,10 +801,47 @@ impl<'a> AttrDir<'a> {
         }
     }
 
+    /// A number in attribute `name`: absent is None (or an error
+    /// when `required`), a value that does not parse is an error naming the file.
+    fn num<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        required: bool,
+        expected: &'static str,
+        errors: &mut Vec<Error>,
+    ) -> Option<T> {
+        let parsed = if required {
+            self.req_with(name, errors, |v| v.parse::<T>().map_err(|_| v.to_string()))
+        } else {
+            self.opt_with(name, errors, |v| v.parse::<T>().map_err(|_| v.to_string()))
+        };
+        match parsed? {
+            Ok(n) => Some(n),
+            Err(value) => {
+                errors.push(Error::Parse {
+                    path: self.path.join(name),
+                    value,
+                    expected,
+                });
+                None
+            }
+        }
+    }
+
     /// A required attribute: absent is an error too (or `vanished` when the directory itself
     /// is gone).
     fn req(&self, name: &str, errors: &mut Vec<Error>) -> Option<String> {
-        match self.read_text(name) {
+        self.req_with(name, errors, str::to_string)
+    }
+
+    /// [`AttrDir::req`] handing the trimmed text to `f` instead of copying it.
+    fn req_with<R>(
+        &self,
+        name: &str,
+        errors: &mut Vec<Error>,
+        f: impl FnOnce(&str) -> R,
+    ) -> Option<R> {
+        match self.text_with(name, f) {
             Ok(Some(v)) => Some(v),
             Ok(None) => {
                 if self.path.exists() {
@@ -730,6 +864,9 @@ impl<'a> AttrDir<'a> {
         }
     }
 }
+
+/// The stack buffer [`AttrDir::read_with`] reads an attribute into (a longer one is read on).
+const ATTR_BUF: usize = 512;
 
 /// Reads one SCSI block device whose block directory is `block_dir`
 /// (`.../H:C:T:L/block/<dev>`). None if it is not a SCSI block device (a partition, a virtual
@@ -810,24 +947,34 @@ fn scan_block(
     // The standard INQUIRY data holds vendor, model, rev, type and version: one read instead
     // of five (the kernel's attributes are views of the same buffer).
     let inq = dd
-        .read_bytes("inquiry")
+        .read_with("inquiry", |inq| {
+            (inq.len() >= 36).then(|| {
+                let text = |r: std::ops::Range<usize>| {
+                    let b = &inq[r];
+                    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                    ctx.names.get(String::from_utf8_lossy(&b[..end]).trim())
+                };
+                let mut level = inq[2] & 0x0f;
+                if level >= 2 || (level == 1 && inq[3] & 0x0f == 1) {
+                    level += 1;
+                }
+                (
+                    text(8..16),
+                    text(16..32),
+                    text(32..36),
+                    inq[0] & 0x1f,
+                    level,
+                )
+            })
+        })
         .ok()
         .flatten()
-        .filter(|b| b.len() >= 36);
-    if let Some(inq) = inq {
-        let text = |r: std::ops::Range<usize>| {
-            let b = &inq[r];
-            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-            ctx.names.get(String::from_utf8_lossy(&b[..end]).trim())
-        };
-        p.vendor = text(8..16);
-        p.model = text(16..32);
-        p.rev = text(32..36);
-        p.scsi_type = Some(inq[0] & 0x1f);
-        let mut level = inq[2] & 0x0f;
-        if level >= 2 || (level == 1 && inq[3] & 0x0f == 1) {
-            level += 1;
-        }
+        .flatten();
+    if let Some((vendor, model, rev, scsi_type, level)) = inq {
+        p.vendor = vendor;
+        p.model = model;
+        p.rev = rev;
+        p.scsi_type = Some(scsi_type);
         p.scsi_level = Some(level);
         p.state = shared_req(&dd, ctx, "state", &mut errors);
     } else {
@@ -835,28 +982,12 @@ fn scan_block(
         p.model = shared_req(&dd, ctx, "model", &mut errors);
         p.rev = shared_req(&dd, ctx, "rev", &mut errors);
         p.state = shared_req(&dd, ctx, "state", &mut errors);
-        let t = dd.req("type", &mut errors);
-        p.scsi_type = parse_num(
-            &dev_dir.join("type"),
-            t,
-            "a SCSI peripheral type",
-            &mut errors,
-        );
-        let lvl = dd.opt("scsi_level", &mut errors);
-        p.scsi_level = parse_num(
-            &dev_dir.join("scsi_level"),
-            lvl,
-            "a SCSI level",
-            &mut errors,
-        );
+        p.scsi_type = dd.num("type", true, "a SCSI peripheral type", &mut errors);
+        p.scsi_level = dd.num("scsi_level", false, "a SCSI level", &mut errors);
     }
-    let q = dd.req("queue_depth", &mut errors);
-    p.queue_depth = parse_num(
-        &dev_dir.join("queue_depth"),
-        q,
-        "a queue depth",
-        &mut errors,
-    );
+    if ctx.opts.details {
+        p.queue_depth = dd.num("queue_depth", true, "a queue depth", &mut errors);
+    }
     if devno.is_some() {
         p.devno = devno;
     } else if let Some(d) = dd.req(&bdev, &mut errors) {
@@ -869,26 +1000,33 @@ fn scan_block(
             }),
         }
     }
-    let sz = dd.req(&bsize, &mut errors);
-    p.size_bytes = parse_num::<u64>(
-        &block_dir.join("size"),
-        sz,
-        "a size in 512-byte sectors",
-        &mut errors,
-    )
-    .map(|s| s.saturating_mul(512));
-    let ro = dd.opt(&format!("block/{dev}/ro"), &mut errors);
-    p.read_only = parse_num::<u8>(&block_dir.join("ro"), ro, "0 or 1", &mut errors).map(|v| v != 0);
-    p.access_state = dd
-        .opt_dh("access_state", &mut errors)
-        .map(|v| ctx.names.get(&v));
-    if p.access_state.is_some() {
-        let pp = dd.opt_dh("preferred_path", &mut errors);
-        p.preferred_path =
-            parse_num::<u8>(&dev_dir.join("preferred_path"), pp, "0 or 1", &mut errors)
-                .map(|v| v != 0);
+    p.size_bytes = dd
+        .num::<u64>(&bsize, true, "a size in 512-byte sectors", &mut errors)
+        .map(|s| s.saturating_mul(512));
+    p.read_only = dd
+        .num::<u8>(&format!("block/{dev}/ro"), false, "0 or 1", &mut errors)
+        .map(|v| v != 0);
+    p.access_state = dd.opt_dh_with("access_state", &mut errors, |v| ctx.names.get(v));
+    if ctx.opts.details && p.access_state.is_some() {
+        let pp = dd.opt_dh_with("preferred_path", &mut errors, |v| {
+            v.parse::<u8>().map_err(|_| v.to_string())
+        });
+        p.preferred_path = match pp {
+            Some(Ok(v)) => Some(v != 0),
+            Some(Err(value)) => {
+                errors.push(Error::Parse {
+                    path: dev_dir.join("preferred_path"),
+                    value,
+                    expected: "0 or 1",
+                });
+                None
+            }
+            None => None,
+        };
     }
-    p.dh_state = dd.opt("dh_state", &mut errors).map(|v| ctx.names.get(&v));
+    if ctx.opts.details {
+        p.dh_state = dd.opt_with("dh_state", &mut errors, |v| ctx.names.get(v));
+    }
     if !walk {
         match list_dir(&block_dir.join("holders")) {
             Ok(h) => p.holders = h,
@@ -914,8 +1052,8 @@ fn scan_block(
     };
 
     // Identity: VPD 0x83 (udev ID_SERIAL), else VPD 0x80, else the kernel's wwid.
-    match dd.read_bytes("vpd_pg83") {
-        Ok(Some(page)) => match vpd::decode_pg83(&page) {
+    match dd.read_with("vpd_pg83", vpd::decode_pg83) {
+        Ok(Some(decoded)) => match decoded {
             Ok(s) => {
                 if let Some(id) = s.id_serial {
                     p.wwid = Some(id);
@@ -938,8 +1076,8 @@ fn scan_block(
         Ok(None) => {}
         Err(e) => errors.push(e),
     }
-    match dd.read_bytes("vpd_pg80") {
-        Ok(Some(page)) => match vpd::decode_pg80(&page) {
+    match dd.read_with("vpd_pg80", vpd::decode_pg80) {
+        Ok(Some(decoded)) => match decoded {
             Ok((serial, problem)) => {
                 p.serial = serial;
                 if let Some(reason) = problem {
@@ -1327,6 +1465,107 @@ mod tests {
         // No dev/block at all.
         fs::remove_dir_all(root.join("dev/block")).unwrap();
         assert_eq!(json(&scan(root)), json(&full));
+    }
+
+    /// The walk's output does not depend on how many threads read which names: paths,
+    /// holders and errors (a dangling link, a vanished device) come out byte-identical with
+    /// one walker and with several, on a tree of many chunks.
+    #[test]
+    fn walk_is_the_same_on_one_thread_and_many() {
+        use crate::topology::{Sim, Topology};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // 2 HBAs x 1 port x 160 LUNs = 320 paths: three chunks of names.
+        let mut sim = Sim::render(&Topology::big_fc(2, 1, 160), root).unwrap();
+        let ctx = PathContext::read(root);
+        let (paths, errors) = scan_paths_threads(root, &ctx.0, 1);
+        assert_eq!(paths.len(), 320);
+        assert!(errors.is_empty(), "{errors:?}");
+        let holders: Vec<&str> = paths
+            .iter()
+            .filter(|p| p.hctl.lun == 7)
+            .map(|p| p.dev.as_str())
+            .collect();
+        sim.add_dm_map("mpathh", "mpath-h", &holders).unwrap();
+        // A vanished device directory (its class link stays) and two dangling class links,
+        // one sorted into the first chunk of names and one into the last.
+        let gone = paths[200].syspath.clone();
+        fs::remove_dir_all(&gone).unwrap();
+        for name in ["aaa", "sdzz"] {
+            std::os::unix::fs::symlink(
+                format!("../../devices/nowhere/block/{name}"),
+                root.join("class/block").join(name),
+            )
+            .unwrap();
+        }
+        let json = |(p, e): &(Vec<ScsiPath>, Vec<Error>)| {
+            let errs: Vec<String> = e.iter().map(ToString::to_string).collect();
+            format!("{}\n{errs:?}", serde_json::to_string(p).unwrap())
+        };
+        let one = scan_paths_threads(root, &ctx.0, 1);
+        assert_eq!(one.0.len(), 320);
+        assert_eq!(one.1.len(), 2, "the dangling links: {:?}", one.1);
+        assert!(
+            one.1[0].to_string().contains("class/block/aaa"),
+            "{:?}",
+            one.1
+        );
+        assert!(
+            one.0
+                .iter()
+                .any(|p| p.syspath == gone
+                    && matches!(p.errors.as_slice(), [Error::Vanished { .. }]))
+        );
+        assert!(one.0.iter().filter(|p| p.holders == ["dm-0"]).count() == holders.len());
+        for threads in [2, 3, 8] {
+            assert_eq!(
+                json(&scan_paths_threads(root, &ctx.0, threads)),
+                json(&one),
+                "{threads} threads"
+            );
+        }
+    }
+
+    /// Attributes up to, at and beyond the stack buffer's size are read whole; a missing one
+    /// is None and a directory in its place is an error naming it.
+    #[test]
+    fn attributes_of_any_length_are_read_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for len in [
+            0,
+            1,
+            ATTR_BUF - 1,
+            ATTR_BUF,
+            ATTR_BUF + 1,
+            3 * ATTR_BUF + 7,
+            9000,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            fs::write(dir.join(format!("a{len}")), &data).unwrap();
+            let dd = AttrDir::open(dir).unwrap();
+            let got = dd.read_with(&format!("a{len}"), <[u8]>::to_vec).unwrap();
+            assert_eq!(got, Some(data), "{len} bytes");
+        }
+        let dd = AttrDir::open(dir).unwrap();
+        assert_eq!(dd.read_with("absent", <[u8]>::to_vec).unwrap(), None);
+        fs::create_dir(dir.join("sub")).unwrap();
+        let e = dd.read_with("sub", <[u8]>::to_vec).unwrap_err();
+        assert!(e.to_string().contains("sub"), "{e}");
+        fs::write(dir.join("n"), " 42\n").unwrap();
+        fs::write(dir.join("bad"), "4x2\n").unwrap();
+        let mut errors = Vec::new();
+        assert_eq!(dd.num::<u32>("n", true, "a number", &mut errors), Some(42));
+        assert_eq!(dd.num::<u32>("bad", true, "a number", &mut errors), None);
+        assert_eq!(
+            dd.num::<u32>("absent", false, "a number", &mut errors),
+            None
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            matches!(&errors[0], Error::Parse { path, value, .. } if path.ends_with("bad") && value == "4x2"),
+            "{errors:?}"
+        );
     }
 
     #[test]

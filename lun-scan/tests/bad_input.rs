@@ -155,3 +155,45 @@ fn a_dangling_class_block_link_is_reported_by_name_and_the_rest_is_scanned() {
     assert!(!o.status.success());
     assert!(!o.stdout.is_empty(), "the paths are still listed");
 }
+
+/// Without the details (the daemon's scans), queue_depth, preferred_path and dh_state are not
+/// read: they are None, a broken one is no error, and every other field is what the full scan
+/// gives, for the whole walk and for a single path.
+#[test]
+fn a_scan_without_details_skips_only_the_details() {
+    let (d, _sim) = fc();
+    let lean = lun_scan::ScanOptions::without_details();
+    let full = lun_scan::scan(d.path());
+    assert!(full.all_errors().is_empty(), "{:?}", full.all_errors());
+    assert!(full.paths.iter().all(|p| p.queue_depth.is_some()));
+    assert!(full.paths.iter().any(|p| p.dh_state.is_some()));
+    assert!(full.paths.iter().any(|p| p.preferred_path.is_some()));
+    let strip = |p: &lun_scan::ScsiPath| {
+        let mut p = p.clone();
+        p.queue_depth = None;
+        p.preferred_path = None;
+        p.dh_state = None;
+        p
+    };
+    let expected: Vec<lun_scan::ScsiPath> = full.paths.iter().map(strip).collect();
+    let dd = devdir(d.path(), "sdd");
+    fs::remove_file(dd.join("queue_depth")).unwrap();
+    fs::create_dir(dd.join("queue_depth")).unwrap();
+    fs::write(dd.join("dh_state"), [0xff, 0xfe]).unwrap();
+    let s = lun_scan::scan_with(d.path(), lean);
+    assert!(s.all_errors().is_empty(), "{:?}", s.all_errors());
+    assert_eq!(s.paths, expected);
+    let ctx = lun_scan::PathContext::read_with(d.path(), lean);
+    let one = lun_scan::scan_path_in(d.path(), "sdd", &ctx).unwrap();
+    let want = expected.iter().find(|p| p.dev == "sdd").unwrap();
+    assert_eq!(&one, want);
+    // The full scan still reads them, and still reports the broken one.
+    let p = lun_scan::scan_path(d.path(), "sdd").unwrap();
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.to_string().contains("queue_depth")),
+        "{:?}",
+        p.errors
+    );
+}

@@ -142,7 +142,7 @@ impl Engine {
     /// Scans, plans every map and applies the plan.
     pub fn sync(&mut self) -> Result<SyncReport> {
         let t0 = Instant::now();
-        let scan = lun_scan::scan(&self.opts.sysfs_root);
+        let scan = lun_scan::scan_with(&self.opts.sysfs_root, super::SCAN_OPTIONS);
         let took = t0.elapsed();
         let mut r = self.sync_scanned(scan)?;
         r.timings.scan = Some(took);

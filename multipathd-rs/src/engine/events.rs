@@ -8,7 +8,7 @@ use super::*;
 impl Engine {
     /// Re-reads every path from sysfs. Returns the scan's errors as sentences.
     pub fn scan(&mut self) -> Vec<String> {
-        let scan = lun_scan::scan(&self.opts.sysfs_root);
+        let scan = lun_scan::scan_with(&self.opts.sysfs_root, SCAN_OPTIONS);
         self.install_scan(scan)
     }
 
@@ -89,7 +89,10 @@ impl Engine {
         {
             return Arc::clone(ctx);
         }
-        let ctx = Arc::new(lun_scan::PathContext::read(&self.opts.sysfs_root));
+        let ctx = Arc::new(lun_scan::PathContext::read_with(
+            &self.opts.sysfs_root,
+            SCAN_OPTIONS,
+        ));
         self.path_ctx = Some((now, Arc::clone(&ctx)));
         ctx
     }
