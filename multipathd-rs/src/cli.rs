@@ -479,7 +479,7 @@ fn udev_member(g: &Global, dev: &str) -> Result<i32> {
                     if find.should_multipath(1, known) {
                         true
                     } else {
-                        let scan = lun_scan::scan(&g.sysfs_root);
+                        let scan = lun_scan::scan_with(&g.sysfs_root, crate::engine::SCAN_OPTIONS);
                         let f = discovery::filter_paths(&cfg, &scan.paths, &|x| x == w && known);
                         f.by_wwid
                             .get(w)

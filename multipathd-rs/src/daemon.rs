@@ -1352,7 +1352,7 @@ fn serve(
         if let Some(why) = events.take_reconcile() {
             // The full sysfs scan (about a second at 32k paths) runs without the lock.
             let root = daemon.engine().sysfs_root().to_path_buf();
-            let scan = lun_scan::scan(&root);
+            let scan = lun_scan::scan_with(&root, crate::engine::SCAN_OPTIONS);
             let mut e = daemon.engine();
             events.finish_reconcile(&mut e, scan, why);
             applier::dispatch(&mut e, &mut applier);

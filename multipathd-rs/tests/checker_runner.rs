@@ -214,6 +214,16 @@ fn driver_never_spins_on_a_hung_path() {
     );
     assert_eq!(driver.start_due().unwrap(), 0);
 
+    // A check's deadline runs from when a worker starts it (before it calls the checker):
+    // under load sdb's may still be queued when sda's result is in.
+    let t = std::time::Instant::now();
+    while checker.calls("sdb") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "sdb's check never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     clock.advance(Duration::from_secs(2));
     let timeout = driver.collect(Duration::from_millis(1));
     assert_eq!(timeout.len(), 1);
