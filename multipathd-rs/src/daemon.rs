@@ -203,19 +203,7 @@ impl Daemon {
             .collect();
         let mut e = self.engine();
         let r = match r {
-            Ok(mut report) => {
-                report.maps.clear();
-                let mut res = Ok(());
-                for d in done {
-                    let mut part = SyncReport::default();
-                    if let Err(err) = e.finish_job_into(d, &mut part) {
-                        res = Err(err);
-                    }
-                    report.maps.extend(part.maps);
-                    report.errors.extend(part.errors);
-                }
-                res.map(|()| report)
-            }
+            Ok(mut report) => applier::book_into(&mut e, &mut report, done).map(|()| report),
             Err(err) => {
                 for d in done {
                     applier::log_finished(e.finish_job(d));

@@ -193,23 +193,21 @@ impl InitialApply {
         wake: Wake,
     ) -> InitialApply {
         let (tx, done) = mpsc::channel();
-        let work = {
-            let backend = Arc::clone(&backend);
-            move |jobs: Vec<ApplyJob>| -> Vec<AppliedJob> {
-                jobs.into_iter()
-                    .map(|j| j.apply(backend.as_ref()))
-                    .collect()
-            }
+        // The jobs travel in a slot the caller keeps, so a thread that cannot be started
+        // does not take them with it.
+        let slot = Arc::new(Mutex::new(Some(jobs)));
+        let take = |slot: &Mutex<Option<Vec<ApplyJob>>>| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .unwrap_or_default()
         };
-        let jobs = Arc::new(Mutex::new(Some(jobs)));
         let spawned = {
-            let jobs = Arc::clone(&jobs);
-            let tx = tx.clone();
+            let (slot, tx, backend) = (Arc::clone(&slot), tx.clone(), Arc::clone(&backend));
             std::thread::Builder::new()
                 .name("initial-apply".into())
                 .spawn(move || {
-                    let mine = jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
-                    let _ = tx.send(work(mine.unwrap_or_default()));
+                    let _ = tx.send(apply_all(take(&slot), backend.as_ref()));
                     wake();
                 })
         };
@@ -217,13 +215,7 @@ impl InitialApply {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!("cannot start the initial apply's thread ({e}); applying here");
-                let mine = jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
-                let _ = tx.send(
-                    mine.unwrap_or_default()
-                        .into_iter()
-                        .map(|j| j.apply(backend.as_ref()))
-                        .collect(),
-                );
+                let _ = tx.send(apply_all(take(&slot), backend.as_ref()));
                 None
             }
         };
@@ -271,21 +263,37 @@ impl InitialApply {
         done: Vec<AppliedJob>,
     ) -> Result<crate::engine::SyncReport, crate::Error> {
         let mut report = std::mem::take(&mut self.prepared);
-        report.maps.clear();
-        let mut res = Ok(());
-        for d in done {
-            let mut part = crate::engine::SyncReport::default();
-            if let Err(err) = e.finish_job_into(d, &mut part) {
-                res = Err(err);
-            }
-            report.maps.extend(part.maps);
-            report.errors.extend(part.errors);
-            let (t, p) = (&mut report.timings, part.timings);
-            t.apply += p.apply;
-            t.slowest_map = t.slowest_map.max(p.slowest_map);
-            t.width = t.width.max(p.width);
-            t.refresh += p.refresh;
-        }
-        res.map(|()| report)
+        book_into(e, &mut report, done)?;
+        Ok(report)
     }
+}
+
+fn apply_all(jobs: Vec<ApplyJob>, backend: &dyn DmBackend) -> Vec<AppliedJob> {
+    jobs.into_iter().map(|j| j.apply(backend)).collect()
+}
+
+/// Books jobs carried out for one request into its `report` (engine locked): the maps and
+/// errors of all of them (the report's planned maps are replaced), the apply's times added
+/// up. Every job is booked; the last error is returned.
+pub fn book_into(
+    e: &mut crate::engine::Engine,
+    report: &mut crate::engine::SyncReport,
+    done: Vec<AppliedJob>,
+) -> Result<(), crate::Error> {
+    report.maps.clear();
+    let mut res = Ok(());
+    for d in done {
+        let mut part = crate::engine::SyncReport::default();
+        if let Err(err) = e.finish_job_into(d, &mut part) {
+            res = Err(err);
+        }
+        report.maps.extend(part.maps);
+        report.errors.extend(part.errors);
+        let (t, p) = (&mut report.timings, part.timings);
+        t.apply += p.apply;
+        t.slowest_map = t.slowest_map.max(p.slowest_map);
+        t.width = t.width.max(p.width);
+        t.refresh += p.refresh;
+    }
+    res
 }
