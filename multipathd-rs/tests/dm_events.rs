@@ -3,7 +3,8 @@
 //! runs its first pass only after a tick, or when woken), a path the simulated target fails
 //! on an I/O error is seen at once, re-checked and reinstated (the device itself is fine).
 //! Control: the same daemon on a backend that cannot wait falls back to comparing event
-//! numbers once per pass, and has not noticed 2 s later.
+//! numbers once per pass, and has not noticed 2 s later. Both start once the first checks are
+//! booked (the pass that books them would notice too).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,9 +105,32 @@ impl Lab {
             },
         )
         .unwrap();
-        Lab {
+        let lab = Lab {
             dir,
             daemon: Some(h),
+        };
+        lab.wait_quiet();
+        lab
+    }
+
+    /// Waits until the checks the first pass submits for every member path are answered and
+    /// booked. The loop runs a pass for those results, and any pass compares event numbers;
+    /// after it the loop is quiet until its next tick, so what notices a failure from then on
+    /// is the dm event wait (or, for the control, nothing).
+    fn wait_quiet(&self) {
+        let deadline = Instant::now() + TICK;
+        loop {
+            let s = self.daemon.as_ref().unwrap().daemon().engine().status();
+            if s.path_count > 0 && s.checker.ready == s.path_count && s.checks.in_flight == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first checks were not booked within {TICK:?}: {:?} {:?}",
+                s.checker,
+                s.checks
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
