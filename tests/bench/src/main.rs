@@ -87,7 +87,7 @@ struct Cli {
     idle_window: u32,
     /// Lab: seconds 91 may take in all (setup, calibration, both daemons); it measures at
     /// fewer LUNs than 256 when its calibration says 256 do not fit.
-    #[arg(long, default_value_t = 1260)]
+    #[arg(long, default_value_t = 1980)]
     coldstart_budget: u32,
     /// Lab: boot nothing, collect the results the last run of each scenario left in
     /// tests/lab/out (e.g. after running one by hand with tests/lab/run).

@@ -372,12 +372,7 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
             .iter()
             .find(|p| p.paths == 32768 && p.per_lun == 8)
         {
-            head.push(format!(
-                "- Cold start, 4096 LUNs x 8 paths (32,768 paths, generated sysfs, sim backend): **{}** \
-                 (target < 2 s), peak RSS {} MiB.",
-                fmt_sum(&p.cold_start),
-                fmt_mib(&p.peak_rss_mib)
-            ));
+            head.push(cold_start_line(p));
         }
         head.extend(rss_per_path_line(scale));
         if let Some(p) = scale.points.iter().max_by_key(|p| (p.paths, p.per_lun)) {
@@ -745,8 +740,6 @@ fn sections(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Issue 18's memory target, peak RSS per path at cold start (at most 4 KiB), judged at
-/// 32,768 paths with 8 and with 2 paths per LUN.
 /// What the scale section says about the children's malloc settings.
 fn malloc_note(env: &std::collections::BTreeMap<String, String>) -> String {
     if env.is_empty() {
@@ -771,6 +764,62 @@ fn malloc_note_names_the_settings_or_says_there_were_none() {
     assert!(malloc_note(&Default::default()).contains("default malloc settings"));
 }
 
+/// Issue 18's cold-start figure at 4096 LUNs x 8 paths (target under 2 s), its verdict, and
+/// the profile the runs measured: how the time splits between discovery and map creation and
+/// where each phase's CPU went (user or kernel), so a miss says why.
+fn cold_start_line(p: &crate::scale::PointResult) -> String {
+    let verdict = match &p.cold_start {
+        Some(c) if c.median < 2.0 => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    };
+    let mut line = format!(
+        "- Cold start, 4096 LUNs x 8 paths (32,768 paths, generated sysfs, sim backend): **{}** \
+         (target < 2 s: **{verdict}**), peak RSS {} MiB.",
+        fmt_sum(&p.cold_start),
+        fmt_mib(&p.peak_rss_mib)
+    );
+    if let Some(why) = cold_start_profile(p) {
+        line.push_str(&format!(" Profile (medians of the runs): {why}."));
+    }
+    line
+}
+
+/// "discovery 2.03 s (79%), 3.10 CPU-s, 76% of it in the kernel; map creation ..." from the
+/// runs' CPU split; None for results saved before the runs recorded it.
+fn cold_start_profile(p: &crate::scale::PointResult) -> Option<String> {
+    let med = |f: &dyn Fn(&crate::scale::PointRun) -> f64| {
+        Summary::of(&p.runs.iter().map(f).collect::<Vec<_>>()).map(|s| s.median)
+    };
+    let cold = med(&|r| r.cold_start_s)?;
+    if cold <= 0.0 || p.runs.iter().all(|r| r.scan_cpu.total_s() == 0.0) {
+        return None;
+    }
+    let phase = |name: &str,
+                 wall: &dyn Fn(&crate::scale::PointRun) -> f64,
+                 cpu: &dyn Fn(&crate::scale::PointRun) -> crate::scale::CpuSplit|
+     -> Option<String> {
+        let w = med(wall)?;
+        let total = med(&|r| cpu(r).total_s())?;
+        let sys = med(&|r| cpu(r).sys_share())?;
+        Some(format!(
+            "{name} {} ({:.0}% of the start), {total:.2} CPU-s ({:.1} cores busy), {:.0}% of it in \
+             the kernel",
+            fmt_s(w),
+            100.0 * w / cold,
+            if w > 0.0 { total / w } else { 0.0 },
+            100.0 * sys
+        ))
+    };
+    let scan = phase("discovery", &|r| r.scan_s, &|r| r.scan_cpu)?;
+    let create = phase("map creation", &|r| r.create_s, &|r| r.create_cpu)?;
+    Some(format!(
+        "{scan} (sysfs: an open, read and close per attribute of every path); {create}"
+    ))
+}
+
+/// Issue 18's memory target, peak RSS per path at cold start (at most 4 KiB), judged at
+/// 32,768 paths with 8 and with 2 paths per LUN.
 fn rss_per_path_line(scale: &crate::scale::ScaleResults) -> Option<String> {
     let per_path: Vec<String> = [(32768, 8), (32768, 2)]
         .iter()
@@ -1239,4 +1288,48 @@ mod tests {
         assert_eq!(fmt_s(0.0123), "12.3 ms");
         assert_eq!(fmt_s(0.000_012), "12 µs");
     }
+}
+
+#[test]
+fn the_cold_start_headline_gives_its_verdict_and_where_the_time_went() {
+    use crate::scale::{CpuSplit, PointResult, PointRun};
+    let run = |cold: f64| PointRun {
+        paths: 32768,
+        per_lun: 8,
+        luns: 4096,
+        scan_s: cold - 0.5,
+        plan_s: 0.1,
+        create_s: 0.5,
+        cold_start_s: cold,
+        maps_created: 4096,
+        peak_rss_kb: 80 * 1024,
+        rss_before_kb: 0,
+        hwm_after_scan_kb: 0,
+        hwm_after_plan_kb: 0,
+        scan_cpu: CpuSplit {
+            user_s: 0.6,
+            sys_s: 2.4,
+        },
+        create_cpu: CpuSplit {
+            user_s: 0.4,
+            sys_s: 0.1,
+        },
+    };
+    let mut p = PointResult::not_measured(32768, 8, String::new());
+    p.runs = vec![run(2.5), run(2.0), run(3.0)];
+    p.cold_start = Summary::of(&[2.5, 2.0, 3.0]);
+    let line = cold_start_line(&p);
+    assert!(line.contains("(target < 2 s: **NOT met**)"), "{line}");
+    assert!(
+        line.contains("discovery 2.00 s (80% of the start), 3.00 CPU-s (1.5 cores busy), 80% of it in the kernel"),
+        "{line}"
+    );
+    assert!(line.contains("map creation 500"), "{line}");
+    p.cold_start = Summary::of(&[1.5]);
+    assert!(cold_start_line(&p).contains("**met**"));
+    // results saved before the CPU split was recorded: the figure without a profile
+    for r in &mut p.runs {
+        r.scan_cpu = CpuSplit::default();
+    }
+    assert!(!cold_start_line(&p).contains("Profile"));
 }

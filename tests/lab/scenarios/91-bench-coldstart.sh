@@ -40,7 +40,7 @@
 # repetitions (the guest may run out of time during multipath-tools'). Writes results.json for
 # `cargo run --release -p bench` (never asserts times).
 # lab-udevd: no
-# lab-timeout: 1380
+# lab-timeout: 2100
 set -u
 . "$LAB_LIB"
 # shellcheck source=../../bench/lab-bench.sh
@@ -53,7 +53,7 @@ BENCH_REPS=${BENCH_REPS_COLDSTART:-$BENCH_REPS}
 BENCH_IDLE_WINDOW=${BENCH_IDLE_WINDOW:-20}
 BENCH_POLL=0.2 # even a builtin glob over 256 maps' slaves every 50 ms would take CPU from the daemons
 # Seconds this scenario may take in all (lab-timeout minus the removal of the maps at the end).
-BUDGET=${BENCH_COLDSTART_BUDGET:-1260}
+BUDGET=${BENCH_COLDSTART_BUDGET:-1980}
 MASKED="56-dm-mpath.rules 60-kpartx.rules 60-persistent-storage-dm.rules 68-del-part-nodes.rules"
 T_START=$EPOCHREALTIME
 
