@@ -90,7 +90,26 @@ fn run_plans(backend: &dyn DmBackend, plans: &[MapPlan]) -> (Vec<Option<Applied>
     let slowest = std::sync::Mutex::new(Duration::ZERO);
     let timed = |p: &MapPlan| {
         let t0 = Instant::now();
-        let r = apply::apply_to_backend(backend, p);
+        // A panic in the backend costs this map's apply, not the thread carrying out the
+        // job: a job that never comes back leaves its WWIDs in flight, and every command that
+        // syncs would wait for them.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply::apply_to_backend(backend, p)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(map = %p.name, "the device-mapper backend panicked while applying");
+            (
+                Vec::new(),
+                Err(Error::MapBuild {
+                    wwid: p.desired.wwid.clone(),
+                    reason: format!(
+                        "internal error: the device-mapper backend panicked while applying {} ({}); its state is re-read at the next sync",
+                        p.name,
+                        p.action.as_str()
+                    ),
+                }),
+            )
+        });
         let took = t0.elapsed();
         tracing::debug!(map = %p.name, action = p.action.as_str(), "applied in {:.3} s", took.as_secs_f64());
         let mut s = slowest
