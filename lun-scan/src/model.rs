@@ -24,6 +24,11 @@ impl Shared {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared string itself (a reference count, no copy).
+    pub fn to_arc(&self) -> Arc<str> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl std::ops::Deref for Shared {

@@ -223,6 +223,32 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Removes the trees of earlier runs that were killed before they could (`multipathd-failover-
+/// <pid>-*` of a process that is gone): one holds 2.7 GB of /dev/shm at 32,768 paths.
+fn remove_stale_trees(base: &Path) {
+    let Ok(dir) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("multipathd-failover-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "removing the tree of a killed run: {}",
+                entry.path().display()
+            );
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Whether MULTIPATHD_BENCH_PHASES asks for `phase` (all phases when it is unset).
 fn want(phase: &str) -> bool {
     std::env::var("MULTIPATHD_BENCH_PHASES")
@@ -332,8 +358,9 @@ fn main() {
             std::env::temp_dir()
         }
     };
+    remove_stale_trees(&base);
     let tmp = tempfile::Builder::new()
-        .prefix("multipathd-failover-")
+        .prefix(&format!("multipathd-failover-{}-", std::process::id()))
         .tempdir_in(&base)
         .unwrap();
     let topo = Topology::big_fc(2, 4, luns);
@@ -400,6 +427,36 @@ fn main() {
         &mut peaks,
         "start (initial sync, first check of every path)",
     );
+    // The read snapshot the loop publishes (every 250 ms while anything changes), built
+    // under the engine lock: its time is time the loop does not handle a failure. Five are
+    // kept alive to see what one costs in memory (the growth of RSS over five, divided).
+    let (snapshot_s, snapshot_kb) = {
+        let mut times = Vec::new();
+        let rss0 = status_kb("VmRSS:").unwrap_or(0);
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let e = d.engine();
+            let t = Instant::now();
+            let snap = e.snapshot();
+            times.push(t.elapsed().as_secs_f64());
+            drop(e);
+            held.push(snap);
+        }
+        let kb = status_kb("VmRSS:").unwrap_or(0).saturating_sub(rss0) / 5;
+        drop(held);
+        (median(&mut times), kb)
+    };
+    eprintln!("one snapshot: {snapshot_s:?} s, about {snapshot_kb} KiB");
+    // What one `show paths --json` answer weighs (the 64 clients' answer, rendered once per
+    // snapshot and shared).
+    let show_paths_json_bytes = socket::request_with_timeout(
+        &sock,
+        &Command::ShowPaths {
+            format: Format::Json,
+        },
+        Duration::from_secs(60),
+    )
+    .map_or(0, |r| r.body.len());
     let mut b = Bench {
         sim,
         rec,
@@ -614,6 +671,9 @@ fn main() {
             .ok()
             .map(|(soft, _)| soft),
         "nofile_unit": unit_nofile(),
+        "snapshot_build_s_median": snapshot_s,
+        "snapshot_kb": snapshot_kb,
+        "show_paths_json_bytes": show_paths_json_bytes,
         "daemon_ready_s": ready_s,
         "first_check_of_every_path_s": first_checks_s,
         "peak_rss_kb": peak_rss_kb,

@@ -518,6 +518,14 @@ fn sent_response(r: Result<crate::engine::Sent, Error>) -> Response {
 /// The `multipath -d` view of a planned map (what it would look like; kernel state undef).
 pub fn planned_view(p: &crate::discovery::MapPlan) -> MapView {
     let d = &p.desired;
+    // one string per map, shared by its paths' views
+    let wwid: Arc<str> = Arc::from(d.wwid.as_str());
+    let (vendor, product, revision): (Arc<str>, Arc<str>, Arc<str>) = (
+        Arc::from(d.vendor.as_str()),
+        Arc::from(d.product.as_str()),
+        Arc::from(d.revision.as_str()),
+    );
+    let checker: Arc<str> = Arc::from(d.settings.checker);
     let groups = d
         .groups
         .iter()
@@ -551,12 +559,12 @@ pub fn planned_view(p: &crate::discovery::MapPlan) -> MapView {
                         } else {
                             state::CheckerState::Faulty
                         },
-                        checker: d.settings.checker.to_string(),
+                        checker: Arc::clone(&checker),
                         priority: m.priority,
-                        wwid: d.wwid.clone(),
-                        vendor: d.vendor.clone(),
-                        product: d.product.clone(),
-                        revision: d.revision.clone(),
+                        wwid: Arc::clone(&wwid),
+                        vendor: Arc::clone(&vendor),
+                        product: Arc::clone(&product),
+                        revision: Arc::clone(&revision),
                         size_sectors: d.size_sectors,
                         host_wwnn: None,
                         host_wwpn: None,

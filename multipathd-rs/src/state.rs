@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A block device number (`major:minor`, as in `dev_t` columns and dm tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -267,7 +268,9 @@ impl fmt::Display for NextCheck {
     }
 }
 
-/// One path (one SCSI device) as the daemon sees it.
+/// One path (one SCSI device) as the daemon sees it. The strings many paths have in common
+/// (vendor, WWID, checker, port names) are shared, not copied per path: a snapshot holds every
+/// path twice (in its map and in the path list) and is rebuilt under the engine lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathView {
     /// SCSI address.
@@ -283,25 +286,25 @@ pub struct PathView {
     /// The checker's last verdict.
     pub chk_state: CheckerState,
     /// Checker name (`tur`, `directio`, ...).
-    pub checker: String,
+    pub checker: Arc<str>,
     /// Priority from the prioritizer (ALUA: 50 optimized, 10 non-optimized, ...).
     pub priority: i32,
     /// WWID (the same string multipath-tools uses, e.g. `ID_SERIAL`).
-    pub wwid: String,
+    pub wwid: Arc<str>,
     /// SCSI vendor and product, trailing blanks trimmed.
-    pub vendor: String,
-    pub product: String,
+    pub vendor: Arc<str>,
+    pub product: Arc<str>,
     /// SCSI revision.
-    pub revision: String,
+    pub revision: Arc<str>,
     /// Size in 512-byte sectors.
     pub size_sectors: u64,
     /// FC initiator / target names (`0x...`); None when not Fibre Channel.
-    pub host_wwnn: Option<String>,
-    pub host_wwpn: Option<String>,
-    pub target_wwnn: Option<String>,
-    pub target_wwpn: Option<String>,
+    pub host_wwnn: Option<Arc<str>>,
+    pub host_wwpn: Option<Arc<str>>,
+    pub target_wwnn: Option<Arc<str>>,
+    pub target_wwpn: Option<Arc<str>>,
     /// HBA address (PCI address for FC, IP address for iSCSI); None when unknown.
-    pub host_adapter: Option<String>,
+    pub host_adapter: Option<Arc<str>>,
     /// Whether the path is marked marginal.
     pub marginal: bool,
     /// How often the path has failed since the daemon started.

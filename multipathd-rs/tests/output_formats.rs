@@ -54,10 +54,10 @@ fn sysfs_path(sys: &Path, dev: &str) -> PathView {
         chk_state: CheckerState::Ready,
         checker: "tur".into(),
         priority,
-        wwid: String::new(),
-        vendor: attr("vendor"),
-        product: attr("model"),
-        revision: attr("rev"),
+        wwid: "".into(),
+        vendor: attr("vendor").into(),
+        product: attr("model").into(),
+        revision: attr("rev").into(),
         size_sectors: read(&block.join("size")).trim().parse().unwrap(),
         host_wwnn: None,
         host_wwpn: None,
@@ -171,7 +171,7 @@ fn reference_maps(live: bool) -> Vec<MapView> {
                 };
                 p.fail_count = s[j + 2].parse().unwrap();
                 j += 3 + sargs;
-                p.wwid = wwids[&p.dev].clone();
+                p.wwid = wwids[&p.dev].as_str().into();
                 paths.push(p);
             }
             let priority = paths.iter().map(|p| p.priority).max().unwrap_or(0);
@@ -185,18 +185,18 @@ fn reference_maps(live: bool) -> Vec<MapView> {
             });
         }
         let first = groups[0].paths[0].clone();
-        assert_eq!(bindings[name], first.wwid);
+        assert_eq!(bindings[name].as_str(), &*first.wwid);
         maps.push(MapView {
             name: name.to_string(),
-            wwid: first.wwid.clone(),
+            wwid: first.wwid.to_string(),
             uuid: format!("mpath-{}", first.wwid),
             // The fixture has no dm sysfs; multipath-tools created the maps in table order.
             dm_dev: live.then(|| format!("dm-{index}")),
             devno: live.then(|| DevNo::new(254, index as u32)),
             size_sectors,
-            vendor: first.vendor.clone(),
-            product: first.product.clone(),
-            revision: first.revision.clone(),
+            vendor: first.vendor.to_string(),
+            product: first.product.to_string(),
+            revision: first.revision.to_string(),
             features,
             hwhandler,
             write_protect: if live {

@@ -141,7 +141,7 @@ fn one_map_per_wwid_grouped_by_alua_priority() {
             "NetApp (built-in hwtable): no_path_retry queue, pg_init_retries 50"
         );
         // every path of the map has the map's WWID
-        assert!(m.paths().all(|p| p.wwid == m.wwid));
+        assert!(m.paths().all(|p| *p.wwid == *m.wwid));
         // the optimized group holds one path through each HBA
         let hosts: Vec<u32> = m.groups[0].paths.iter().map(|p| p.hctl.host).collect();
         assert_eq!(hosts, [0, 1]);

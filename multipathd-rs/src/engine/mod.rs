@@ -537,14 +537,14 @@ impl Engine {
     }
 
     /// The checker name configured for the map holding `dev` (`tur` when none).
-    fn checker_name_of(&self, dev: &str) -> String {
+    fn checker_name_of(&self, dev: &str) -> &str {
         if let Some(c) = &self.opts.checker_override {
-            return c.clone();
+            return c;
         }
         self.member
             .get(dev)
             .and_then(|w| self.maps.get(w))
             .and_then(|m| m.desired.as_ref())
-            .map_or("tur".to_string(), |d| d.settings.checker.to_string())
+            .map_or("tur", |d| d.settings.checker)
     }
 }

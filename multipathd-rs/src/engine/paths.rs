@@ -6,7 +6,7 @@ use super::*;
 
 impl Engine {
     pub(super) fn checker_for(&mut self, dev: &str) -> Result<Arc<dyn PathChecker>> {
-        let name = self.checker_name_of(dev);
+        let name = self.checker_name_of(dev).to_string();
         if let Some(c) = self.checkers.get(&name) {
             return Ok(c.clone());
         }

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use lun_scan::Shared;
 
 /// `"0"`, `"1 queue_if_no_path"`, ... as tables and `multipath -ll` print features.
 pub fn features_text(t: &MultipathTable) -> String {
@@ -57,10 +58,27 @@ pub(super) fn chk_state(c: Option<&CheckResult>) -> state::CheckerState {
     }
 }
 
+/// The strings a view's paths have in common (WWID, checker name), one allocation each: a
+/// map's paths share them.
+#[derive(Default)]
+pub(super) struct Names(std::collections::HashSet<Arc<str>>);
+
+impl Names {
+    pub(super) fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(Arc::clone(&a));
+        a
+    }
+}
+
 impl Engine {
     pub(super) fn path_view(
         &self,
         p: &ScsiPath,
+        names: &mut Names,
         dm_state: state::PathDmState,
         priority: i32,
         fail_count: u32,
@@ -77,7 +95,7 @@ impl Engine {
             },
             None => state::NextCheck::Orphan,
         };
-        let checker = self.checker_name_of(&p.dev);
+        let checker = names.get(self.checker_name_of(&p.dev));
         PathView {
             hctl: state::Hctl::new(p.hctl.host, p.hctl.channel, p.hctl.target, p.hctl.lun),
             dev: p.dev.clone(),
@@ -87,16 +105,16 @@ impl Engine {
             chk_state: chk_state(self.checks.get(&p.dev)),
             checker,
             priority,
-            wwid: p.wwid.clone().unwrap_or_default(),
-            vendor: p.vendor.to_string(),
-            product: p.model.to_string(),
-            revision: p.rev.to_string(),
+            wwid: names.get(p.wwid.as_deref().unwrap_or_default()),
+            vendor: p.vendor.to_arc(),
+            product: p.model.to_arc(),
+            revision: p.rev.to_arc(),
             size_sectors: p.size_bytes.unwrap_or(0) / 512,
-            host_wwnn: p.host_wwnn.as_deref().map(str::to_string),
-            host_wwpn: p.host_wwpn.as_deref().map(str::to_string),
-            target_wwnn: p.target_node_name.as_deref().map(str::to_string),
-            target_wwpn: p.target_wwpn.as_deref().map(str::to_string),
-            host_adapter: p.host_adapter.as_deref().map(str::to_string),
+            host_wwnn: p.host_wwnn.as_ref().map(Shared::to_arc),
+            host_wwpn: p.host_wwpn.as_ref().map(Shared::to_arc),
+            target_wwnn: p.target_node_name.as_ref().map(Shared::to_arc),
+            target_wwpn: p.target_wwpn.as_ref().map(Shared::to_arc),
+            host_adapter: p.host_adapter.as_ref().map(Shared::to_arc),
             marginal: false,
             fail_count,
             next_check,
@@ -110,6 +128,7 @@ impl Engine {
             .map(|d| d.paths().map(|p| (p.devno, p.priority)).collect())
             .unwrap_or_default();
         let now = self.clock.now();
+        let mut names = Names::default();
         let mut groups = Vec::new();
         for (gi, g) in m.table.groups.iter().enumerate() {
             let gs = m.status.as_ref().and_then(|s| s.groups.get(gi));
@@ -125,13 +144,13 @@ impl Engine {
                 let prio = prio_of.get(&tp.devno).copied().unwrap_or(-1);
                 let fail_count = ps.map_or(0, |p| p.fail_count);
                 let pv = match self.path_at(tp.devno) {
-                    Some(p) => self.path_view(p, dm_state, prio, fail_count),
+                    Some(p) => self.path_view(p, &mut names, dm_state, prio, fail_count),
                     None => {
                         // The device is gone but still in the table.
                         let mut gone = ScsiPath::new(lun_scan::Hctl::new(0, 0, 0, 0), "#");
                         gone.devno = Some(lun_scan::DevNo::new(tp.devno.major, tp.devno.minor));
                         gone.state = "deleted".into();
-                        let mut v = self.path_view(&gone, dm_state, prio, fail_count);
+                        let mut v = self.path_view(&gone, &mut names, dm_state, prio, fail_count);
                         v.chk_state = state::CheckerState::Faulty;
                         v
                     }
@@ -302,13 +321,14 @@ impl Engine {
             .flat_map(|m| m.paths())
             .map(|p| (p.dev.as_str(), p))
             .collect();
+        let mut names = Names::default();
         self.paths
             .iter()
             .map(|p| match in_maps.get(p.dev.as_str()) {
                 Some(v) => (*v).clone(),
                 None => {
                     let prio = -1;
-                    self.path_view(p, state::PathDmState::Undef, prio, 0)
+                    self.path_view(p, &mut names, state::PathDmState::Undef, prio, 0)
                 }
             })
             .collect()
