@@ -419,20 +419,47 @@ impl Response {
     /// Writes the header line and the body; a large body is written from where it lies (a
     /// shared 20 MB `show paths --json` answer is not copied per client).
     fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        if self.body.len() <= SMALL_BODY {
+            return self.write_now(w);
+        }
+        // A few large answers go out at a time; the other clients wait (asleep, costing no
+        // CPU) instead of 64 senders and 64 readers taking the CPU from the failover loop.
+        let _turn = LARGE_SENDS.take();
+        self.write_now(w)
+    }
+
+    fn write_now(&self, w: &mut impl Write) -> std::io::Result<()> {
         let head = format!("{} {}\n", self.status.code(), self.body.len());
         if self.body.len() <= SMALL_BODY {
             let mut buf = head.into_bytes();
             buf.extend_from_slice(self.body.as_bytes());
             w.write_all(&buf)?;
         } else {
-            // A few large answers go out at a time; the other clients wait (asleep, costing no
-            // CPU) instead of 64 senders and 64 readers taking the CPU from the failover loop.
-            let _turn = LARGE_SENDS.take();
             w.write_all(head.as_bytes())?;
             w.write_all(self.body.as_bytes())?;
         }
         w.flush()
     }
+}
+
+/// Sends a read's answer. A large one waits for its turn (see [`Response::write_to`]) without
+/// holding the answer: it is let go, and after the wait taken back from whoever still shares
+/// it (the handler's cache of the current snapshot), or asked for `again` (a newer snapshot's).
+/// Otherwise 62 waiting clients would each keep a 20 MB answer of the snapshot they came in
+/// on, one per snapshot published while they wait.
+fn send_read(
+    response: Arc<Response>,
+    again: impl FnOnce() -> Arc<Response>,
+    w: &mut impl Write,
+) -> std::io::Result<()> {
+    if response.body.len() <= SMALL_BODY {
+        return response.write_now(w);
+    }
+    let kept = Arc::downgrade(&response);
+    drop(response);
+    let _turn = LARGE_SENDS.take();
+    let response = kept.upgrade().unwrap_or_else(again);
+    response.write_now(w)
 }
 
 /// Who is asking, from the kernel (SO_PEERCRED).
@@ -878,12 +905,18 @@ fn serve_connection(
             }
         };
         // Once the server is stopping, no further command runs on an open connection.
-        let response = if stop.load(Ordering::SeqCst) {
-            Arc::new(Response::new(Status::Busy, "the daemon is shutting down"))
+        let sent = if stop.load(Ordering::SeqCst) {
+            Response::new(Status::Busy, "the daemon is shutting down").write_to(&mut writer)
         } else {
-            answer(&line, &peer, handler, &mut priority)
+            let (response, read) = answer(&line, &peer, handler, &mut priority);
+            if read {
+                let again = || answer(&line, &peer, handler, &mut priority).0;
+                send_read(response, again, &mut writer)
+            } else {
+                response.write_to(&mut writer)
+            }
         };
-        if let Err(e) = response.write_to(&mut writer) {
+        if let Err(e) = sent {
             tracing::debug!(uid = peer.uid, "cannot send a control response: {e}");
             return;
         }
@@ -891,38 +924,50 @@ fn serve_connection(
 }
 
 /// Parse, authorise and run one request line (a read at the connection's read priority).
+/// The answer, and whether it was a read (a command that changes nothing; asking again is
+/// harmless).
 fn answer(
     line: &[u8],
     peer: &Peer,
     handler: &dyn CommandHandler,
     priority: &mut ThreadPriority,
-) -> Arc<Response> {
+) -> (Arc<Response>, bool) {
     let Ok(text) = std::str::from_utf8(line) else {
-        return Arc::new(Response::bad_request("request is not valid UTF-8"));
+        return (
+            Arc::new(Response::bad_request("request is not valid UTF-8")),
+            false,
+        );
     };
     if text.trim().is_empty() {
-        return Arc::new(Response::bad_request(format!(
-            "empty request; the commands are:\n{COMMAND_SUMMARY}"
-        )));
+        return (
+            Arc::new(Response::bad_request(format!(
+                "empty request; the commands are:\n{COMMAND_SUMMARY}"
+            ))),
+            false,
+        );
     }
     let command = match Command::parse_request(text) {
         Ok(c) => c,
-        Err(e) => return Arc::new(Response::bad_request(e.to_string())),
+        Err(e) => return (Arc::new(Response::bad_request(e.to_string())), false),
     };
     if !may_run(&command, peer.uid) {
         tracing::info!(uid = peer.uid, pid = peer.pid, %command, "refused a change from a non-root user");
-        return Arc::new(Response::new(
-            Status::Denied,
-            format!(
-                "permission denied: \"{command}\" changes the daemon's state and only root may do that (you are uid {})",
-                peer.uid
-            ),
-        ));
+        return (
+            Arc::new(Response::new(
+                Status::Denied,
+                format!(
+                    "permission denied: \"{command}\" changes the daemon's state and only root may do that (you are uid {})",
+                    peer.uid
+                ),
+            )),
+            false,
+        );
     }
     tracing::debug!(uid = peer.uid, %command, "control request");
     // The answer is rendered (a read's) and sent on this thread at this priority.
-    priority.for_command(command.is_change());
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let read = !command.is_change();
+    priority.for_command(!read);
+    let response = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handler.handle_shared(&command, peer)
     })) {
         Ok(r) => r,
@@ -932,7 +977,8 @@ fn answer(
                 "internal error while running \"{command}\""
             )))
         }
-    }
+    };
+    (response, read)
 }
 
 /// Answer a read-only command from a snapshot with the formats of [`crate::output`];
@@ -1142,5 +1188,54 @@ mod tests {
         let mut r = std::io::Cursor::new(b"abcde\n".to_vec());
         assert_eq!(read_line(&mut r, 5).ok().flatten(), Some(b"abcde".to_vec()));
         assert!(matches!(read_line(&mut r, 5), Ok(None)));
+    }
+
+    #[test]
+    fn a_large_read_is_not_kept_while_it_waits_for_its_turn() {
+        let large = |c: &str| Arc::new(Response::ok(c.repeat(SMALL_BODY + 1)));
+        // the cache still shares it: sent as it is
+        let cached = large("a");
+        let mut out = Vec::new();
+        send_read(Arc::clone(&cached), || panic!("asked again"), &mut out).unwrap();
+        assert!(out.ends_with(cached.body.as_bytes()));
+        // no turn free: the sender lets its answer go while it waits; the cache drops it (a
+        // newer snapshot), so the answer is asked for again once the turn comes
+        let turns: Vec<_> = (0..LARGE_SENDS_AT_ONCE)
+            .map(|_| LARGE_SENDS.take())
+            .collect();
+        let cache = large("o");
+        let watch = Arc::downgrade(&cache);
+        let sent = Arc::clone(&cache);
+        let t = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            send_read(sent, || large("n"), &mut out).unwrap();
+            out
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while watch.strong_count() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the waiting sender kept its answer"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(cache);
+        assert_eq!(watch.strong_count(), 0);
+        drop(turns);
+        let out = t.join().unwrap();
+        assert!(
+            out.ends_with(b"nnnn") && !out.contains(&b'o'),
+            "{}",
+            out.len()
+        );
+        // a small answer goes out at once, without a turn
+        let mut out = Vec::new();
+        send_read(
+            Arc::new(Response::ok("hi")),
+            || panic!("asked again"),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, b"200 2\nhi");
     }
 }
