@@ -90,7 +90,7 @@ pub const METRICS: [(&str, &str, Unit); 8] = [
     ),
     (
         "idle_cpu",
-        "idle CPU with those 256 maps: the daemon's own (all threads, /proc/PID/stat; not udevd, not kernel workers)",
+        "idle CPU with those 256 maps, from the daemon's age of 120 s on (past its checks' ramp from every 5 s to every 20 s): the daemon's own (all threads, /proc/PID/stat; not udevd, not kernel workers)",
         Unit::CpuPerSecond,
     ),
     (

@@ -4,7 +4,11 @@
 # - cold_start_256: daemon start to every map in `dmsetup ls --target multipath` with all its paths
 #   in its table;
 # - idle_cpu: then, with every map up and udevd settled, the daemon's own CPU (utime + stime of
-#   all its threads, /proc/PID/stat) over $BENCH_IDLE_WINDOW s, in CPU seconds per second;
+#   all its threads, /proc/PID/stat) over $BENCH_IDLE_WINDOW s, in CPU seconds per second. The
+#   window starts once the daemon is $BENCH_IDLE_AGE s old (120 by default), so both are past
+#   the ramp of their path checks (every 5 s, doubled up to 20 s while a path stays healthy, in
+#   both tools): measured at 60 s, multipathd-rs' checks of maps it had just booked still ran
+#   every 5-10 s while multipathd's, started 40 s earlier, ran at the ceiling;
 # - idle_cpu_guest: the whole guest's non-idle CPU (/proc/stat) over the same window (udevd,
 #   kernel workers, the checkers' SCSI commands), in CPU seconds per second of its 2 CPUs.
 #
@@ -51,6 +55,7 @@ HOSTS=2 WANT=${BENCH_COLDSTART_LUNS:-256} BATCH=32
 CAL=$((WANT < 16 ? WANT : 16))
 BENCH_REPS=${BENCH_REPS_COLDSTART:-$BENCH_REPS}
 BENCH_IDLE_WINDOW=${BENCH_IDLE_WINDOW:-20}
+BENCH_IDLE_AGE=${BENCH_IDLE_AGE:-120}
 BENCH_POLL=0.2 # even a builtin glob over 256 maps' slaves every 50 ms would take CPU from the daemons
 # Seconds this scenario may take in all (lab-timeout minus the removal of the maps at the end).
 BUDGET=${BENCH_COLDSTART_BUDGET:-1980}
@@ -282,7 +287,7 @@ lab_note "calibration: $CAL maps by dmsetup, one at a time with udev sync, in $T
 # daemon's settle, idle window and map removal.
 plan() {
   awk -v k="$1" -v cal="$CAL" -v h="$HOSTS" -v cd="$C_DISK" -v cm="$C_MAP" -v cr="$C_RM" \
-    -v w="$BENCH_IDLE_WINDOW" 'BEGIN { printf "%d", (k - cal) * h * cd + k * cm * 2.5 + 2 * (w + k * cr + 30) }'
+    -v w="$BENCH_IDLE_WINDOW" -v a="$BENCH_IDLE_AGE" 'BEGIN { printf "%d", (k - cal) * h * cd + k * cm * 2.5 + 2 * (w + a + k * cr + 30) }'
 }
 K=$CAL
 for k in 256 128 64 32; do
@@ -366,6 +371,12 @@ for rep in $(seq "$BENCH_REPS"); do
       # After the settle: the daemon's own log has its whole start by then.
       read -r BENCH_POLLS BENCH_LOOKS <<<"$polls"
       profile "$tool" "$rep" "$up0" "$t0" "$ev0" "$secs"
+      # Both daemons measured at the same age, past their checks' ramp (see the top).
+      wait_s=$(awk -v a="$(bench_since "$t0")" -v m="$BENCH_IDLE_AGE" 'BEGIN { w = m - a; printf "%d", w > 0 ? w + 0.5 : 0 }')
+      if ((wait_s > 0)); then
+        lab_note "$tool: idle window at the age of $BENCH_IDLE_AGE s: $wait_s s to go"
+        sleep "$wait_s"
+      fi
       bench_profile "$tool rep $rep, the cold start's CPU by thread (CPU-s from its start to the oracle's dmsetup confirmation; threads that ended by then are not counted): $(bench_thread_split "$LAB_OUT/threads-start-$tool-$rep.0" "$LAB_OUT/threads-start-$tool-$rep.1" 1)"
       bench_idle_cpu "$tool" "$rep" "$BENCH_IDLE_WINDOW" "$sfx"
     else
