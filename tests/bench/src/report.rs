@@ -829,12 +829,36 @@ fn rss_per_path_line(scale: &crate::scale::ScaleResults) -> Option<String> {
                 .iter()
                 .find(|p| p.paths == paths && p.per_lun == per_lun)?;
             let kib = p.peak_rss_mib.as_ref()?.median * 1024.0 / p.paths as f64;
-            Some(format!(
-                "{} LUNs x {}: {kib:.2} KiB/path (**{}**)",
+            let mut line = format!(
+                "{} LUNs x {}: {kib:.2} KiB/path (**{}**",
                 p.luns,
                 p.per_lun,
                 if kib <= 4.0 { "met" } else { "NOT met" }
-            ))
+            );
+            // Where the peak is reached, from the runs' high-water marks: a miss says why.
+            let med = |f: fn(&crate::scale::PointRun) -> u64| {
+                Summary::of(
+                    &p.runs
+                        .iter()
+                        .map(|r| f(r) as f64 / 1024.0)
+                        .collect::<Vec<_>>(),
+                )
+                .map(|s| s.median)
+            };
+            if kib > 4.0
+                && let (Some(plan), Some(peak)) = (
+                    med(|r| r.hwm_after_plan_kb).filter(|&m| m > 0.0),
+                    med(|r| r.peak_rss_kb),
+                )
+            {
+                line.push_str(&format!(
+                    ": {plan:.0} MiB after discovery and planning, {peak:.0} MiB at the end of \
+                     map creation, which also holds the simulated kernel's tables of its {} maps",
+                    p.luns
+                ));
+            }
+            line.push(')');
+            Some(line)
         })
         .collect();
     (!per_path.is_empty()).then(|| {
@@ -1278,6 +1302,25 @@ mod tests {
              KiB/path (**met**); 16384 LUNs x 2: 5.62 KiB/path (**NOT met**)."
         );
         assert!(headline_from_scale(&line));
+        // with the runs' high-water marks, a miss says where the peak is reached
+        scale.points[1].runs = vec![
+            serde_json::from_value(serde_json::json!({
+                "paths": 32768, "per_lun": 2, "luns": 16384, "scan_s": 1.0, "plan_s": 0.1,
+                "create_s": 1.0, "cold_start_s": 2.0, "maps_created": 16384,
+                "peak_rss_kb": 180 * 1024, "rss_before_kb": 0, "hwm_after_scan_kb": 60 * 1024,
+                "hwm_after_plan_kb": 61 * 1024
+            }))
+            .unwrap(),
+        ];
+        let line = rss_per_path_line(&scale).unwrap();
+        assert!(
+            line.ends_with(
+                "16384 LUNs x 2: 5.62 KiB/path (**NOT met**: 61 MiB after discovery and planning, \
+                 180 MiB at the end of map creation, which also holds the simulated kernel's \
+                 tables of its 16384 maps)."
+            ),
+            "{line}"
+        );
         scale.points.clear();
         assert_eq!(rss_per_path_line(&scale), None);
     }
