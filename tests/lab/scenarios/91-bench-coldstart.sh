@@ -372,7 +372,7 @@ for rep in $(seq "$BENCH_REPS"); do
       read -r BENCH_POLLS BENCH_LOOKS <<<"$polls"
       profile "$tool" "$rep" "$up0" "$t0" "$ev0" "$secs"
       # Both daemons measured at the same age, past their checks' ramp (see the top).
-      wait_s=$(awk -v a="$(bench_since "$t0")" -v m="$BENCH_IDLE_AGE" 'BEGIN { w = m - a; printf "%d", w > 0 ? w + 0.5 : 0 }')
+      wait_s=$(awk -v a="$(bench_since "$t0")" -v m="$BENCH_IDLE_AGE" 'BEGIN { w = m - a; printf "%d", (w > 0 ? w + 0.5 : 0) }')
       if ((wait_s > 0)); then
         lab_note "$tool: idle window at the age of $BENCH_IDLE_AGE s: $wait_s s to go"
         sleep "$wait_s"
