@@ -106,11 +106,18 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
         num(j, "load_avg_1m").unwrap_or(f64::NAN)
     );
     let _ = writeln!(o, "| figure | value | target | |\n|---|---|---|---|");
+    // The harness writes the lost paths' states one file at a time (a kernel changes them at
+    // once), so the figure from the first write includes the writes: judged on it (the
+    // conservative reading), with the time after the last write beside it.
     let hba = num(j, "hba_loss.seconds");
+    let writes = num(j, "hba_loss.sim_state_writes_s");
+    let after = hba.zip(writes).map(|(h, w)| (h - w).max(0.0));
     let _ = writeln!(
         o,
-        "| HBA loss: {} paths transport-offline at once, time until every one is failed | {} | < 1 s | {} |",
+        "| HBA loss: {} paths transport-offline, time from the first one until every one is failed (the harness writes their states one at a time, in {}; after the last write: {}) | {} | < 1 s | {} |",
         num(j, "hba_loss.paths_lost").unwrap_or(0.0),
+        secs(writes),
+        secs(after),
         secs(hba),
         verdict(hba, 1.0)
     );
@@ -253,7 +260,7 @@ mod tests {
     fn rows_carry_values_and_verdicts() {
         let j = serde_json::json!({
             "luns": 4096, "paths": 32768,
-            "hba_loss": {"paths_lost": 16384, "seconds": 0.8, "return_s": 2.0},
+            "hba_loss": {"paths_lost": 16384, "seconds": 0.8, "sim_state_writes_s": 0.3, "return_s": 2.0},
             "idle_path_during_rescan": {"fail": {"median_s": 0.5, "max_s": 1.2, "runs": 5}},
             "idle_path_during_64_show_clients": {"fail": {"median_s": 0.4, "max_s": 0.9, "runs": 5}, "shows_answered_per_s": 30.0},
             "idle_cpu_s_per_s": 0.05, "sweep_s_median": 0.04, "sweep_cpu_s_median": 0.03, "nofile_limit": 20000,
@@ -278,7 +285,10 @@ mod tests {
         });
         let mut o = String::new();
         section(&mut o, &micro);
-        assert!(o.contains("| 0.800 s | < 1 s | met |"), "{o}");
+        assert!(
+            o.contains("one at a time, in 0.300 s; after the last write: 0.500 s) | 0.800 s | < 1 s | met |"),
+            "{o}"
+        );
         assert!(o.contains("0.500 s (1.200 s) | < 1 s | NOT met"), "{o}");
         assert!(o.contains("0.400 s (0.900 s) | < 1 s | met"), "{o}");
         assert!(o.contains("4.50 KiB | 4 KiB | NOT met"), "{o}");
