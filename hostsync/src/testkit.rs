@@ -76,8 +76,34 @@ impl EtcdCluster {
         for i in 0..n {
             c.spawn(i, "new")?;
         }
-        c.wait_leader(Duration::from_secs(30))?;
+        if let Err(e) = c.wait_leader(Duration::from_secs(30)) {
+            // The directory goes with the cluster: what the members said goes in the error.
+            return Err(std::io::Error::other(format!("{e}; {}", c.log_tails(5))));
+        }
         Ok(c)
+    }
+
+    /// The last `lines` lines of each member's log, and whether it is still running.
+    fn log_tails(&mut self, lines: usize) -> String {
+        let mut out = Vec::new();
+        for m in &mut self.members {
+            let running = m
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            out.push(format!(
+                "{} (client port {}, peer port {}, {}): {}",
+                m.name,
+                m.client,
+                m.peer,
+                if running { "running" } else { "exited" },
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        out.join("; ")
     }
 
     fn spawn(&mut self, i: usize, state: &str) -> std::io::Result<()> {
