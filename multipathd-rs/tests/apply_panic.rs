@@ -119,13 +119,11 @@ fn a_panic_while_one_map_is_created_fails_that_map_and_the_daemon_goes_on() {
         .unwrap()
         .clone()
         .expect("no create panicked");
-    let made: Vec<String> = backend
-        .inner
-        .list()
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| m.uuid)
-        .collect();
+    let uuids = || -> Vec<String> {
+        let maps = backend.inner.list().unwrap();
+        maps.into_iter().filter_map(|m| m.uuid).collect()
+    };
+    let made = uuids();
     assert!(!made.contains(&victim), "{made:?}");
     assert!(!made.is_empty(), "the other maps were not made");
     // a command that syncs answers (it used to wait for the panicked apply forever), and the
@@ -133,13 +131,7 @@ fn a_panic_while_one_map_is_created_fails_that_map_and_the_daemon_goes_on() {
     let r = socket::request_with_timeout(&sock, &Command::Reconfigure, Duration::from_secs(30))
         .unwrap();
     assert_eq!(r.status, Status::Ok, "{}", r.body);
-    let now: Vec<String> = backend
-        .inner
-        .list()
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| m.uuid)
-        .collect();
+    let now = uuids();
     assert!(now.contains(&victim), "{now:?}");
     assert_eq!(now.len(), made.len() + 1, "{now:?}");
     h.stop().unwrap();
