@@ -1,5 +1,5 @@
-# tests/lab/run-hosts.sh: the two-host part of tests/lab/run (sourced by it, after the one-host
-# guest): builds the shared SAN (one raw image file per LUN), boots host A and host B in parallel
+# tests/lab/run-hosts.sh: the two-host part of tests/lab/run (sourced by it, alongside or after
+# the one-host guest): builds the shared SAN (one raw image file per LUN), boots host A and host B in parallel
 # (qemu TCG, one vCPU each), waits for their agents, runs every selected two-host scenario here
 # (with tests/lab/hosts.sh to drive the guests), tears both hosts down after each one, and powers
 # them off. Uses run's variables (OUT, WORK, LAB_DIR, LAB_BIN, two_host, ...) and functions (say,
@@ -167,7 +167,7 @@ run_two_hosts() {
       if [ "$rc" = 0 ]; then r=pass; elif [ "$rc" = 124 ]; then r="FAIL (timeout ${tmo}s)"; else r="FAIL (exit $rc)"; fi
       say "$s: $r in ${secs}s"
       two_host_teardown "$s" || ok=0
-      echo "$s $rc $secs" >>"$OUT/results.tsv"
+      echo "$s $rc $secs" >>"${HOSTS_RESULTS:-$OUT/results.tsv}"
     done
   fi
   # Power off: the agents stop, stage2 tears down and powers the guest off.
