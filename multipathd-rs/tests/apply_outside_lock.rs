@@ -5,26 +5,20 @@
 //! down is failed, a new LUN gets its map, and a path of the held map that goes down is
 //! failed again in the new table once the reload is done.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aliases::StorePaths;
-use dm_tables::{
-    DevNo, DmBackend, MapInfo, Message, MultipathTable, PathState, RemoveMode, Removed, SimBackend,
-};
-use lun_scan::topology::Sim;
+use common::{Hooks, Lab, PassThrough};
+use dm_tables::{DevNo, DmBackend, MapInfo, MultipathTable, PathState, SimBackend};
 use multipathd_rs::clock::{Clock, ManualClock, SystemClock};
 use multipathd_rs::config::Config;
-use multipathd_rs::daemon::{self, DaemonOptions};
-use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::engine::Engine;
 use multipathd_rs::socket;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
 
 /// The sim backend, except that a create or reload of the held map waits (before it
 /// touches the map) until [`Gate::release`].
@@ -71,84 +65,21 @@ impl Gate {
     }
 }
 
-/// An `Arc<Gate>` as the engine's boxed backend.
-struct Shared(Arc<Gate>);
-
-impl DmBackend for Shared {
-    fn list(&self) -> dm_tables::Result<Vec<MapInfo>> {
-        self.0.inner.list()
-    }
-    fn info(&self, name: &str) -> dm_tables::Result<MapInfo> {
-        self.0.inner.info(name)
+impl Hooks for Gate {
+    fn inner(&self) -> &dyn DmBackend {
+        &self.inner
     }
     fn create(&self, name: &str, uuid: &str, table: &MultipathTable) -> dm_tables::Result<MapInfo> {
-        self.0.wait_if_held(name);
-        self.0.inner.create(name, uuid, table)
+        self.wait_if_held(name);
+        self.inner.create(name, uuid, table)
     }
     fn reload(&self, name: &str, table: &MultipathTable) -> dm_tables::Result<()> {
-        self.0.wait_if_held(name);
-        self.0.inner.reload(name, table)
+        self.wait_if_held(name);
+        self.inner.reload(name, table)
     }
-    fn reload_then(
-        &self,
-        name: &str,
-        table: &MultipathTable,
-        then: &[Message],
-    ) -> dm_tables::Result<()> {
-        self.0.wait_if_held(name);
-        self.0.inner.reload_then(name, table, then)
-    }
-    fn create_then(
-        &self,
-        name: &str,
-        uuid: &str,
-        table: &MultipathTable,
-        then: &[Message],
-    ) -> dm_tables::Result<MapInfo> {
-        self.0.wait_if_held(name);
-        self.0.inner.create_then(name, uuid, table, then)
-    }
-    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.0.inner.table_line(name)
-    }
-    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.0.inner.status_line(name)
-    }
-    fn message(&self, name: &str, msg: &Message) -> dm_tables::Result<()> {
-        self.0.inner.message(name, msg)
-    }
-    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
-        self.0.inner.rename(old, new)
-    }
-    fn remove(&self, name: &str, mode: RemoveMode) -> dm_tables::Result<Removed> {
-        self.0.inner.remove(name, mode)
-    }
-    fn wait_event(
-        &self,
-        name: &str,
-        last_event_nr: u32,
-        timeout: Duration,
-    ) -> dm_tables::Result<Option<u32>> {
-        self.0.inner.wait_event(name, last_event_nr, timeout)
-    }
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    sim: Sim,
 }
 
 impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        Lab { dir, sim }
-    }
-
     /// A synced engine on `gate`: checks every second, a reconcile every second.
     fn engine(&self, gate: &Arc<Gate>, clock: Arc<dyn Clock>) -> Engine {
         let mut e = self.engine_unsynced(gate, clock);
@@ -165,16 +96,8 @@ impl Lab {
             Path::new("test.toml"),
         )
         .unwrap();
-        let opts = EngineOptions {
-            config_path: None,
-            sysfs_root: self.sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(self.dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
-        };
-        Engine::new(config, opts, Box::new(Shared(Arc::clone(gate))), clock).unwrap()
+        let backend = Box::new(PassThrough(Arc::clone(gate)));
+        common::engine(self.dir.path(), &self.sim.root, config, backend, clock)
     }
 }
 
@@ -238,16 +161,8 @@ fn while_a_reload_is_held_failover_and_new_maps_go_on() {
     let (_, _, a_gone_devno) = where_is(&e, &a_gone);
     let (_, _, a_late_devno) = where_is(&e, &a_late);
     let (_, _, b_devno) = where_is(&e, &b_down);
-    let handle = daemon::start(
-        e,
-        Arc::new(SystemClock),
-        DaemonOptions {
-            socket: lab.dir.path().join("sock"),
-            uevents: false,
-            tick: Duration::from_millis(50),
-        },
-    )
-    .unwrap();
+    let handle =
+        common::start_daemon(e, lab.dir.path().join("sock"), Duration::from_millis(50)).unwrap();
     let backend: &dyn DmBackend = &gate.inner;
 
     // A path of map A is gone: the next reconcile reloads A without it, and that reload
@@ -367,15 +282,7 @@ fn while_the_initial_sync_waits_a_new_lun_gets_its_map_and_ready_waits_for_it() 
     let starter = std::thread::spawn({
         let socket = socket.clone();
         move || {
-            let h = daemon::start(
-                e,
-                Arc::new(SystemClock),
-                DaemonOptions {
-                    socket,
-                    uevents: false,
-                    tick: Duration::from_millis(50),
-                },
-            );
+            let h = common::start_daemon(e, socket, Duration::from_millis(50));
             let _ = started_tx.send(());
             h
         }

@@ -3,34 +3,16 @@
 //! with the simulated device-mapper. multipath-tools skips the bad line and builds the other
 //! maps; so must we, loudly, and `once` exits non-zero when a map could not be built.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 
-use lun_scan::topology::Sim;
+use common::Lab;
 use serde_json::Value;
 
 use aliases::bindings::BINDINGS_HEADER as HEADER;
 
-struct Lab {
-    dir: tempfile::TempDir,
-    sim: Sim,
-}
-
 impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        Lab { dir, sim }
-    }
-
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn once(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_multipathd-rs"))
             .arg("--sysfs-root")

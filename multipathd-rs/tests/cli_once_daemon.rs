@@ -3,39 +3,17 @@
 //! `once --dry-run --json`, `once` twice (the second adopts and changes nothing), config
 //! blacklists, `config show --device`, `udev-member`, and the daemon behind its socket.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{Lab, fixture};
 use dm_tables::{DmBackend, SimBackend};
-use lun_scan::topology::Sim;
 use serde_json::Value;
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    sim: Sim,
-}
-
 impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        Lab { dir, sim }
-    }
-
-    fn p(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn cmd(&self, args: &[&str]) -> Command {
         self.cmd_with("config.toml", "ctl.sock", args)
     }
@@ -103,15 +81,7 @@ impl Lab {
 
     /// Every map's event number + change uevents: unchanged = no message, no reload.
     fn event_nrs(&self) -> BTreeMap<String, u32> {
-        let b = SimBackend::open_file(self.p("dm.json"), None).unwrap();
-        b.list()
-            .unwrap()
-            .into_iter()
-            .map(|m| {
-                let changes = b.change_uevents(&m.name).unwrap() as u32;
-                (m.name, m.event_nr + changes)
-            })
-            .collect()
+        common::event_nrs(&SimBackend::open_file(self.p("dm.json"), None).unwrap())
     }
 }
 

@@ -4,61 +4,34 @@
 //! SCSI hosts scan (a writer that blocks stands in for a slow settle). Positive control: a
 //! command that changes something does wait for the lock.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aliases::StorePaths;
 use dm_tables::SimBackend;
 use lun_scan::rescan::SysfsWriter;
-use lun_scan::topology::Sim;
 use multipathd_rs::clock::SystemClock;
 use multipathd_rs::config::Config;
-use multipathd_rs::daemon::{self, DaemonHandle, DaemonOptions};
-use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::daemon::DaemonHandle;
 use multipathd_rs::socket::{self, Command, Format, Status};
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
 fn start(dir: &Path, writer: Option<Box<dyn SysfsWriter + Send>>) -> (DaemonHandle, PathBuf) {
-    let sim = Sim::render_file(
-        &fixture("fixtures/topologies/fc-dual-hba.toml"),
-        &dir.join("sys"),
-    )
-    .unwrap();
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: sim.root.clone(),
-        store_paths: StorePaths {
-            table: Some(dir.join("aliases.toml")),
-            ..StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
-    let mut e = Engine::new(
+    let sim = common::dual_hba(dir);
+    let mut e = common::engine(
+        dir,
+        &sim.root,
         Config::builtin(),
-        opts,
         Box::new(SimBackend::new()),
         Arc::new(SystemClock),
-    )
-    .unwrap();
+    );
     if let Some(w) = writer {
         e.set_sysfs_writer(w);
     }
     let sock = dir.join("d.sock");
-    let h = daemon::start(
-        e,
-        Arc::new(SystemClock),
-        DaemonOptions {
-            socket: sock.clone(),
-            uevents: false,
-            tick: Duration::from_millis(50),
-        },
-    )
-    .unwrap();
+    let h = common::start_daemon(e, sock.clone(), Duration::from_millis(50)).unwrap();
     (h, sock)
 }
 

@@ -5,24 +5,21 @@
 //! scripted uevent feed reports a receive-buffer overrun (ENOBUFS), after which the loop
 //! resyncs at once. Controls: with the reconcile off and no overrun, nothing is repaired.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aliases::StorePaths;
 use dm_tables::SimBackend;
 use lun_scan::topology::Sim;
 use multipathd_rs::Error;
 use multipathd_rs::clock::{Clock, ManualClock};
 use multipathd_rs::config::Config;
 use multipathd_rs::daemon::{EventLoop, Reconcile};
-use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::engine::Engine;
 use multipathd_rs::uevent::{Uevent, UeventFeed};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -33,11 +30,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
+        let sim = common::dual_hba(dir.path());
         Lab {
             dir,
             sim,
@@ -53,17 +46,14 @@ impl Lab {
         )
         .unwrap();
         assert_eq!(config.global().reconcile_interval.value, reconcile_interval);
-        let opts = EngineOptions {
-            config_path: None,
-            sysfs_root: self.sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(self.dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
-        };
         let backend = SimBackend::open_file(self.dir.path().join("dm.json"), None).unwrap();
-        let mut e = Engine::new(config, opts, Box::new(backend), self.clock.clone()).unwrap();
+        let mut e = common::engine(
+            self.dir.path(),
+            &self.sim.root,
+            config,
+            Box::new(backend),
+            self.clock.clone(),
+        );
         let r = e.sync().unwrap();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(e.map_names().len(), 4);

@@ -6,58 +6,24 @@
 //! numbers once per pass, and has not noticed 2 s later. Both start once the first checks are
 //! booked (the pass that books them would notice too).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aliases::StorePaths;
-use dm_tables::{
-    DevNo, DmBackend, MapInfo, Message, MultipathTable, PathState, RemoveMode, Removed, SimBackend,
-};
-use lun_scan::topology::Sim;
+use common::{Hooks, PassThrough};
+use dm_tables::{DevNo, DmBackend, PathState, SimBackend};
 use multipathd_rs::clock::SystemClock;
 use multipathd_rs::config::Config;
-use multipathd_rs::daemon::{self, DaemonHandle, DaemonOptions};
-use multipathd_rs::engine::{Engine, EngineOptions};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
+use multipathd_rs::daemon::DaemonHandle;
 
 /// The sim without its event source: `event_source` is the trait's default (unsupported),
 /// like a kernel whose dm ioctl interface predates arm-poll.
 struct CannotWait(SimBackend);
 
-impl DmBackend for CannotWait {
-    fn list(&self) -> dm_tables::Result<Vec<MapInfo>> {
-        self.0.list()
-    }
-    fn info(&self, name: &str) -> dm_tables::Result<MapInfo> {
-        self.0.info(name)
-    }
-    fn create(&self, name: &str, uuid: &str, t: &MultipathTable) -> dm_tables::Result<MapInfo> {
-        self.0.create(name, uuid, t)
-    }
-    fn reload(&self, name: &str, t: &MultipathTable) -> dm_tables::Result<()> {
-        self.0.reload(name, t)
-    }
-    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.0.table_line(name)
-    }
-    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.0.status_line(name)
-    }
-    fn message(&self, name: &str, msg: &Message) -> dm_tables::Result<()> {
-        self.0.message(name, msg)
-    }
-    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
-        self.0.rename(old, new)
-    }
-    fn remove(&self, name: &str, mode: RemoveMode) -> dm_tables::Result<Removed> {
-        self.0.remove(name, mode)
-    }
-    fn wait_event(&self, name: &str, last: u32, t: Duration) -> dm_tables::Result<Option<u32>> {
-        self.0.wait_event(name, last, t)
+impl Hooks for CannotWait {
+    fn inner(&self) -> &dyn DmBackend {
+        &self.0
     }
 }
 
@@ -74,37 +40,21 @@ impl Lab {
     /// A daemon on a generated dual-HBA tree and a file-backed sim, with a tick of [`TICK`].
     fn start(can_wait: bool) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        let opts = EngineOptions {
-            config_path: None,
-            sysfs_root: sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
-        };
+        let sim = common::dual_hba(dir.path());
         let backend = SimBackend::open_file(dir.path().join("dm.json"), None).unwrap();
         let backend: Box<dyn DmBackend> = if can_wait {
             Box::new(backend)
         } else {
-            Box::new(CannotWait(backend))
+            Box::new(PassThrough(Arc::new(CannotWait(backend))))
         };
-        let e = Engine::new(Config::builtin(), opts, backend, Arc::new(SystemClock)).unwrap();
-        let h = daemon::start(
-            e,
+        let e = common::engine(
+            dir.path(),
+            &sim.root,
+            Config::builtin(),
+            backend,
             Arc::new(SystemClock),
-            DaemonOptions {
-                socket: dir.path().join("d.sock"),
-                uevents: false,
-                tick: TICK,
-            },
-        )
-        .unwrap();
+        );
+        let h = common::start_daemon(e, dir.path().join("d.sock"), TICK).unwrap();
         let lab = Lab {
             dir,
             daemon: Some(h),

@@ -5,12 +5,12 @@
 //! SysfsWriter seam, in an order the kernel accepts, only where they differ, and never on a
 //! port the kernel would refuse.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use aliases::StorePaths;
 use dm_tables::SimBackend;
-use lun_scan::topology::Sim;
 use multipathd_rs::clock::ManualClock;
 use multipathd_rs::config::Config;
 use multipathd_rs::engine::{Engine, EngineOptions};
@@ -37,11 +37,7 @@ const RPORTS: [&str; 4] = ["rport-0:0-0", "rport-0:0-1", "rport-1:0-0", "rport-1
 impl Lab {
     fn new(config: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
+        let sim = common::dual_hba(dir.path());
         let root = sim.root.clone();
         for r in RPORTS {
             // As the generator (and qla2xxx) leave them.
@@ -52,12 +48,7 @@ impl Lab {
         std::fs::write(&conf, config).unwrap();
         let opts = EngineOptions {
             config_path: Some(conf.clone()),
-            sysfs_root: root.clone(),
-            store_paths: StorePaths {
-                table: Some(dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
+            ..common::engine_options(dir.path(), &root)
         };
         let backend = SimBackend::open_file(dir.path().join("dm.json"), None).unwrap();
         let mut engine = Engine::new(

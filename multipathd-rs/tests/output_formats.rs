@@ -4,6 +4,8 @@
 //! tree, bindings, `dmsetup table` and `dmsetup status`, then formatted and compared byte
 //! for byte with `multipath -ll` (ll.txt) and `multipath -v2` (create.txt).
 
+mod common;
+
 use multipathd_rs::output::{
     format_size, maps_json, maps_table, multipathd_map_json, multipathd_maps_json, paths_json,
     paths_table, status_json, status_text, topology,
@@ -587,13 +589,8 @@ fn answer_read_serves_show_commands_from_a_snapshot() {
 /// is shown write-protected, in the topology and in multipathd's JSON.
 #[test]
 fn views_show_read_only_luns_and_the_hba_from_sysfs() {
-    use multipathd_rs::engine::{Engine, EngineOptions};
     let dir = tempfile::tempdir().unwrap();
-    let sim = lun_scan::topology::Sim::render_file(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/topologies/fc-dual-hba.toml"),
-        &dir.path().join("sys"),
-    )
-    .unwrap();
+    let sim = common::dual_hba(dir.path());
     // Every path of LUN 0 is read-only (an array-side snapshot exported read-only).
     let lun0: Vec<&lun_scan::topology::SimPath> = sim
         .present_paths()
@@ -610,23 +607,14 @@ fn views_show_read_only_luns_and_the_hba_from_sysfs() {
         std::fs::write(ro, "1\n").unwrap();
     }
     let ro_wwid = lun0[0].expected_wwid.clone();
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: sim.root.clone(),
-        store_paths: aliases::StorePaths {
-            table: Some(dir.path().join("aliases.toml")),
-            ..aliases::StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
     let backend = dm_tables::SimBackend::open_file(dir.path().join("dm.json"), None).unwrap();
-    let mut engine = Engine::new(
+    let mut engine = common::engine(
+        dir.path(),
+        &sim.root,
         multipathd_rs::config::Config::builtin(),
-        opts,
         Box::new(backend),
         std::sync::Arc::new(multipathd_rs::clock::ManualClock::new()),
-    )
-    .unwrap();
+    );
     engine.sync().unwrap();
     let maps = engine.maps_view();
     assert_eq!(maps.len(), 4);

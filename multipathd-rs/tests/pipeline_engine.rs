@@ -3,11 +3,14 @@
 //! device-mapper: maps per WWID grouped by ALUA priority, adoption without reload, blacklists
 //! and overrides, failover through the sysfs checker, uevents and dm events.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aliases::StorePaths;
+use common::{Hooks, Lab, PassThrough, event_nrs, fixture};
 use dm_tables::{DmBackend, SimBackend};
 use lun_scan::topology::Sim;
 use multipathd_rs::clock::ManualClock;
@@ -17,26 +20,7 @@ use multipathd_rs::engine::{Engine, EngineOptions};
 use multipathd_rs::state::PathDmState;
 use multipathd_rs::uevent::{Uevent, UeventSource};
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    sim: Sim,
-}
-
 impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        Lab { dir, sim }
-    }
-
     fn state(&self) -> PathBuf {
         self.dir.path().join("dm-state.json")
     }
@@ -50,12 +34,7 @@ impl Lab {
     ) -> Engine {
         let opts = EngineOptions {
             config_path,
-            sysfs_root: self.sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(self.dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
+            ..common::engine_options(self.dir.path(), &self.sim.root)
         };
         let backend = SimBackend::open_file(self.state(), None).unwrap();
         Engine::new(config, opts, Box::new(backend), clock).unwrap()
@@ -101,19 +80,6 @@ impl Lab {
     fn backend(&self) -> SimBackend {
         SimBackend::open_file(self.state(), None).unwrap()
     }
-}
-
-/// Every map's event number + change uevents: unchanged = no message and no reload (a
-/// reload leaves the event number alone, as on the kernel, and sends a change uevent).
-fn event_nrs(b: &SimBackend) -> BTreeMap<String, u32> {
-    b.list()
-        .unwrap()
-        .into_iter()
-        .map(|m| {
-            let changes = b.change_uevents(&m.name).unwrap() as u32;
-            (m.name, m.event_nr + changes)
-        })
-        .collect()
 }
 
 #[test]
@@ -451,22 +417,13 @@ fn multipath_tools_maps_on_the_reference_tree_are_adopted_unchanged() {
         .unwrap();
     }
     let before = event_nrs(&b);
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: root,
-        store_paths: StorePaths {
-            table: Some(dir.path().join("aliases.toml")),
-            ..StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
-    let mut e = Engine::new(
+    let mut e = common::engine(
+        dir.path(),
+        &root,
         Config::builtin(),
-        opts,
         Box::new(SimBackend::open_file(&state, None).unwrap()),
         Arc::new(ManualClock::new()),
-    )
-    .unwrap();
+    );
     let r = e.sync().unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.maps.len(), 3);
@@ -659,12 +616,9 @@ impl Overlapping {
     }
 }
 
-impl DmBackend for Overlapping {
-    fn list(&self) -> dm_tables::Result<Vec<dm_tables::MapInfo>> {
-        self.inner.list()
-    }
-    fn info(&self, name: &str) -> dm_tables::Result<dm_tables::MapInfo> {
-        self.inner.info(name)
+impl Hooks for Overlapping {
+    fn inner(&self) -> &dyn DmBackend {
+        &self.inner
     }
     fn create(
         &self,
@@ -676,33 +630,6 @@ impl DmBackend for Overlapping {
     }
     fn reload(&self, name: &str, table: &dm_tables::MultipathTable) -> dm_tables::Result<()> {
         self.slow(|| self.inner.reload(name, table))
-    }
-    fn table_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.inner.table_line(name)
-    }
-    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.inner.status_line(name)
-    }
-    fn message(&self, name: &str, msg: &dm_tables::Message) -> dm_tables::Result<()> {
-        self.inner.message(name, msg)
-    }
-    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
-        self.inner.rename(old, new)
-    }
-    fn remove(
-        &self,
-        name: &str,
-        mode: dm_tables::RemoveMode,
-    ) -> dm_tables::Result<dm_tables::Removed> {
-        self.inner.remove(name, mode)
-    }
-    fn wait_event(
-        &self,
-        name: &str,
-        last: u32,
-        timeout: std::time::Duration,
-    ) -> dm_tables::Result<Option<u32>> {
-        self.inner.wait_event(name, last, timeout)
     }
     fn concurrency(&self) -> usize {
         8
@@ -746,11 +673,11 @@ fn maps_are_created_concurrently_with_the_same_result_as_one_by_one() {
     let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut concurrent = engine(
         "concurrent",
-        Box::new(Overlapping {
+        Box::new(PassThrough(Arc::new(Overlapping {
             inner: SimBackend::new(),
             now: Default::default(),
             most: most.clone(),
-        }),
+        }))),
     );
     let rc = concurrent.sync().unwrap();
     assert!(rc.errors.is_empty(), "{:?}", rc.errors);
@@ -1229,53 +1156,15 @@ struct OddTable {
     odd: String,
 }
 
-impl DmBackend for OddTable {
-    fn list(&self) -> dm_tables::Result<Vec<dm_tables::MapInfo>> {
-        self.inner.list()
-    }
-    fn info(&self, name: &str) -> dm_tables::Result<dm_tables::MapInfo> {
-        self.inner.info(name)
-    }
-    fn create(
-        &self,
-        name: &str,
-        uuid: &str,
-        t: &dm_tables::MultipathTable,
-    ) -> dm_tables::Result<dm_tables::MapInfo> {
-        self.inner.create(name, uuid, t)
-    }
-    fn reload(&self, name: &str, t: &dm_tables::MultipathTable) -> dm_tables::Result<()> {
-        self.inner.reload(name, t)
+impl Hooks for OddTable {
+    fn inner(&self) -> &dyn DmBackend {
+        &self.inner
     }
     fn table_line(&self, name: &str) -> dm_tables::Result<String> {
         if name == self.odd {
             return Ok("0 16384 error".into());
         }
         self.inner.table_line(name)
-    }
-    fn status_line(&self, name: &str) -> dm_tables::Result<String> {
-        self.inner.status_line(name)
-    }
-    fn message(&self, name: &str, msg: &dm_tables::Message) -> dm_tables::Result<()> {
-        self.inner.message(name, msg)
-    }
-    fn rename(&self, old: &str, new: &str) -> dm_tables::Result<()> {
-        self.inner.rename(old, new)
-    }
-    fn remove(
-        &self,
-        name: &str,
-        mode: dm_tables::RemoveMode,
-    ) -> dm_tables::Result<dm_tables::Removed> {
-        self.inner.remove(name, mode)
-    }
-    fn wait_event(
-        &self,
-        name: &str,
-        nr: u32,
-        timeout: std::time::Duration,
-    ) -> dm_tables::Result<Option<u32>> {
-        self.inner.wait_event(name, nr, timeout)
     }
 }
 
@@ -1289,26 +1178,17 @@ fn a_map_with_a_foreign_table_is_left_alone_and_the_others_go_on() {
     let maps: Vec<String> = first.maps.iter().map(|m| m.plan.name.clone()).collect();
     assert!(maps.len() >= 2, "{maps:?}");
     let odd = maps[1].clone();
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: lab.sim.root.clone(),
-        store_paths: StorePaths {
-            table: Some(lab.dir.path().join("aliases.toml")),
-            ..StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
     let backend = OddTable {
         inner: lab.backend(),
         odd: odd.clone(),
     };
-    let mut e = Engine::new(
+    let mut e = common::engine(
+        lab.dir.path(),
+        &lab.sim.root,
         Config::builtin(),
-        opts,
-        Box::new(backend),
+        Box::new(PassThrough(Arc::new(backend))),
         Arc::new(ManualClock::new()),
-    )
-    .unwrap();
+    );
     let r = e.sync().expect("one odd map must not fail the whole sync");
     assert!(
         r.errors

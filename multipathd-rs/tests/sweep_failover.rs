@@ -5,54 +5,30 @@
 //! `state` files are rewritten in place, as sysfs regenerates them) and the simulated
 //! device-mapper (a fresh table starts with every path active, as the kernel's does).
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aliases::StorePaths;
+use common::Lab;
 use dm_tables::{DevNo, DmBackend, PathState, SimBackend};
-use lun_scan::topology::Sim;
 use multipathd_rs::clock::{Clock, ManualClock, SystemClock};
 use multipathd_rs::config::Config;
-use multipathd_rs::daemon::{self, DaemonOptions};
-use multipathd_rs::engine::{Engine, EngineOptions};
+use multipathd_rs::engine::Engine;
 use multipathd_rs::sweep::{self, Member, Membership, SweepOptions};
 
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    sim: Sim,
-}
-
 impl Lab {
-    /// Two FC HBAs x two target ports, 4 LUNs: 4 maps of 4 paths.
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = Sim::render_file(
-            &fixture("fixtures/topologies/fc-dual-hba.toml"),
-            &dir.path().join("sys"),
-        )
-        .unwrap();
-        Lab { dir, sim }
-    }
-
     /// A synced engine on the in-memory sim backend.
     fn engine(&self, clock: Arc<dyn Clock>) -> Engine {
-        let opts = EngineOptions {
-            config_path: None,
-            sysfs_root: self.sim.root.clone(),
-            store_paths: StorePaths {
-                table: Some(self.dir.path().join("aliases.toml")),
-                ..StorePaths::default()
-            },
-            checker_override: Some("sysfs".into()),
-        };
-        let mut e =
-            Engine::new(Config::builtin(), opts, Box::new(SimBackend::new()), clock).unwrap();
+        let backend = Box::new(SimBackend::new());
+        let mut e = common::engine(
+            self.dir.path(),
+            &self.sim.root,
+            Config::builtin(),
+            backend,
+            clock,
+        );
         let r = e.sync().unwrap();
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert_eq!(e.map_names().len(), 4);
@@ -112,16 +88,8 @@ fn a_path_that_goes_offline_is_failed_while_the_engine_lock_is_held() {
     let backend = e.shared_backend();
     let dev = lab.sim.paths[0].dev.clone();
     let (map, devno) = where_is(&e, &dev);
-    let handle = daemon::start(
-        e,
-        Arc::new(SystemClock),
-        DaemonOptions {
-            socket: lab.dir.path().join("sock"),
-            uevents: false,
-            tick: Duration::from_millis(200),
-        },
-    )
-    .unwrap();
+    let handle =
+        common::start_daemon(e, lab.dir.path().join("sock"), Duration::from_millis(200)).unwrap();
     assert_eq!(dm_state(backend.as_ref(), &map, devno), PathState::Active);
     {
         // The engine lock, held for the whole failover (as a long rescan or reload would).

@@ -4,25 +4,19 @@
 //! (root), and a control connection answers reads at the server's `read_nice`, a change at its
 //! starting priority.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aliases::StorePaths;
 use dm_tables::SimBackend;
-use lun_scan::topology::Sim;
 use multipathd_rs::clock::SystemClock;
 use multipathd_rs::config::Config;
-use multipathd_rs::daemon::{self, DaemonOptions};
-use multipathd_rs::engine::{Engine, EngineOptions};
 use multipathd_rs::priority::{self, CRITICAL_NICE};
 use multipathd_rs::socket::{Command, Peer, Response, Server, ServerOptions};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
 
 /// The nice value of each of this process's threads named `name`.
 fn nice_of_threads(name: &str) -> Vec<i32> {
@@ -58,38 +52,17 @@ fn may_raise() -> bool {
 #[test]
 fn the_failover_threads_run_above_the_rest_when_the_daemon_may() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::render_file(
-        &fixture("fixtures/topologies/fc-dual-hba.toml"),
-        &dir.path().join("sys"),
-    )
-    .unwrap();
-    let opts = EngineOptions {
-        config_path: None,
-        sysfs_root: sim.root.clone(),
-        store_paths: StorePaths {
-            table: Some(dir.path().join("aliases.toml")),
-            ..StorePaths::default()
-        },
-        checker_override: Some("sysfs".into()),
-    };
-    let e = Engine::new(
+    let sim = common::dual_hba(dir.path());
+    let e = common::engine(
+        dir.path(),
+        &sim.root,
         Config::builtin(),
-        opts,
         Box::new(SimBackend::new()),
         Arc::new(SystemClock),
-    )
-    .unwrap();
+    );
     let ours = priority::thread_nice().unwrap();
-    let handle = daemon::start(
-        e,
-        Arc::new(SystemClock),
-        DaemonOptions {
-            socket: dir.path().join("sock"),
-            uevents: false,
-            tick: Duration::from_millis(200),
-        },
-    )
-    .unwrap();
+    let handle =
+        common::start_daemon(e, dir.path().join("sock"), Duration::from_millis(200)).unwrap();
     let want = if may_raise() {
         CRITICAL_NICE.min(ours)
     } else {
