@@ -281,3 +281,31 @@ fn big_topology_counts() {
     let w = scan.paths[0].wwid.clone();
     assert_eq!(scan.paths.iter().filter(|p| p.wwid == w).count(), 4);
 }
+
+#[test]
+fn a_host_of_hundreds_of_paths_goes_down_and_comes_back_whole() {
+    // 2 hosts x 4 target ports x 64 LUNs: 256 paths a host, written from several threads
+    // (the kernel flips a host's devices at once): every one of them must change, none twice.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Sim::render(&Topology::big_fc(2, 4, 64), dir.path()).unwrap();
+    sim.host_down("host1").unwrap();
+    let scan = lun_scan::scan(dir.path());
+    let (down, up): (Vec<_>, Vec<_>) = scan.paths.iter().partition(|p| p.host == "host1");
+    assert_eq!(down.len(), 256);
+    assert!(
+        down.iter().all(|p| p.state == "transport-offline"),
+        "{:?}",
+        down.iter().find(|p| p.state != "transport-offline")
+    );
+    assert!(up.iter().all(|p| p.state == "running"));
+    // The sim's own record agrees with the tree.
+    assert!(
+        sim.present_paths()
+            .filter(|p| p.hctl.host == 1)
+            .all(|p| p.state == "transport-offline")
+    );
+    sim.host_up("host1").unwrap();
+    let scan = check_matches(&sim);
+    assert_eq!(scan.paths.len(), 512);
+    assert!(scan.paths.iter().all(|p| p.state == "running"));
+}
