@@ -422,7 +422,7 @@ pub fn status_text(status: &DaemonStatus) -> String {
             out,
             "sweep: {} paths every {} ms, last pass {} us ({} us CPU), {} files open, {} read by open/read/close, {} transport ports watched, {} early reads, {} failed at once, {} map gone, {} fail errors, {} read errors",
             w.members,
-            w.period_ms,
+            w.pass_spacing_ms(),
             w.last_pass_us,
             w.last_pass_cpu_us,
             w.open_files,

@@ -140,6 +140,18 @@ pub struct SweepStats {
     pub read_errors: u64,
 }
 
+impl SweepStats {
+    /// How far apart the full passes are now: the period, or more after a costly pass (see
+    /// [`pause_after`]).
+    pub fn pass_spacing_ms(&self) -> u64 {
+        let spacing = pause_after(
+            Duration::from_millis(self.period_ms),
+            Duration::from_micros(self.last_pass_cpu_us),
+        );
+        u64::try_from(spacing.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// How the thread runs.
 #[derive(Debug, Clone, Copy)]
 pub struct SweepOptions {
@@ -349,13 +361,22 @@ impl Drop for Sweep {
     }
 }
 
-/// The time from one pass's start to the next: the period, or ten times the CPU the pass used
-/// when that is longer, so the thread never takes more than a tenth of a core (many paths read
-/// by open/read/close space the passes out). CPU time, not wall time: on a starved machine a
-/// pass takes longer without costing more, and stretching the period then would only delay
-/// failover.
+/// The latest a full pass may follow the one before while the sweep stays under a quarter of a
+/// core (see [`pause_after`]): an idle path that goes offline is failed within about this much.
+pub const SWEEP_SPACING_CAP: Duration = Duration::from_millis(500);
+
+/// The time from one pass's start to the next. The period when a pass is cheap; when a pass
+/// costs more than a fiftieth of a second of CPU (tens of thousands of paths), ten times that
+/// CPU, so the thread takes a tenth of a core, but never more than [`SWEEP_SPACING_CAP`] while
+/// a quarter of a core is enough to keep that cap: failing an idle path that went offline
+/// matters more than a tenth of a core on a host with that many paths. Beyond (a pass over a
+/// quarter of the cap's CPU), four times the pass's CPU: the thread never takes more than a
+/// quarter of a core. CPU time, not wall time: on a starved machine a pass takes longer without
+/// costing more, and stretching the period then would only delay failover.
 pub fn pause_after(period: Duration, pass_cpu: Duration) -> Duration {
-    period.max(pass_cpu.saturating_mul(10))
+    let tenth = pass_cpu.saturating_mul(10);
+    let quarter = pass_cpu.saturating_mul(4);
+    period.max(tenth.min(SWEEP_SPACING_CAP.max(quarter)))
 }
 
 /// This thread's CPU time so far (zero if the clock cannot be read).
@@ -983,12 +1004,32 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_pass_spaces_the_passes_out_to_a_tenth_of_a_core() {
+    fn a_slow_pass_spaces_the_passes_out_within_the_latency_cap_and_a_quarter_of_a_core() {
         let period = Duration::from_millis(200);
-        assert_eq!(pause_after(period, Duration::from_millis(5)), period);
-        assert_eq!(
-            pause_after(period, Duration::from_millis(132)),
-            Duration::from_millis(1320)
-        );
+        let ms = Duration::from_millis;
+        // cheap passes: the period
+        assert_eq!(pause_after(period, ms(5)), period);
+        assert_eq!(pause_after(period, ms(20)), period);
+        // a tenth of a core while that stays under the cap
+        assert_eq!(pause_after(period, ms(35)), ms(350));
+        // the cap, at up to a quarter of a core (32,768 paths, 13,792 read by open/read/close:
+        // 118 ms a pass used to space the passes 1.18 s apart)
+        assert_eq!(pause_after(period, ms(50)), SWEEP_SPACING_CAP);
+        assert_eq!(pause_after(period, ms(118)), SWEEP_SPACING_CAP);
+        assert_eq!(pause_after(period, ms(125)), SWEEP_SPACING_CAP);
+        // beyond: never more than a quarter of a core
+        assert_eq!(pause_after(period, ms(200)), ms(800));
+        for cpu in (0..2000).step_by(7).map(ms) {
+            let p = pause_after(period, cpu);
+            assert!(p >= period, "{cpu:?} -> {p:?}");
+            assert!(
+                p >= cpu.saturating_mul(4),
+                "{cpu:?} -> {p:?}: over a quarter of a core"
+            );
+            assert!(
+                p <= SWEEP_SPACING_CAP.max(cpu.saturating_mul(4)),
+                "{cpu:?} -> {p:?}: beyond the cap with a quarter of a core to spare"
+            );
+        }
     }
 }

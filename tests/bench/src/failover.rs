@@ -179,8 +179,8 @@ pub fn section(o: &mut String, micro: &Option<MicroResults>) {
             "\nThe process's open-file limit ({}) left the sweep thread {} state files to hold \
              open; the other {} paths are read by open/read/close (`openat` relative to their \
              SCSI target's directory), which costs several times a `pread`, so a pass takes \
-             longer and the passes are spaced out to keep the thread within a tenth of a core \
-             (last pass {}, {} CPU). {} Where a pass's CPU goes (perf, 4096 x 8 on tmpfs, 18,976 held: 156 ms \
+             longer and the passes are spaced out to ten times their CPU, at most 0.5 s apart \
+             while a quarter of a core keeps them so (last pass {}, {} CPU). {} Where a pass's CPU goes (perf, 4096 x 8 on tmpfs, 18,976 held: 156 ms \
              a pass): `pread` 40%, `openat` 40% (dentry lookup 11%), `close` 8%, the sweep's \
              own code about 5%, no allocation or hashing: the cost is the kernel's per file, \
              so the idle-path targets above wait for the next pass.",
