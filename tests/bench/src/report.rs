@@ -616,8 +616,9 @@ pub fn write(inputs: &Inputs, md: &Path, docs_dir: &Path) -> Result<()> {
                 "\nHow each tool notices a path going offline: multipath-tools by an I/O error on \
                  that path (only while I/O goes through it) or by its path checker, every \
                  `polling_interval` (5 s) stretched up to `max_polling_interval` (20 s) while the \
-                 path stays healthy; multipathd-rs by the same two plus a sweep of every path's \
-                 `device/state` once a second. So multipath-tools' figures spread widely: with \
+                 path stays healthy; multipathd-rs by the same two plus a thread that reads every \
+                 path's `device/state` every 200 ms (spaced out to at most 0.5 s on hosts with \
+                 tens of thousands of paths) and fails a path that went offline itself. So multipath-tools' figures spread widely: with \
                  the dd loop running they depend on whether its I/O was going through the failed \
                  path (each repetition is in `tests/lab/out/92-bench-failover/results.json`). \
                  Adding LUNs: multipathd-rs reads the new paths from kernel uevents and sysfs and \
